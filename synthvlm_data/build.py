@@ -1,0 +1,134 @@
+"""`synthvlm build`: run a recipe's stages over a work directory, then export the dataset.
+
+The work dir (`runs/<recipe name>/` by default) holds every stage's shards; re-running the same
+build resumes from the complete shards. A work dir remembers the fingerprint of the recipe that
+made it, so a different recipe can never silently mix its shards with another's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from synthvlm_data import models
+from synthvlm_data.backends import get_backend
+from synthvlm_data.config import Recipe
+from synthvlm_data.errors import SynthVLMError, WorkDirLockedError
+from synthvlm_data.shards import ShardStore, atomic_write_bytes
+from synthvlm_data.stages import CAPTIONS, SELECT, STAGES, RunContext, captions_done, prepare_captions
+
+STAGE_ORDER = (CAPTIONS, *(s.name for s in STAGES), "export")
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    work_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+
+def preflight(recipe: Recipe) -> None:
+    """Check every model the recipe names can load here, before any stage runs."""
+    models.check_available(recipe.generate.model, "generate.model")
+    if recipe.generate.refiner is not None:
+        models.check_available(recipe.generate.refiner, "generate.refiner")
+    models.check_available(recipe.score.clip.model, "score.clip.model")
+    from synthvlm_data.captions import pipeline as caption_pipeline
+
+    check = getattr(caption_pipeline, "preflight", None)
+    if check is not None:
+        check(recipe.captions, profile=recipe.profile)
+
+
+def init_work_dir(work_dir: Path, recipe: Recipe) -> None:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    meta_path = work_dir / "run.json"
+    fp = recipe.fingerprint()
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") != fp:
+            raise SynthVLMError(
+                f"work dir {work_dir} holds a run of a different recipe (fingerprint {meta.get('fingerprint')} "
+                f"vs {fp}); pass another --work-dir or delete it to start over"
+            )
+        return
+    atomic_write_bytes(work_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False).encode())
+    atomic_write_bytes(meta_path, json.dumps({"recipe": recipe.name, "fingerprint": fp}, indent=2).encode())
+
+
+@contextlib.contextmanager
+def work_dir_lock(work_dir: Path) -> Iterator[None]:
+    """One build per work dir at a time (the lock dies with the process, even on SIGKILL)."""
+    lock_path = work_dir / ".lock"
+    with lock_path.open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkDirLockedError(
+                f"another build is running on {work_dir}; wait for it to finish or use another --work-dir"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def collect_stats(ctx: RunContext) -> dict:
+    report = json.loads((ctx.work_dir / CAPTIONS / "report.json").read_text())
+    selection = json.loads((ctx.work_dir / SELECT / "stats.json").read_text())
+    steps = report.get("steps", [])
+    captions_in = steps[0]["seen"] if steps else report.get("captions_out")
+    return {
+        "captions_in": captions_in,
+        "captions_out": report.get("captions_out"),
+        "caption_report": report,
+        "images_generated": selection["images_scored"],
+        **selection,
+    }
+
+
+def build(
+    recipe: Recipe,
+    out_dir: Path,
+    *,
+    work_dir: Path | None = None,
+    backend: str = "local",
+    progress: bool = True,
+) -> BuildResult:
+    preflight(recipe)
+    work_dir = Path(work_dir) if work_dir else Path("runs") / recipe.name
+    init_work_dir(work_dir, recipe)
+    ctx = RunContext(recipe=recipe, store=ShardStore(work_dir), work_dir=work_dir)
+    runner = get_backend(backend)
+    timings: dict[str, float] = {}
+    with work_dir_lock(work_dir):
+        t0 = time.perf_counter()
+        if not captions_done(ctx):
+            prepare_captions(ctx)
+        timings[CAPTIONS] = time.perf_counter() - t0
+        for stage_cls in STAGES:
+            stage = stage_cls()
+            t0 = time.perf_counter()
+            units = stage.plan(ctx)
+            runner.run_stage(stage, ctx, units, progress=progress)
+            ctx.store.write_manifest(stage.name, units)
+            timings[stage.name] = time.perf_counter() - t0
+        stats = collect_stats(ctx)
+        t0 = time.perf_counter()
+        from synthvlm_data.export import export_dataset
+
+        export_dataset(ctx, out_dir, stats)
+        timings["export"] = time.perf_counter() - t0
+    atomic_write_bytes(work_dir / "timings.json", json.dumps(timings, indent=2).encode())
+    return BuildResult(out_dir=Path(out_dir), work_dir=work_dir, timings=timings, stats=stats)
+
+
+__all__ = ["BuildResult", "build", "preflight"]

@@ -1,0 +1,197 @@
+"""Recipe schema and loading.
+
+A recipe is one YAML file that fully determines a dataset. It is validated on load: an unknown
+key, a wrong type or an out-of-range value is an error naming the key path and the file. Paper
+values live in the shipped recipes (with citations in comments), not in code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from synthvlm_data.captions.config import CaptionsConfig
+from synthvlm_data.errors import RecipeError
+from synthvlm_data.schema import ModelRef, StrictModel
+
+RECIPES_PACKAGE = "synthvlm_data.recipes"
+
+
+class GenerateConfig(StrictModel):
+    """Text-to-image generation (diffusers)."""
+
+    pipeline: Literal["sdxl", "sd3", "auto"] = "sdxl"
+    model: ModelRef
+    refiner: ModelRef | None = Field(
+        default=None, description="SDXL refiner; base runs to denoising_end=high_noise_frac."
+    )
+    high_noise_frac: float = Field(default=0.8, gt=0.0, lt=1.0)
+    steps: int = Field(default=60, ge=1, le=1000)
+    guidance_scale: float = Field(default=7.5, ge=0.0)
+    negative_prompt: str = ""
+    height: int = Field(default=1024, ge=8, multiple_of=8)
+    width: int = Field(default=1024, ge=8, multiple_of=8)
+    max_sequence_length: int | None = Field(default=None, ge=1, description="SD3 T5 length.")
+    images_per_caption: int = Field(default=1, ge=1, le=64)
+    batch_size: int = Field(default=4, ge=1)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float16"
+    device: str | None = Field(default=None, description="None: cuda if available, else cpu.")
+    output: Literal["pixels", "latents"] = "pixels"
+    image_format: Literal["png", "jpeg", "webp"] = "png"
+    image_quality: int = Field(default=95, ge=1, le=100, description="JPEG/WebP quality.")
+
+
+class ClipScoreConfig(StrictModel):
+    model: ModelRef = ModelRef(id="ViT-B-32", revision="openai")
+    text_prefix: str = "A photo depicts "
+    batch_size: int = Field(default=64, ge=1)
+
+
+class SSIMConfig(StrictModel):
+    """SSIM of an image against its resize round-trip (size -> down -> size)."""
+
+    size: int = Field(default=768, ge=8)
+    down: int = Field(default=336, ge=8)
+    grayscale: bool = True
+    interpolation: Literal["bilinear", "bicubic", "nearest", "lanczos"] = "bilinear"
+    win_size: int = Field(default=7, ge=3)
+
+    @model_validator(mode="after")
+    def _odd_window(self) -> SSIMConfig:
+        if self.win_size % 2 == 0:
+            raise ValueError(f"win_size must be odd, got {self.win_size}")
+        return self
+
+
+class ScoreConfig(StrictModel):
+    clip: ClipScoreConfig = ClipScoreConfig()
+    ssim: SSIMConfig = SSIMConfig()
+    batch_size: int = Field(default=32, ge=1)
+
+
+class SelectConfig(StrictModel):
+    """score = w_clip * clip + w_ssim * ssim; best image per caption; then top-N / ratio."""
+
+    w_clip: float = 1.0
+    w_ssim: float = 0.5
+    top_n: int | None = Field(default=None, ge=1)
+    ratio: float | None = Field(default=None, gt=0.0, le=1.0)
+    min_clip: float | None = None
+    min_ssim: float | None = None
+
+    @model_validator(mode="after")
+    def _one_size_rule(self) -> SelectConfig:
+        if self.top_n is not None and self.ratio is not None:
+            raise ValueError("set either top_n or ratio, not both")
+        return self
+
+
+class ExportConfig(StrictModel):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    pretty_name: str | None = None
+    license: str = "cc-by-nc-4.0"
+    rows_per_shard: int = Field(default=5000, ge=1)
+    language: list[str] = ["en"]
+    tags: list[str] = ["synthetic", "image-captioning", "vision-language"]
+
+
+class Recipe(StrictModel):
+    """A full dataset recipe. `profile: tiny` marks recipes whose models have random weights."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    profile: Literal["full", "tiny"] = "full"
+    seed: int = Field(default=0, ge=0)
+    rows_per_shard: int = Field(default=64, ge=1, description="Work-unit size of every stage.")
+    captions: CaptionsConfig
+    generate: GenerateConfig
+    score: ScoreConfig = ScoreConfig()
+    select: SelectConfig = SelectConfig()
+    export: ExportConfig
+
+    def fingerprint(self) -> str:
+        """A stable hash of everything that determines the output (used to guard work dirs)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the recipes shipped inside the package."""
+    root = resources.files(RECIPES_PACKAGE)
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _format_validation_error(err: ValidationError, where: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        elif e["type"] == "missing":
+            parts.append(f"missing key '{loc}'")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            parts.append(f"'{loc}': {e['msg']}{got_s}")
+    return f"invalid recipe {where}: " + "; ".join(parts) + ". See `synthvlm recipes --show tiny`."
+
+
+def recipe_from_dict(data: object, where: str = "<dict>", overrides: dict | None = None) -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"invalid recipe {where}: the top level must be a mapping of keys")
+    if overrides:
+        data = _deep_merge(data, overrides)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_validation_error(err, where)) from None
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> Recipe:
+    """Load a shipped recipe by name (`tiny`) or a user's YAML file by path."""
+    text, where = _read_recipe_text(str(name_or_path))
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"recipe {where} is not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    return recipe_from_dict(data, where, overrides)
+
+
+def _read_recipe_text(name_or_path: str) -> tuple[str, str]:
+    path = Path(name_or_path)
+    looks_like_path = path.suffix in {".yaml", ".yml"} or "/" in name_or_path
+    if looks_like_path:
+        if not path.is_file():
+            raise RecipeError(
+                f"recipe file {name_or_path} does not exist. Pass a shipped recipe name "
+                f"({', '.join(shipped_recipes())}) or a path to a YAML file."
+            )
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError:
+            raise RecipeError(f"recipe file {path} is not UTF-8 text") from None
+    res = resources.files(RECIPES_PACKAGE) / f"{name_or_path}.yaml"
+    if not res.is_file():
+        raise RecipeError(
+            f"unknown recipe '{name_or_path}'. Shipped recipes: {', '.join(shipped_recipes())}; "
+            "or pass a path to your own YAML file."
+        )
+    return res.read_text(encoding="utf-8"), f"'{name_or_path}' (shipped)"

@@ -1,0 +1,148 @@
+"""Export: the selected pairs as a Hub-ready folder that `load_dataset(folder)` reads.
+
+`<out>/data/train-NNNNN-of-NNNNN.parquet` (an `Image` feature, PNG/JPEG bytes embedded) plus a
+README.md dataset card whose YAML carries `configs:` and `dataset_info:`. The folder is assembled
+under a temporary name next to `<out>` and renamed into place at the end, so an interrupted or
+failed export never leaves a partial dataset behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import datasets
+import yaml
+
+from synthvlm_data.shards import ShardStore
+from synthvlm_data.stages import CAPTIONS, GENERATE, SELECT, RunContext
+from synthvlm_data.workunits import WorkUnit
+
+BASE_FEATURES = {
+    "id": datasets.Value("string"),
+    "image": datasets.Image(),
+    "caption": datasets.Value("string"),
+    "prompt": datasets.Value("string"),
+    "clip_score": datasets.Value("float64"),
+    "ssim": datasets.Value("float64"),
+    "score": datasets.Value("float64"),
+    "seed": datasets.Value("int64"),
+    "repeat": datasets.Value("int32"),
+    "source": datasets.Value("string"),
+    "source_id": datasets.Value("string"),
+    "generator": datasets.Value("string"),
+}
+
+
+def dataset_features(with_concept: bool) -> datasets.Features:
+    feats = dict(BASE_FEATURES)
+    if with_concept:
+        feats["concept"] = datasets.Value("string")
+    return datasets.Features(feats)
+
+
+def shard_name(i: int, n: int) -> str:
+    return f"train-{i:05d}-of-{n:05d}.parquet"
+
+
+def _iter_selected_rows(ctx: RunContext, selection: dict):
+    """Selected rows in generation order (caption shard, position), streaming image bytes."""
+    store: ShardStore = ctx.store
+    units = ctx.caption_units()
+    for cu in units:
+        caps = {r["id"]: r for r in store.read(cu).to_pylist()}
+        gen = store.read(WorkUnit(GENERATE, cu.index, cu.num_units))
+        for row in gen.to_pylist():
+            sel = selection.get((row["id"], row["repeat"]))
+            if sel is None:
+                continue
+            cap = caps[row["id"]]
+            yield {
+                "id": row["id"],
+                "image": {"bytes": row["image"], "path": None},
+                "caption": cap["caption"],
+                "prompt": cap["prompt"],
+                "clip_score": sel["clip_score"],
+                "ssim": sel["ssim"],
+                "score": sel["score"],
+                "seed": row["seed"],
+                "repeat": row["repeat"],
+                "source": cap["source"],
+                "source_id": cap["source_id"],
+                "generator": row["generator"],
+                "concept": cap["concept"],
+            }
+
+
+def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
+    """Write the published folder for a completed run; returns its path."""
+    from synthvlm_data.cards import dataset_card_data, write_dataset_card
+
+    recipe = ctx.recipe
+    selection_table = ctx.store.read(WorkUnit(SELECT, 0, 1))
+    selection = {(r["id"], r["repeat"]): r for r in selection_table.to_pylist()}
+    n_rows = len(selection)
+    has_concept = any(
+        v is not None for cu in ctx.caption_units() for v in ctx.store.read(cu, ["concept"])["concept"].to_pylist()
+    )
+    features = dataset_features(has_concept)
+    per_shard = recipe.export.rows_per_shard
+    n_shards = max(1, math.ceil(n_rows / per_shard))
+
+    out_dir = Path(out_dir)
+    staging = out_dir.with_name(f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}")
+    (staging / "data").mkdir(parents=True)
+    try:
+        num_bytes, buffer, written = 0, [], 0
+
+        def flush() -> None:
+            nonlocal num_bytes, buffer, written
+            cols = {k: [r.get(k) for r in buffer] for k in features}
+            ds = datasets.Dataset.from_dict(cols, features=features)
+            num_bytes += ds.data.nbytes
+            ds.to_parquet(str(staging / "data" / shard_name(written, n_shards)))
+            written, buffer = written + 1, []
+
+        for row in _iter_selected_rows(ctx, selection):
+            buffer.append(row)
+            if len(buffer) == per_shard:
+                flush()
+        if buffer or written == 0:
+            flush()
+        card_data = dataset_card_data(
+            recipe=recipe, features=features, num_rows=n_rows, num_bytes=num_bytes, num_shards=n_shards
+        )
+        write_dataset_card(
+            staging,
+            card_data,
+            recipe=recipe,
+            recipe_yaml=yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False).strip(),
+            num_rows=n_rows,
+            num_shards=n_shards,
+            columns=list(features),
+            stats=stats,
+            score_rows=[("selected", stats["selected_scores"]), ("rejected pool", stats["rejected_scores"])],
+        )
+        (staging / "synthvlm_stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True, default=str))
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move `src` to `dst`, replacing an existing `dst` only once `src` is complete."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(old)

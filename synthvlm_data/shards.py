@@ -1,0 +1,117 @@
+"""The shard store: atomic, checksummed stage outputs under a work directory.
+
+A shard is written to a temporary name, flushed, and renamed into place only when complete; its
+SHA-256 is then written (atomically too) to a sidecar manifest entry. A shard counts as complete
+only when the file exists *and* matches its recorded checksum, so a run killed at any point, or a
+file truncated or corrupted later, is redone on resume and never read as data. Each shard has
+its own manifest entry, so many processes can write one stage without coordinating.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from synthvlm_data.errors import ShardError
+from synthvlm_data.workunits import WorkUnit
+
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see either nothing or the whole file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def table_to_parquet_bytes(table: pa.Table) -> bytes:
+    """Deterministic parquet bytes (fixed writer options; no timestamps in the file)."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", row_group_size=max(1, min(table.num_rows, 1024)))
+    return buf.getvalue()
+
+
+class ShardStore:
+    """Shards of every stage of one run, under `root/<stage>/`."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, unit: WorkUnit) -> Path:
+        return self.root / unit.stage / f"{unit.name}.parquet"
+
+    def _checksum_path(self, unit: WorkUnit) -> Path:
+        p = self.path(unit)
+        return p.with_name(p.name + CHECKSUM_SUFFIX)
+
+    def recorded_checksum(self, unit: WorkUnit) -> str | None:
+        try:
+            return self._checksum_path(unit).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def is_complete(self, unit: WorkUnit) -> bool:
+        """True only if the shard exists and matches its recorded checksum."""
+        expected = self.recorded_checksum(unit)
+        path = self.path(unit)
+        if expected is None or not path.is_file():
+            return False
+        return sha256_file(path) == expected
+
+    def write(self, unit: WorkUnit, table: pa.Table) -> str:
+        """Write a shard atomically, then its checksum; returns the checksum."""
+        data = table_to_parquet_bytes(table)
+        digest = hashlib.sha256(data).hexdigest()
+        # Drop a stale checksum first: a crash between the two renames must not leave an old
+        # checksum next to new data (it would just mismatch and be redone, but be explicit).
+        with contextlib.suppress(FileNotFoundError):
+            self._checksum_path(unit).unlink()
+        atomic_write_bytes(self.path(unit), data)
+        atomic_write_bytes(self._checksum_path(unit), (digest + "\n").encode())
+        return digest
+
+    def read(self, unit: WorkUnit, columns: list[str] | None = None) -> pa.Table:
+        if not self.is_complete(unit):
+            raise ShardError(
+                f"shard {self.path(unit)} is missing or does not match its checksum; "
+                "re-run the build to redo it"
+            )
+        return pq.read_table(self.path(unit), columns=columns)
+
+    def write_manifest(self, stage: str, units: list[WorkUnit], extra: dict | None = None) -> Path:
+        """A stage-level manifest once every shard of the stage is complete."""
+        entries = {}
+        for u in units:
+            digest = self.recorded_checksum(u)
+            if digest is None:
+                raise ShardError(f"cannot write the {stage} manifest: shard {u.name} is not complete")
+            entries[self.path(u).name] = digest
+        manifest = {"stage": stage, "num_shards": len(units), "shards": entries, **(extra or {})}
+        path = self.root / stage / "manifest.json"
+        atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        return path

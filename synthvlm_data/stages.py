@@ -1,0 +1,243 @@
+"""The build's stages: captions -> generate -> score -> select.
+
+Each stage is a pure function of one work unit (a shard of input rows) to one output table; it
+knows nothing about processes or machines (the backends in `synthvlm_data.backends` decide who runs
+which unit). Models are loaded in `setup`, once per worker. Export (the published folder) lives in
+`synthvlm_data.export`.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from synthvlm_data.config import Recipe
+from synthvlm_data.errors import ShardError
+from synthvlm_data.shards import ShardStore, atomic_write_bytes
+from synthvlm_data.workunits import WorkUnit, choose_prompt, chunk, derive_seed, plan_units, sample_id
+
+CAPTIONS, GENERATE, SCORE, SELECT = "captions", "generate", "score", "select"
+
+CAPTION_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("caption", pa.string()),
+        ("prompt", pa.string()),
+        ("source", pa.string()),
+        ("source_id", pa.string()),
+        ("concept", pa.string()),
+    ]
+)
+GENERATE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("repeat", pa.int32()),
+        ("seed", pa.int64()),
+        ("image", pa.binary()),
+        ("generator", pa.string()),
+    ]
+)
+SCORE_SCHEMA = pa.schema(
+    [("id", pa.string()), ("repeat", pa.int32()), ("clip_score", pa.float64()), ("ssim", pa.float64())]
+)
+
+
+@dataclass
+class RunContext:
+    """What every stage may read: the recipe and the run's shard store."""
+
+    recipe: Recipe
+    store: ShardStore
+    work_dir: Path
+    stats: dict = field(default_factory=dict)
+
+    def caption_units(self) -> list[WorkUnit]:
+        manifest = self.work_dir / CAPTIONS / "manifest.json"
+        if not manifest.is_file():
+            raise ShardError(f"{manifest} is missing: run the captions stage first")
+        n = json.loads(manifest.read_text())["num_shards"]
+        return plan_units(CAPTIONS, n)
+
+
+class Stage(abc.ABC):
+    """A stage maps each of its work units to one table."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def plan(self, ctx: RunContext) -> list[WorkUnit]:
+        """The stage's work units, fixed before anything runs."""
+
+    def setup(self, ctx: RunContext) -> None:
+        """Load models once per worker (called only if some unit still needs to run)."""
+
+    @abc.abstractmethod
+    def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
+        """Compute one unit's output table (pure: same unit, same bytes)."""
+
+
+# --------------------------------------------------------------------------- captions
+
+
+def prepare_captions(ctx: RunContext) -> list[WorkUnit]:
+    """Run the caption pipeline once and write its rows as fixed shards (the build's plan).
+
+    Curation filters and dedup are global over the caption set, so this stage runs in one
+    process; it is deterministic, so re-running it rewrites identical bytes.
+    """
+    from synthvlm_data.captions.pipeline import run_captions
+
+    recipe = ctx.recipe
+    result = run_captions(recipe.captions, seed=recipe.seed, profile=recipe.profile)
+    rows, seen, duplicates = [], set(), 0
+    for r in result.rows:
+        sid = sample_id(r["source"], str(r["source_id"]), r["caption"])
+        if sid in seen:  # identical (source, id, caption): keep the first, count the rest
+            duplicates += 1
+            continue
+        seen.add(sid)
+        rows.append(
+            {
+                "id": sid,
+                "caption": r["caption"],
+                "prompt": choose_prompt(recipe.seed, sid),
+                "source": r["source"],
+                "source_id": str(r["source_id"]),
+                "concept": r.get("concept"),
+            }
+        )
+    if not rows:
+        raise ShardError("the caption stage kept no captions: check the sources and filters in the recipe")
+    chunks = chunk(len(rows), recipe.rows_per_shard)
+    units = plan_units(CAPTIONS, len(chunks))
+    for unit, rng in zip(units, chunks, strict=True):
+        part = rows[rng.start : rng.stop]
+        table = pa.Table.from_pylist(part, schema=CAPTION_SCHEMA)
+        if not ctx.store.is_complete(unit):
+            ctx.store.write(unit, table)
+    report = dict(result.report)
+    report["duplicate_ids_dropped"] = duplicates
+    report["captions_out"] = len(rows)
+    atomic_write_bytes(ctx.work_dir / CAPTIONS / "report.json", json.dumps(report, indent=2, default=str).encode())
+    ctx.store.write_manifest(CAPTIONS, units, {"rows": len(rows)})
+    return units
+
+
+def captions_done(ctx: RunContext) -> bool:
+    try:
+        units = ctx.caption_units()
+    except ShardError:
+        return False
+    return all(ctx.store.is_complete(u) for u in units)
+
+
+# --------------------------------------------------------------------------- generate
+
+
+class GenerateStage(Stage):
+    """caption shard i -> generate shard i: k images per caption, each with its own seed."""
+
+    name = GENERATE
+
+    def plan(self, ctx: RunContext) -> list[WorkUnit]:
+        return plan_units(GENERATE, len(ctx.caption_units()))
+
+    def setup(self, ctx: RunContext) -> None:
+        from synthvlm_data.generate import ImageGenerator
+
+        self.generator = ImageGenerator(ctx.recipe.generate)
+
+    def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
+        cfg = ctx.recipe.generate
+        caps = ctx.store.read(WorkUnit(CAPTIONS, unit.index, unit.num_units), ["id", "caption"]).to_pylist()
+        jobs = [
+            (c["id"], c["caption"], r, derive_seed(ctx.recipe.seed, c["id"], r))
+            for c in caps
+            for r in range(cfg.images_per_caption)
+        ]
+        from synthvlm_data.generate import encode_image
+
+        rows = []
+        for batch in chunk(len(jobs), cfg.batch_size):
+            part = jobs[batch.start : batch.stop]
+            images = self.generator([j[1] for j in part], [j[3] for j in part])
+            for (sid, _, rep, seed), img in zip(part, images, strict=True):
+                rows.append(
+                    {
+                        "id": sid,
+                        "repeat": rep,
+                        "seed": seed,
+                        "image": encode_image(img, cfg.image_format, cfg.image_quality),
+                        "generator": self.generator.name,
+                    }
+                )
+        return pa.Table.from_pylist(rows, schema=GENERATE_SCHEMA)
+
+
+# --------------------------------------------------------------------------- score
+
+
+def decode_image(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img.convert("RGB")
+
+
+class ScoreStage(Stage):
+    """generate shard i -> score shard i: CLIPScore (raw cosine) and SSIM for every image."""
+
+    name = SCORE
+
+    def plan(self, ctx: RunContext) -> list[WorkUnit]:
+        return plan_units(SCORE, len(ctx.caption_units()))
+
+    def setup(self, ctx: RunContext) -> None:
+        from synthvlm_data.scoring.clipscore import ClipScorer
+
+        self.clip = ClipScorer(ctx.recipe.score.clip, ctx.recipe.generate.device)
+
+    def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
+        from synthvlm_data.scoring.ssim import ssim_roundtrip
+
+        gen = ctx.store.read(WorkUnit(GENERATE, unit.index, unit.num_units), ["id", "repeat", "image"])
+        caps = ctx.store.read(WorkUnit(CAPTIONS, unit.index, unit.num_units), ["id", "caption"])
+        caption_of = dict(zip(caps["id"].to_pylist(), caps["caption"].to_pylist(), strict=True))
+        ids = gen["id"].to_pylist()
+        images = [decode_image(b) for b in gen["image"].to_pylist()]
+        clip = self.clip(images, [caption_of[i] for i in ids])
+        ssim = ssim_roundtrip(images, ctx.recipe.score.ssim)
+        return pa.table(
+            {"id": ids, "repeat": gen["repeat"], "clip_score": clip, "ssim": np.asarray(ssim, dtype=np.float64)},
+            schema=SCORE_SCHEMA,
+        )
+
+
+# --------------------------------------------------------------------------- select
+
+
+class SelectStage(Stage):
+    """All score shards -> one selection table (a global reduce over small columns)."""
+
+    name = SELECT
+
+    def plan(self, ctx: RunContext) -> list[WorkUnit]:
+        return plan_units(SELECT, 1)
+
+    def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
+        from synthvlm_data.select import select_best
+
+        n = len(ctx.caption_units())
+        scores = pa.concat_tables(ctx.store.read(WorkUnit(SCORE, i, n)) for i in range(n))
+        table, stats = select_best(scores, ctx.recipe.select)
+        atomic_write_bytes(ctx.work_dir / SELECT / "stats.json", json.dumps(stats, indent=2).encode())
+        return table
+
+
+STAGES: tuple[type[Stage], ...] = (GenerateStage, ScoreStage, SelectStage)

@@ -1,0 +1,41 @@
+"""Shared fixtures: a small offline `tiny` build, made once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# A small tiny run: 3 caption shards of 8, 2 images per caption, 4 denoising steps.
+SMALL_TINY = {
+    "rows_per_shard": 8,
+    "captions": {"limit": 24},
+    "generate": {"steps": 4, "images_per_caption": 2, "batch_size": 4},
+    "select": {"ratio": 0.5},
+    "export": {"rows_per_shard": 5},
+}
+
+
+def small_tiny_recipe(**extra):
+    from synthvlm_data.config import _deep_merge, load_recipe
+
+    return load_recipe("tiny", overrides=_deep_merge(SMALL_TINY, extra))
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory) -> "object":
+    """One complete small tiny build (work dir + exported folder), shared by read-only tests."""
+    from synthvlm_data.build import build
+
+    root = tmp_path_factory.mktemp("tiny-build")
+    return build(small_tiny_recipe(), root / "synthvlm-tiny", work_dir=root / "work", progress=False)
+
+
+def parquet_checksums(folder: Path) -> dict[str, str]:
+    from synthvlm_data.shards import sha256_file
+
+    return {p.name: sha256_file(p) for p in sorted(Path(folder).glob("data/*.parquet"))}

@@ -1,0 +1,116 @@
+"""Recipe loading and validation: every error names the key and the file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthvlm_data.config import load_recipe, shipped_recipes
+from synthvlm_data.errors import RecipeError
+
+
+def _write(tmp_path: Path, data) -> Path:
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return p
+
+
+def _tiny_dict() -> dict:
+    from importlib import resources
+
+    return yaml.safe_load((resources.files("synthvlm_data.recipes") / "tiny.yaml").read_text())
+
+
+def test_shipped_recipes_validate():
+    assert {"tiny", "synthvlm-100k"} <= set(shipped_recipes())
+    for name in shipped_recipes():
+        load_recipe(name)
+
+
+def test_paper_values_in_synthvlm_100k():
+    r = load_recipe("synthvlm-100k")
+    assert r.generate.model.id == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert r.generate.refiner.id == "stabilityai/stable-diffusion-xl-refiner-1.0"
+    assert (r.generate.steps, r.generate.height, r.generate.width) == (60, 1024, 1024)
+    assert r.generate.high_noise_frac == 0.8
+    assert (r.score.clip.model.id, r.score.clip.model.revision) == ("ViT-B-32", "openai")
+    assert (r.score.ssim.size, r.score.ssim.down, r.score.ssim.grayscale) == (768, 336, True)
+    assert (r.select.w_clip, r.select.w_ssim, r.select.top_n) == (1.0, 0.5, 100_000)
+    assert r.export.license == "cc-by-nc-4.0"
+
+
+def test_user_yaml_path_loads(tmp_path):
+    d = _tiny_dict()
+    d["name"] = "mine"
+    assert load_recipe(_write(tmp_path, d)).name == "mine"
+
+
+def test_unknown_key_is_named(tmp_path):
+    d = _tiny_dict()
+    d["generate"]["stepz"] = 3
+    with pytest.raises(RecipeError, match=r"unknown key 'generate\.stepz'") as e:
+        load_recipe(_write(tmp_path, d))
+    assert "r.yaml" in str(e.value)
+
+
+def test_wrong_type_is_named(tmp_path):
+    d = _tiny_dict()
+    d["generate"]["steps"] = "many"
+    with pytest.raises(RecipeError, match=r"'generate\.steps'.*'many'"):
+        load_recipe(_write(tmp_path, d))
+
+
+def test_out_of_range_is_named(tmp_path):
+    d = _tiny_dict()
+    d["generate"]["high_noise_frac"] = 1.5
+    with pytest.raises(RecipeError, match=r"generate\.high_noise_frac"):
+        load_recipe(_write(tmp_path, d))
+
+
+def test_missing_key_is_named(tmp_path):
+    d = _tiny_dict()
+    del d["generate"]["model"]
+    with pytest.raises(RecipeError, match=r"missing key 'generate\.model'"):
+        load_recipe(_write(tmp_path, d))
+
+
+def test_missing_file_and_unknown_name():
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe("no/such/recipe.yaml")
+    with pytest.raises(RecipeError, match="unknown recipe 'nope'.*tiny"):
+        load_recipe("nope")
+
+
+def test_yaml_syntax_error_has_location(tmp_path):
+    with pytest.raises(RecipeError, match="not valid YAML at line"):
+        load_recipe(_write(tmp_path, "name: [unclosed\nseed: 1\n"))
+
+
+def test_top_n_and_ratio_are_exclusive(tmp_path):
+    d = _tiny_dict()
+    d["select"]["top_n"] = 10
+    with pytest.raises(RecipeError, match="either top_n or ratio"):
+        load_recipe(_write(tmp_path, d))
+
+
+def test_fingerprint_changes_with_content():
+    a = load_recipe("tiny")
+    b = load_recipe("tiny", overrides={"seed": 99})
+    assert a.fingerprint() == load_recipe("tiny").fingerprint()
+    assert a.fingerprint() != b.fingerprint()
+
+
+def test_cli_reports_bad_recipe_in_one_line(tmp_path):
+    d = _tiny_dict()
+    d["bogus"] = 1
+    p = _write(tmp_path, d)
+    proc = subprocess.run(
+        [sys.executable, "-m", "synthvlm_data.cli", "validate", str(p)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "unknown key 'bogus'" in proc.stderr
