@@ -48,10 +48,26 @@ def preflight(recipe: Recipe) -> None:
         check(recipe.captions, profile=recipe.profile)
 
 
+def default_work_dir(recipe: Recipe) -> Path:
+    """`runs/<name>-<fingerprint>`: a changed recipe never resumes another recipe's shards."""
+    return Path("runs") / f"{recipe.name}-{recipe.shards_fingerprint()[:8]}"
+
+
+def invalidate_stale_selection(ctx: RunContext) -> None:
+    """Selection is cheap: redo it whenever the selection rule changed since it was written."""
+    marker = ctx.work_dir / SELECT / "config.json"
+    current = json.dumps(ctx.recipe.select.model_dump(mode="json"), sort_keys=True)
+    if marker.is_file() and marker.read_text() == current:
+        return
+    for path in (ctx.work_dir / SELECT).glob("*.parquet*"):
+        path.unlink()
+    atomic_write_bytes(marker, current.encode())
+
+
 def init_work_dir(work_dir: Path, recipe: Recipe) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     meta_path = work_dir / "run.json"
-    fp = recipe.fingerprint()
+    fp = recipe.shards_fingerprint()
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("fingerprint") != fp:
@@ -104,7 +120,7 @@ def build(
     progress: bool = True,
 ) -> BuildResult:
     preflight(recipe)
-    work_dir = Path(work_dir) if work_dir else Path("runs") / recipe.name
+    work_dir = Path(work_dir) if work_dir else default_work_dir(recipe)
     init_work_dir(work_dir, recipe)
     ctx = RunContext(recipe=recipe, store=ShardStore(work_dir), work_dir=work_dir)
     runner = get_backend(backend)
@@ -114,6 +130,7 @@ def build(
         if not captions_done(ctx):
             prepare_captions(ctx)
         timings[CAPTIONS] = time.perf_counter() - t0
+        invalidate_stale_selection(ctx)
         for stage_cls in STAGES:
             stage = stage_cls()
             t0 = time.perf_counter()

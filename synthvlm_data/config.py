@@ -115,10 +115,16 @@ class Recipe(StrictModel):
     select: SelectConfig = SelectConfig()
     export: ExportConfig
 
-    def fingerprint(self) -> str:
-        """A stable hash of everything that determines the output (used to guard work dirs)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+    def fingerprint(self, *, include: set[str] | None = None, exclude: set[str] | None = None) -> str:
+        """A stable hash of the recipe (or of some of its sections)."""
+        blob = json.dumps(self.model_dump(mode="json", include=include, exclude=exclude), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def shards_fingerprint(self) -> str:
+        """What the expensive stages (captions, generate, score) depend on: everything except the
+        selection rule, the export settings and the free-text description. Changing only those
+        re-selects and re-exports from the same shards."""
+        return self.fingerprint(exclude={"select", "export", "description"})
 
 
 def shipped_recipes() -> list[str]:

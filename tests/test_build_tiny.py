@@ -159,3 +159,33 @@ def test_full_recipe_fails_without_network_too(tmp_path):
     )
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     assert "stabilityai/stable-diffusion-xl-base-1.0" in proc.stderr
+
+
+def test_changed_selection_reuses_shards(tiny_build, tmp_path, monkeypatch):
+    """Only the selection rule changed: no image is regenerated or rescored, the selection is redone."""
+    import shutil
+
+    from synthvlm_data.stages import ScoreStage
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_build.work_dir, work)
+
+    def boom(self, ctx, unit):
+        raise AssertionError(f"{unit.name} was recomputed")
+
+    monkeypatch.setattr(GenerateStage, "run", boom)
+    monkeypatch.setattr(ScoreStage, "run", boom)
+    res = build(small_tiny_recipe(select={"ratio": 0.25}), tmp_path / "out", work_dir=work, progress=False)
+    assert res.stats["selected"] == int(np.floor(0.25 * tiny_build.stats["captions_out"]))
+    assert load_dataset(str(res.out_dir), split="train").num_rows == res.stats["selected"]
+
+
+def test_other_recipe_refuses_foreign_work_dir(tiny_build, tmp_path):
+    import shutil
+
+    from synthvlm_data.errors import SynthVLMError
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_build.work_dir, work)
+    with pytest.raises(SynthVLMError, match="different recipe"):
+        build(small_tiny_recipe(seed=7), tmp_path / "out", work_dir=work, progress=False)

@@ -102,6 +102,10 @@ def test_fingerprint_changes_with_content():
     b = load_recipe("tiny", overrides={"seed": 99})
     assert a.fingerprint() == load_recipe("tiny").fingerprint()
     assert a.fingerprint() != b.fingerprint()
+    # The shard fingerprint ignores what only selection/export use.
+    c = load_recipe("tiny", overrides={"select": {"ratio": 0.1}, "export": {"rows_per_shard": 3}})
+    assert a.shards_fingerprint() == c.shards_fingerprint() and a.fingerprint() != c.fingerprint()
+    assert a.shards_fingerprint() != b.shards_fingerprint()
 
 
 def test_cli_reports_bad_recipe_in_one_line(tmp_path):
