@@ -93,6 +93,17 @@ def test_uint16_infers_full_range_like_skimage() -> None:
     np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
 
 
+def test_int8_infers_signed_range_like_skimage() -> None:
+    rng = np.random.default_rng(16)
+    a = rng.integers(-128, 128, (2, 24, 24), dtype=np.int8)
+    b = (a // 2).astype(np.int8)
+    with pytest.warns(UserWarning, match="data_range inferred from dtype int8 as 255"):
+        got = structural_similarity_batch(a, b)
+    with pytest.warns(UserWarning):
+        want = _skimage_batch(a, b)
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+
+
 def test_int16_with_negative_values_matches_skimage() -> None:
     rng = np.random.default_rng(10)
     a = rng.integers(-500, 500, (2, 20, 24), dtype=np.int16)
@@ -271,6 +282,19 @@ def test_resize_roundtrip_shapes_and_modes() -> None:
     ref, back = resize_roundtrip(images, SSIMConfig(size=64, down=32, grayscale=False))
     assert ref.shape == back.shape == (2, 64, 64, 3)
     assert not np.array_equal(ref, back)
+
+
+def test_palette_images_are_scored_as_rgb() -> None:
+    """PIL resizes mode "P" with nearest-neighbour; we convert to RGB first so bilinear applies."""
+    rgb = Image.fromarray(skimage.data.astronaut())
+    pal = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
+    cfg = SSIMConfig(size=256, down=96)
+    got = ssim_roundtrip([pal], cfg)
+    np.testing.assert_allclose(got, ssim_roundtrip([pal.convert("RGB")], cfg), rtol=0, atol=0)
+    ref = pal.resize((256, 256), Image.Resampling.BILINEAR)  # silently nearest for mode "P"
+    back = ref.resize((96, 96), Image.Resampling.BILINEAR).resize((256, 256), Image.Resampling.BILINEAR)
+    naive = structural_similarity(np.array(ref.convert("L")), np.array(back.convert("L")))
+    assert abs(got[0] - naive) > 0.01  # so the conversion matters and this test can fail
 
 
 def test_ssim_roundtrip_constant_images_are_finite_and_one() -> None:
