@@ -1,0 +1,134 @@
+"""Assemble a standard `LlavaForConditionalGeneration` + `LlavaProcessor` from separate parts.
+
+LLaVA-1.5 = pretrained vision tower + pretrained LLM + a new 2-layer GELU MLP projector
+(`mlp2x_gelu`) reading the vision tower's second-to-last layer (`vision_feature_layer=-2`) without
+the CLS token. We build exactly transformers' Llava classes, so the result saves as safetensors and
+loads with `AutoModelForImageTextToText` / `AutoProcessor` and `generate` with no custom code.
+
+The Llava shell is created on the meta device and the pretrained modules are moved in, so a 7B LLM
+is never allocated twice; only the projector gets fresh (seeded) weights.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from synthvlm_data.training import components
+from synthvlm_data.training.chat_templates import chat_template
+from synthvlm_data.training.config import ModelSection
+
+IMAGE_TOKEN = "<image>"
+
+
+def add_image_token(tokenizer) -> int:
+    """Register `<image>` as a special token (LLaVA's placeholder) and make sure padding works."""
+    from tokenizers import AddedToken
+
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
+    if tokenizer.pad_token is None:
+        # LLaVA v1 pads with unk; fall back to eos for tokenizers without one.
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+
+def num_image_tokens(vision_config, select_strategy: str) -> int:
+    patches = (vision_config.image_size // vision_config.patch_size) ** 2
+    return patches if select_strategy == "default" else patches + 1
+
+
+def build_processor(tokenizer, vision_config, model_cfg: ModelSection, image_mean, image_std):
+    """LlavaProcessor: LLaVA-1.5 image preprocessing (pad to square, resize) + tokenizer + template."""
+    from transformers import LlavaImageProcessor, LlavaProcessor
+
+    size = vision_config.image_size
+    image_processor = LlavaImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        do_pad=model_cfg.image_aspect_ratio == "pad",
+        image_mean=image_mean,
+        image_std=image_std,
+    )
+    template = chat_template(model_cfg.chat_template)
+    tokenizer.chat_template = template
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=vision_config.patch_size,
+        vision_feature_select_strategy=model_cfg.vision_feature_select_strategy,
+        num_additional_image_tokens=1,  # CLIP/ViT CLS token
+        chat_template=template,
+        image_token=IMAGE_TOKEN,
+    )
+
+
+def assemble_llava(vision_tower, llm, tokenizer, model_cfg: ModelSection, *, seed: int = 0, image_stats=None):
+    """Return (LlavaForConditionalGeneration, LlavaProcessor) around the given pretrained parts.
+
+    `llm` and `vision_tower` are consumed: their modules become the Llava model's modules.
+    """
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    image_token_id = add_image_token(tokenizer)
+    if len(tokenizer) > llm.get_input_embeddings().num_embeddings:
+        llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    text_config = llm.config
+    text_config.pad_token_id = tokenizer.pad_token_id
+    vision_config = vision_tower.config
+    n_tokens = num_image_tokens(vision_config, model_cfg.vision_feature_select_strategy)
+    config = LlavaConfig(
+        vision_config=vision_config.to_dict(),
+        text_config=text_config.to_dict(),
+        image_token_index=image_token_id,
+        image_seq_length=n_tokens,
+        projector_hidden_act="gelu",  # mlp2x_gelu
+        vision_feature_layer=model_cfg.vision_feature_layer,
+        vision_feature_select_strategy=model_cfg.vision_feature_select_strategy,
+        multimodal_projector_bias=True,
+        tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
+    )
+    config.text_config._attn_implementation = text_config._attn_implementation  # keep sdpa/eager choice
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower = vision_tower
+    model.model.language_model = llm.model
+    model.lm_head = llm.lm_head
+    dtype = llm.get_input_embeddings().weight.dtype
+    with components.seeded(seed):
+        projector = LlavaMultiModalProjector(config)
+    model.model.multi_modal_projector = projector.to(dtype=dtype, device=llm.device)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.language_model.embed_tokens.weight
+    leftover = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
+    if leftover:  # a transformers change renamed a submodule: fail loudly rather than train garbage
+        raise RuntimeError(f"Llava assembly left uninitialised tensors: {leftover[:5]}")
+    model.generation_config = copy.deepcopy(llm.generation_config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    mean, std = image_stats or (list(OPENAI_CLIP_MEAN), list(OPENAI_CLIP_STD))
+    processor = build_processor(tokenizer, vision_config, model_cfg, mean, std)
+    return model, processor
+
+
+def build_model(model_cfg: ModelSection, *, seed: int = 0):
+    """Load both components named by the config and assemble them (the stage-1 starting point)."""
+    components.check_component(model_cfg.llm, "llm")
+    components.check_component(model_cfg.vision_tower, "vision_tower")
+    llm, tokenizer = components.load_llm(model_cfg.llm, model_cfg.dtype, model_cfg.attn_implementation)
+    vision_tower = components.load_vision_tower(model_cfg.vision_tower, model_cfg.dtype, seed=seed)
+    stats = components.load_image_stats(model_cfg.vision_tower)
+    return assemble_llava(vision_tower, llm, tokenizer, model_cfg, seed=seed, image_stats=stats)
+
+
+def load_llava(ref, dtype: str, role: str = "finetune.init_from"):
+    """Load a saved LLaVA model + processor (a stage-1 output dir or a Hub id)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = components._from_pretrained(
+        AutoModelForImageTextToText.from_pretrained, ref, role, dtype=components.DTYPES[dtype]
+    )
+    processor = components._from_pretrained(AutoProcessor.from_pretrained, ref, role)
+    return model, processor

