@@ -93,15 +93,17 @@ def structural_similarity_batch(
         win_size: odd side length of the square window, ``3 <= win_size <= min(H, W)``.
         data_range: dynamic range of the pixel values (``C1 = (K1*R)^2``, ``C2 = (K2*R)^2``).
             ``None`` infers it from an integer dtype as scikit-image does (255 for uint8, the
-            full dtype range otherwise); float images require it because scikit-image's guess
-            for floats (2.0) is almost never what the caller means.
+            full dtype range otherwise, with a warning). Float images require it, as in
+            scikit-image: a float dtype does not say whether pixels are in [0, 1] or [0, 255],
+            and a wrong range silently rescales C1 and C2.
         channel_axis: axis of the colour channels, or ``None`` for grayscale batches. As in
             scikit-image, SSIM is computed per channel and averaged over channels.
         device: torch device to compute on ("cpu" by default; "cuda" works if available).
-        num_threads: torch CPU threads for this call, restored afterwards (torch's OpenMP
-            setting is per calling thread, so other threads are not affected). 1 by default
-            because it is robust on busy machines (see the module docstring); ``None`` keeps
-            the current `torch.get_num_threads()`, which can be faster on an idle machine.
+        num_threads: torch CPU threads for this call, restored afterwards (with torch's
+            OpenMP backend the setting is per calling thread, so torch work already running in
+            other threads keeps its own). 1 by default because it is robust on busy machines
+            (see the module docstring); ``None`` keeps the current `torch.get_num_threads()`,
+            which can be faster on an idle machine.
 
     Returns:
         float64 array of shape ``(N,)``.
