@@ -3,7 +3,8 @@
 Why this module exists: SynthVLM ranks generated images by ``CLIPScore + 0.5 * SSIM``, where the
 SSIM term compares an image with a copy that was shrunk to 336x336 and blown back up (see
 `ssim_roundtrip`). The reference implementation calls `skimage.metrics.structural_similarity`
-once per image; at ~60 ms per 768x768 grayscale image that is a visible share of a scoring run.
+once per image; at 55-140 ms of CPU per 768x768 grayscale image that is a visible share of a
+scoring run.
 Here the same quantity is computed for a whole batch with torch, and the test suite checks it
 against scikit-image to 1e-6 (in practice ~1e-15).
 
@@ -20,16 +21,16 @@ How it stays exact and gets fast:
   ``NP*sum(x^2) - sum(x)^2`` are exact and never negative, so the denominators are always
   ``>= C1`` and ``>= C2``: the result can never be NaN, not even for an all-black image.
 * Images are processed in tiles of ~2^17 pixels (several small images, or row bands of a big
-  one) so that the working set stays in the CPU cache and large allocations are not returned
-  to the OS and page-faulted back in on every call.
+  one) so that each op's operands stay in the CPU cache; whole batches per op were 3-5x slower.
 * One torch thread by default (`num_threads=1`). Each tile is ~40 small ops, and with more
   OpenMP threads every op ends in a barrier; on a busy machine (other jobs, dataloader workers)
-  a descheduled thread stalls every barrier. Measured on a shared 2-core box: 0.29 s with one
-  thread vs 12 s with two for the same 8 images. Single-threaded it is still ~7x faster than
-  scikit-image in CPU time.
+  a descheduled thread stalls every barrier. Measured on a shared, oversubscribed 2-core box
+  (32 images 768x768): 0.39-0.52 s with one thread vs 4.6-6.0 s (median up to 13 s) with two.
+  Single-threaded it is ~9x faster than scikit-image, in wall and in CPU time.
 
 Everything is float64. Note that scikit-image itself computes float32 inputs in float32, so for
-float32 images the two can differ by ~1e-6; for uint8 and float64 inputs they agree to ~1e-15.
+float32 images the two differ by up to ~2e-6 (its float32 rounding); for integer and float64
+inputs they agree to ~1e-14.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ K1 = 0.01
 K2 = 0.03
 
 # Pixels per tile. Measured on a 2-core EPYC (CPU time, 1 thread): 2^16..2^18 are within 10%,
-# 2^17 best; whole 8-image chunks (2^22) are 3-5x slower because the temporaries fall out of
-# cache and are mmap'ed and page-faulted anew on every op.
+# 2^17 best, 2^14 ~2.5x slower (per-op overhead); whole 8-image chunks (2^22) are 3-5x slower
+# (operands fall out of cache).
 _CPU_TILE_PIXELS = 1 << 17
 _GPU_TILE_PIXELS = 1 << 25
 
