@@ -73,6 +73,17 @@ def test_float64_with_data_range_matches_skimage(data_range: float) -> None:
     np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
 
 
+def test_float32_is_computed_in_float64() -> None:
+    """scikit-image works in float32 for float32 input; we stay within its rounding (~1e-6)."""
+    img = skimage.data.moon()
+    blur, _ = _degraded(img)
+    a, b = (img / 255).astype(np.float32)[None], (blur / 255).astype(np.float32)[None]
+    got = structural_similarity_batch(a, b, data_range=1.0)
+    exact = structural_similarity_batch(a.astype(np.float64), b.astype(np.float64), data_range=1.0)
+    assert got[0] == exact[0]
+    np.testing.assert_allclose(got, _skimage_batch(a, b, data_range=1.0), rtol=0, atol=1e-5)
+
+
 def test_float_values_far_from_zero_match_skimage() -> None:
     # Large offsets stress the sum(x^2) - sum(x)^2 cancellation.
     rng = np.random.default_rng(8)
