@@ -64,6 +64,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from synthvlm_data.hub import format_result, publish_folder
+
+    result = publish_folder(
+        args.folder, args.repo_id, repo_type=args.repo_type, private=args.private, revision=args.revision,
+        dry_run=args.dry_run,
+    )
+    print(format_result(result))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="synthvlm", description="Synthetic image-caption datasets for VLMs (SynthVLM, Synth^2).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -84,6 +95,15 @@ def make_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="validate a recipe file without running it")
     v.add_argument("recipe")
     v.set_defaults(func=cmd_validate)
+
+    pb = sub.add_parser("publish", help="upload a dataset folder (or a model checkpoint) to the Hugging Face Hub")
+    pb.add_argument("folder", type=Path, help="a dataset folder from `synthvlm build` (or a model folder)")
+    pb.add_argument("--repo-id", required=True, metavar="OWNER/NAME", help="target repo, created if missing")
+    pb.add_argument("--repo-type", choices=["dataset", "model"], default="dataset", help="default: dataset")
+    pb.add_argument("--private", action="store_true", help="create the repo as private")
+    pb.add_argument("--revision", metavar="BRANCH", help="push to this branch (created if missing; default main)")
+    pb.add_argument("--dry-run", action="store_true", help="check the folder and list what would be uploaded; no network")
+    pb.set_defaults(func=cmd_publish)
     return p
 
 
