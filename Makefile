@@ -9,13 +9,14 @@ PYTEST_ARGS ?=
 # TORCH_SPEC="torch torchvision" to take your platform's build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help venv demo test test-all build-dataset bench clean
+.PHONY: help venv demo test test-all build-dataset publish bench clean
 
 help:
 	@echo "make demo                      offline tiny recipe end to end -> synthvlm-tiny/"
 	@echo "make test                      the offline test suite (fast subset)"
 	@echo "make test-all                  including slow tests"
 	@echo "make build-dataset RECIPE=x    run any recipe (default synthvlm-100k; needs GPUs + Hub)"
+	@echo "make publish DIR=x REPO_ID=o/n upload a dataset folder to the Hub (PUBLISH_ARGS=--dry-run, --private, ...)"
 	@echo "make bench                     benchmarks (print tables)"
 
 $(BIN)/.installed: pyproject.toml
@@ -39,8 +40,15 @@ test: venv
 test-all: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Through the `datasets` builder (builders/): runs or resumes `synthvlm build` into $(OUT)/, which
+# load_dataset("$(OUT)") reads, and prepares the builder's Arrow cache.
 build-dataset: venv
-	$(BIN)/synthvlm build --recipe $(RECIPE) --out $(OUT)
+	$(BIN)/python -m builders --recipe $(RECIPE) --out $(OUT)
+
+# make publish DIR=synthvlm-100k REPO_ID=owner/synthvlm-100k [PUBLISH_ARGS="--private --revision v1 --dry-run"]
+publish: venv
+	@test -n "$(REPO_ID)" || { echo "usage: make publish DIR=<dataset folder> REPO_ID=<owner>/<name> [PUBLISH_ARGS=--dry-run]" >&2; exit 2; }
+	$(BIN)/synthvlm publish $(or $(DIR),$(OUT)) --repo-id $(REPO_ID) $(PUBLISH_ARGS)
 
 bench: venv
 	for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -1,0 +1,80 @@
+"""`python -m builders`: build a recipe through the `datasets` builder (what `make build-dataset` runs).
+
+Runs `SynthVLM(...).download_and_prepare()`, which runs or resumes `synthvlm build` (writing the
+Hub-ready folder that `load_dataset(OUT)` reads) and prepares the Arrow cache that
+`builder.as_dataset()` serves. Models are checked first, so a recipe that needs GPUs or the Hub
+stops with one line naming the model before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from synthvlm_data.errors import SynthVLMError
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m builders", description=__doc__.splitlines()[0])
+    p.add_argument("--recipe", default="tiny", help="shipped recipe name or a path to a recipe YAML")
+    p.add_argument("--out", type=Path, help="dataset folder (default: the recipe's export.name)")
+    p.add_argument("--work-dir", type=Path, help="stage shards (default: runs/<name>-<fingerprint>); re-running resumes")
+    p.add_argument("--cache-dir", type=Path, help="datasets cache for the Arrow files (default: HF_DATASETS_CACHE)")
+    p.add_argument("--backend", default="local", help="execution backend")
+    p.add_argument("--limit", type=int, help="use at most N captions (a quick trial of a recipe)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def builder_for(recipe: str, overrides: dict | None = None, **kwargs):
+    """The builder for a shipped recipe name (its own config) or a recipe file (a custom config)."""
+    from builders.synthvlm import SynthVLM
+    from synthvlm_data.config import shipped_recipes
+
+    if recipe in shipped_recipes():
+        return SynthVLM(config_name=recipe, overrides=overrides, **kwargs)
+    return SynthVLM(name=f"custom-{Path(recipe).stem}", recipe=str(recipe), overrides=overrides, **kwargs)
+
+
+def run(args: argparse.Namespace) -> int:
+    from synthvlm_data.build import preflight
+    from synthvlm_data.config import load_recipe
+
+    overrides = {"captions": {"limit": args.limit}} if args.limit is not None else None
+    preflight(load_recipe(args.recipe, overrides=overrides))  # one clear line before any file is written
+    builder = builder_for(
+        args.recipe, overrides, cache_dir=str(args.cache_dir) if args.cache_dir else None,
+        work_dir=args.work_dir, out_dir=args.out, backend=args.backend, progress=not args.quiet,
+    )
+    builder.download_and_prepare()
+    ds = builder.as_dataset(split="train")
+    folder = builder.build_result.out_dir if builder.build_result else (args.out or builder.recipe.export.name)
+    print(f"built {builder.recipe.name}: {ds.num_rows} rows")
+    print(f"  dataset folder: {folder}  (load_dataset(\"{folder}\"); publish with `synthvlm publish {folder} --repo-id OWNER/NAME`)")
+    print(f"  arrow cache:    {builder.cache_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = make_parser().parse_args(argv)
+    try:
+        return run(args)
+    except SynthVLMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except Exception as err:  # datasets wraps errors raised while generating examples
+        cause = err.__cause__
+        if isinstance(cause, SynthVLMError):
+            print(f"error: {cause}", file=sys.stderr)
+            return cause.exit_code
+        raise
+    except KeyboardInterrupt:
+        print("interrupted: complete shards are kept; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

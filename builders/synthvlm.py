@@ -1,0 +1,129 @@
+"""The `datasets` builder for synthvlm-data: one `BuilderConfig` per shipped recipe.
+
+`datasets` >= 4 no longer loads dataset scripts through `load_dataset`, so this builder is used
+directly (and is never published as a `.py`):
+
+    from builders import SynthVLM
+    builder = SynthVLM(config_name="tiny")
+    builder.download_and_prepare()
+    ds = builder.as_dataset(split="train")
+
+"Downloading" runs (or resumes) the recipe's `synthvlm build` into the same work dir and dataset
+folder as the CLI, and the examples are the exported rows, read back from that folder's parquet
+shards: the builder and `synthvlm build` give the same rows, in the same order, with the same
+bytes. The build runs in `_split_generators` rather than inside `_generate_examples` so its
+errors reach the caller as the one-line `SynthVLMError`s they are (`datasets` wraps errors raised
+while generating examples in a generic `DatasetGenerationError`), and so `num_proc` can split the
+work over the exported shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+from datasets.builder import Key
+
+from synthvlm_data.cards import CITATION, HOMEPAGE
+from synthvlm_data.config import Recipe, load_recipe, shipped_recipes
+from synthvlm_data.export import dataset_features
+
+ROWS_PER_BATCH = 256
+
+
+@dataclass
+class SynthVLMConfig(datasets.BuilderConfig):
+    """A recipe to build.
+
+    `recipe`: a shipped recipe name or a path to a recipe YAML (default: the config's name).
+    `overrides`: nested keys merged into the recipe, e.g. `{"captions": {"limit": 100}}`.
+    """
+
+    recipe: str | None = None
+    overrides: dict | None = None
+
+    def load_recipe(self) -> Recipe:
+        return load_recipe(self.recipe or self.name, overrides=self.overrides or None)
+
+
+def _shipped_configs() -> list[SynthVLMConfig]:
+    configs = []
+    for name in shipped_recipes():
+        description = load_recipe(name).description.strip()
+        configs.append(SynthVLMConfig(name=name, recipe=name, description=description))
+    return configs
+
+
+class SynthVLM(datasets.GeneratorBasedBuilder):
+    """Synthetic image-caption pairs (SynthVLM / Synth^2) built from a recipe.
+
+    Extra keyword arguments (not part of the config, so they do not change the cache key):
+    `work_dir` (default: the CLI's `runs/<name>-<fingerprint>`), `out_dir` (the exported dataset
+    folder; default: the recipe's `export.name`, like `synthvlm build`), `backend`, `progress`.
+    """
+
+    VERSION = datasets.Version("1.0.0")
+    BUILDER_CONFIG_CLASS = SynthVLMConfig
+    BUILDER_CONFIGS = _shipped_configs()
+    DEFAULT_CONFIG_NAME = "tiny"
+
+    def __init__(
+        self,
+        *args,
+        work_dir: str | Path | None = None,
+        out_dir: str | Path | None = None,
+        backend: str = "local",
+        progress: bool = True,
+        **kwargs,
+    ):
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.backend = backend
+        self.progress = progress
+        self.build_result = None
+        super().__init__(*args, **kwargs)
+
+    def _create_builder_config(self, config_name=None, custom_features=None, config_id=None, **config_kwargs):
+        """Key the cache by the recipe's fingerprint: a changed recipe never reuses another's Arrow files."""
+        builder_config, cid = super()._create_builder_config(
+            config_name=config_name, custom_features=custom_features, config_id=config_id, **config_kwargs
+        )
+        self.recipe = builder_config.load_recipe()
+        if config_id is None:
+            cid = f"{builder_config.name}-{self.recipe.fingerprint()}"
+        return builder_config, cid
+
+    def _info(self) -> datasets.DatasetInfo:
+        recipe = self.recipe
+        return datasets.DatasetInfo(
+            description=recipe.description.strip(),
+            features=dataset_features(with_concept=recipe.captions.synthesis is not None),
+            homepage=HOMEPAGE,
+            license=recipe.export.license,
+            citation=CITATION,
+        )
+
+    def _split_generators(self, dl_manager):
+        from synthvlm_data.build import build
+
+        out_dir = self.out_dir or Path(self.recipe.export.name)
+        self.build_result = build(
+            self.recipe, out_dir, work_dir=self.work_dir, backend=self.backend, progress=self.progress
+        )
+        files = sorted((Path(self.build_result.out_dir) / "data").glob("train-*.parquet"))
+        # The exported schema is the truth (e.g. whether a `concept` column exists).
+        self.info.features = datasets.Features.from_arrow_schema(pq.read_schema(files[0]))
+        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"files": [str(f) for f in files]})]
+
+    def _generate_shards(self, files: list[str]):
+        yield from files
+
+    def _generate_examples(self, files: list[str]):
+        for shard_index, path in enumerate(files):
+            row_index = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=ROWS_PER_BATCH):
+                for row in batch.to_pylist():
+                    yield Key(shard_index, row_index), row
+                    row_index += 1

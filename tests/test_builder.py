@@ -1,0 +1,81 @@
+"""The `datasets` builder: one config per shipped recipe, the same rows as `synthvlm build`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+from datasets import load_dataset
+
+from builders import SynthVLM, SynthVLMConfig
+from conftest import SMALL_TINY, parquet_checksums, small_tiny_recipe
+from synthvlm_data.config import shipped_recipes
+from synthvlm_data.stages import GenerateStage, ScoreStage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_one_config_per_shipped_recipe():
+    names = [c.name for c in SynthVLM.BUILDER_CONFIGS]
+    assert sorted(names) == shipped_recipes() and "tiny" in names and "synthvlm-100k" in names
+    assert all(isinstance(c, SynthVLMConfig) and c.description for c in SynthVLM.BUILDER_CONFIGS)
+
+
+def test_cache_key_follows_the_recipe(tmp_path):
+    a = SynthVLM(config_name="tiny", overrides=SMALL_TINY, cache_dir=str(tmp_path))
+    b = SynthVLM(config_name="tiny", overrides={**SMALL_TINY, "seed": 7}, cache_dir=str(tmp_path))
+    assert a.config_id == f"tiny-{small_tiny_recipe().fingerprint()}"
+    assert a.config_id != b.config_id and a.cache_dir != b.cache_dir
+    assert a.info.license == "apache-2.0" and "liu2024synthvlm" in a.info.citation
+
+
+def test_builder_rows_equal_cli_rows(tiny_build, tmp_path, monkeypatch):
+    """Resume the fixture's finished run through the builder: no stage re-runs, identical rows."""
+    work = tmp_path / "work"
+    shutil.copytree(tiny_build.work_dir, work)
+
+    def must_not_run(self, ctx, unit):
+        raise AssertionError(f"{unit} re-ran: the builder should resume the complete shards")
+
+    monkeypatch.setattr(GenerateStage, "run", must_not_run)
+    monkeypatch.setattr(ScoreStage, "run", must_not_run)
+    builder = SynthVLM(config_name="tiny", overrides=SMALL_TINY, work_dir=work, out_dir=tmp_path / "out",
+                       cache_dir=str(tmp_path / "cache"), progress=False)
+    builder.download_and_prepare()
+    ds = builder.as_dataset(split="train")
+
+    cli = load_dataset(str(tiny_build.out_dir), split="train", cache_dir=str(tmp_path / "cache-cli"))
+    assert ds.features == cli.features
+    raw = datasets.Image(decode=False)
+    assert ds.cast_column("image", raw).to_list() == cli.cast_column("image", raw).to_list()
+    assert ds.num_rows == tiny_build.stats["selected"]
+    # ...and the builder wrote the same Hub-ready folder as the CLI, byte for byte.
+    assert parquet_checksums(tmp_path / "out") == parquet_checksums(tiny_build.out_dir)
+
+
+def test_make_targets_go_through_builder_and_publish():
+    dry = subprocess.run(["make", "-n", "build-dataset", "RECIPE=tiny", "OUT=x"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert "-m builders --recipe tiny --out x" in dry.stdout
+    pub = subprocess.run(["make", "-n", "publish", "DIR=x", "REPO_ID=o/n", "PUBLISH_ARGS=--dry-run"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "synthvlm publish x --repo-id o/n --dry-run" in pub.stdout
+
+
+def test_builder_entry_stops_early_offline(tmp_path):
+    """`make build-dataset` with no Hub: one line naming the model, before anything is written."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "builders", "--recipe", "synthvlm-100k", "--out", str(tmp_path / "o"),
+         "--work-dir", str(tmp_path / "w"), "--cache-dir", str(tmp_path / "c")],
+        capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path,
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert "stabilityai/stable-diffusion-xl-base-1.0" in proc.stderr and "RECIPE=tiny" in proc.stderr
+    assert not any((tmp_path / d).exists() for d in ("o", "w", "c"))
