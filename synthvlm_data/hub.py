@@ -56,7 +56,8 @@ class PublishResult:
     delete_patterns: tuple[str, ...]
     dry_run: bool
     commit_url: str | None = None
-    notes: tuple[str, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = field(default_factory=tuple)  # why a real run would stop (dry run only)
+    warnings: tuple[str, ...] = field(default_factory=tuple)  # publishable, but probably not intended
 
     @property
     def total_bytes(self) -> int:
@@ -134,6 +135,18 @@ def _check_links(folder: Path, card_text: str) -> None:
     for target in _local_links(card_text):
         if not (folder / target).is_file():
             raise HubError(f"{folder}/README.md links '{target}', which is not in the folder: add it or fix the card")
+
+
+def unlinked_images(folder: Path) -> list[str]:
+    """PNGs outside `data/` that the card does not show (e.g. plots added after the card was written)."""
+    readme = folder / "README.md"
+    linked = set(_local_links(readme.read_text(encoding="utf-8"))) if readme.is_file() else set()
+    out = []
+    for path in sorted(folder.rglob("*.png")):
+        rel = path.relative_to(folder)
+        if rel.parts[0] != "data" and not any(p.startswith(".") for p in rel.parts) and rel.as_posix() not in linked:
+            out.append(rel.as_posix())
+    return out
 
 
 def _as_list(value) -> list:
@@ -375,9 +388,16 @@ def publish_folder(
 
     branch = revision or constants.DEFAULT_REVISION
     delete_patterns = default_delete_patterns(folder, repo_type, data_patterns)
+    warnings = []
+    if repo_type == "dataset":
+        warnings = [
+            f"{rel} is not shown in README.md; re-render the card to link it "
+            "(synthvlm_data.cards.refresh_dataset_card(folder, recipe))"
+            for rel in unlinked_images(folder)
+        ]
     result = PublishResult(
         repo_id=repo_id, repo_type=repo_type, revision=branch, private=private, url=repo_url(repo_id, repo_type),
-        files=tuple(files), delete_patterns=tuple(delete_patterns), dry_run=dry_run,
+        files=tuple(files), delete_patterns=tuple(delete_patterns), dry_run=dry_run, warnings=tuple(warnings),
     )
     problems = []
     if hub_offline():
@@ -422,7 +442,7 @@ def _glob_escape(path: str) -> str:
 def format_result(result: PublishResult) -> str:
     """The CLI's report: the file list for a dry run, the commit URL otherwise."""
     kind = "private" if result.private else "public"
-    lines = []
+    lines = [f"warning: {w}" for w in result.warnings]
     if result.dry_run:
         lines.append(
             f"dry run: would upload {len(result.files)} files ({human_size(result.total_bytes)}) to {result.url} "

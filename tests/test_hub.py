@@ -168,6 +168,20 @@ def test_dry_run_makes_no_call_and_lists_files(dataset_dir, online, api):
     assert result.total_bytes == sum((dataset_dir / p).stat().st_size for p in result.paths)
 
 
+def test_warns_about_plots_the_card_does_not_show(dataset_dir, online, api, capsys):
+    (dataset_dir / "plots").mkdir()
+    Image.new("RGB", (4, 4)).save(dataset_dir / "plots" / "score_hist.png")
+    result = publish_folder(dataset_dir, REPO, dry_run=True)
+    assert "plots/score_hist.png" in result.paths
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("plots/score_hist.png is not shown")
+    assert "plots/*" in result.delete_patterns
+
+    from synthvlm_data.cards import refresh_dataset_card
+
+    refresh_dataset_card(dataset_dir, small_tiny_recipe())  # the card now links it
+    assert publish_folder(dataset_dir, REPO, dry_run=True).warnings == ()
+
+
 def test_dry_run_on_the_tiny_build(tiny_build, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert cli_main(["publish", str(tiny_build.out_dir), "--repo-id", REPO, "--dry-run"]) == 0
