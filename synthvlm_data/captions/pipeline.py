@@ -1,0 +1,339 @@
+"""The caption stage: sources -> validation -> filters -> dedup -> judge -> limit, then synthesis.
+
+Contract used by the build (`synthvlm_data.stages`): `run_captions(cfg, seed=..., profile=...)`
+returns rows `{"source", "source_id", "caption", "concept"}` in a deterministic order (curated
+captions in source order, then synthetic captions by concept-list order), plus a JSON-serialisable
+report: per step `seen`, `kept`, `dropped` and a few dropped `examples`, then balance and diversity
+statistics. With `report_dir`, the report (`captions_report.json`), the cluster PNG and the
+timings (`captions_timings.json`, kept apart because they are not reproducible) are written there.
+
+Curated captions are streamed in fixed chunks of `chunk_size` rows: every step sees the chunk's
+survivors, so memory stays bounded by the chunk (plus the kept captions) and batch composition is
+fixed by the config. Reading stops as soon as `limit` captions have passed every step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from synthvlm_data.captions import config as C
+from synthvlm_data.captions.config import CaptionsConfig
+from synthvlm_data.captions.dedup import ExactDedup, NearDedup
+from synthvlm_data.captions.filters import build_rule_step, is_rule
+from synthvlm_data.captions.models import ModelCache
+from synthvlm_data.captions.report import StepReport
+from synthvlm_data.captions.sources import iter_source, resolve_path  # noqa: F401  (re-export)
+
+REPORT_FILE = "captions_report.json"
+TIMINGS_FILE = "captions_timings.json"
+CLUSTERS_PNG = "caption_clusters.png"
+
+
+@dataclass
+class CaptionsResult:
+    rows: list[dict]
+    report: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+
+def _validate(row: dict, cfg: CaptionsConfig) -> str | None:
+    """Why a row cannot be used as a caption (counted in the report), or None."""
+    cap = row["caption"]
+    if not isinstance(cap, str):
+        return "not_a_string"
+    if "\x00" in cap:
+        return "nul_bytes"
+    cap = cap.strip()
+    if not cap:
+        return "empty"
+    if len(cap) < cfg.min_chars:
+        return "too_short"
+    if len(cap) > cfg.max_chars:
+        return "too_long"
+    row["caption"] = cap
+    return None
+
+
+def _build_steps(cfg: CaptionsConfig, models: ModelCache) -> list:
+    steps = []
+    for f in cfg.filters:
+        if not f.enabled:
+            continue
+        if is_rule(f):
+            steps.append(build_rule_step(f))
+        elif isinstance(f, C.PerplexityFilter):
+            from synthvlm_data.captions.perplexity import PerplexityStep
+
+            steps.append(PerplexityStep(f, models.lm(f.model or cfg.lm, f"captions filter '{f.label}'", cfg.device, cfg.dtype)))
+        elif isinstance(f, C.ClipSimilarityFilter):
+            from synthvlm_data.captions.images import ClipSimilarityStep
+
+            from synthvlm_data.captions.models import resolve_device
+
+            dev = resolve_device(cfg.device)
+            steps.append(models.get(("clipstep", f, dev), lambda f=f, dev=dev: ClipSimilarityStep(f, dev)))
+        elif isinstance(f, C.BlipItmFilter):
+            from synthvlm_data.captions.images import BlipItmStep
+
+            from synthvlm_data.captions.models import resolve_device
+
+            steps.append(BlipItmStep(f, models, resolve_device(cfg.device)))
+    return steps
+
+
+def _chunks(it: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def _all_sources(cfg: CaptionsConfig) -> Iterator[dict]:
+    for src in cfg.sources:
+        yield from iter_source(src)
+
+
+def _apply_step(step, rows: list[dict], rep: StepReport) -> list[dict]:
+    values = step.values(rows)
+    out = []
+    for row, v in zip(rows, values):
+        if v is None:  # image steps: no (readable) original image
+            rep.extra["no_image"] = rep.extra.get("no_image", 0) + 1
+            if step.cfg.on_missing_image == "keep":
+                rep.keep()
+                out.append(row)
+            else:
+                rep.drop(row, reason="no_image")
+        elif step.passes(v):
+            rep.keep()
+            out.append(row)
+        else:
+            rep.drop(row, v)
+    return out
+
+
+def run_captions(cfg: CaptionsConfig, *, seed: int, profile: str = "full", report_dir: Path | None = None,
+                 models: ModelCache | None = None) -> CaptionsResult:
+    models = models if models is not None else ModelCache()
+    if report_dir is not None:
+        report_dir = Path(report_dir)
+        report_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def timed(name: str, t0: float) -> None:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    steps = _build_steps(cfg, models)
+    near_threshold = cfg.dedup.threshold if (cfg.dedup and cfg.dedup.near) else None
+    emb_ref = cfg.dedup.embedder if cfg.dedup and cfg.dedup.embedder else cfg.embedder
+    embedder = None
+    if near_threshold is not None:
+        embedder = models.embedder(emb_ref, "captions embedder", cfg.device)
+    div_embedder = None
+    if cfg.diversity is not None:
+        div_ref = cfg.diversity.embedder or cfg.embedder
+        div_embedder = models.embedder(div_ref, "captions diversity embedder", cfg.device)
+    # dedup embeddings (row["_emb"]) are reused by the diversity report when the embedder is the same
+    reuse_emb = cfg.diversity is not None and (cfg.diversity.embedder or cfg.embedder) == emb_ref
+    judge = None
+    if cfg.judge is not None and cfg.sources:
+        from synthvlm_data.captions.judge import Judge
+
+        judge = Judge(cfg.judge, models.lm(cfg.judge.model or cfg.lm, "captions judge", cfg.device, cfg.dtype), seed)
+    timed("load_models", t0)
+
+    ex = cfg.report_examples
+    validate = StepReport("validate", {"min_chars": cfg.min_chars, "max_chars": cfg.max_chars}, ex)
+    reps = [StepReport(s.label, s.params, ex) for s in steps]
+    exact = ExactDedup()
+    exact_rep = StepReport("exact_dedup", {"normalise": "lower-case, collapse whitespace/punctuation"}, ex)
+    near = NearDedup(near_threshold) if near_threshold is not None else None
+    near_rep = StepReport("near_dedup", {"embedder": getattr(embedder, "name", None), "threshold": near_threshold}, ex)
+    judge_rep = None
+    if judge is not None:
+        j = cfg.judge
+        judge_rep = StepReport("judge", {"model": judge.lm.name, "system_prompt": j.system_prompt, "prompt": j.prompt,
+                                         "min_p_yes": j.min_p_yes, "temperature": j.temperature,
+                                         "enforce": j.enforce, "max_captions": j.max_captions}, ex)
+        judge_rep.extra.update({"judged": 0, "answered_yes": 0, "unjudged": 0})
+    limit_rep = StepReport("limit", {"limit": cfg.limit}, ex)
+
+    curated: list[dict] = []
+    source_counts: dict[str, int] = {}
+    for chunk in _chunks(_all_sources(cfg), cfg.chunk_size):
+        t0 = time.perf_counter()
+        rows = []
+        for row in chunk:
+            source_counts[row["source"]] = source_counts.get(row["source"], 0) + 1
+            why = _validate(row, cfg)
+            if why:
+                validate.drop(row, reason=why)
+            else:
+                validate.keep()
+                rows.append(row)
+        timed("validate", t0)
+        for step, rep in zip(steps, reps):
+            if not rows:
+                break
+            t0 = time.perf_counter()
+            rows = _apply_step(step, rows, rep)
+            timed(f"filter:{step.label}", t0)
+        if cfg.dedup is not None and cfg.dedup.exact and rows:
+            t0 = time.perf_counter()
+            out = []
+            for row in rows:
+                dup = exact.check(row["caption"], f"{row['source']}:{row['source_id']}")
+                if dup is None:
+                    exact_rep.keep()
+                    out.append(row)
+                else:
+                    exact_rep.drop(row, note=f"same as {dup}")
+            rows = out
+            timed("exact_dedup", t0)
+        if near is not None and rows:
+            t0 = time.perf_counter()
+            emb = embedder.encode([r["caption"] for r in rows], cfg.dedup.batch_size)
+            hits = near.filter(emb, [f"{r['source']}:{r['source_id']}" for r in rows])
+            out = []
+            for row, e, hit in zip(rows, emb, hits):
+                if hit is None:
+                    near_rep.keep()
+                    row["_emb"] = e
+                    out.append(row)
+                else:
+                    near_rep.drop(row, hit[0], note=f"near {hit[1]}")
+            rows = out
+            timed("near_dedup", t0)
+        if judge is not None and rows:
+            t0 = time.perf_counter()
+            rows = _apply_judge(judge, cfg.judge, rows, judge_rep)
+            timed("judge", t0)
+        if cfg.limit is not None and len(curated) + len(rows) >= cfg.limit:
+            room = cfg.limit - len(curated)
+            limit_rep.keep(room)
+            for row in rows[room:]:
+                limit_rep.drop(row, reason="over_limit")
+            curated.extend(rows[:room])
+            break
+        limit_rep.keep(len(rows))
+        curated.extend(rows)
+
+    step_dicts = [validate.as_dict()] + [r.as_dict() for r in reps]
+    if cfg.dedup is not None and cfg.dedup.exact:
+        step_dicts.append(exact_rep.as_dict())
+    if near is not None:
+        step_dicts.append(near_rep.as_dict())
+    if judge_rep is not None:
+        step_dicts.append(judge_rep.as_dict())
+    if cfg.limit is not None:
+        step_dicts.append(limit_rep.as_dict())
+
+    report: dict = {"profile": profile, "seed": seed, "sources": source_counts}
+    synthetic: list[dict] = []
+    if cfg.synthesis is not None:
+        from synthvlm_data.captions.synthesis import synthesize
+
+        t0 = time.perf_counter()
+        s = cfg.synthesis
+        lm = models.lm(s.model or cfg.lm, "captions synthesis", cfg.device, cfg.dtype)
+        syn_near = s.near_dup_threshold or near_threshold
+        syn_emb = (embedder or models.embedder(emb_ref, "captions embedder", cfg.device)) if syn_near else None
+        synthetic, syn_rep = synthesize(
+            s, lm, seed=seed, embedder=syn_emb,
+            near_threshold=s.near_dup_threshold or near_threshold,
+            rule_steps=[st for st in steps if getattr(st, "kind", "") == "rule"] if s.apply_rule_filters else [],
+            exact=exact, min_chars=cfg.min_chars, max_chars=cfg.max_chars, max_examples=ex)
+        step_dicts.append(syn_rep)
+        timed("synthesis", t0)
+        if syn_rep["shortfall"] and s.on_shortfall == "error":
+            from synthvlm_data.errors import SynthVLMError
+
+            raise SynthVLMError(
+                f"caption synthesis kept fewer than {s.n_per_concept} captions for "
+                f"{len(syn_rep['shortfall'])} concept(s) ({', '.join(list(syn_rep['shortfall'])[:5])}) after "
+                f"{s.max_rounds} rounds; raise synthesis.max_rounds/oversample or set on_shortfall: warn"
+            )
+    report["steps"] = step_dicts
+    report["counts"] = {"curated": len(curated), "synthetic": len(synthetic), "total": len(curated) + len(synthetic)}
+
+    if cfg.diversity is not None:
+        t0 = time.perf_counter()
+        report.update(_diversity(cfg, curated, synthetic, div_embedder, reuse_emb, seed, report_dir))
+        timed("diversity", t0)
+
+    rows = [{"source": r["source"], "source_id": r["source_id"], "caption": r["caption"], "concept": r.get("concept")}
+            for r in curated + synthetic]
+    timings["total"] = time.perf_counter() - t_all
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    if report_dir is not None:
+        (report_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (report_dir / TIMINGS_FILE).write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
+    return CaptionsResult(rows=rows, report=report, timings=timings)
+
+
+def _apply_judge(judge, jcfg, rows: list[dict], rep: StepReport) -> list[dict]:
+    budget = rows
+    if jcfg.max_captions is not None:
+        room = max(0, jcfg.max_captions - rep.extra["judged"])
+        budget = rows[:room]
+    probs = judge.p_yes([r["caption"] for r in budget]) if budget else []
+    out = []
+    for i, row in enumerate(rows):
+        if i >= len(budget):
+            rep.extra["unjudged"] += 1
+            rep.keep()
+            out.append(row)
+            continue
+        rep.extra["judged"] += 1
+        yes = judge.decide(row["caption"], probs[i])
+        rep.extra["answered_yes"] += yes
+        if yes or not jcfg.enforce:
+            rep.keep()
+            out.append(row)
+            if not yes:
+                rep.extra["would_drop"] = rep.extra.get("would_drop", 0) + 1
+                if len(rep.examples) < rep.max_examples:
+                    rep.examples.append({"source": row["source"], "source_id": row["source_id"],
+                                         "caption": row["caption"], "value": round(probs[i], 6),
+                                         "note": "answered No (not enforced)"})
+        else:
+            rep.drop(row, probs[i])
+    return out
+
+
+def _diversity(cfg, curated, synthetic, embedder, reuse_emb: bool, seed: int, report_dir: Path | None) -> dict:
+    from synthvlm_data.captions.concepts import load_concepts
+    from synthvlm_data.captions.diversity import balance, cluster_report, plot_clusters
+    from synthvlm_data.captions.synthesis import concepts_of
+
+    d = cfg.diversity
+    if cfg.synthesis is not None:
+        concepts = concepts_of(cfg.synthesis)
+    else:
+        concepts = load_concepts(C.SynthesisConfig.model_fields["concepts_file"].default)
+    bal = {}
+    if curated:
+        bal["curated"] = balance([r["caption"] for r in curated], concepts)
+    if synthetic:
+        bal["synthetic"] = balance([r["caption"] for r in synthetic], concepts, [r["concept"] for r in synthetic])
+    sets = {}
+    for name, rows in (("curated", curated), ("synthetic", synthetic)):
+        if not rows:
+            continue
+        have = [r.get("_emb") for r in rows] if reuse_emb else [None]
+        if all(e is not None for e in have):
+            sets[name] = np.stack(have)
+        else:
+            sets[name] = embedder.encode([r["caption"] for r in rows], d.batch_size)
+    clusters = cluster_report(sets, d.k, seed if d.seed is None else d.seed, d.max_points)
+    clusters["embedder"] = embedder.name
+    if report_dir is not None and plot_clusters(clusters, Path(report_dir) / CLUSTERS_PNG):
+        clusters["png"] = CLUSTERS_PNG
+    return {"balance": bal, "diversity": clusters}

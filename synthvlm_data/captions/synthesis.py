@@ -1,0 +1,190 @@
+"""Synth^2 caption synthesis: an instruction LLM writes factual captions for each concept.
+
+Balanced by construction: exactly `n_per_concept` captions are kept per concept. Candidates are
+generated in rounds; a round asks, for every concept still short, for (missing + oversample)
+candidates, in concept-list order, in fixed batches. Batch b of round r samples with torch seeded
+from (seed, r, b) inside `fork_rng`, so the result depends only on the config and the seed, not on
+the caller's RNG state. A candidate is kept when it is a clean one-line caption within the length
+bounds, names its concept, passes the recipe's rule filters, and is neither an exact duplicate of
+any caption nor a near-duplicate (embedding cosine) of a caption kept for the same concept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+
+import torch
+
+from synthvlm_data.captions.concepts import ConceptMatcher, load_concepts
+from synthvlm_data.captions.dedup import ExactDedup, NearDedup
+from synthvlm_data.captions.models import LM, Embedder
+from synthvlm_data.errors import InputDataError
+
+_PREFIX = re.compile(r"^\s*(?:here(?:'s| is)[^:]*:|caption\s*\d*\s*[:\-]|\d+[.)]|[-*•])\s*", re.I)
+_QUOTES = "\"'“”‘’`"
+
+
+def derive_seed(seed: int, *parts) -> int:
+    key = "\x1f".join(map(str, (seed, *parts))).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") % (2**63 - 1)
+
+
+def slug(concept: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", concept.lower()).strip("-")
+
+
+def article(concept: str) -> str:
+    return "an" if concept[:1].lower() in "aeiou" else "a"
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+def clean(text: str, finished: bool = True) -> str:
+    """The first sentence of the first non-empty line, without list markers, 'Caption:' prefixes
+    or wrapping quotes. An unfinished generation (no end-of-turn) keeps only complete sentences."""
+    for line in text.splitlines():
+        line = _PREFIX.sub("", line.strip()).strip().strip(_QUOTES).strip()
+        if not line:
+            continue
+        m = _SENTENCE_END.search(line)
+        if m:
+            line = line[: m.end()]
+        elif not finished:
+            return ""
+        return " ".join(line.split()).strip(_QUOTES)
+    return ""
+
+
+def concepts_of(cfg) -> list[str]:
+    concepts = list(cfg.concepts) if cfg.concepts else load_concepts(cfg.concepts_file)
+    if len({c.lower() for c in concepts}) != len(concepts):
+        raise InputDataError("synthesis.concepts lists a concept twice; remove the duplicate")
+    return concepts[: cfg.max_concepts] if cfg.max_concepts else concepts
+
+
+def chat_prompts(tok, cfg, concepts: list[str]) -> list[str]:
+    """One chat prompt per concept: system, few-shot (user, assistant) turns, then the request."""
+    def user(c: str) -> str:
+        return cfg.prompt.format(concept=c, article=article(c))
+
+    head = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    for ex in cfg.few_shot:
+        head += [{"role": "user", "content": user(ex.concept)}, {"role": "assistant", "content": ex.caption}]
+    out = []
+    for c in concepts:
+        msgs = head + [{"role": "user", "content": user(c)}]
+        if getattr(tok, "chat_template", None):
+            out.append(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+        else:
+            out.append("\n".join(m["content"] for m in msgs) + "\n")
+    return out
+
+
+@torch.inference_mode()
+def generate(lm: LM, prompts: list[str], seed: int, cfg) -> list[tuple[str, bool]]:
+    """(text, finished) per prompt; finished = the LM ended its turn within max_new_tokens."""
+    tok, model = lm.tokenizer, lm.model
+    side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = tok(prompts, padding=True, add_special_tokens=False, return_tensors="pt").to(model.device)
+    finally:
+        tok.padding_side = side
+    devices = [model.device.index or 0] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # seeds the CUDA generator too; both restored on exit
+        out = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
+                             max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id)
+    new = out[:, enc["input_ids"].shape[1] :].cpu()
+    stops = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
+    ends = model.generation_config.eos_token_id
+    stops |= set(ends if isinstance(ends, list) else [ends] if ends is not None else [])
+    finished = [any(int(t) in stops for t in row) for row in new]
+    return list(zip(tok.batch_decode(new, skip_special_tokens=True), finished))
+
+
+def synthesize(cfg, lm: LM, *, seed: int, embedder: Embedder | None, near_threshold: float | None,
+               rule_steps: list, exact: ExactDedup, min_chars: int, max_chars: int,
+               max_examples: int = 5) -> tuple[list[dict], dict]:
+    concepts = concepts_of(cfg)
+    matcher = ConceptMatcher(concepts)
+    patterns = [re.compile(p) for p in cfg.reject_patterns]
+    kept: dict[str, list[str]] = {c: [] for c in concepts}
+    near = {c: NearDedup(near_threshold) for c in concepts} if (embedder and near_threshold) else {}
+    reasons: Counter = Counter()
+    examples: list[dict] = []
+    generated = 0
+    rounds_used = 0
+    n = cfg.n_per_concept
+
+    def reject(concept: str, text: str, why: str, note: str | None = None) -> None:
+        reasons[why] += 1
+        if len(examples) < max_examples:
+            examples.append({"concept": concept, "caption": text[:300], "reason": why, **({"note": note} if note else {})})
+
+    for r in range(cfg.max_rounds):
+        todo = [(c, n - len(kept[c]) + cfg.oversample) for c in concepts if len(kept[c]) < n]
+        if not todo:
+            break
+        rounds_used = r + 1
+        jobs = [c for c, k in todo for _ in range(k)]
+        texts = chat_prompts(lm.tokenizer, cfg, jobs)
+        outputs: list[tuple[str, bool]] = []
+        for b in range(0, len(texts), cfg.batch_size):
+            outputs += generate(lm, texts[b : b + cfg.batch_size], derive_seed(seed, "synthesis", r, b), cfg)
+        generated += len(outputs)
+        # checks that need no model, in candidate order
+        survivors: list[tuple[str, str]] = []
+        for c, (raw, finished) in zip(jobs, outputs):
+            text = clean(raw, finished)
+            if not text:
+                reject(c, raw, "empty_or_unfinished")
+            elif len(text) < min_chars or len(text) > max_chars:
+                reject(c, text, "length")
+            elif cfg.require_mention and not matcher.mentions(text, c):
+                reject(c, text, "concept_not_mentioned")
+            elif any(p.search(text) for p in patterns):
+                reject(c, text, "reject_pattern")
+            else:
+                failed = next((s.label for s in rule_steps if not s.passes(s.value(text))), None)
+                if failed:
+                    reject(c, text, f"filter:{failed}")
+                else:
+                    survivors.append((c, text))
+        emb = embedder.encode([t for _, t in survivors]) if (near and survivors) else None
+        for i, (c, text) in enumerate(survivors):
+            if len(kept[c]) >= n:
+                reject(c, text, "surplus")
+                continue
+            ident = f"{slug(c)}-{len(kept[c]):03d}"
+            dup = exact.check(text, ident)
+            if dup is not None:
+                reject(c, text, "exact_duplicate", f"of {dup}")
+                continue
+            if c in near:
+                hit = near[c].filter(emb[i : i + 1], [ident])[0]
+                if hit is not None:
+                    reject(c, text, "near_duplicate", f"cos {hit[0]:.3f} with {hit[1]}")
+                    continue
+            kept[c].append(text)
+
+    short = {c: len(v) for c, v in kept.items() if len(v) < n}
+    rows = [{"source": cfg.source, "source_id": f"{slug(c)}-{i:03d}", "caption": t, "concept": c}
+            for c in concepts for i, t in enumerate(kept[c])]
+    report = {
+        "name": "synthesis", "seen": generated, "kept": len(rows), "dropped": generated - len(rows),
+        "examples": examples, "reasons": dict(sorted(reasons.items())),
+        "params": {"model": lm.name, "n_per_concept": n, "n_concepts": len(concepts),
+                   "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
+                   "system_prompt": cfg.system_prompt, "prompt": cfg.prompt,
+                   "few_shot": [fs.model_dump() for fs in cfg.few_shot], "reject_patterns": cfg.reject_patterns,
+                   "seed": seed,
+                   "seeding": "torch.manual_seed(derive_seed(seed, 'synthesis', round, batch_start)) in fork_rng",
+                   "near_dup_threshold": near_threshold if near else None},
+        "rounds": rounds_used,
+        "shortfall": short,
+    }
+    return rows, report
