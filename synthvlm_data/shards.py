@@ -89,10 +89,16 @@ class ShardStore:
         digest = hashlib.sha256(data).hexdigest()
         # Drop a stale checksum first: a crash between the two renames must not leave an old
         # checksum next to new data (it would just mismatch and be redone, but be explicit).
-        with contextlib.suppress(FileNotFoundError):
-            self._checksum_path(unit).unlink()
-        atomic_write_bytes(self.path(unit), data)
-        atomic_write_bytes(self._checksum_path(unit), (digest + "\n").encode())
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                self._checksum_path(unit).unlink()
+            atomic_write_bytes(self.path(unit), data)
+            atomic_write_bytes(self._checksum_path(unit), (digest + "\n").encode())
+        except OSError as err:
+            raise ShardError(
+                f"cannot write shard {self.path(unit)}: {err.strerror or err} (errno {err.errno}); "
+                "complete shards are kept: fix the disk (space, permissions) and re-run to resume"
+            ) from None
         return digest
 
     def read(self, unit: WorkUnit, columns: list[str] | None = None) -> pa.Table:
