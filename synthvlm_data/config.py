@@ -75,8 +75,29 @@ class ScoreConfig(StrictModel):
     batch_size: int = Field(default=32, ge=1)
 
 
+class DiversityConfig(StrictModel):
+    """Diversity-balanced selection (Synth^2: balance and semantic diversity of the captions are
+    what matter). Caption embeddings are clustered with k-means (fixed k and seed) and the
+    selection fills per-cluster quotas by score instead of taking the global top-N.
+
+    quota: `uniform` gives every cluster the same share (clusters with too few candidates give
+    their unused slots to the others: max-min fair); `proportional` keeps the pool's cluster
+    proportions (Sainte-Lague apportionment), i.e. a stratified top-N.
+    """
+
+    clusters: int = Field(default=16, ge=2, description="k of k-means (clamped to the distinct captions).")
+    seed: int = Field(default=0, ge=0, description="k-means random_state.")
+    n_init: int = Field(default=4, ge=1, description="k-means restarts (best inertia kept).")
+    embedder: ModelRef = ModelRef(id="sentence-transformers/all-MiniLM-L6-v2")
+    batch_size: int = Field(default=64, ge=1, description="captions per embedding batch.")
+    quota: Literal["uniform", "proportional"] = "uniform"
+
+
 class SelectConfig(StrictModel):
-    """score = w_clip * clip + w_ssim * ssim; best image per caption; then top-N / ratio."""
+    """score = w_clip * clip + w_ssim * ssim; best image per caption; then top-N / ratio.
+
+    `diversity` (off when null, as in the SynthVLM paper) replaces the global top-N by per-cluster
+    quotas over caption embeddings (Synth^2)."""
 
     w_clip: float = 1.0
     w_ssim: float = 0.5
@@ -84,6 +105,7 @@ class SelectConfig(StrictModel):
     ratio: float | None = Field(default=None, gt=0.0, le=1.0)
     min_clip: float | None = None
     min_ssim: float | None = None
+    diversity: DiversityConfig | None = None
 
     @model_validator(mode="after")
     def _one_size_rule(self) -> SelectConfig:

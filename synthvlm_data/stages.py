@@ -235,7 +235,13 @@ class SelectStage(Stage):
 
         n = len(ctx.caption_units())
         scores = pa.concat_tables(ctx.store.read(WorkUnit(SCORE, i, n)) for i in range(n))
-        table, stats = select_best(scores, ctx.recipe.select)
+        clusters, k = None, None
+        if ctx.recipe.select.diversity is not None:  # Synth^2 balance: k-means over caption embeddings
+            from synthvlm_data.diversity import cluster_captions
+
+            caps = pa.concat_tables(ctx.store.read(u, ["id", "caption"]) for u in ctx.caption_units())
+            clusters, k = cluster_captions(caps["id"].to_pylist(), caps["caption"].to_pylist(), ctx.recipe.select.diversity)
+        table, stats = select_best(scores, ctx.recipe.select, clusters=clusters, k=k)
         atomic_write_bytes(ctx.work_dir / SELECT / "stats.json", json.dumps(stats, indent=2).encode())
         return table
 
