@@ -323,6 +323,26 @@ def build_tiny_open_clip(seed: int = 0):
     return model
 
 
+def open_clip_name(ref: ModelRef) -> tuple[str, str | None]:
+    """(model_name, pretrained) for `open_clip.create_model_and_transforms`.
+
+    `ViT-B-32` + revision `openai` -> ("ViT-B-32", "openai") (architecture + pretrained tag, as the
+    official SynthVLM code loads CLIP ViT-B/32); a local directory -> "local-dir:<path>"; any other
+    id -> "hf-hub:<id>" (an open_clip checkpoint on the Hub).
+    """
+    if _is_open_clip_arch(ref.id):
+        if not ref.revision:
+            # open_clip would silently build random weights without a pretrained tag.
+            raise ModelUnavailableError(
+                f"score.clip.model: open_clip architecture '{ref.id}' needs its pretrained tag in `revision` "
+                "(e.g. {id: ViT-B-32, revision: openai})"
+            )
+        return ref.id, ref.revision
+    if Path(ref.id).expanduser().is_dir():
+        return "local-dir:" + str(Path(ref.id).expanduser()), None
+    return (ref.id if ref.id.startswith("hf-hub:") else "hf-hub:" + ref.id), None
+
+
 def load_clip_scorer(ref: ModelRef, device: str):
     """Return (model, preprocess, tokenizer) with open_clip's official eval preprocessing."""
     import open_clip
@@ -331,17 +351,20 @@ def load_clip_scorer(ref: ModelRef, device: str):
         model = build_tiny_open_clip(seed=0)
         preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
         tokenizer = open_clip.get_tokenizer("ViT-B-32")  # the real CLIP BPE, 77 tokens
+    elif ref.is_tiny:
+        raise ModelUnavailableError(f"score.clip.model: unknown tiny model '{ref.id}' (known: {TINY_CLIP})")
     else:
+        name, pretrained = open_clip_name(ref)
         try:
-            pretrained = ref.revision if _is_open_clip_arch(ref.id) else None
-            name = ref.id if _is_open_clip_arch(ref.id) or Path(ref.id).is_dir() is False else ref.id
-            if not _is_open_clip_arch(ref.id) and not name.startswith("hf-hub:"):
-                name = "hf-hub:" + ref.id
+            # The third return value is the eval transform (resize + center crop + normalise with
+            # the checkpoint's mean/std and interpolation): the official CLIPScore preprocessing.
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
             tokenizer = open_clip.get_tokenizer(name)
         except Exception as err:
+            what = f"'{ref.id}'" + (f" (pretrained '{ref.revision}')" if ref.revision else "")
+            first = str(err).splitlines()[0][:160] if str(err) else ""
             raise ModelUnavailableError(
-                f"cannot load score.clip model '{ref.id}' ({ref.revision}): {type(err).__name__}; {OFFLINE_HINT}"
+                f"cannot load score.clip model {what}: {type(err).__name__}: {first}; {OFFLINE_HINT}"
             ) from None
     model.eval().to(device)
     return model, preprocess, tokenizer

@@ -204,19 +204,25 @@ class ScoreStage(Stage):
         self.clip = ClipScorer(ctx.recipe.score.clip, ctx.recipe.generate.device)
 
     def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
+        """Every image of every caption is scored (k images per caption -> k rows).
+
+        Images are decoded max(score.batch_size, score.clip.batch_size) at a time, so a shard of
+        1000 captions x 5 images at 1024 px never sits decoded in memory all at once.
+        """
         from synthvlm_data.scoring.ssim import ssim_roundtrip
 
         gen = ctx.store.read(WorkUnit(GENERATE, unit.index, unit.num_units), ["id", "repeat", "image"])
         caps = ctx.store.read(WorkUnit(CAPTIONS, unit.index, unit.num_units), ["id", "caption"])
         caption_of = dict(zip(caps["id"].to_pylist(), caps["caption"].to_pylist(), strict=True))
         ids = gen["id"].to_pylist()
-        images = [decode_image(b) for b in gen["image"].to_pylist()]
-        clip = self.clip(images, [caption_of[i] for i in ids])
-        ssim = ssim_roundtrip(images, ctx.recipe.score.ssim)
-        return pa.table(
-            {"id": ids, "repeat": gen["repeat"], "clip_score": clip, "ssim": np.asarray(ssim, dtype=np.float64)},
-            schema=SCORE_SCHEMA,
-        )
+        blobs = gen["image"].to_pylist()
+        step = max(ctx.recipe.score.batch_size, ctx.recipe.score.clip.batch_size)
+        clip, ssim = np.zeros(len(ids)), np.zeros(len(ids))
+        for part in chunk(len(ids), step):
+            images = [decode_image(b) for b in blobs[part.start : part.stop]]
+            clip[part.start : part.stop] = self.clip(images, [caption_of[i] for i in ids[part.start : part.stop]])
+            ssim[part.start : part.stop] = ssim_roundtrip(images, ctx.recipe.score.ssim)
+        return pa.table({"id": ids, "repeat": gen["repeat"], "clip_score": clip, "ssim": ssim}, schema=SCORE_SCHEMA)
 
 
 # --------------------------------------------------------------------------- select

@@ -1,9 +1,14 @@
 """CLIPScore with open_clip, as the official SynthVLM code computes it.
 
-Text is prefixed with "A photo depicts " (the CLIPScore paper's prompt) and truncated to CLIP's
-77 tokens; images go through open_clip's eval preprocessing (bicubic resize + center crop +
-normalise). We store the raw cosine; `clipscore_scaled` gives the CLIPScore paper's
-2.5 * max(cos, 0) for reports.
+Text is prefixed with "A photo depicts " (the CLIPScore paper's prompt, Hessel et al. 2021) and
+truncated to CLIP's 77 tokens (start token + 75 BPE tokens + end token, like
+`clip.tokenize(truncate=True)` in the official code: a long caption never fails); images go
+through open_clip's eval preprocessing (bicubic resize of the short side + center crop +
+normalise with the model's mean/std). We store the raw cosine; `clipscore_scaled` gives the
+CLIPScore paper's 2.5 * max(cos, 0) for reports.
+
+Every (image, caption) pair is scored: k images of one caption are k pairs. Each distinct caption
+is encoded once per call, so best-of-k scoring costs k image encodings but one text encoding.
 """
 
 from __future__ import annotations
@@ -17,30 +22,60 @@ from PIL import Image
 from synthvlm_data.config import ClipScoreConfig
 from synthvlm_data.models import load_clip_scorer, resolve_device
 
+# CLIPScore paper (Hessel et al. 2021, Eq. 1): CLIP-S(c, v) = w * max(cos(c, v), 0) with w = 2.5.
+CLIPSCORE_W = 2.5
 
-def clipscore_scaled(cos: np.ndarray, w: float = 2.5) -> np.ndarray:
-    return w * np.maximum(cos, 0.0)
+
+def clipscore_scaled(cos: np.ndarray, w: float = CLIPSCORE_W) -> np.ndarray:
+    """The CLIPScore paper's scale, w * max(cos, 0), from raw cosines."""
+    return w * np.maximum(np.asarray(cos, dtype=np.float64), 0.0)
 
 
 class ClipScorer:
+    """Raw CLIP cosine of (image, caption) pairs with one open_clip model, in batches."""
+
     def __init__(self, cfg: ClipScoreConfig, device: str | None = None):
         self.cfg = cfg
         self.device = resolve_device(device)
         self.model, self.preprocess, self.tokenizer = load_clip_scorer(cfg.model, self.device)
 
+    def tokenize(self, captions: Sequence[str]) -> torch.Tensor:
+        """Token ids of prefix + caption, truncated to the model's context (77 for CLIP)."""
+        return self.tokenizer([self.cfg.text_prefix + c for c in captions])
+
     @torch.inference_mode()
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """L2-normalised image embeddings, float32 (N, D)."""
+        out = []
+        bs = self.cfg.batch_size
+        for start in range(0, len(images), bs):
+            pixels = torch.stack([self.preprocess(im.convert("RGB")) for im in images[start : start + bs]])
+            emb = self.model.encode_image(pixels.to(self.device), normalize=True)
+            out.append(emb.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self._dim()), np.float32)
+
+    @torch.inference_mode()
+    def encode_texts(self, captions: Sequence[str]) -> np.ndarray:
+        """L2-normalised text embeddings of prefix + caption, float32 (N, D)."""
+        out = []
+        bs = self.cfg.batch_size
+        for start in range(0, len(captions), bs):
+            tokens = self.tokenize(captions[start : start + bs]).to(self.device)
+            out.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self._dim()), np.float32)
+
+    def _dim(self) -> int:
+        return int(self.model.text_projection.shape[-1]) if hasattr(self.model, "text_projection") else 0
+
     def __call__(self, images: Sequence[Image.Image], captions: Sequence[str]) -> np.ndarray:
         """Raw cosine similarity of each (image, caption) pair, float64 of shape (N,)."""
         if len(images) != len(captions):
             raise ValueError(f"{len(images)} images but {len(captions)} captions")
-        out = np.empty(len(images), dtype=np.float64)
-        bs = self.cfg.batch_size
-        for start in range(0, len(images), bs):
-            imgs = images[start : start + bs]
-            caps = captions[start : start + bs]
-            pixels = torch.stack([self.preprocess(im.convert("RGB")) for im in imgs]).to(self.device)
-            tokens = self.tokenizer([self.cfg.text_prefix + c for c in caps]).to(self.device)
-            img_emb = self.model.encode_image(pixels, normalize=True).float()
-            txt_emb = self.model.encode_text(tokens, normalize=True).float()
-            out[start : start + len(imgs)] = (img_emb * txt_emb).sum(-1).double().cpu().numpy()
-        return out
+        if not images:
+            return np.zeros(0, dtype=np.float64)
+        unique = list(dict.fromkeys(captions))
+        index = {c: i for i, c in enumerate(unique)}
+        txt = self.encode_texts(unique)[[index[c] for c in captions]]
+        img = self.encode_images(images)
+        # Cosine in float64 of the float32 unit vectors (same as the official numpy code).
+        return (img.astype(np.float64) * txt.astype(np.float64)).sum(-1)

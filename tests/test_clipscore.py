@@ -1,0 +1,202 @@
+"""CLIPScore against an independent open_clip computation, on real images (skimage.data).
+
+The reference side never touches synthvlm_data.scoring: it builds the same tiny open_clip model,
+a torchvision transform written out by hand (the official CLIPScore preprocessing: bicubic resize
+of the short side, center crop, RGB, ToTensor, CLIP mean/std), open_clip's module-level
+`tokenize`, and computes F.normalize(encode_image) . F.normalize(encode_text).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import open_clip
+import pyarrow.parquet as pq
+import pytest
+import skimage.data
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import transforms as T
+
+from synthvlm_data import models
+from synthvlm_data.config import ClipScoreConfig
+from synthvlm_data.errors import ModelUnavailableError
+from synthvlm_data.schema import ModelRef
+from synthvlm_data.scoring.clipscore import CLIPSCORE_W, ClipScorer, clipscore_scaled
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's normalisation (openai/CLIP clip.py)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+PREFIX = "A photo depicts "
+
+CAPTIONS = [
+    "An astronaut in an orange suit next to a flag.",
+    "A cup of coffee on a saucer.",
+    "A cat with green eyes.",
+    "A rocket on a launch pad at night.",
+    "A man looking through a camera on a tripod.",
+]
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Image.Image]:
+    arrays = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket(), skimage.data.camera()]
+    return [Image.fromarray(a) for a in arrays]  # camera is grayscale: the scorer must convert to RGB
+
+
+@pytest.fixture(scope="module")
+def scorer() -> ClipScorer:
+    return ClipScorer(ClipScoreConfig(model=ModelRef(id=models.TINY_CLIP), batch_size=2), device="cpu")
+
+
+def reference_cosines(images, texts, token_ids=None) -> np.ndarray:
+    model = models.build_tiny_open_clip(seed=0).eval()
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, tuple) else size
+    pre = T.Compose([
+        T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+        T.CenterCrop(size),
+        T.Lambda(lambda im: im.convert("RGB")),
+        T.ToTensor(),
+        T.Normalize(OPENAI_MEAN, OPENAI_STD),
+    ])
+    with torch.no_grad():
+        img = F.normalize(model.encode_image(torch.stack([pre(im) for im in images])), dim=-1)
+        tok = token_ids if token_ids is not None else open_clip.tokenize(texts)
+        txt = F.normalize(model.encode_text(tok), dim=-1)
+    return (img * txt).sum(-1).double().numpy()
+
+
+def test_matches_independent_open_clip_on_real_images(scorer, images):
+    got = scorer(images, CAPTIONS)
+    want = reference_cosines(images, [PREFIX + c for c in CAPTIONS])
+    assert got.dtype == np.float64 and got.shape == (5,)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.ptp(got) > 1e-3  # the pairs really differ: the comparison is not vacuous
+
+
+def test_preprocessing_is_the_official_clip_transform(scorer, images):
+    """open_clip's eval transform equals the hand-written official one, pixel for pixel."""
+    size = models.build_tiny_open_clip(seed=0).visual.image_size[0]  # (64, 64): resize the short side
+    official = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
+                          T.ToTensor(), T.Normalize(OPENAI_MEAN, OPENAI_STD)])
+    for im in images[:3]:
+        torch.testing.assert_close(scorer.preprocess(im.convert("RGB")), official(im.convert("RGB")), atol=1e-6, rtol=0)
+
+
+def test_prefix_is_applied(images):
+    with_prefix = ClipScorer(ClipScoreConfig(model=ModelRef(id=models.TINY_CLIP)), device="cpu")
+    no_prefix = ClipScorer(ClipScoreConfig(model=ModelRef(id=models.TINY_CLIP), text_prefix=""), device="cpu")
+    a = with_prefix(images[:3], CAPTIONS[:3])
+    # Without the prefix the scores change ...
+    assert not np.allclose(a, no_prefix(images[:3], CAPTIONS[:3]), atol=1e-4)
+    # ... and writing the prefix into the caption by hand gives the default's scores exactly.
+    np.testing.assert_allclose(a, no_prefix(images[:3], [PREFIX + c for c in CAPTIONS[:3]]), atol=1e-7)
+
+
+def test_long_caption_is_truncated_to_77_tokens(scorer, images):
+    long = " ".join(["a very long caption about a small red boat on a calm blue lake"] * 30)  # ~400 tokens
+    tail_a, tail_b = long + " with a dog", long + " under heavy snow and thunder"
+    got = scorer([images[0], images[0]], [tail_a, tail_b])
+    assert np.isfinite(got).all()
+    assert got[0] == got[1]  # everything after token 76 is cut off
+    # Same as scoring the explicitly truncated token sequence: <sot> + first 75 BPE tokens + <eot>.
+    tok = open_clip.tokenizer._tokenizer
+    ids = [tok.sot_token_id, *tok.encode(PREFIX + tail_a)[:75], tok.eot_token_id]
+    assert len(ids) == 77
+    token_ids = torch.tensor([ids])
+    want = reference_cosines([images[0]], None, token_ids=token_ids)
+    np.testing.assert_allclose(got[:1], want, atol=1e-6)
+    assert scorer.tokenize([tail_a]).shape == (1, 77)
+    # A caption that fits scores differently from its truncated long version (the test can fail).
+    assert not np.isclose(scorer([images[0]], ["a small red boat"])[0], got[0], atol=1e-5)
+
+
+def test_batching_and_repeated_captions_do_not_change_scores(images):
+    """k images of one caption: every pair is scored, independent of batch size."""
+    caps = [CAPTIONS[0]] * 3 + [CAPTIONS[1]] * 2
+    imgs = [images[0], images[1], images[2], images[1], images[3]]
+    one = ClipScorer(ClipScoreConfig(model=ModelRef(id=models.TINY_CLIP), batch_size=1), device="cpu")(imgs, caps)
+    many = ClipScorer(ClipScoreConfig(model=ModelRef(id=models.TINY_CLIP), batch_size=64), device="cpu")(imgs, caps)
+    np.testing.assert_allclose(one, many, atol=1e-6)
+    np.testing.assert_allclose(many, reference_cosines(imgs, [PREFIX + c for c in caps]), atol=1e-6)
+    assert len(set(np.round(many, 6))) == 5  # five distinct pairs, five distinct scores
+
+
+def test_mismatched_lengths_and_empty_input(scorer, images):
+    with pytest.raises(ValueError, match="2 images but 1 captions"):
+        scorer(images[:2], CAPTIONS[:1])
+    assert scorer([], []).shape == (0,)
+
+
+def test_clipscore_scaled():
+    cos = np.array([-0.3, 0.0, 0.1, 0.36, 1.0])
+    np.testing.assert_allclose(clipscore_scaled(cos), [0.0, 0.0, 0.25, 0.9, 2.5])
+    assert CLIPSCORE_W == 2.5
+
+
+def test_score_stage_scores_every_image_of_every_caption(tiny_build, scorer):
+    """The build's score shards hold one row per generated image, with the scorer's value."""
+    from synthvlm_data.stages import decode_image
+
+    work = tiny_build.work_dir
+    for gen_path in sorted((work / "generate").glob("*.parquet")):
+        gen = pq.read_table(gen_path, columns=["id", "repeat", "image"])
+        score = pq.read_table(work / "score" / gen_path.name.replace("generate", "score", 1))
+        caps = pq.read_table(work / "captions" / gen_path.name.replace("generate", "captions", 1), columns=["id", "caption"])
+        assert list(zip(score["id"].to_pylist(), score["repeat"].to_pylist(), strict=True)) == list(
+            zip(gen["id"].to_pylist(), gen["repeat"].to_pylist(), strict=True)
+        )
+        k = tiny_build.stats["images_generated"] // tiny_build.stats["captions_out"]
+        assert k == 2 and gen.num_rows == k * caps.num_rows
+        caption_of = dict(zip(caps["id"].to_pylist(), caps["caption"].to_pylist(), strict=True))
+        images = [decode_image(b) for b in gen["image"].to_pylist()]
+        again = scorer(images, [caption_of[i] for i in gen["id"].to_pylist()])
+        np.testing.assert_allclose(score["clip_score"].to_numpy(), again, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- full scale
+
+
+def test_full_scale_model_fails_with_one_clear_line():
+    """ViT-B-32/openai has no weights here: ModelUnavailableError names it and what to do."""
+    ref = ModelRef(id="ViT-B-32", revision="openai")
+    for call in (lambda: models.check_available(ref, "score.clip.model"), lambda: models.load_clip_scorer(ref, "cpu")):
+        with pytest.raises(ModelUnavailableError) as exc:
+            call()
+        msg = str(exc.value)
+        assert "\n" not in msg and "ViT-B-32" in msg and "RECIPE=tiny" in msg
+
+
+def test_architecture_without_pretrained_tag_is_refused():
+    with pytest.raises(ModelUnavailableError, match="needs its pretrained tag"):
+        models.load_clip_scorer(ModelRef(id="ViT-B-32"), "cpu")
+
+
+def test_full_scale_uses_create_model_and_transforms_with_official_preprocessing(monkeypatch, images):
+    """The full-scale path asks open_clip for (arch, pretrained=tag) and scores with the eval
+    transform it returns (the third value), not the training one."""
+    calls = {}
+    real_get_tokenizer = open_clip.get_tokenizer
+    tiny = models.build_tiny_open_clip(seed=0)
+    eval_tf = open_clip.image_transform(64, is_train=False)
+
+    def fake_create(name, pretrained=None, **kw):
+        calls["create"] = (name, pretrained, kw)
+        return tiny, "TRAIN-TRANSFORM-MUST-NOT-BE-USED", eval_tf
+
+    def fake_tokenizer(name, **kw):
+        calls["tokenizer"] = name
+        return real_get_tokenizer("ViT-B-32")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", fake_create)
+    monkeypatch.setattr(open_clip, "get_tokenizer", fake_tokenizer)
+    s = ClipScorer(ClipScoreConfig(), device="cpu")  # default: ViT-B-32 / openai
+    assert calls["create"] == ("ViT-B-32", "openai", {}) and calls["tokenizer"] == "ViT-B-32"
+    assert s.preprocess is eval_tf
+    np.testing.assert_allclose(s(images[:2], CAPTIONS[:2]), reference_cosines(images[:2], [PREFIX + c for c in CAPTIONS[:2]]), atol=1e-6)
+
+
+def test_open_clip_names_for_hub_and_local_models(tmp_path):
+    assert models.open_clip_name(ModelRef(id="ViT-L-14", revision="laion2b_s32b_b82k")) == ("ViT-L-14", "laion2b_s32b_b82k")
+    assert models.open_clip_name(ModelRef(id="laion/CLIP-ViT-B-32-laion2B-s34B-b79K")) == ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None)
+    assert models.open_clip_name(ModelRef(id=str(tmp_path))) == (f"local-dir:{tmp_path}", None)
