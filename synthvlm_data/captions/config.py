@@ -391,6 +391,11 @@ class CaptionsConfig(StrictModel):
                                "if available, else cpu). LMs on cuda use device_map=auto (multi-GPU).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="auto: bfloat16 on cuda, float32 on cpu.")
+    num_threads: int | None = Field(
+        default=None, ge=1,
+        description="torch CPU threads during the stage (restored afterwards); None: torch's default. "
+        "1 is faster on a busy machine and makes float results independent of the core count.",
+    )
     chunk_size: int = Field(default=1024, ge=1, description="Rows per streamed chunk; fixes batch "
                             "composition, so results do not depend on the machine.")
     report_examples: int = Field(default=5, ge=0, description="Dropped examples kept per step.")

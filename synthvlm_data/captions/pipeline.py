@@ -7,9 +7,10 @@ report: per step `seen`, `kept`, `dropped` and a few dropped `examples`, then ba
 statistics. With `report_dir`, the report (`captions_report.json`), the cluster PNG and the
 timings (`captions_timings.json`, kept apart because they are not reproducible) are written there.
 
-Curated captions are streamed in fixed chunks of `chunk_size` rows: every step sees the chunk's
-survivors, so memory stays bounded by the chunk (plus the kept captions) and batch composition is
-fixed by the config. Reading stops as soon as `limit` captions have passed every step.
+Curated captions are streamed in chunks of `chunk_size` rows (with a `limit`: of about the number
+still missing): every step sees the chunk's survivors, so memory stays bounded by the chunk (plus
+the kept captions) and batch composition is fixed by the config. Reading stops as soon as `limit`
+captions have passed every step.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -88,11 +90,6 @@ def _build_steps(cfg: CaptionsConfig, models: ModelCache) -> list:
     return steps
 
 
-def _chunks(it: Iterator[dict], size: int) -> Iterator[list[dict]]:
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
 def _all_sources(cfg: CaptionsConfig) -> Iterator[dict]:
     for src in cfg.sources:
         yield from iter_source(src)
@@ -117,8 +114,29 @@ def _apply_step(step, rows: list[dict], rep: StepReport) -> list[dict]:
     return out
 
 
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    if n is None:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def run_captions(cfg: CaptionsConfig, *, seed: int, profile: str = "full", report_dir: Path | None = None,
                  models: ModelCache | None = None) -> CaptionsResult:
+    with torch_threads(cfg.num_threads):
+        return _run(cfg, seed=seed, profile=profile, report_dir=report_dir, models=models)
+
+
+def _run(cfg: CaptionsConfig, *, seed: int, profile: str, report_dir: Path | None,
+         models: ModelCache | None) -> CaptionsResult:
     models = models if models is not None else ModelCache()
     if report_dir is not None:
         report_dir = Path(report_dir)
@@ -167,7 +185,13 @@ def run_captions(cfg: CaptionsConfig, *, seed: int, profile: str = "full", repor
 
     curated: list[dict] = []
     source_counts: dict[str, int] = {}
-    for chunk in _chunks(_all_sources(cfg), cfg.chunk_size):
+    stream = _all_sources(cfg)
+    while True:
+        # with a limit, read only about what is still missing (the model steps are the cost)
+        size = cfg.chunk_size if cfg.limit is None else min(cfg.chunk_size, max(cfg.limit - len(curated), 16))
+        chunk = list(islice(stream, size))
+        if not chunk:
+            break
         t0 = time.perf_counter()
         rows = []
         for row in chunk:

@@ -11,6 +11,7 @@ any caption nor a near-duplicate (embedding cosine) of a caption kept for the sa
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections import Counter
@@ -65,45 +66,70 @@ def concepts_of(cfg) -> list[str]:
     return concepts[: cfg.max_concepts] if cfg.max_concepts else concepts
 
 
-def chat_prompts(tok, cfg, concepts: list[str]) -> list[str]:
-    """One chat prompt per concept: system, few-shot (user, assistant) turns, then the request."""
+_MARK = "\x00REQUEST\x00"
+
+
+def chat_parts(tok, cfg) -> tuple[str, str]:
+    """The chat prompt split around the final request: (shared head, tail template with {request}).
+
+    The head (system prompt + few-shot turns) is identical for every concept; its KV cache is
+    computed once and reused, so a candidate costs only its request's tokens plus generation."""
     def user(c: str) -> str:
         return cfg.prompt.format(concept=c, article=article(c))
 
-    head = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    msgs = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     for ex in cfg.few_shot:
-        head += [{"role": "user", "content": user(ex.concept)}, {"role": "assistant", "content": ex.caption}]
-    out = []
-    for c in concepts:
-        msgs = head + [{"role": "user", "content": user(c)}]
-        if getattr(tok, "chat_template", None):
-            out.append(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
-        else:
-            out.append("\n".join(m["content"] for m in msgs) + "\n")
-    return out
+        msgs += [{"role": "user", "content": user(ex.concept)}, {"role": "assistant", "content": ex.caption}]
+    msgs.append({"role": "user", "content": _MARK})
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    else:
+        text = "\n".join(m["content"] for m in msgs) + "\n"
+    head, tail = text.split(_MARK, 1)
+    return head, tail
 
 
-@torch.inference_mode()
-def generate(lm: LM, prompts: list[str], seed: int, cfg) -> list[tuple[str, bool]]:
-    """(text, finished) per prompt; finished = the LM ended its turn within max_new_tokens."""
-    tok, model = lm.tokenizer, lm.model
-    side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        enc = tok(prompts, padding=True, add_special_tokens=False, return_tensors="pt").to(model.device)
-    finally:
-        tok.padding_side = side
-    devices = [model.device.index or 0] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)  # seeds the CUDA generator too; both restored on exit
-        out = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
-                             max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id)
-    new = out[:, enc["input_ids"].shape[1] :].cpu()
-    stops = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
-    ends = model.generation_config.eos_token_id
-    stops |= set(ends if isinstance(ends, list) else [ends] if ends is not None else [])
-    finished = [any(int(t) in stops for t in row) for row in new]
-    return list(zip(tok.batch_decode(new, skip_special_tokens=True), finished))
+class Generator:
+    """Seeded sampling of chat completions that share a prompt head (cached once)."""
+
+    def __init__(self, lm: LM, cfg):
+        self.lm, self.cfg = lm, cfg
+        tok = lm.tokenizer
+        head, self.tail = chat_parts(tok, cfg)
+        self.head_ids = tok(head, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            self.head_cache = lm.model(input_ids=torch.tensor([self.head_ids], device=lm.model.device),
+                                       use_cache=True).past_key_values
+        ends = lm.model.generation_config.eos_token_id
+        self.stops = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
+        self.stops |= set(ends if isinstance(ends, list) else [ends] if ends is not None else [])
+
+    def request_ids(self, concept: str) -> list[int]:
+        text = self.cfg.prompt.format(concept=concept, article=article(concept)) + self.tail
+        return self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @torch.inference_mode()
+    def __call__(self, concepts: list[str], seed: int) -> list[tuple[str, bool]]:
+        """(text, finished) per concept; finished = the LM ended its turn within max_new_tokens."""
+        tok, model, cfg = self.lm.tokenizer, self.lm.model, self.cfg
+        pad = tok.pad_token_id
+        reqs = [self.request_ids(c) for c in concepts]
+        width, n_head = max(map(len, reqs)), len(self.head_ids)
+        # head | padding | request: the padding sits between the cached head and each request;
+        # position ids follow the attention mask, so every request sees the same positions
+        ids = torch.tensor([self.head_ids + [pad] * (width - len(r)) + r for r in reqs])
+        mask = torch.tensor([[1] * n_head + [0] * (width - len(r)) + [1] * len(r) for r in reqs])
+        cache = copy.deepcopy(self.head_cache)
+        cache.batch_repeat_interleave(len(reqs))
+        devices = [model.device.index or 0] if model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)  # seeds the CUDA generator too; both restored on exit
+            out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                 past_key_values=cache, do_sample=True, temperature=cfg.temperature,
+                                 top_p=cfg.top_p, top_k=0, max_new_tokens=cfg.max_new_tokens, pad_token_id=pad)
+        new = out[:, ids.shape[1] :].cpu()
+        finished = [any(int(t) in self.stops for t in row) for row in new]
+        return list(zip(tok.batch_decode(new, skip_special_tokens=True), finished))
 
 
 def synthesize(cfg, lm: LM, *, seed: int, embedder: Embedder | None, near_threshold: float | None,
@@ -112,6 +138,7 @@ def synthesize(cfg, lm: LM, *, seed: int, embedder: Embedder | None, near_thresh
     concepts = concepts_of(cfg)
     matcher = ConceptMatcher(concepts)
     patterns = [re.compile(p) for p in cfg.reject_patterns]
+    gen = Generator(lm, cfg)
     kept: dict[str, list[str]] = {c: [] for c in concepts}
     near = {c: NearDedup(near_threshold) for c in concepts} if (embedder and near_threshold) else {}
     reasons: Counter = Counter()
@@ -131,10 +158,9 @@ def synthesize(cfg, lm: LM, *, seed: int, embedder: Embedder | None, near_thresh
             break
         rounds_used = r + 1
         jobs = [c for c, k in todo for _ in range(k)]
-        texts = chat_prompts(lm.tokenizer, cfg, jobs)
         outputs: list[tuple[str, bool]] = []
-        for b in range(0, len(texts), cfg.batch_size):
-            outputs += generate(lm, texts[b : b + cfg.batch_size], derive_seed(seed, "synthesis", r, b), cfg)
+        for b in range(0, len(jobs), cfg.batch_size):
+            outputs += gen(jobs[b : b + cfg.batch_size], derive_seed(seed, "synthesis", r, b))
         generated += len(outputs)
         # checks that need no model, in candidate order
         survivors: list[tuple[str, str]] = []
@@ -183,6 +209,7 @@ def synthesize(cfg, lm: LM, *, seed: int, embedder: Embedder | None, near_thresh
                    "few_shot": [fs.model_dump() for fs in cfg.few_shot], "reject_patterns": cfg.reject_patterns,
                    "seed": seed,
                    "seeding": "torch.manual_seed(derive_seed(seed, 'synthesis', round, batch_start)) in fork_rng",
+                   "batch_size": cfg.batch_size, "oversample": cfg.oversample, "max_rounds": cfg.max_rounds,
                    "near_dup_threshold": near_threshold if near else None},
         "rounds": rounds_used,
         "shortfall": short,
