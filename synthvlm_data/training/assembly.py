@@ -34,6 +34,26 @@ def add_image_token(tokenizer) -> int:
     return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
 
+def resize_embeddings(llm, vocab_size: int) -> None:
+    """Grow the LLM's vocabulary for `<image>` (and pad); new rows = mean of the old rows.
+
+    Deterministic on purpose (no random init): rebuilding from the same config gives identical
+    weights on every rank and every run. The `<image>` input row is never read (image features
+    replace it), but its output row decides how often the model predicts `<image>`: the mean
+    keeps that near the average token's logit.
+    """
+    old = llm.get_input_embeddings().num_embeddings
+    if vocab_size <= old:
+        return
+    llm.resize_token_embeddings(vocab_size, mean_resizing=False)
+    with torch.no_grad():
+        emb = llm.get_input_embeddings().weight
+        emb[old:] = emb[:old].mean(dim=0, keepdim=True)
+        head = llm.get_output_embeddings()
+        if head is not None and head.weight is not emb:
+            head.weight[old:] = head.weight[:old].mean(dim=0, keepdim=True)
+
+
 def num_image_tokens(vision_config, select_strategy: str) -> int:
     patches = (vision_config.image_size // vision_config.patch_size) ** 2
     return patches if select_strategy == "default" else patches + 1
@@ -74,8 +94,7 @@ def assemble_llava(vision_tower, llm, tokenizer, model_cfg: ModelSection, *, see
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     image_token_id = add_image_token(tokenizer)
-    if len(tokenizer) > llm.get_input_embeddings().num_embeddings:
-        llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    resize_embeddings(llm, len(tokenizer))
     text_config = llm.config
     text_config.pad_token_id = tokenizer.pad_token_id
     vision_config = vision_tower.config

@@ -40,9 +40,43 @@ def build_parser(stage: Stage) -> argparse.ArgumentParser:
     return parser
 
 
+def requested_cpu_processes_ignored(parent_argv: list[str] | None = None) -> int | None:
+    """N if `accelerate launch --cpu --num_processes N>1` started us as a single process.
+
+    accelerate's simple launcher (used for --cpu without mpirun) runs one process whatever
+    --num_processes says (huggingface/accelerate#2741). We read the launcher's command line
+    (Linux /proc, best effort) to say so instead of silently training on one rank.
+    """
+    import os
+
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() not in {"1", "true"} or "WORLD_SIZE" in os.environ:
+        return None
+    parent = parent_argv
+    if parent is None:
+        try:
+            with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+                parent = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            return None
+    for i, arg in enumerate(parent):
+        value = None
+        if arg in ("--num_processes", "--num-processes") and i + 1 < len(parent):
+            value = parent[i + 1]
+        elif arg.startswith(("--num_processes=", "--num-processes=")):
+            value = arg.split("=", 1)[1]
+        if value is not None and value.isdigit() and int(value) > 1:
+            return int(value)
+    return None
+
+
 def main(stage: Stage, argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, overrides = build_parser(stage).parse_known_args(argv)
+    ignored = requested_cpu_processes_ignored()
+    if ignored:
+        print(f"warning: accelerate launch --cpu started 1 process, not {ignored} (it needs mpirun for more, "
+              "huggingface/accelerate#2741); for several CPU processes use: accelerate launch --config_file "
+              "train/accelerate/cpu.yaml --num_processes N ...", file=sys.stderr, flush=True)
     try:
         cfg = load_config(args.config, overrides, stage)
         if args.validate_only:

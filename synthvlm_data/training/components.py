@@ -29,7 +29,7 @@ from synthvlm_data.training.errors import ModelUnavailableError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the GGUF was converted from (model cards)
-OFFLINE_HINT = "run offline with train/configs/tiny.yaml, or set model.{role} to a local directory"
+OFFLINE_HINT = "run offline with train/configs/tiny.yaml, or set {key} to a local directory"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -66,7 +66,8 @@ def base_model_id(ref: ComponentRef) -> str | None:
 
 def _unavailable(ref: ComponentRef, role: str, reason: str) -> ModelUnavailableError:
     what = f"{role} '{ref.id}'" + (f" (revision {ref.revision})" if ref.revision else "")
-    return ModelUnavailableError(f"cannot load {what}: {reason}; {OFFLINE_HINT.format(role=role)}")
+    key = role if "." in role else f"model.{role}"
+    return ModelUnavailableError(f"cannot load {what}: {reason}; {OFFLINE_HINT.format(key=key)}")
 
 
 def check_component(ref: ComponentRef, role: str) -> None:

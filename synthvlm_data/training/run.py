@@ -42,8 +42,20 @@ def resolve_resume(value: str | None, checkpoints_dir: Path) -> str | None:
     return str(path)
 
 
-def build_sft_config(cfg: TrainConfig, stage: Stage, output_dir: Path, num_processes: int, has_eval: bool):
+def use_cpu() -> bool:
+    """CPU training: no CUDA, or `accelerate launch --cpu`.
+
+    Decided before the first `PartialState` exists: it is a process-wide singleton, and only a
+    `cpu=True` state turns torchrun's ranks on a CPU-only machine into a gloo process group
+    (`accelerate launch --multi_gpu --num_processes N` there; `--cpu` alone starts one process
+    unless mpirun is configured, accelerate#2741).
+    """
     import torch
+
+    return not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true"}
+
+
+def build_sft_config(cfg: TrainConfig, stage: Stage, output_dir: Path, num_processes: int, has_eval: bool):
     from trl import SFTConfig
 
     targs = cfg.stage(stage).training
@@ -78,7 +90,10 @@ def build_sft_config(cfg: TrainConfig, stage: Stage, output_dir: Path, num_proce
         remove_unused_columns=False,  # stage-1 rows are a lazy transform; the collator picks its keys
         completion_only_loss=True if stage == "pretrain" else None,
         assistant_only_loss=stage == "finetune",  # LLaVA trains on answers only
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=use_cpu(),
+        # Stage 1: every row has an image, so the projector is always used; skip DDP's unused-parameter
+        # scan. Stage 2 may see text-only batches: None lets TRL turn the scan on.
+        ddp_find_unused_parameters=False if stage == "pretrain" else None,
         disable_tqdm=True,
     )
     if targs.tf32 is not None:
@@ -92,12 +107,10 @@ def _steps(value: float) -> float | int:
     return int(value) if value >= 1 else value
 
 
-def load_model(cfg: TrainConfig, stage: Stage):
-    from synthvlm_data.training.assembly import build_model, load_llava
+def stage2_start(cfg: TrainConfig):
+    """The model stage 2 starts from: finetune.init_from, else the stage-1 output directory."""
     from synthvlm_data.training.config import ComponentRef
 
-    if stage == "pretrain":
-        return build_model(cfg.model, seed=cfg.seed)
     init = cfg.finetune.init_from
     if init is None:
         default = cfg.output_dir("pretrain") if cfg.pretrain else None
@@ -107,7 +120,30 @@ def load_model(cfg: TrainConfig, stage: Stage):
                 "train/pretrain.py first or set finetune.init_from (--init_from DIR)"
             )
         init = ComponentRef(id=str(default))
-    return load_llava(init, cfg.model.dtype)
+    elif init.is_local and not (Path(init.id).expanduser() / "config.json").is_file():
+        raise CheckpointError(f"finetune.init_from {init.id} is not a saved model (no config.json)")
+    return init
+
+
+def check_model_sources(cfg: TrainConfig, stage: Stage) -> None:
+    """Fail in a second, before any data is read, if the model cannot be loaded here."""
+    from synthvlm_data.training.components import check_component
+
+    if stage == "pretrain":
+        check_component(cfg.model.llm, "llm")
+        check_component(cfg.model.vision_tower, "vision_tower")
+    else:
+        init = stage2_start(cfg)
+        if not init.is_local:
+            check_component(init, "finetune.init_from")
+
+
+def load_model(cfg: TrainConfig, stage: Stage):
+    from synthvlm_data.training.assembly import build_model, load_llava
+
+    if stage == "pretrain":
+        return build_model(cfg.model, seed=cfg.seed)
+    return load_llava(stage2_start(cfg), cfg.model.dtype)
 
 
 def load_datasets(cfg: TrainConfig, stage: Stage):
@@ -138,13 +174,14 @@ def run_stage(cfg: TrainConfig, stage: Stage, *, command: str = "", push_to_hub:
     from synthvlm_data.training.trackers import AccelerateTrackers, check_trackers, flat_config
 
     started = time.perf_counter()
-    state = PartialState()
+    state = PartialState(cpu=use_cpu())
     section = cfg.stage(stage)
     targs = section.training
     output_dir = cfg.output_dir(stage)
     accumulation = targs.gradient_accumulation_steps(state.num_processes)  # fail before loading anything
     check_trackers(targs.trackers)
     resume = resolve_resume(targs.resume_from_checkpoint, output_dir / "checkpoints")
+    check_model_sources(cfg, stage)
     set_seed(cfg.seed)
 
     with state.main_process_first():  # builds the datasets cache / SmolLM2 cache once; data first: fails faster
