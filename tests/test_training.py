@@ -452,6 +452,21 @@ def test_push_to_hub_goes_through_publish_folder(stage1_run):
     assert published["dirs"] == [] and "training_args.bin" not in published["files"]
 
 
+def test_publish_dry_run_accepts_the_trained_folder(stage1_run):
+    """The real publishing code (synthvlm_data.hub) validates the folder; dry run: no network."""
+    hub = pytest.importorskip("synthvlm_data.hub")
+    if not hasattr(hub, "PublishResult"):
+        pytest.skip("synthvlm_data.hub is a stub here")
+    from synthvlm_data.training.publish import push_model_folder
+
+    result = push_model_folder(stage1_run["out"], "someone/tiny-llava", dry_run=True)
+    files = {f.path for f in result.files}
+    assert result.dry_run and result.repo_type == "model"
+    assert {"README.md", "config.json", "model.safetensors", "loss_curve.png", "training_log.json"} <= files
+    assert not any("/" in f for f in files) and "training_args.bin" not in files  # no checkpoints/, logs/
+    assert not list(stage1_run["out"].parent.glob(".publish-*")), "staging folder left behind"
+
+
 def test_resume_from_latest_checkpoint(stage1_run, hub_stub):
     from synthvlm_data.training.run import run_stage
 

@@ -54,9 +54,14 @@ def resize_embeddings(llm, vocab_size: int) -> None:
             head.weight[old:] = head.weight[:old].mean(dim=0, keepdim=True)
 
 
+def has_cls_token(vision_config) -> bool:
+    """CLIP ViTs prepend a CLS token; SigLIP does not (so it must use select strategy 'full')."""
+    return "siglip" not in vision_config.model_type
+
+
 def num_image_tokens(vision_config, select_strategy: str) -> int:
-    patches = (vision_config.image_size // vision_config.patch_size) ** 2
-    return patches if select_strategy == "default" else patches + 1
+    tokens = (vision_config.image_size // vision_config.patch_size) ** 2 + int(has_cls_token(vision_config))
+    return tokens - 1 if select_strategy == "default" else tokens
 
 
 def build_processor(tokenizer, vision_config, model_cfg: ModelSection, image_mean, image_std):
@@ -78,7 +83,7 @@ def build_processor(tokenizer, vision_config, model_cfg: ModelSection, image_mea
         tokenizer=tokenizer,
         patch_size=vision_config.patch_size,
         vision_feature_select_strategy=model_cfg.vision_feature_select_strategy,
-        num_additional_image_tokens=1,  # CLIP/ViT CLS token
+        num_additional_image_tokens=int(has_cls_token(vision_config)),  # CLIP's CLS token
         chat_template=template,
         image_token=IMAGE_TOKEN,
     )
