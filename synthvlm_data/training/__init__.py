@@ -1,0 +1,16 @@
+"""LLaVA-style training on synthetic image-caption data (stage 1 alignment, stage 2 instruction tuning).
+
+The entry points are `train/pretrain.py` and `train/finetune.py`; this package is what they run:
+
+- `config`      YAML schema (both stages in one file), `--key value` overrides, no-download validation
+- `components`  the LLM and vision tower: Hub ids, local dirs, or offline `tiny:` builders
+- `assembly`    separate parts -> a standard `LlavaForConditionalGeneration` + `LlavaProcessor`
+- `data`        dataset rows -> TRL prompt-completion (stage 1) / messages (stage 2), mixing
+- `freezing`    which parameters each stage trains
+- `run`         one stage end to end with TRL's SFTTrainer under accelerate
+- `card`, `trackers`, `publish`   model card + loss curve, accelerate trackers, `--push-to-hub`
+"""
+
+from synthvlm_data.training.config import TrainConfig, load_config
+
+__all__ = ["TrainConfig", "load_config"]
