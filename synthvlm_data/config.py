@@ -42,9 +42,21 @@ class GenerateConfig(StrictModel):
     batch_size: int = Field(default=4, ge=1)
     dtype: Literal["float32", "float16", "bfloat16"] = "float16"
     device: str | None = Field(default=None, description="None: cuda if available, else cpu.")
-    output: Literal["pixels", "latents"] = "pixels"
+    output: Literal["pixels", "latents"] = Field(
+        default="pixels",
+        description="latents: store the denoised latents (fp16) instead of images (Synth^2's embedding space).",
+    )
     image_format: Literal["png", "jpeg", "webp"] = "png"
     image_quality: int = Field(default=95, ge=1, le=100, description="JPEG/WebP quality.")
+
+    @model_validator(mode="after")
+    def _pipeline_options(self) -> GenerateConfig:
+        """Options one pipeline family takes and another would reject at call time (or ignore)."""
+        if self.refiner is not None and self.pipeline != "sdxl":
+            raise ValueError(f"refiner is SDXL-only (base + refiner hand-off); remove it for pipeline '{self.pipeline}'")
+        if self.max_sequence_length is not None and self.pipeline == "sdxl":
+            raise ValueError("max_sequence_length is the T5 prompt length of SD3-style pipelines; SDXL has none")
+        return self
 
 
 class ClipScoreConfig(StrictModel):

@@ -31,8 +31,9 @@ from synthvlm_data.schema import ModelRef
 
 TINY_SDXL_BASE = "tiny:sdxl-base"
 TINY_SDXL_REFINER = "tiny:sdxl-refiner"
+TINY_SD3 = "tiny:sd3"
 TINY_CLIP = "tiny:clip"
-TINY_IDS = (TINY_SDXL_BASE, TINY_SDXL_REFINER, TINY_CLIP)
+TINY_IDS = (TINY_SDXL_BASE, TINY_SDXL_REFINER, TINY_SD3, TINY_CLIP)
 
 # open_clip architecture names are not Hub ids: `ViT-B-32` + pretrained tag `openai`.
 _OPEN_CLIP_ARCH_PREFIXES = ("ViT-", "RN", "convnext", "EVA", "coca", "xlm", "roberta", "mt5")
@@ -262,6 +263,85 @@ def build_tiny_sdxl(seed: int = 0):
     return base, refiner
 
 
+def _tiny_t5():
+    """A real transformers `T5Tokenizer` (Unigram, from a vocab list) + `T5EncoderModel`.
+
+    No T5 vocabulary ships offline, so the tokenizer's vocab is T5's special tokens plus
+    characters and word-start characters: every caption tokenizes (character by character),
+    which is all a random-weight encoder needs.
+    """
+    import string
+
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab += [(c, -5.0) for c in string.ascii_letters + string.digits + string.punctuation]
+    vocab += [("\u2581" + c, -4.0) for c in string.ascii_letters + string.digits]
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
+    encoder = T5EncoderModel(
+        T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, decoder_start_token_id=0)
+    )
+    return tokenizer, encoder
+
+
+def build_tiny_sd3(seed: int = 0):
+    """Tiny StableDiffusion3Pipeline: SD3Transformer2DModel (MMDiT), two CLIP text encoders with
+    projection, a T5 encoder, a VAE with SD3's scaling/shift factors and the flow-matching
+    scheduler (sizes from diffusers' own SD3 fast tests)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    with seeded(seed):
+        transformer = SD3Transformer2DModel(
+            sample_size=32, patch_size=1, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
+            num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32,
+            pooled_projection_dim=64,  # the two CLIP projections (32 + 32), concatenated
+        )
+        text_encoder = CLIPTextModelWithProjection(_tiny_text_config(projection=True))
+        text_encoder_2 = CLIPTextModelWithProjection(_tiny_text_config(projection=True))
+        tokenizer_3, text_encoder_3 = _tiny_t5()
+        vae = AutoencoderKL(
+            block_out_channels=[32, 64], in_channels=3, out_channels=3,
+            down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+            up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4, sample_size=128,
+            shift_factor=0.0609, scaling_factor=1.5035,  # SD3's VAE normalisation (values of diffusers' tests)
+            use_quant_conv=False, use_post_quant_conv=False,
+        )
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),  # SD3-medium's scheduler_config.json
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=clip_tokenizer(),
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=tokenizer_3,
+    )
+
+
+def _tiny_generator(gen_cfg):
+    """(pipeline, refiner) for a `tiny:` generator, checked against the recipe's pipeline family."""
+    model_id = gen_cfg.model.id
+    families = {TINY_SDXL_BASE: "sdxl", TINY_SD3: "sd3"}
+    if model_id not in families:
+        raise ModelUnavailableError(
+            f"generate.model: '{model_id}' is not a tiny generator (known: {TINY_SDXL_BASE}, {TINY_SD3})"
+        )
+    if gen_cfg.pipeline not in (families[model_id], "auto"):
+        raise ModelUnavailableError(
+            f"generate.model: '{model_id}' is a tiny {families[model_id]} model but generate.pipeline is '{gen_cfg.pipeline}'"
+        )
+    if model_id == TINY_SD3:
+        return build_tiny_sd3(seed=0), None
+    base, refiner = build_tiny_sdxl(seed=0)
+    if gen_cfg.refiner is None:
+        return base, None
+    if gen_cfg.refiner.id != TINY_SDXL_REFINER:
+        raise ModelUnavailableError(f"generate.refiner: tiny base needs '{TINY_SDXL_REFINER}', got '{gen_cfg.refiner.id}'")
+    return base, refiner
+
+
 # --------------------------------------------------------------------------- full-scale diffusion
 
 
@@ -277,17 +357,13 @@ def _from_pretrained(cls, ref: ModelRef, role: str, **kwargs):
 def load_generator(gen_cfg, device: str):
     """Return (pipeline, refiner_or_None) for a GenerateConfig."""
     dtype = effective_dtype(gen_cfg.dtype, device)
-    if gen_cfg.model.id == TINY_SDXL_BASE:
-        base, refiner = build_tiny_sdxl(seed=0)
-        if gen_cfg.refiner is None:
-            refiner = None
-        elif gen_cfg.refiner.id != TINY_SDXL_REFINER:
-            raise ModelUnavailableError(f"generate.refiner: tiny base needs '{TINY_SDXL_REFINER}', got '{gen_cfg.refiner.id}'")
+    if gen_cfg.model.is_tiny:
+        base, refiner = _tiny_generator(gen_cfg)
     else:
         from diffusers import AutoPipelineForText2Image, StableDiffusion3Pipeline, StableDiffusionXLPipeline
 
         cls = {"sdxl": StableDiffusionXLPipeline, "sd3": StableDiffusion3Pipeline, "auto": AutoPipelineForText2Image}[gen_cfg.pipeline]
-        base = _from_pretrained(cls, gen_cfg.model, "generate.model", torch_dtype=dtype)
+        base = _from_pretrained(cls, gen_cfg.model, "generate.model", dtype=dtype)
         refiner = None
         if gen_cfg.refiner is not None:
             from diffusers import StableDiffusionXLImg2ImgPipeline
@@ -296,15 +372,37 @@ def load_generator(gen_cfg, device: str):
                 StableDiffusionXLImg2ImgPipeline,
                 gen_cfg.refiner,
                 "generate.refiner",
-                torch_dtype=dtype,
+                dtype=dtype,
                 text_encoder_2=base.text_encoder_2,
                 vae=base.vae,
             )
     for pipe in (base, refiner):
         if pipe is not None:
-            pipe.to(device)  # dtype is set at load (from_pretrained torch_dtype; tiny builds are fp32)
+            pipe.to(device)  # dtype is set at load (from_pretrained dtype; tiny builds are fp32)
             pipe.set_progress_bar_config(disable=True)
+            for component in pipe.components.values():
+                if isinstance(component, torch.nn.Module):
+                    component.eval()  # modules built from configs start in train mode (T5 dropout 0.1)
     return base, refiner
+
+
+def load_vae(gen_cfg, device: str):
+    """The generator's VAE alone (for decoding stored latents without loading the denoiser).
+
+    Tiny generators are rebuilt (cheap; same seed, same weights); full-scale ones load only the
+    `vae` subfolder of the model, with the class its config names (`diffusers.AutoModel`).
+    """
+    if gen_cfg.model.is_tiny:
+        pipe, _ = _tiny_generator(gen_cfg.model_copy(update={"refiner": None}))
+        vae = pipe.vae
+    else:
+        from diffusers import AutoModel
+
+        vae = _from_pretrained(
+            AutoModel, gen_cfg.model, "generate.model (vae)", subfolder="vae",
+            dtype=effective_dtype(gen_cfg.dtype, device),
+        )
+    return vae.to(device).eval()
 
 
 # --------------------------------------------------------------------------- CLIP scorer
