@@ -39,8 +39,12 @@ BASE_FEATURES = {
 }
 
 
-def dataset_features(with_concept: bool) -> datasets.Features:
+def dataset_features(with_concept: bool, latent_shape: tuple[int, ...] | None = None) -> datasets.Features:
+    """Published columns; latent-mode runs carry `latent` (float16 (C, H, W)) instead of `image`."""
     feats = dict(BASE_FEATURES)
+    if latent_shape is not None:
+        latent = datasets.Array3D(shape=tuple(int(d) for d in latent_shape), dtype="float16")
+        feats = {("latent" if k == "image" else k): (latent if k == "image" else v) for k, v in feats.items()}
     if with_concept:
         feats["concept"] = datasets.Value("string")
     return datasets.Features(feats)
@@ -62,9 +66,15 @@ def _iter_selected_rows(ctx: RunContext, selection: dict):
             if sel is None:
                 continue
             cap = caps[row["id"]]
+            if "latent" in row:  # latent-mode run
+                from synthvlm_data.generate import latent_from_bytes
+
+                pixels = {"latent": latent_from_bytes(row["latent"], row["latent_shape"]).numpy()}
+            else:
+                pixels = {"image": {"bytes": row["image"], "path": None}}
             yield {
                 "id": row["id"],
-                "image": {"bytes": row["image"], "path": None},
+                **pixels,
                 "caption": cap["caption"],
                 "prompt": cap["prompt"],
                 "clip_score": sel["clip_score"],
@@ -90,7 +100,11 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
     has_concept = any(
         v is not None for cu in ctx.caption_units() for v in ctx.store.read(cu, ["concept"])["concept"].to_pylist()
     )
-    features = dataset_features(has_concept)
+    latent_shape = None
+    if recipe.generate.output == "latents":
+        first = ctx.store.read(WorkUnit(GENERATE, 0, len(ctx.caption_units())), ["latent_shape"])
+        latent_shape = tuple(first["latent_shape"][0].as_py())
+    features = dataset_features(has_concept, latent_shape)
     per_shard = recipe.export.rows_per_shard
     n_shards = max(1, math.ceil(n_rows / per_shard))
 

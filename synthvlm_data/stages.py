@@ -24,6 +24,7 @@ from synthvlm_data.shards import ShardStore, atomic_write_bytes
 from synthvlm_data.workunits import WorkUnit, choose_prompt, chunk, derive_seed, plan_units, sample_id
 
 CAPTIONS, GENERATE, SCORE, SELECT = "captions", "generate", "score", "select"
+DECODE = "decode"  # latent runs only: latents -> images, for scoring (and for users, later)
 
 CAPTION_SCHEMA = pa.schema(
     [
@@ -41,6 +42,17 @@ GENERATE_SCHEMA = pa.schema(
         ("repeat", pa.int32()),
         ("seed", pa.int64()),
         ("image", pa.binary()),
+        ("generator", pa.string()),
+    ]
+)
+# Latent-mode generate shards: the denoised latents instead of `image` (see generate.py).
+LATENT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("repeat", pa.int32()),
+        ("seed", pa.int64()),
+        ("latent", pa.binary()),  # float16 little-endian, C order
+        ("latent_shape", pa.list_(pa.int32())),  # (C, H, W)
         ("generator", pa.string()),
     ]
 )
@@ -142,7 +154,11 @@ def captions_done(ctx: RunContext) -> bool:
 
 
 class GenerateStage(Stage):
-    """caption shard i -> generate shard i: k images per caption, each with its own seed."""
+    """caption shard i -> generate shard i: k images (or latents) per caption, each with its own seed.
+
+    Generation batches are fixed here (consecutive `batch_size` jobs of the shard), never by
+    a backend: batch composition changes float results.
+    """
 
     name = GENERATE
 
@@ -154,7 +170,9 @@ class GenerateStage(Stage):
 
         self.generator = ImageGenerator(ctx.recipe.generate)
 
-    def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
+    @staticmethod
+    def batches(ctx: RunContext, unit: WorkUnit) -> list[list[tuple[str, str, int, int]]]:
+        """The unit's fixed generation batches of (id, caption, repeat, seed)."""
         cfg = ctx.recipe.generate
         caps = ctx.store.read(WorkUnit(CAPTIONS, unit.index, unit.num_units), ["id", "caption"]).to_pylist()
         jobs = [
@@ -162,23 +180,69 @@ class GenerateStage(Stage):
             for c in caps
             for r in range(cfg.images_per_caption)
         ]
-        from synthvlm_data.generate import encode_image
+        return [jobs[b.start : b.stop] for b in chunk(len(jobs), cfg.batch_size)]
 
+    def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
+        from synthvlm_data.generate import encode_image, latent_to_bytes
+
+        cfg = ctx.recipe.generate
+        latent_mode = cfg.output == "latents"
         rows = []
-        for batch in chunk(len(jobs), cfg.batch_size):
-            part = jobs[batch.start : batch.stop]
-            images = self.generator([j[1] for j in part], [j[3] for j in part])
-            for (sid, _, rep, seed), img in zip(part, images, strict=True):
-                rows.append(
-                    {
-                        "id": sid,
-                        "repeat": rep,
-                        "seed": seed,
-                        "image": encode_image(img, cfg.image_format, cfg.image_quality),
-                        "generator": self.generator.name,
-                    }
-                )
+        for part in self.batches(ctx, unit):
+            prompts, seeds = [j[1] for j in part], [j[3] for j in part]
+            outputs = self.generator.latents(prompts, seeds) if latent_mode else self.generator(prompts, seeds)
+            for (sid, _, rep, seed), out in zip(part, outputs, strict=True):
+                row = {"id": sid, "repeat": rep, "seed": seed, "generator": self.generator.name}
+                if latent_mode:
+                    row["latent"], row["latent_shape"] = latent_to_bytes(out), list(out.shape)
+                else:
+                    row["image"] = encode_image(out, cfg.image_format, cfg.image_quality)
+                rows.append(row)
+        return pa.Table.from_pylist(rows, schema=LATENT_SCHEMA if latent_mode else GENERATE_SCHEMA)
+
+
+class DecodeStage(Stage):
+    """generate shard i (latents) -> decode shard i (images, the pixel-mode generate schema).
+
+    Uses only the generator's VAE, in the generation batches (same composition as the
+    pipeline's own decode in pixel mode). Latent runs decode before scoring: CLIPScore and
+    SSIM are defined on pixels. The exported dataset still carries the latents.
+    """
+
+    name = DECODE
+
+    def plan(self, ctx: RunContext) -> list[WorkUnit]:
+        if ctx.recipe.generate.output != "latents":
+            raise ShardError("decode applies to latent-mode runs (generate.output: latents); this run stores images")
+        return plan_units(DECODE, len(ctx.caption_units()))
+
+    def setup(self, ctx: RunContext) -> None:
+        from synthvlm_data.generate import LatentDecoder
+
+        self.decoder = LatentDecoder(ctx.recipe.generate)
+
+    def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
+        import torch
+
+        from synthvlm_data.generate import encode_image, latent_from_bytes
+
+        cfg = ctx.recipe.generate
+        gen = ctx.store.read(WorkUnit(GENERATE, unit.index, unit.num_units)).to_pylist()
+        rows = []
+        for part in chunk(len(gen), cfg.batch_size):
+            batch = gen[part.start : part.stop]
+            latents = torch.stack([latent_from_bytes(r["latent"], r["latent_shape"]) for r in batch])
+            for r, img in zip(batch, self.decoder(latents), strict=True):
+                rows.append({
+                    "id": r["id"], "repeat": r["repeat"], "seed": r["seed"],
+                    "image": encode_image(img, cfg.image_format, cfg.image_quality), "generator": r["generator"],
+                })
         return pa.Table.from_pylist(rows, schema=GENERATE_SCHEMA)
+
+
+def image_stage(recipe: Recipe) -> str:
+    """The stage whose shards hold the run's images (pixel runs: generate; latent runs: decode)."""
+    return DECODE if recipe.generate.output == "latents" else GENERATE
 
 
 # --------------------------------------------------------------------------- score
@@ -211,7 +275,7 @@ class ScoreStage(Stage):
         """
         from synthvlm_data.scoring.ssim import ssim_roundtrip
 
-        gen = ctx.store.read(WorkUnit(GENERATE, unit.index, unit.num_units), ["id", "repeat", "image"])
+        gen = ctx.store.read(WorkUnit(image_stage(ctx.recipe), unit.index, unit.num_units), ["id", "repeat", "image"])
         caps = ctx.store.read(WorkUnit(CAPTIONS, unit.index, unit.num_units), ["id", "caption"])
         caption_of = dict(zip(caps["id"].to_pylist(), caps["caption"].to_pylist(), strict=True))
         ids = gen["id"].to_pylist()
@@ -253,3 +317,10 @@ class SelectStage(Stage):
 
 
 STAGES: tuple[type[Stage], ...] = (GenerateStage, ScoreStage, SelectStage)
+
+
+def stages_for(recipe: Recipe) -> tuple[type[Stage], ...]:
+    """The stages a recipe runs after captions (latent runs decode before scoring)."""
+    if recipe.generate.output == "latents":
+        return (GenerateStage, DecodeStage, ScoreStage, SelectStage)
+    return STAGES
