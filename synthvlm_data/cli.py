@@ -64,6 +64,41 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from synthvlm_data.report import format_table, write_quality_report
+
+    report = write_quality_report(
+        args.dataset,
+        args.work_dir,
+        args.out,
+        reference=args.reference,
+        reference_split=args.reference_split,
+        reference_limit=args.reference_limit,
+        device=args.device,
+    )
+    table = Table(title=f"data quality: {report['dataset']} ({report['recipe']}, {report['profile']})")
+    for col in ("set", "n", "clip mean", "clip med", "CLIP-S", "ssim mean", "ssim med", "score"):
+        table.add_column(col, justify="left" if col == "set" else "right")
+    for row in format_table(report):
+        table.add_row(*row)
+    Console(width=max(Console().width, 110)).print(table)  # never squeeze the numbers
+    for note in report["notes"]:
+        print(f"note: {note}")
+    out = Path(args.out) if args.out else Path(args.dataset) / "plots"
+    print(f"wrote {', '.join(report['files'])} to {out}")
+    inside = out.resolve().is_relative_to(Path(args.dataset).resolve())
+    if inside and not args.no_card_update and (Path(args.dataset) / "README.md").is_file():
+        from synthvlm_data.cards import refresh_dataset_card
+        from synthvlm_data.report import find_recipe
+
+        refresh_dataset_card(args.dataset, find_recipe(Path(args.dataset), args.work_dir))
+        print(f"updated {Path(args.dataset) / 'README.md'}: the card now shows the report and its plots")
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from synthvlm_data.hub import format_result, publish_folder
 
@@ -95,6 +130,19 @@ def make_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="validate a recipe file without running it")
     v.add_argument("recipe")
     v.set_defaults(func=cmd_validate)
+
+    q = sub.add_parser("report", help="data-quality table (CLIPScore/SSIM: selected, rejected, real reference) + PNGs")
+    q.add_argument("dataset", type=Path, help="a dataset folder written by `synthvlm build`")
+    q.add_argument("--work-dir", type=Path, help="the build's work dir, for the rejected pool (default: found under runs/)")
+    q.add_argument("--out", type=Path, help="report folder (default: DATASET/plots)")
+    q.add_argument("--reference", default="builtin",
+                   help="real reference set: 'builtin' (12 sample images, offline) or a load_dataset path / Hub id")
+    q.add_argument("--reference-split", default="train", help="split of a --reference dataset")
+    q.add_argument("--reference-limit", type=int, default=500, help="at most N pairs of a --reference dataset")
+    q.add_argument("--device", help="torch device for the CLIP scorer (default: the recipe's)")
+    q.add_argument("--no-card-update", action="store_true",
+                   help="do not re-render DATASET/README.md (by default it is, when the report is inside DATASET)")
+    q.set_defaults(func=cmd_report)
 
     pb = sub.add_parser("publish", help="upload a dataset folder (or a model checkpoint) to the Hugging Face Hub")
     pb.add_argument("folder", type=Path, help="a dataset folder from `synthvlm build` (or a model folder)")

@@ -1,0 +1,635 @@
+"""The data-quality report: the SynthVLM paper's quality table, for any dataset we build.
+
+SynthVLM compares mean CLIPScore and SSIM of its selected data with real caption datasets
+(SynthVLM-100K 0.36 / 0.86 vs COCO-Caption 0.31 / 0.73). This module computes the same table for
+a dataset folder from `synthvlm build`:
+
+- **selected**: the exported rows (their stored `clip_score`, `ssim`, `score`);
+- **rejected pool**: every scored image that was not exported (other images of a selected
+  caption and all images of rejected captions), read from the work dir's score shards when the
+  work dir is available;
+- **real reference**: real images with human captions, scored *the same way* (the recipe's CLIP
+  scorer, text prefix and SSIM round trip). Offline this is 12 sample images shipped with
+  scikit-image, scikit-learn and matplotlib, captioned by hand
+  (`synthvlm_data/data/reference_captions.jsonl`); at full scale, any `load_dataset`-able
+  dataset with an image and a caption column (e.g. a COCO captions set on the Hub).
+
+Outputs: `report.json`, `report.md` (the table), `score_hist.png` (score distributions per
+set), `top_bottom_grid.png` (highest-scoring selected samples and lowest-scoring pool samples),
+and `cluster_hist.png` when the selection was diversity-balanced.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import re
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from PIL import Image
+
+from synthvlm_data.config import Recipe, recipe_from_dict
+from synthvlm_data.errors import InputDataError, RecipeError
+from synthvlm_data.select import combined_score, summarize
+
+REFERENCE_CAPTIONS = "reference_captions.jsonl"
+BUILTIN = "builtin"
+# SynthVLM paper, data-quality table [secondary summary]: mean CLIPScore (raw cosine) / SSIM.
+PAPER_ROWS = (
+    ("SynthVLM-100K", 0.36, 0.86),
+    ("COCO-Caption", 0.31, 0.73),
+    ("BLIP-LCS", 0.32, 0.75),
+    ("ShareGPT4V", 0.32, 0.79),
+)
+FILES = ("report.json", "report.md", "score_hist.png", "top_bottom_grid.png")
+
+
+@dataclass
+class ScoreSet:
+    """One row of the quality table: per-sample scores of one set of image-caption pairs."""
+
+    name: str
+    clip: np.ndarray
+    ssim: np.ndarray
+    score: np.ndarray
+    note: str = ""
+    items: list[dict] = field(default_factory=list)  # per-sample details kept in report.json
+
+    def row(self) -> dict:
+        from synthvlm_data.scoring.clipscore import clipscore_scaled
+
+        return {
+            "set": self.name,
+            "clip_score": summarize(self.clip),
+            "clipscore_scaled": summarize(clipscore_scaled(self.clip)),
+            "ssim": summarize(self.ssim),
+            "score": summarize(self.score),
+            "note": self.note,
+        }
+
+
+# --------------------------------------------------------------------------- the real reference set
+
+
+def reference_entries() -> list[dict]:
+    """The shipped reference list: id, loader, hand-written caption, credit."""
+    text = (resources.files("synthvlm_data.data") / REFERENCE_CAPTIONS).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def load_reference_image(loader: str) -> Image.Image:
+    """`skimage:<name>`, `sklearn:<file>` or `matplotlib:<sample file>` -> RGB image (no download)."""
+    kind, _, name = loader.partition(":")
+    if kind == "skimage":
+        import skimage.data
+
+        arr = getattr(skimage.data, name)()
+        if isinstance(arr, tuple):  # stereo pairs: the left view
+            arr = arr[0]
+        arr = np.asarray(arr)
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8) * 255
+        return Image.fromarray(arr).convert("RGB")
+    if kind == "sklearn":
+        from sklearn.datasets import load_sample_image
+
+        return Image.fromarray(load_sample_image(name)).convert("RGB")
+    if kind == "matplotlib":
+        import matplotlib.cbook
+
+        with matplotlib.cbook.get_sample_data(name) as fh:
+            return Image.open(io.BytesIO(fh.read())).convert("RGB")
+    raise InputDataError(f"unknown reference image loader '{loader}' (skimage:, sklearn:, matplotlib:)")
+
+
+def builtin_reference() -> list[dict]:
+    """The offline reference set: dicts with id, image (PIL), caption, credit."""
+    return [{**e, "image": load_reference_image(e["loader"])} for e in reference_entries()]
+
+
+def hub_reference(spec: str, split: str = "train", limit: int = 500) -> list[dict]:
+    """A real image-caption set from `load_dataset(spec)`: a local folder or a Hub dataset id.
+
+    The image column is the first `Image` feature; the caption column is the first of
+    caption/captions/text/sentences/sentence (a list of captions contributes its first one).
+    """
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(spec, split=split)
+    except Exception as err:
+        raise InputDataError(
+            f"cannot load the reference dataset '{spec}' (split {split}): {type(err).__name__}: "
+            f"{str(err).splitlines()[0][:160] if str(err) else ''}; use --reference builtin offline"
+        ) from None
+    image_col = next((k for k, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+    cap_col = next((c for c in ("caption", "captions", "text", "sentences", "sentence") if c in ds.column_names), None)
+    if image_col is None or cap_col is None:
+        raise InputDataError(
+            f"reference dataset '{spec}' needs an Image column and a caption column "
+            f"(caption/captions/text/sentences); it has {ds.column_names}"
+        )
+    ds = ds.select(range(min(limit, ds.num_rows)))
+    out = []
+    for i, row in enumerate(ds):
+        cap = row[cap_col]
+        if isinstance(cap, list):
+            cap = cap[0] if cap else ""
+        if isinstance(cap, dict):  # e.g. {"raw": ...}
+            cap = next(iter(cap.values()), "")
+        out.append({"id": str(row.get("id", i)), "image": row[image_col].convert("RGB"), "caption": str(cap), "credit": spec})
+    return out
+
+
+def score_reference(entries: list[dict], recipe: Recipe, scorer=None, device: str | None = None) -> ScoreSet:
+    """Score real pairs exactly as the build scores generated ones (CLIP + SSIM round trip)."""
+    from synthvlm_data.scoring.ssim import ssim_roundtrip
+
+    if scorer is None:
+        scorer = make_scorer(recipe, device)
+    images = [e["image"] for e in entries]
+    clip = scorer(images, [e["caption"] for e in entries])
+    ssim = np.asarray(ssim_roundtrip(images, recipe.score.ssim), dtype=np.float64)
+    score = combined_score(clip, ssim, recipe.select)
+    items = [
+        {"id": e["id"], "caption": e["caption"], "credit": e.get("credit", ""), "clip_score": float(c), "ssim": float(s), "score": float(t)}
+        for e, c, s, t in zip(entries, clip, ssim, score, strict=True)
+    ]
+    return ScoreSet("real reference", clip, ssim, score, items=items)
+
+
+def make_scorer(recipe: Recipe, device: str | None = None):
+    from synthvlm_data import models
+    from synthvlm_data.scoring.clipscore import ClipScorer
+
+    models.check_available(recipe.score.clip.model, "score.clip.model")  # one clear line if not
+    return ClipScorer(recipe.score.clip, device if device is not None else recipe.generate.device)
+
+
+# --------------------------------------------------------------------------- finding the run
+
+
+def find_recipe(dataset_dir: Path, work_dir: Path | None = None) -> Recipe:
+    """The recipe that built `dataset_dir`: `<dataset>/recipe.yaml`, the YAML block of the
+    dataset card (README.md), or the work dir's `recipe.yaml`, in that order. The work dir comes
+    last because several selection rules can share one work dir (it is keyed by what the
+    expensive stages depend on), so its recipe.yaml may carry another selection rule."""
+    candidates: list[tuple[str, str]] = []
+    if (dataset_dir / "recipe.yaml").is_file():
+        candidates.append(((dataset_dir / "recipe.yaml").read_text(encoding="utf-8"), str(dataset_dir / "recipe.yaml")))
+    card = dataset_dir / "README.md"
+    if card.is_file():
+        for block in re.findall(r"```ya?ml\n(.*?)\n```", card.read_text(encoding="utf-8"), flags=re.S):
+            candidates.append((block, f"{card} (recipe block)"))
+    if work_dir is not None and (work_dir / "recipe.yaml").is_file():
+        candidates.append(((work_dir / "recipe.yaml").read_text(encoding="utf-8"), str(work_dir / "recipe.yaml")))
+    for text, where in candidates:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict) and "generate" in data and "name" in data:
+            return recipe_from_dict(data, where)
+    raise RecipeError(
+        f"cannot find the recipe of {dataset_dir}: no recipe.yaml there, no recipe block in its README.md"
+        + (f", and none in {work_dir}" if work_dir else "")
+        + "; pass --work-dir with the build's work directory"
+    )
+
+
+def _fingerprints(recipe: Recipe) -> set[str]:
+    fps = {recipe.fingerprint()}
+    shards_fp = getattr(recipe, "shards_fingerprint", None)
+    if callable(shards_fp):
+        fps.add(shards_fp())
+    return fps
+
+
+def _work_dir_matches(work_dir: Path, recipe: Recipe) -> bool:
+    meta = work_dir / "run.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("fingerprint") in _fingerprints(recipe)
+    except (OSError, ValueError):
+        return False
+
+
+def candidate_work_dirs(dataset_dir: Path, recipe: Recipe) -> list[Path]:
+    """Work dirs under `runs/` (next to the current directory or the dataset) that may hold
+    this dataset's build: `runs/<name>-<fingerprint>`, `runs/<name>`, then any `runs/<name>-*`;
+    those whose run.json fingerprint is this recipe's come first."""
+    names = [recipe.name]
+    try:
+        from synthvlm_data.build import default_work_dir  # runs/<name>-<fingerprint> (newer builds)
+
+        names.insert(0, default_work_dir(recipe).name)
+    except ImportError:
+        pass
+    found: list[Path] = []
+    for base in dict.fromkeys([Path.cwd(), dataset_dir.resolve().parent]):
+        runs = base / "runs"
+        cands = [runs / n for n in names] + sorted(runs.glob(f"{glob.escape(recipe.name)}-*"))
+        found += [c for c in cands if (c / "score").is_dir() and c not in found]
+    return sorted(dict.fromkeys(found), key=lambda c: not _work_dir_matches(c, recipe))  # stable
+
+
+def find_work_dir(dataset_dir: Path, recipe: Recipe, work_dir: Path | None = None) -> Path | None:
+    """The work dir given (it must have a score stage), else the first candidate under `runs/`.
+
+    Whether a work dir really made the dataset is checked on the data (`check_pool`), not by the
+    fingerprint alone: a recipe read back from a card is re-validated with the current schema,
+    whose new defaults can change the fingerprint of an older build.
+    """
+    if work_dir is not None:
+        if not (work_dir / "score").is_dir():
+            raise InputDataError(f"work dir {work_dir} has no score/ stage: is it the work dir of this build?")
+        return work_dir
+    cands = candidate_work_dirs(dataset_dir, recipe)
+    return cands[0] if cands else None
+
+
+def check_pool(pool: pa.Table, selected: pa.Table) -> str | None:
+    """None if every exported row is in the work dir's score shards with the same scores, else why not."""
+    index = {
+        (i, r): (c, s)
+        for i, r, c, s in zip(pool["id"].to_pylist(), pool["repeat"].to_pylist(), pool["clip_score"].to_pylist(),
+                              pool["ssim"].to_pylist(), strict=True)
+    }
+    missing = differ = 0
+    for i, r, c, s in zip(selected["id"].to_pylist(), selected["repeat"].to_pylist(), selected["clip_score"].to_pylist(),
+                          selected["ssim"].to_pylist(), strict=True):
+        got = index.get((i, r))
+        if got is None:
+            missing += 1
+        elif abs(got[0] - c) > 1e-9 or abs(got[1] - s) > 1e-9:
+            differ += 1
+    if missing or differ:
+        return f"{missing} of the {selected.num_rows} exported rows are not in its score shards and {differ} have other scores"
+    return None
+
+
+# --------------------------------------------------------------------------- reading the sets
+
+
+def dataset_files(dataset_dir: Path) -> list[Path]:
+    files = sorted((dataset_dir / "data").glob("*.parquet"))
+    if not files:
+        raise InputDataError(f"{dataset_dir} has no data/*.parquet: pass a dataset folder written by `synthvlm build`")
+    return files
+
+
+def load_selected(dataset_dir: Path) -> pa.Table:
+    """The exported rows without their images, plus the file and row where each one lives."""
+    cols = ["id", "repeat", "caption", "clip_score", "ssim", "score"]
+    parts = []
+    for fi, f in enumerate(dataset_files(dataset_dir)):
+        schema = pq.read_schema(f)
+        missing = [c for c in cols if c not in schema.names]
+        if missing:
+            raise InputDataError(f"{f} lacks the columns {missing}: not a synthvlm dataset shard")
+        t = pq.read_table(f, columns=cols)
+        t = t.append_column("_file", pa.array([fi] * t.num_rows, pa.int32()))
+        parts.append(t.append_column("_row", pa.array(np.arange(t.num_rows), pa.int64())))
+    return pa.concat_tables(parts)
+
+
+def load_pool(work_dir: Path) -> pa.Table:
+    """Every scored image of the run (score shards), with its shard index and row."""
+    manifest = work_dir / "score" / "manifest.json"
+    files = sorted((work_dir / "score").glob("*.parquet"))
+    if manifest.is_file():
+        names = sorted(json.loads(manifest.read_text()).get("shards", {}))
+        files = [work_dir / "score" / n for n in names] or files
+    if not files:
+        raise InputDataError(f"{work_dir}/score has no shards: the score stage has not run there")
+    parts = []
+    for f in files:
+        if not f.is_file():
+            raise InputDataError(f"{f} is listed in the score manifest but missing: the work dir {work_dir} is incomplete")
+        t = pq.read_table(f, columns=["id", "repeat", "clip_score", "ssim"])
+        t = t.append_column("_shard", pa.array([f.name] * t.num_rows, pa.string()))
+        parts.append(t.append_column("_row", pa.array(np.arange(t.num_rows), pa.int64())))
+    return pa.concat_tables(parts)
+
+
+def rejected_pool(pool: pa.Table, selected: pa.Table, recipe: Recipe) -> pa.Table:
+    chosen = set(zip(selected["id"].to_pylist(), selected["repeat"].to_pylist(), strict=True))
+    keys = zip(pool["id"].to_pylist(), pool["repeat"].to_pylist(), strict=True)
+    mask = pa.array([k not in chosen for k in keys])
+    rej = pool.filter(mask)
+    score = combined_score(rej["clip_score"].to_numpy(), rej["ssim"].to_numpy(), recipe.select)
+    return rej.append_column("score", pa.array(score, pa.float64()))
+
+
+def _take_images(path: Path, column: str, rows: Sequence[int]) -> dict[int, Image.Image]:
+    """Decode the images of some rows of a parquet file, reading only their row groups."""
+    f = pq.ParquetFile(path)
+    starts = np.cumsum([0] + [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)])
+    out = {}
+    for rg in sorted({int(np.searchsorted(starts, r, side="right") - 1) for r in rows}):
+        col = f.read_row_group(rg, columns=[column]).column(0).to_pylist()
+        for r in rows:
+            if starts[rg] <= r < starts[rg + 1]:
+                v = col[r - starts[rg]]
+                data = v["bytes"] if isinstance(v, dict) else v
+                out[r] = Image.open(io.BytesIO(data)).convert("RGB")
+    return out
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _figure(w: float, h: float):
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+
+    return Figure(figsize=(w, h), dpi=100)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, metadata={"Software": None})  # no version string: reproducible bytes
+    return path
+
+
+def plot_score_hist(sets: list[ScoreSet], path: Path, title: str = "") -> Path:
+    fig = _figure(13, 3.8)
+    axes = fig.subplots(1, 3)
+    colors = {"selected": "tab:green", "rejected pool": "tab:red", "real reference": "tab:blue"}
+    for ax, (attr, label) in zip(axes, (("clip", "CLIPScore (raw cosine)"), ("ssim", "SSIM (resize round trip)"), ("score", "score")), strict=True):
+        values = [getattr(s, attr) for s in sets if len(getattr(s, attr))]
+        lo, hi = (min(v.min() for v in values), max(v.max() for v in values)) if values else (0.0, 1.0)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 31)
+        for s in sets:
+            v = getattr(s, attr)
+            if not len(v):
+                continue
+            c = colors.get(s.name)
+            ax.hist(v, bins=bins, density=True, histtype="step", linewidth=1.6, color=c, label=f"{s.name} (n={len(v)})")
+            ax.axvline(float(np.mean(v)), color=c, linestyle="--", linewidth=1)
+        ax.set_xlabel(label + " (dashed: mean)")
+        ax.set_ylabel("density")
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_top_bottom(top: list[dict], bottom: list[dict], path: Path, title: str = "") -> Path:
+    """Two rows of tiles: the highest-scoring selected samples, the lowest-scoring pool ones."""
+    n = max(len(top), len(bottom), 1)
+    fig = _figure(2.3 * n, 7.0)
+    axes = np.atleast_2d(fig.subplots(2, n, squeeze=False))
+    for r, (label, items) in enumerate((("top selected", top), ("bottom of the pool", bottom))):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if c >= len(items):
+                continue
+            it = items[c]
+            ax.imshow(np.asarray(it["image"]), interpolation="nearest")
+            cap = textwrap.shorten(it.get("caption") or "", 70, placeholder="...")
+            ax.set_title(
+                f"{label} #{c + 1}\nscore {it['score']:.3f} (clip {it['clip_score']:.3f}, ssim {it['ssim']:.3f})\n"
+                + "\n".join(textwrap.wrap(cap, 30)[:3]),
+                fontsize=7,
+            )
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_clusters(div: dict, path: Path) -> Path:
+    """Cluster histogram of the caption pool before and after the diversity-balanced selection."""
+    fig = _figure(9, 3.6)
+    ax = fig.subplots()
+    k = div["k"]
+    x = np.arange(k)
+    for i, name in enumerate(("pool", "selected")):
+        counts = np.asarray(div["histogram"][name], dtype=float)
+        share = counts / counts.sum() if counts.sum() else counts
+        m = div["metrics"][name]
+        ax.bar(x + (i - 0.5) * 0.4, share, width=0.4, label=f"{name} (n={m['n']}, H={m['normalised_entropy']:.2f})")
+    ax.set_xticks(x)
+    ax.set_xlabel(f"caption cluster (k-means, k={k}, seed {div['seed']}; quota {div['quota']})")
+    ax.set_ylabel("share of captions")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _fmt(s: dict, key: str = "mean") -> str:
+    return f"{s[key]:.4f}" if s.get("count") else "-"
+
+
+def render_markdown(report: dict) -> str:
+    lines = [
+        f"# Data-quality report: {report['dataset']}",
+        "",
+        f"Recipe `{report['recipe']}` (profile `{report['profile']}`). Scorer `{report['scorer']['clip_model']}`, "
+        f"text prefix \"{report['scorer']['text_prefix']}\"; SSIM {report['scorer']['ssim']}; "
+        f"score = {report['weights']['w_clip']} * clip + {report['weights']['w_ssim']} * ssim.",
+        "",
+        "| set | n | CLIPScore mean (cos) | CLIPScore median | CLIP-S mean (2.5*max(cos,0)) | SSIM mean | SSIM median | score mean |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["table"]:
+        n = row["clip_score"].get("count", 0)
+        lines.append(
+            f"| {row['set']} | {n if n else (row['note'] or 0)} | {_fmt(row['clip_score'])} | {_fmt(row['clip_score'], 'median')} | "
+            f"{_fmt(row['clipscore_scaled'])} | {_fmt(row['ssim'])} | {_fmt(row['ssim'], 'median')} | {_fmt(row['score'])} |"
+        )
+    lines += ["", "SynthVLM paper, for comparison (mean CLIPScore / SSIM, ViT-B/32, 768 -> 336 -> 768): "
+              + "; ".join(f"{name} {c:.2f} / {s:.2f}" for name, c, s in PAPER_ROWS) + "."]
+    if report["profile"] == "tiny":
+        lines += ["", "> **tiny profile**: the generator and CLIP scorer have random weights, so these numbers "
+                      "exercise the machinery and say nothing about quality."]
+    if report.get("notes"):
+        lines += [""] + [f"- {n}" for n in report["notes"]]
+    lines += ["", "![score histograms](score_hist.png)", "", "![top and bottom samples](top_bottom_grid.png)"]
+    if "cluster_hist.png" in report["files"]:
+        lines += ["", "![caption clusters before/after selection](cluster_hist.png)"]
+    lines += ["", "Reference images (real, hand-captioned):", "", "| id | caption | CLIPScore | SSIM | credit |", "|---|---|---|---|---|"]
+    for it in report["reference_items"][:50]:
+        lines.append(f"| {it['id']} | {it['caption']} | {it['clip_score']:.4f} | {it['ssim']:.4f} | {it['credit']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_quality_report(
+    dataset_dir: str | Path,
+    work_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    recipe: Recipe | None = None,
+    reference: str = BUILTIN,
+    reference_split: str = "train",
+    reference_limit: int = 500,
+    grid_size: int = 6,
+    device: str | None = None,
+    scorer=None,
+) -> dict:
+    """Compute the quality table of a built dataset and write the report files.
+
+    Args:
+        dataset_dir: a folder written by `synthvlm build` (data/*.parquet + README.md).
+        work_dir: the build's work dir, for the rejected pool; found automatically under
+            `runs/` when omitted, and the rejected row is left empty when there is none.
+        out_dir: where to write; default `<dataset_dir>/plots/` (the dataset card links there).
+        recipe: the build's recipe; read from the dataset/work dir when omitted.
+        reference: "builtin" (12 real images, offline) or a `load_dataset` path/Hub id.
+        scorer: an already loaded `ClipScorer` for the recipe (saves a model load).
+
+    Returns the report dict (also written as report.json).
+    """
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise InputDataError(f"{dataset_dir} is not a folder: pass a dataset folder written by `synthvlm build`")
+    dataset_files(dataset_dir)  # fail early, before loading any model
+    out = Path(out_dir) if out_dir is not None else dataset_dir / "plots"
+    recipe = recipe or find_recipe(dataset_dir, Path(work_dir) if work_dir else None)
+    notes = []
+
+    sel_t = load_selected(dataset_dir)
+    selected = ScoreSet("selected", sel_t["clip_score"].to_numpy(), sel_t["ssim"].to_numpy(), sel_t["score"].to_numpy())
+    rej_t, wd, pool = None, None, None
+    if work_dir is not None:
+        wd = find_work_dir(dataset_dir, recipe, Path(work_dir))
+        pool = load_pool(wd)
+        problem = check_pool(pool, sel_t)
+        if problem:
+            raise InputDataError(f"work dir {wd} did not score this dataset ({problem}); pass the work dir of the build that made {dataset_dir}")
+    else:
+        for cand in candidate_work_dirs(dataset_dir, recipe):
+            cand_pool = load_pool(cand)
+            problem = check_pool(cand_pool, sel_t)
+            if problem is None:
+                wd, pool = cand, cand_pool
+                break
+            notes.append(f"ignored {cand}: {problem}")
+    if wd is not None:
+        rej_t = rejected_pool(pool, sel_t, recipe)
+        rejected = ScoreSet("rejected pool", rej_t["clip_score"].to_numpy(), rej_t["ssim"].to_numpy(), rej_t["score"].to_numpy())
+    else:
+        rejected = ScoreSet("rejected pool", np.zeros(0), np.zeros(0), np.zeros(0), note="n/a (no work dir)")
+        notes.append("rejected pool: no work dir found; pass --work-dir with the build's work directory")
+
+    entries = builtin_reference() if reference == BUILTIN else hub_reference(reference, reference_split, reference_limit)
+    ref = score_reference(entries, recipe, scorer=scorer, device=device)
+    sets = [selected, rejected, ref]
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    title = f"{dataset_dir.name} ({recipe.name}, profile {recipe.profile})"
+    files["score_hist.png"] = plot_score_hist(sets, out / "score_hist.png", title)
+    if "image" in pq.read_schema(dataset_files(dataset_dir)[0]).names:
+        top, bottom = _grid_items(dataset_dir, wd, sel_t, rej_t, grid_size, _image_stage(recipe))
+        files["top_bottom_grid.png"] = plot_top_bottom(top, bottom, out / "top_bottom_grid.png", title)
+    else:
+        notes.append("no top/bottom grid: the dataset stores latents, not images (decode them with `synthvlm decode`)")
+
+    stats_path = dataset_dir / "synthvlm_stats.json"
+    diversity = None
+    if stats_path.is_file():
+        diversity = json.loads(stats_path.read_text()).get("diversity")
+    if diversity:
+        files["cluster_hist.png"] = plot_clusters(diversity, out / "cluster_hist.png")
+
+    report = {
+        "dataset": dataset_dir.name,
+        "recipe": recipe.name,
+        "profile": recipe.profile,
+        "work_dir": str(wd) if wd is not None else None,
+        "scorer": {
+            "clip_model": recipe.score.clip.model.id + (f"/{recipe.score.clip.model.revision}" if recipe.score.clip.model.revision else ""),
+            "text_prefix": recipe.score.clip.text_prefix,
+            "ssim": f"{recipe.score.ssim.size} -> {recipe.score.ssim.down} -> {recipe.score.ssim.size}, "
+            f"{'grayscale' if recipe.score.ssim.grayscale else 'RGB'}, {recipe.score.ssim.interpolation}, win {recipe.score.ssim.win_size}",
+        },
+        "weights": {"w_clip": recipe.select.w_clip, "w_ssim": recipe.select.w_ssim},
+        "reference": reference,
+        "table": [s.row() for s in sets],
+        "paper": [{"set": n, "clip_score_mean": c, "ssim_mean": s} for n, c, s in PAPER_ROWS],
+        "reference_items": ref.items,
+        "diversity": diversity,
+        "notes": notes,
+        "files": sorted([*files, "report.json", "report.md"]),
+    }
+    (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    return report
+
+
+def _image_stage(recipe: Recipe) -> str:
+    """The work-dir stage whose shards hold images (latent runs decode them in a later stage)."""
+    from synthvlm_data import stages
+
+    pick = getattr(stages, "image_stage", None)
+    return pick(recipe) if pick is not None else stages.GENERATE
+
+
+def _grid_items(
+    dataset_dir: Path, wd: Path | None, sel_t: pa.Table, rej_t: pa.Table | None, n: int, image_stage: str
+) -> tuple[list[dict], list[dict]]:
+    """Top-n selected rows by score and bottom-n of the rejected pool (or of the selection when
+    there is no work dir), with their images."""
+    def pick(t: pa.Table, lowest: bool) -> list[dict]:
+        score = t["score"].to_numpy()
+        ids = np.asarray(t["id"].to_pylist(), dtype=str)
+        order = np.lexsort((ids, score if lowest else -score))[:n]
+        return [{k: t[k][int(i)].as_py() for k in t.column_names} for i in order]
+
+    files = dataset_files(dataset_dir)
+    top = pick(sel_t, lowest=False)
+    for f_idx in {r["_file"] for r in top}:
+        rows = [r for r in top if r["_file"] == f_idx]
+        imgs = _take_images(files[f_idx], "image", [r["_row"] for r in rows])
+        for r in rows:
+            r["image"] = imgs[r["_row"]]
+    if rej_t is None or rej_t.num_rows == 0:
+        bottom = pick(sel_t, lowest=True)
+        for r in bottom:
+            r["image"] = _take_images(files[r["_file"]], "image", [r["_row"]])[r["_row"]]
+        return top, bottom
+    bottom = pick(rej_t, lowest=True)
+    captions = _captions_by_id(wd)
+    for shard in {r["_shard"] for r in bottom}:
+        rows = [r for r in bottom if r["_shard"] == shard]
+        imgs = _take_images(wd / image_stage / shard.replace("score", image_stage, 1), "image", [r["_row"] for r in rows])
+        for r in rows:
+            r["image"] = imgs[r["_row"]]
+            r["caption"] = captions.get(r["id"], "")
+    return top, bottom
+
+
+def _captions_by_id(wd: Path) -> dict[str, str]:
+    files = sorted((wd / "captions").glob("*.parquet"))
+    if not files:
+        return {}
+    t = pa.concat_tables(pq.read_table(f, columns=["id", "caption"]) for f in files)
+    return dict(zip(t["id"].to_pylist(), t["caption"].to_pylist(), strict=True))
+
+
+def format_table(report: dict) -> list[tuple[str, ...]]:
+    """Rows for a console table: set, n, CLIPScore mean/median, CLIP-S mean, SSIM mean/median, score mean."""
+    rows = []
+    for row in report["table"]:
+        n = row["clip_score"].get("count", 0)
+        rows.append((row["set"], str(n) if n else "-", _fmt(row["clip_score"]), _fmt(row["clip_score"], "median"),
+                     _fmt(row["clipscore_scaled"]), _fmt(row["ssim"]), _fmt(row["ssim"], "median"), _fmt(row["score"])))
+    return rows
+
+
+__all__ = ["FILES", "builtin_reference", "find_recipe", "find_work_dir", "score_reference", "write_quality_report"]
