@@ -22,7 +22,7 @@ from synthvlm_data.backends import get_backend
 from synthvlm_data.config import Recipe
 from synthvlm_data.errors import SynthVLMError, WorkDirLockedError
 from synthvlm_data.shards import ShardStore, atomic_write_bytes
-from synthvlm_data.stages import CAPTIONS, SELECT, STAGES, RunContext, captions_done, prepare_captions
+from synthvlm_data.stages import CAPTIONS, SELECT, STAGES, RunContext, captions_done, prepare_captions, stages_for
 
 STAGE_ORDER = (CAPTIONS, *(s.name for s in STAGES), "export")
 
@@ -33,6 +33,7 @@ class BuildResult:
     work_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+    main_process: bool = True  # False on the other ranks of a multi-process backend
 
 
 def preflight(recipe: Recipe) -> None:
@@ -121,31 +122,42 @@ def build(
 ) -> BuildResult:
     preflight(recipe)
     work_dir = Path(work_dir) if work_dir else default_work_dir(recipe)
-    init_work_dir(work_dir, recipe)
-    ctx = RunContext(recipe=recipe, store=ShardStore(work_dir), work_dir=work_dir)
     runner = get_backend(backend)
+    # Multi-process backends (accelerate) run build() on every rank: global steps run on the
+    # main process between barriers, and only it holds the work-dir lock (the others work under it).
+    main = runner.is_main_process()
+    if main:
+        init_work_dir(work_dir, recipe)
+    runner.wait_for_everyone()
+    ctx = RunContext(recipe=recipe, store=ShardStore(work_dir), work_dir=work_dir)
     timings: dict[str, float] = {}
-    with work_dir_lock(work_dir):
+    with work_dir_lock(work_dir) if main else contextlib.nullcontext():
         t0 = time.perf_counter()
-        if not captions_done(ctx):
-            prepare_captions(ctx)
+        if main:
+            if not captions_done(ctx):
+                prepare_captions(ctx)
+            invalidate_stale_selection(ctx)
+        runner.wait_for_everyone()
         timings[CAPTIONS] = time.perf_counter() - t0
-        invalidate_stale_selection(ctx)
-        for stage_cls in STAGES:
+        for stage_cls in stages_for(recipe):
             stage = stage_cls()
             t0 = time.perf_counter()
             units = stage.plan(ctx)
-            runner.run_stage(stage, ctx, units, progress=progress)
-            ctx.store.write_manifest(stage.name, units)
+            runner.run_stage(stage, ctx, units, progress=progress)  # returns once all ranks are done
+            if main:
+                ctx.store.write_manifest(stage.name, units)
             timings[stage.name] = time.perf_counter() - t0
-        stats = collect_stats(ctx)
         t0 = time.perf_counter()
-        from synthvlm_data.export import export_dataset
+        if main:
+            from synthvlm_data.export import export_dataset
 
-        export_dataset(ctx, out_dir, stats)
+            export_dataset(ctx, out_dir, collect_stats(ctx))
         timings["export"] = time.perf_counter() - t0
-    atomic_write_bytes(work_dir / "timings.json", json.dumps(timings, indent=2).encode())
-    return BuildResult(out_dir=Path(out_dir), work_dir=work_dir, timings=timings, stats=stats)
+        runner.wait_for_everyone()
+        stats = collect_stats(ctx)
+    if main:
+        atomic_write_bytes(work_dir / "timings.json", json.dumps(timings, indent=2).encode())
+    return BuildResult(out_dir=Path(out_dir), work_dir=work_dir, timings=timings, stats=stats, main_process=main)
 
 
 __all__ = ["BuildResult", "build", "preflight"]

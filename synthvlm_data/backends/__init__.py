@@ -1,10 +1,30 @@
-"""Execution backends: who runs which work unit. Every backend writes the same shard files."""
+"""Execution backends: who runs which work unit. Every backend writes the same shard files.
+
+A backend is a module with
+- `run_stage(stage, ctx, units, progress)`: run the stage's *pending* units (those without a
+  complete, checksum-verified shard), each written through the run's `ShardStore`;
+- `is_main_process()` / `wait_for_everyone()`: where the build's global steps (captions,
+  manifests, export) run, and the barrier around them (trivial for one-driver backends).
+
+Stages never know which backend runs them; work units and generation batches are fixed before
+any backend sees them, so a run started on one backend can be resumed on another.
+
+CPU float results depend on the number of intra-op threads (a different reduction order moves
+a pixel by one level now and then), so every backend runs CPU stages with the same pinned
+thread count: `SYNTHVLM_CPU_THREADS` (default 1). Keep it equal across runs you compare or
+resume; GPU runs are unaffected.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 from synthvlm_data.errors import SynthVLMError
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "accelerate", "ray")
+CPU_THREADS_ENV = "SYNTHVLM_CPU_THREADS"
 
 
 def get_backend(name: str):
@@ -12,4 +32,50 @@ def get_backend(name: str):
         from synthvlm_data.backends import local
 
         return local
+    if name == "accelerate":
+        from synthvlm_data.backends import accelerate
+
+        return accelerate
+    if name == "ray":
+        from synthvlm_data.backends import ray
+
+        return ray
     raise SynthVLMError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
+
+
+def cpu_threads() -> int:
+    raw = os.environ.get(CPU_THREADS_ENV, "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SynthVLMError(f"{CPU_THREADS_ENV} must be a positive integer, got {raw!r}")
+    return n
+
+
+def runs_on_cpu(ctx) -> bool:
+    from synthvlm_data.models import resolve_device
+
+    return resolve_device(ctx.recipe.generate.device) == "cpu"
+
+
+@contextlib.contextmanager
+def pinned_threads(ctx) -> Iterator[None]:
+    """Run a CPU stage with `SYNTHVLM_CPU_THREADS` intra-op threads (restored afterwards)."""
+    import torch
+
+    if not runs_on_cpu(ctx):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def pending(ctx, units):
+    """Units without a complete, checksum-verified shard (resume redoes only these)."""
+    return [u for u in units if not ctx.store.is_complete(u)]

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
+from synthvlm_data.backends import pending, pinned_threads
 from synthvlm_data.stages import RunContext, Stage
 from synthvlm_data.workunits import WorkUnit
 
+__all__ = ["is_main_process", "pending", "run_stage", "wait_for_everyone"]
 
-def pending(ctx: RunContext, units: list[WorkUnit]) -> list[WorkUnit]:
-    """Units without a complete, checksum-verified shard (resume redoes only these)."""
-    return [u for u in units if not ctx.store.is_complete(u)]
+
+def is_main_process() -> bool:
+    return True
+
+
+def wait_for_everyone() -> None:
+    """One process: nothing to wait for."""
 
 
 def run_stage(stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bool = True) -> int:
@@ -18,7 +24,8 @@ def run_stage(stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bo
     todo = pending(ctx, units)
     if not todo:
         return 0
-    stage.setup(ctx)
-    for unit in tqdm(todo, desc=stage.name, unit="shard", disable=not progress):
-        ctx.store.write(unit, stage.run(ctx, unit))
+    with pinned_threads(ctx):
+        stage.setup(ctx)
+        for unit in tqdm(todo, desc=stage.name, unit="shard", disable=not progress):
+            ctx.store.write(unit, stage.run(ctx, unit))
     return len(todo)
