@@ -35,11 +35,44 @@ def cmd_build(args: argparse.Namespace) -> int:
         overrides = {"captions": {"limit": args.limit}}
     recipe = load_recipe(args.recipe, overrides=overrides)
     out = Path(args.out or recipe.export.name)
+    _backend_env(args)
     result = build(recipe, out, work_dir=args.work_dir, backend=args.backend, progress=not args.quiet)
+    if not result.main_process:  # other ranks of `accelerate launch`: the main process reports
+        return 0
     total = sum(result.timings.values())
     rows = [(f"{k} (s)", f"{v:.1f} ({100 * v / total:.0f}%)") for k, v in result.timings.items()]
     rows += [("total (s)", f"{total:.1f}"), ("rows", str(result.stats["selected"])), ("output", str(result.out_dir))]
     _print_table(f"synthvlm build: {recipe.name}", rows)
+    return 0
+
+
+def _backend_env(args: argparse.Namespace) -> None:
+    """Backend options travel as environment variables (read by the backend, on every rank)."""
+    from synthvlm_data.backends.ray import ADDRESS_ENV, WORKERS_ENV  # constants; Ray itself is imported lazily
+
+    if getattr(args, "workers", None) is not None:
+        os.environ[WORKERS_ENV] = str(args.workers)
+    if getattr(args, "ray_address", None):
+        os.environ[ADDRESS_ENV] = args.ray_address
+
+
+def cmd_pilot(args: argparse.Namespace) -> int:
+    from synthvlm_data.config import load_recipe
+    from synthvlm_data.pilot import format_pilot, run_pilot
+
+    recipe = load_recipe(args.recipe)
+    res = run_pilot(recipe, n=args.n, total_captions=args.captions, work_dir=args.work_dir)
+    _print_table(f"synthvlm pilot: {recipe.name} (cost forecast)", format_pilot(res, devices=args.gpus))
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from synthvlm_data.decode import decode_run
+
+    _backend_env(args)
+    n = decode_run(args.work_dir, backend=args.backend, images_dir=args.images, progress=not args.quiet)
+    where = f"; image files in {args.images}" if args.images else ""
+    print(f"decoded {n} latents into {args.work_dir / 'decode'}{where}")
     return 0
 
 
@@ -118,10 +151,31 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--recipe", default="tiny", help="shipped recipe name (see `synthvlm recipes`) or a path to a YAML file")
     b.add_argument("--out", help="output dataset folder (default: the recipe's export.name)")
     b.add_argument("--work-dir", type=Path, help="where stage shards live (default: runs/<recipe name>); re-running resumes")
-    b.add_argument("--backend", default="local", help="execution backend: local")
+    b.add_argument("--backend", default="local", choices=["local", "accelerate", "ray"],
+                   help="local (one process); accelerate (every rank of `accelerate launch -m synthvlm_data.cli build ...`); "
+                        "ray (Ray Data actor pool; pip install 'synthvlm-data[ray]')")
+    b.add_argument("--workers", type=int, help="ray: actor pool size (default: one per GPU, or per CPU, of the cluster)")
+    b.add_argument("--ray-address", help="ray: join this cluster (e.g. auto, ray://head:10001); default: a local Ray")
     b.add_argument("--limit", type=int, help="use at most N captions (a quick trial of a recipe)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
+
+    pl = sub.add_parser("pilot", help="time generation on a few captions; print s/image and the full recipe's GPU-hours")
+    pl.add_argument("--recipe", default="tiny", help="shipped recipe name or a path to a YAML file")
+    pl.add_argument("--n", type=int, default=8, help="captions to generate for (default 8)")
+    pl.add_argument("--captions", type=int, help="captions in the full run (default: from a previous build's work dir)")
+    pl.add_argument("--work-dir", type=Path, help="a previous build's work dir, for its caption count")
+    pl.add_argument("--gpus", type=int, default=8, help="devices for the wall-clock line (default 8)")
+    pl.set_defaults(func=cmd_pilot)
+
+    d = sub.add_parser("decode", help="decode a latent-mode run's latents into images (with the generator's VAE)")
+    d.add_argument("--work-dir", type=Path, required=True, help="the latent build's work dir")
+    d.add_argument("--backend", default="local", choices=["local", "accelerate", "ray"], help="as for build")
+    d.add_argument("--workers", type=int, help="ray: actor pool size")
+    d.add_argument("--ray-address", help="ray: join this cluster")
+    d.add_argument("--images", type=Path, help="also write the images as files <id>-<repeat>.<ext> here")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_decode)
 
     r = sub.add_parser("recipes", help="list the shipped recipes, or print one")
     r.add_argument("--show", metavar="NAME", help="print a recipe's YAML")
