@@ -1,0 +1,277 @@
+"""Backends write the same bytes: local vs accelerate (2 processes) vs ray (2 workers), and a
+generate stage killed at a random point resumes (on another backend) to the same bytes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import parquet_checksums
+from synthvlm_data.build import build
+from synthvlm_data.config import _deep_merge, recipe_from_dict
+from synthvlm_data.shards import ShardStore
+from synthvlm_data.workunits import WorkUnit, plan_units
+
+# 8 captions in 4 shards of 2, 2 images each (one batch of 4 per shard), 2 denoising steps.
+TINIEST = {
+    "rows_per_shard": 2,
+    "generate": {"steps": 2, "images_per_caption": 2, "batch_size": 4},
+    "select": {"ratio": 0.5},
+    "export": {"rows_per_shard": 3},
+}
+STAGES = ("captions", "generate", "score", "select")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiniest_recipe(**extra):
+    """The shipped `tiny` recipe with its caption file only (8 captions, no caption-curation
+    models: these tests are about generation and backends), made smaller by TINIEST + extra."""
+    from importlib import resources
+
+    data = yaml.safe_load((resources.files("synthvlm_data.recipes") / "tiny.yaml").read_text())
+    data["captions"] = {"sources": data["captions"]["sources"], "limit": 8}
+    return recipe_from_dict(_deep_merge(data, _deep_merge(TINIEST, extra)), "tiny (tests)")
+
+
+def run_checksums(work_dir: Path, out_dir: Path) -> dict:
+    """Every stage manifest's shard checksums plus the exported parquet files' checksums."""
+    sums = {s: json.loads((Path(work_dir) / s / "manifest.json").read_text())["shards"] for s in STAGES}
+    sums["export"] = parquet_checksums(out_dir)
+    return sums
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local")
+    res = build(tiniest_recipe(), root / "out", work_dir=root / "work", progress=False)
+    sums = run_checksums(res.work_dir, res.out_dir)
+    assert len(sums["generate"]) == 4 and sums["export"]
+    return sums
+
+
+def _recipe_file(tmp_path: Path) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiniest_recipe().model_dump(mode="json")))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def accelerate_build_cmd(recipe: Path, out: Path, work: Path, processes: int = 2) -> list[str]:
+    """The documented launch: `accelerate launch -m synthvlm_data.cli build --backend accelerate`
+    (`--multi_gpu` starts N ranks via torchrun; without GPUs they are CPU processes on gloo)."""
+    launcher = str(Path(sys.executable).with_name("accelerate"))
+    return [
+        launcher, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "-m", "synthvlm_data.cli", "build", "--recipe", str(recipe), "--backend", "accelerate", "--quiet",
+        "--out", str(out), "--work-dir", str(work),
+    ]
+
+
+# --------------------------------------------------------------------------- accelerate
+
+
+def test_accelerate_two_processes_same_bytes(local_run, tmp_path):
+    cmd = accelerate_build_cmd(_recipe_file(tmp_path), tmp_path / "out", tmp_path / "work")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("synthvlm build") == 1  # only the main process reports
+    assert run_checksums(tmp_path / "work", tmp_path / "out") == local_run
+
+
+class _FakeState:
+    """A rank of an N-process launch, for the unit-distribution logic (no process group)."""
+
+    def __init__(self, rank: int, world: int):
+        self.process_index, self.num_processes = rank, world
+        self.is_main_process = rank == 0
+        self.barriers = 0
+
+    def wait_for_everyone(self):
+        self.barriers += 1
+
+
+class _RecordingStage:
+    name = "generate"
+
+    def __init__(self):
+        self.ran, self.setups = [], 0
+
+    def setup(self, ctx):
+        self.setups += 1
+
+    def run(self, ctx, unit):
+        import pyarrow as pa
+
+        self.ran.append(unit.index)
+        return pa.table({"x": [unit.index]})
+
+
+def test_accelerate_ranks_split_only_pending_units_round_robin(tmp_path, monkeypatch):
+    """Rank r of N runs pending[r::N] of the list the main process broadcasts; a rank with
+    nothing to do loads no model; every rank ends the stage at a barrier."""
+    import pyarrow as pa
+
+    from synthvlm_data.backends import accelerate as acc
+    from synthvlm_data.shards import ShardStore
+    from synthvlm_data.stages import RunContext
+
+    store = ShardStore(tmp_path)
+    ctx = RunContext(recipe=tiniest_recipe(), store=store, work_dir=tmp_path)
+    units = [WorkUnit("generate", i, 7) for i in range(7)]
+    for done in (1, 4):
+        store.write(units[done], pa.table({"x": [done]}))
+    broadcast = {}
+
+    def fake_broadcast(obj):  # rank 0 computes the list; the others receive it
+        if obj is not None:
+            broadcast["todo"] = obj
+        return broadcast["todo"]
+
+    monkeypatch.setattr(acc, "_broadcast", fake_broadcast)
+    ran = {}
+    for rank in range(3):
+        st = _FakeState(rank, 3)
+        monkeypatch.setattr(acc, "state", lambda st=st: st)
+        stage = _RecordingStage()
+        acc.run_stage(stage, ctx, units, progress=False)
+        ran[rank] = (stage.ran, stage.setups, st.barriers)
+    # pending = [0, 2, 3, 5, 6]; round-robin over it
+    assert ran == {0: ([0, 5], 1, 1), 1: ([2, 6], 1, 1), 2: ([3], 1, 1)}
+    assert all(store.is_complete(u) for u in units)
+    st = _FakeState(1, 3)
+    monkeypatch.setattr(acc, "state", lambda: st)
+    stage = _RecordingStage()
+    broadcast["todo"] = []
+    acc.run_stage(stage, ctx, units, progress=False)
+    assert (stage.ran, stage.setups, st.barriers) == ([], 0, 1)
+
+
+def test_cpu_thread_count_is_pinned_per_stage(monkeypatch):
+    """CPU float results depend on the intra-op thread count, so every backend pins it."""
+    import torch
+
+    from synthvlm_data.backends import CPU_THREADS_ENV, pinned_threads
+    from synthvlm_data.errors import SynthVLMError
+    from synthvlm_data.stages import RunContext
+
+    ctx = RunContext(recipe=tiniest_recipe(), store=None, work_dir=Path("."))
+    before = torch.get_num_threads()
+    monkeypatch.setenv(CPU_THREADS_ENV, "3")
+    with pinned_threads(ctx):
+        assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == before
+    monkeypatch.setenv(CPU_THREADS_ENV, "zero")
+    with pytest.raises(SynthVLMError, match=CPU_THREADS_ENV), pinned_threads(ctx):
+        pass
+
+
+def test_unknown_backend_names_the_choices():
+    from synthvlm_data.backends import get_backend
+    from synthvlm_data.errors import SynthVLMError
+
+    with pytest.raises(SynthVLMError, match="local, accelerate, ray"):
+        get_backend("spark")
+
+
+# --------------------------------------------------------------------------- kill + resume
+
+
+def local_build_cmd(recipe: Path, out: Path, work: Path) -> list[str]:
+    return [sys.executable, "-m", "synthvlm_data.cli", "build", "--recipe", str(recipe), "--backend", "local",
+            "--quiet", "--out", str(out), "--work-dir", str(work)]
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (torchrun starts each rank in its own session)."""
+    import psutil
+
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(signal.SIGKILL)
+        psutil.wait_procs(tree, timeout=30)
+
+
+@pytest.mark.parametrize("killed", ["local", pytest.param("accelerate", marks=pytest.mark.slow)])
+def test_sigkill_at_random_point_then_resume_on_another_backend(local_run, tmp_path, killed):
+    """SIGKILL a build (for accelerate: the launcher and every rank, like a lost node) at a random
+    point of its generate stage (during model loading, or after k of 4 shards plus a random
+    fraction of the next), then resume it in this process with the local backend: the result is
+    byte-identical, and shards that were complete before the kill are not redone."""
+    rng = random.Random(os.environ.get("SYNTHVLM_TEST_SEED"))
+    k = rng.randrange(0, 4)
+    delay = rng.uniform(0.0, 3.0) if k == 0 else rng.uniform(0.0, 0.3)
+    out, work = tmp_path / "out", tmp_path / "work"
+    recipe = _recipe_file(tmp_path)
+    cmd = (accelerate_build_cmd if killed == "accelerate" else local_build_cmd)(recipe, out, work)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    try:
+        deadline = time.time() + 300
+        ready = (lambda: (work / "captions" / "manifest.json").is_file()) if k == 0 else (
+            lambda: len(list((work / "generate").glob("*.parquet.sha256"))) >= k)
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.02)
+        time.sleep(delay)
+        alive = proc.poll() is None
+        _kill_tree(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    where = f"killed {killed} after {k} generate shard(s) + {delay:.2f}s"
+    assert alive, f"the build ended before the kill ({where}): {proc.stderr.read()[-2000:]}"
+    assert not out.exists()
+    store = ShardStore(work)
+    complete = [store.path(u) for u in plan_units("generate", 4) if store.is_complete(u)]
+    assert len(complete) >= k, where
+    kept = {p: p.stat().st_mtime_ns for p in complete}
+    resumed = build(tiniest_recipe(), out, work_dir=work, backend="local", progress=False)
+    assert run_checksums(resumed.work_dir, resumed.out_dir) == local_run, where
+    assert {p: p.stat().st_mtime_ns for p in complete} == kept, f"complete shards were redone ({where})"
+    assert not list(work.rglob(".tmp-*"))  # temporaries of the killed writes never count as shards
+
+
+# --------------------------------------------------------------------------- ray
+
+
+@pytest.mark.slow  # ~1 min on 2 shared cores: Ray start + an actor pool per stage
+def test_ray_two_workers_same_bytes(local_run, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from synthvlm_data.backends import ray as ray_backend
+
+    import tempfile
+
+    monkeypatch.setenv(ray_backend.WORKERS_ENV, "2")
+    # Ray's socket paths must stay under ~107 bytes: a short temp dir, not pytest's deep one.
+    monkeypatch.setenv(ray_backend.TMPDIR_ENV, tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(ray_backend.ADDRESS_ENV, raising=False)
+    try:
+        res = build(tiniest_recipe(), tmp_path / "out", work_dir=tmp_path / "work", backend="ray", progress=False)
+        assert run_checksums(res.work_dir, res.out_dir) == local_run
+    finally:
+        ray.shutdown()

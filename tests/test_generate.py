@@ -1,0 +1,190 @@
+"""Generators: SDXL base+refiner, SD3 (tiny, real classes), any pipeline via AutoPipeline; recipe
+checks per pipeline family; deterministic per-sample seeds; image encodings; the pilot forecast."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from synthvlm_data.config import load_recipe
+from synthvlm_data.errors import RecipeError, SynthVLMError
+from synthvlm_data.generate import ImageGenerator, encode_image, latent_from_bytes, latent_to_bytes
+from test_backends import tiniest_recipe
+
+PROMPTS = ["a red bicycle leaning on a wall", "two dogs on a beach"]
+SEEDS = [11, 12]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """CPU results depend on the thread count: pin it as the backends do (and it is faster)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _arr(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("RGB"), dtype=np.int16)
+
+
+def sd3_cfg(**extra):
+    gen = {"pipeline": "sd3", "model": {"id": "tiny:sd3"}, "refiner": None, "guidance_scale": 10.0,
+           "max_sequence_length": 24, **extra}
+    return tiniest_recipe(generate=gen).generate
+
+
+# --------------------------------------------------------------------------- recipe checks
+
+
+def test_refiner_and_max_sequence_length_belong_to_their_pipelines():
+    with pytest.raises(RecipeError, match="generate.*refiner is SDXL-only"):
+        tiniest_recipe(generate={"pipeline": "sd3", "model": {"id": "tiny:sd3"}})
+    with pytest.raises(RecipeError, match="max_sequence_length"):
+        tiniest_recipe(generate={"max_sequence_length": 77})
+
+
+def test_sd3_recipe_has_the_official_settings():
+    r = load_recipe("synthvlm-sd3")
+    g = r.generate
+    assert (g.pipeline, g.model.id, g.refiner) == ("sd3", "stabilityai/stable-diffusion-3-medium-diffusers", None)
+    assert (g.steps, g.guidance_scale, g.max_sequence_length, g.height, g.width) == (60, 10.0, 512, 1024, 1024)
+    paper = load_recipe("synthvlm-100k")  # everything but the generator as the paper's recipe
+    assert (r.score, r.select, r.seed, r.rows_per_shard) == (paper.score, paper.select, paper.seed, paper.rows_per_shard)
+    assert r.captions.sources == paper.captions.sources
+
+
+def test_sd3_recipe_fails_offline_with_one_clear_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "synthvlm_data.cli", "build", "--recipe", "synthvlm-sd3", "--out", str(tmp_path / "o"),
+         "--work-dir", str(tmp_path / "w")],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120,
+    )
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "stabilityai/stable-diffusion-3-medium-diffusers" in lines[0] and "RECIPE=tiny" in lines[0]
+    assert not (tmp_path / "w" / "captions").exists()
+
+
+def test_tiny_generator_must_match_the_pipeline_family():
+    from synthvlm_data.errors import ModelUnavailableError
+
+    cfg = tiniest_recipe(generate={"pipeline": "sd3", "refiner": None}).generate  # tiny:sdxl-base with sd3
+    with pytest.raises(ModelUnavailableError, match="tiny sdxl model"):
+        ImageGenerator(cfg)
+
+
+# --------------------------------------------------------------------------- SD3
+
+
+def test_tiny_sd3_is_the_real_pipeline_and_per_sample_deterministic():
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import T5EncoderModel
+
+    gen = ImageGenerator(sd3_cfg())
+    assert isinstance(gen.pipe, StableDiffusion3Pipeline) and gen.refiner is None
+    assert isinstance(gen.pipe.transformer, SD3Transformer2DModel) and isinstance(gen.pipe.text_encoder_3, T5EncoderModel)
+    a = gen(PROMPTS, SEEDS)
+    b = gen(PROMPTS, SEEDS)
+    assert all(np.array_equal(_arr(x), _arr(y)) for x, y in zip(a, b, strict=True))
+    assert a[0].size == (64, 64)
+    # one generator per sample: an image does not depend on its batch neighbours (beyond float noise)
+    alone = gen(PROMPTS[1:], SEEDS[1:])[0]
+    assert np.abs(_arr(alone) - _arr(a[1])).max() <= 1
+    assert np.abs(_arr(a[0]) - _arr(a[1])).mean() > 1  # different prompt + seed, different image
+
+
+def test_sd3_max_sequence_length_reaches_the_t5_encoder(monkeypatch):
+    gen = ImageGenerator(sd3_cfg(max_sequence_length=24))
+    seen = []
+    original = gen.pipe._get_t5_prompt_embeds
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.append(out.shape[1])
+        return out
+
+    monkeypatch.setattr(gen.pipe, "_get_t5_prompt_embeds", spy)
+    gen(PROMPTS[:1], SEEDS[:1])
+    assert seen and set(seen) == {24}
+
+
+# --------------------------------------------------------------------------- AutoPipeline
+
+
+@pytest.fixture(scope="module")
+def saved_tiny_sdxl(tmp_path_factory):
+    """The tiny SDXL base saved as a diffusers folder (what a Hub snapshot looks like)."""
+    from synthvlm_data.models import build_tiny_sdxl
+
+    path = tmp_path_factory.mktemp("tiny-sdxl-folder")
+    base, _ = build_tiny_sdxl(seed=0)
+    base.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def test_auto_pipeline_loads_a_folder_and_matches_the_direct_pipeline(saved_tiny_sdxl):
+    from diffusers import StableDiffusionXLPipeline
+
+    direct = ImageGenerator(tiniest_recipe(generate={"refiner": None}).generate)
+    auto = ImageGenerator(tiniest_recipe(generate={"pipeline": "auto", "model": {"id": str(saved_tiny_sdxl)},
+                                                   "refiner": None}).generate)
+    assert type(auto.pipe) is StableDiffusionXLPipeline and auto.name == str(saved_tiny_sdxl)
+    for x, y in zip(direct(PROMPTS, SEEDS), auto(PROMPTS, SEEDS), strict=True):
+        assert np.array_equal(_arr(x), _arr(y))
+
+
+def test_a_recipe_option_the_pipeline_lacks_is_an_error(saved_tiny_sdxl):
+    cfg = tiniest_recipe(generate={"pipeline": "auto", "model": {"id": str(saved_tiny_sdxl)}, "refiner": None,
+                                   "max_sequence_length": 77}).generate
+    with pytest.raises(SynthVLMError, match="generate.max_sequence_length .*StableDiffusionXLPipeline"):
+        ImageGenerator(cfg)(PROMPTS[:1], SEEDS[:1])
+
+
+# --------------------------------------------------------------------------- SDXL, latents, encodings
+
+
+def test_sdxl_latents_are_what_the_pipeline_decodes():
+    """Latent mode returns the refiner's final latents; decoding them (fp32) gives pixel mode exactly."""
+    from synthvlm_data.generate import LatentDecoder
+
+    gen = ImageGenerator(tiniest_recipe().generate)
+    pixels = gen(PROMPTS, SEEDS)
+    lat = gen.latents(PROMPTS, SEEDS)
+    assert lat.shape == (2, 4, 32, 32)
+    decoded = LatentDecoder.from_generator(gen)(lat)
+    assert all(np.array_equal(_arr(x), _arr(y)) for x, y in zip(pixels, decoded, strict=True))
+    again = latent_from_bytes(latent_to_bytes(lat[0]), lat[0].shape)
+    assert again.dtype == torch.float16 and torch.equal(again, lat[0].to(torch.float16))
+
+
+def test_image_encodings_are_deterministic_and_lossless_where_promised():
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    for fmt in ("png", "jpeg", "webp"):
+        a, b = encode_image(img, fmt, 90), encode_image(img, fmt, 90)
+        assert a == b and Image.open(io.BytesIO(a)).format == {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[fmt]
+    assert np.array_equal(_arr(Image.open(io.BytesIO(encode_image(img, "png", 95)))), _arr(img))
+    assert len(encode_image(img, "jpeg", 30)) < len(encode_image(img, "jpeg", 95))
+
+
+# --------------------------------------------------------------------------- pilot
+
+
+def test_pilot_forecasts_hours_from_measured_seconds_per_image():
+    from synthvlm_data.pilot import format_pilot, run_pilot
+
+    res = run_pilot(tiniest_recipe(), n=2, total_captions=1000)
+    assert (res.captions, res.images, res.total_images) == (2, 4, 2000)
+    assert res.seconds > 0 and res.load_s > 0
+    assert res.device_hours() == pytest.approx(res.s_per_image * 2000 / 3600)
+    rows = dict(format_pilot(res, devices=4))
+    assert rows["full recipe"] == "1,000 captions x 2 = 2,000 images"
+    assert float(rows["CPU-hours (1 device)"]) == pytest.approx(res.device_hours(), abs=0.006)
