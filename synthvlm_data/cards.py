@@ -170,12 +170,13 @@ def _caption_model_rows(captions) -> list[dict]:
     for key in ("filters", "judge", "synthesis", "dedup", "diversity"):
         walk(getattr(captions, key, None), key)
     uses_lm = any(p.startswith(("judge", "synthesis")) for p, _ in found) or _any_lm_user(captions)
+    rows = [(f"captions: {path}", ref) for path, ref in found]
     if getattr(captions, "lm", None) is not None and uses_lm:
-        found.append(("captions LM (default for perplexity / judge / synthesis)", captions.lm))
+        rows.append(("caption LM (perplexity / judge / synthesis)", captions.lm))
     embeds = any(getattr(captions, k, None) is not None for k in ("dedup", "synthesis", "diversity"))
     if getattr(captions, "embedder", None) is not None and embeds:
-        found.append(("sentence embedder (dedup / diversity)", captions.embedder))
-    return [{"role": f"captions: {path}", "id": ref.id, "revision": _describe_revision(ref)} for path, ref in found]
+        rows.append(("sentence embedder (dedup / diversity)", captions.embedder))
+    return [{"role": role, "id": ref.id, "revision": _describe_revision(ref)} for role, ref in rows]
 
 
 def _any_lm_user(captions) -> bool:
@@ -257,10 +258,21 @@ def caption_steps(stats: dict, max_examples: int = 3) -> list[dict]:
         rows.append({
             "name": name, "seen": seen, "kept": kept, "dropped": dropped,
             "drop_pct": 100.0 * dropped / seen if seen else 0.0,
-            "params": step.get("params") or {}, "reasons": step.get("reasons") or {},
+            "params": _short_params(step.get("params") or {}),
+            "reasons": dict(sorted((step.get("reasons") or {}).items())),
             "examples": [] if withheld else examples, "withheld": withheld and bool(step.get("examples")),
         })
     return rows
+
+
+def _short_params(params: dict, max_len: int = 40) -> dict:
+    """A step's scalar settings, sorted (the card must not depend on whether stats come from memory
+    or from the JSON file); prompts, lists and the like are in the recipe block."""
+    out = {}
+    for key, value in sorted(params.items()):
+        if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= max_len):
+            out[key] = value
+    return out
 
 
 def caption_figures(stats: dict, limit: int = 24) -> list[tuple[str, object]]:
