@@ -20,14 +20,16 @@ work over the exported shards.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
+import yaml
 from datasets.builder import Key
 
 from synthvlm_data.cards import CITATION, HOMEPAGE
-from synthvlm_data.config import Recipe, load_recipe, shipped_recipes
+from synthvlm_data.config import RECIPES_PACKAGE, Recipe, load_recipe, shipped_recipes
 from synthvlm_data.export import dataset_features
 
 ROWS_PER_BATCH = 256
@@ -49,10 +51,16 @@ class SynthVLMConfig(datasets.BuilderConfig):
 
 
 def _shipped_configs() -> list[SynthVLMConfig]:
+    """One config per shipped recipe. Only the description is read here: a recipe is validated when
+    its config is used, so one broken recipe cannot make the whole builder unimportable."""
     configs = []
     for name in shipped_recipes():
-        description = load_recipe(name).description.strip()
-        configs.append(SynthVLMConfig(name=name, recipe=name, description=description))
+        try:
+            raw = yaml.safe_load((resources.files(RECIPES_PACKAGE) / f"{name}.yaml").read_text(encoding="utf-8"))
+            description = " ".join(str(raw.get("description") or "").split())
+        except (yaml.YAMLError, AttributeError, OSError):
+            description = ""
+        configs.append(SynthVLMConfig(name=name, recipe=name, description=description or f"recipe {name}"))
     return configs
 
 

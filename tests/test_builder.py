@@ -12,18 +12,35 @@ import datasets
 import pytest
 from datasets import load_dataset
 
-from builders import SynthVLM, SynthVLMConfig
-from conftest import SMALL_TINY, parquet_checksums, small_tiny_recipe
-from synthvlm_data.config import shipped_recipes
-from synthvlm_data.stages import GenerateStage, ScoreStage
-
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `builders/` is a top-level folder, not an installed package (plain `pytest`)
+    sys.path.insert(0, str(ROOT))
+
+from builders import SynthVLM, SynthVLMConfig  # noqa: E402
+from conftest import SMALL_TINY, parquet_checksums, small_tiny_recipe  # noqa: E402
+from synthvlm_data.config import shipped_recipes  # noqa: E402
+from synthvlm_data.stages import GenerateStage, ScoreStage  # noqa: E402
 
 
 def test_one_config_per_shipped_recipe():
     names = [c.name for c in SynthVLM.BUILDER_CONFIGS]
     assert sorted(names) == shipped_recipes() and "tiny" in names and "synthvlm-100k" in names
     assert all(isinstance(c, SynthVLMConfig) and c.description for c in SynthVLM.BUILDER_CONFIGS)
+
+
+def test_configs_do_not_validate_every_recipe(monkeypatch, tmp_path):
+    """Listing configs validates no recipe (one broken recipe cannot break the builder); using one does."""
+    import builders.synthvlm as module
+    from synthvlm_data.errors import RecipeError
+
+    def broken(*args, **kwargs):
+        raise RecipeError("broken recipe")
+
+    monkeypatch.setattr(module, "load_recipe", broken)
+    assert [c.name for c in module._shipped_configs()] == shipped_recipes()
+    monkeypatch.undo()
+    with pytest.raises(RecipeError, match="unknown key 'bogus'"):
+        SynthVLM(config_name="tiny", overrides={"bogus": 1}, cache_dir=str(tmp_path))
 
 
 def test_cache_key_follows_the_recipe(tmp_path):
