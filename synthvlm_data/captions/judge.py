@@ -93,10 +93,12 @@ class Judge:
             pos = torch.arange(n_head, n_head + width).unsqueeze(0).expand(len(seqs), -1)
             dev = model.device
             x, mask, pos = x.to(dev), mask.to(dev), pos.to(dev)
-            logits = model(input_ids=x, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                           use_cache=True).logits
+            # only the last real position needs the (49k-wide) output layer
+            hidden = model.base_model(input_ids=x, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                      use_cache=True).last_hidden_state
             last = torch.tensor([len(q) - 1 for q in seqs], device=dev)
-            lp = torch.log_softmax(logits[torch.arange(len(seqs), device=dev), last].float(), dim=-1).cpu()
+            logits = model.get_output_embeddings()(hidden[torch.arange(len(seqs), device=dev), last])
+            lp = torch.log_softmax(logits.float(), dim=-1).cpu()
             ly = torch.logsumexp(lp[:, self.yes_ids], dim=-1)
             ln = torch.logsumexp(lp[:, self.no_ids], dim=-1)
             for i, p in zip(idx, torch.sigmoid(ly - ln).tolist()):

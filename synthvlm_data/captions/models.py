@@ -239,16 +239,20 @@ class Embedder:
 
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        out = []
-        for i in range(0, len(texts), batch_size):
-            enc = self.tokenizer(texts[i : i + batch_size], padding=True, truncation=True,
+        """(len(texts), dim) float32, rows in input order. Batches group similar lengths (less
+        padding); with the attention mask a text's embedding does not depend on its batch."""
+        dim = self.model.config.hidden_size
+        out = np.zeros((len(texts), dim), np.float32)
+        order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt").to(self.device)
             hidden = self.model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
-        dim = self.model.config.hidden_size
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
+            out[idx] = torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
+        return out
 
 
 @dataclass

@@ -79,8 +79,7 @@ def _build_steps(cfg: CaptionsConfig, models: ModelCache) -> list:
 
             from synthvlm_data.captions.models import resolve_device
 
-            dev = resolve_device(cfg.device)
-            steps.append(models.get(("clipstep", f, dev), lambda f=f, dev=dev: ClipSimilarityStep(f, dev)))
+            steps.append(ClipSimilarityStep(f, models, resolve_device(cfg.device)))
         elif isinstance(f, C.BlipItmFilter):
             from synthvlm_data.captions.images import BlipItmStep
 
@@ -291,6 +290,7 @@ def _run(cfg: CaptionsConfig, *, seed: int, profile: str, report_dir: Path | Non
         t0 = time.perf_counter()
         report.update(_diversity(cfg, curated, synthetic, div_embedder, reuse_emb, seed, report_dir))
         timed("diversity", t0)
+    report["summary"] = _summary(report)
 
     rows = [{"source": r["source"], "source_id": r["source_id"], "caption": r["caption"], "concept": r.get("concept")}
             for r in curated + synthetic]
@@ -361,3 +361,55 @@ def _diversity(cfg, curated, synthetic, embedder, reuse_emb: bool, seed: int, re
     if report_dir is not None and plot_clusters(clusters, Path(report_dir) / CLUSTERS_PNG):
         clusters["png"] = CLUSTERS_PNG
     return {"balance": bal, "diversity": clusters}
+
+
+def _summary(report: dict) -> dict:
+    """Scalar headline figures (for the dataset card): counts, and per set the concept balance and
+    cluster occupancy entropies, so curated and synthetic captions compare at a glance."""
+    out = {f"{k}_captions": v for k, v in report["counts"].items()}
+    for name, b in (report.get("balance") or {}).items():
+        out[f"{name}_concept_entropy"] = b["normalised_entropy"]
+        out[f"{name}_concept_coverage"] = b["coverage"]
+        if b["max_min_ratio"] is not None:
+            out[f"{name}_concept_max_min_ratio"] = b["max_min_ratio"]
+    for name, c in ((report.get("diversity") or {}).get("sets") or {}).items():
+        out[f"{name}_cluster_entropy"] = c["normalised_entropy"]
+        out[f"{name}_cluster_coverage"] = c["coverage"]
+    return out
+
+
+def model_refs(cfg: CaptionsConfig) -> list[tuple[str, object]]:
+    """(role, ModelRef) of every model this config will load."""
+    refs = []
+    for f in cfg.filters:
+        if not f.enabled:
+            continue
+        if isinstance(f, C.PerplexityFilter):
+            refs.append((f"captions filter '{f.label}'", f.model or cfg.lm))
+        elif isinstance(f, (C.ClipSimilarityFilter, C.BlipItmFilter)):
+            refs.append((f"captions filter '{f.label}'", f.model))
+    if cfg.judge is not None and cfg.sources:
+        refs.append(("captions judge", cfg.judge.model or cfg.lm))
+    if cfg.synthesis is not None:
+        refs.append(("captions synthesis", cfg.synthesis.model or cfg.lm))
+    near = cfg.dedup is not None and cfg.dedup.near
+    if near or (cfg.synthesis is not None and cfg.synthesis.near_dup_threshold):
+        refs.append(("captions embedder", (cfg.dedup.embedder if cfg.dedup and cfg.dedup.embedder else cfg.embedder)))
+    if cfg.diversity is not None:
+        refs.append(("captions diversity embedder", cfg.diversity.embedder or cfg.embedder))
+    return refs
+
+
+def check_models(cfg: CaptionsConfig) -> None:
+    """Preflight for the build: raise ModelUnavailableError (one line) before any stage runs if a
+    model of the caption stage cannot be loaded here. Loads nothing."""
+    from synthvlm_data.captions.models import check_available
+
+    clip_roles = {f"captions filter '{f.label}'" for f in cfg.filters if isinstance(f, C.ClipSimilarityFilter)}
+    for role, ref in model_refs(cfg):
+        if role in clip_roles:  # open_clip names and tiny:clip are resolved by synthvlm_data.models
+            from synthvlm_data import models as M
+
+            M.check_available(ref, role)
+        else:
+            check_available(ref, role)
