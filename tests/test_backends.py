@@ -275,3 +275,16 @@ def test_ray_two_workers_same_bytes(local_run, tmp_path, monkeypatch):
         assert run_checksums(res.work_dir, res.out_dir) == local_run
     finally:
         ray.shutdown()
+
+
+def test_local_backend_refuses_to_run_as_one_of_many_ranks(monkeypatch):
+    """`accelerate launch ... build` without --backend accelerate: say so, instead of N ranks
+    each running every unit and then fighting over the work-dir lock."""
+    from synthvlm_data.backends import local
+    from synthvlm_data.errors import SynthVLMError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SynthVLMError, match="--backend accelerate"):
+        local.is_main_process()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert local.is_main_process()

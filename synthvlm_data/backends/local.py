@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 from tqdm.auto import tqdm
 
 from synthvlm_data.backends import pending, pinned_threads
+from synthvlm_data.errors import SynthVLMError
 from synthvlm_data.stages import RunContext, Stage
 from synthvlm_data.workunits import WorkUnit
 
@@ -12,6 +15,12 @@ __all__ = ["is_main_process", "pending", "run_stage", "wait_for_everyone"]
 
 
 def is_main_process() -> bool:
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:  # every rank would run every unit and then fight over the work-dir lock
+        raise SynthVLMError(
+            f"this process is one of {world} launched ranks (accelerate launch / torchrun); "
+            "pass --backend accelerate so that they share the work"
+        )
     return True
 
 

@@ -13,8 +13,9 @@ every node needs synthvlm-data installed and the work dir at the same path (a sh
 system), since workers read their inputs from it and write their shards into it.
 
 Workers: `--workers` / `SYNTHVLM_RAY_WORKERS`; by default one per GPU of the cluster (GPU runs)
-or one per CPU (CPU runs). GPU workers reserve one GPU each; CPU workers one CPU each, running
-with the pinned thread count of every backend (`SYNTHVLM_CPU_THREADS`, default 1).
+or one per `SYNTHVLM_CPU_THREADS` CPUs (CPU runs). GPU workers reserve one GPU each; CPU workers
+reserve as many CPUs as the pinned thread count they run with (`SYNTHVLM_CPU_THREADS`, default
+1, the same on every backend).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def init() -> None:
     if address:
         ray.init(address=address, **common)
     else:
-        slots = max(_requested_workers() or 0, os.cpu_count() or 1)
+        slots = max((_requested_workers() or 0) * cpu_threads(), os.cpu_count() or 1)
         ray.init(num_cpus=slots, _temp_dir=os.environ.get(TMPDIR_ENV) or None, **common)
 
 
@@ -111,7 +112,8 @@ def run_stage(stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bo
     data_ctx.print_on_execution_start = progress
     cpu = runs_on_cpu(ctx)
     resources = ray.cluster_resources()
-    workers = _requested_workers() or int(resources.get("CPU" if cpu else "GPU", 1)) or 1
+    per_worker = cpu_threads() if cpu else 1
+    workers = _requested_workers() or int(resources.get("CPU", 1) // per_worker if cpu else resources.get("GPU", 1)) or 1
     workers = max(1, min(workers, len(todo)))
     items = [{"stage": u.stage, "index": u.index, "num_units": u.num_units} for u in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
@@ -119,7 +121,7 @@ def run_stage(stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bo
         fn_constructor_args=(type(stage), ctx),
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-        num_cpus=1,
+        num_cpus=per_worker,
         num_gpus=0 if cpu else 1,
     )
     done = {row["unit"] for row in ds.take_all()}
