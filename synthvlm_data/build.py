@@ -42,11 +42,9 @@ def preflight(recipe: Recipe) -> None:
     if recipe.generate.refiner is not None:
         models.check_available(recipe.generate.refiner, "generate.refiner")
     models.check_available(recipe.score.clip.model, "score.clip.model")
-    from synthvlm_data.captions import pipeline as caption_pipeline
+    from synthvlm_data.captions.pipeline import check_models
 
-    check = getattr(caption_pipeline, "preflight", None)
-    if check is not None:
-        check(recipe.captions, profile=recipe.profile)
+    check_models(recipe.captions)
 
 
 def default_work_dir(recipe: Recipe) -> Path:

@@ -107,7 +107,7 @@ def prepare_captions(ctx: RunContext) -> list[WorkUnit]:
     from synthvlm_data.captions.pipeline import run_captions
 
     recipe = ctx.recipe
-    result = run_captions(recipe.captions, seed=recipe.seed, profile=recipe.profile)
+    result = run_captions(recipe.captions, seed=recipe.seed, profile=recipe.profile, report_dir=ctx.work_dir / CAPTIONS)
     rows, seen, duplicates = [], set(), 0
     for r in result.rows:
         sid = sample_id(r["source"], str(r["source_id"]), r["caption"])
