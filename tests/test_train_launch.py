@@ -21,8 +21,8 @@ ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 
 
 def _env() -> dict[str, str]:
-    # One OpenMP thread per rank: on a shared 2-core machine this is several times faster.
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # One intra-op thread per rank (the project default, stated here so a caller's env cannot change it).
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "SYNTHVLM_CPU_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def _run_args(dataset: Path, out: Path) -> list[str]:
@@ -59,6 +59,7 @@ def test_accelerate_launch_one_process(one_process_run):
     out, log = one_process_run
     res = log["results"]
     assert res["num_processes"] == 1 and res["steps"] == 2 and res["train_samples"] == 8
+    assert res["threads_per_process"] == 1
     assert res["eval_samples"] == 2 and res["eval_loss"] is not None
     assert "1 process(es) x 2 x 2 accumulation = global batch 4" in log["stdout"]
     assert (out / "model.safetensors").is_file() and (out / "loss_curve.png").is_file()
