@@ -257,13 +257,13 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
         _print(state, f"saved {output_dir} ({summary['results']['steps']} steps, "
                       f"loss {summary['results']['first_loss']} -> {summary['results']['last_loss']}, "
                       f"{train_seconds:.1f} s training)")
-        if push_to_hub:
-            from synthvlm_data.training.publish import push_model_folder
+    state.wait_for_everyone()  # every rank is done before anything leaves the machine
+    if push_to_hub and state.is_main_process:
+        from synthvlm_data.training.publish import push_model_folder
 
-            summary["publish"] = push_model_folder(output_dir, push_to_hub, private=private, revision=hub_revision,
-                                                   dry_run=push_dry_run)
-            _print(state, f"published {output_dir} to {push_to_hub}" + (" (dry run)" if push_dry_run else ""))
-    state.wait_for_everyone()
+        summary["publish"] = push_model_folder(output_dir, push_to_hub, private=private, revision=hub_revision,
+                                               dry_run=push_dry_run)
+        _print(state, f"published {output_dir} to {push_to_hub}" + (" (dry run)" if push_dry_run else ""))
     return summary
 
 
