@@ -33,6 +33,7 @@ venv: $(BIN)/.installed
 
 demo: venv
 	HF_HUB_OFFLINE=1 $(BIN)/synthvlm build --recipe tiny --out synthvlm-tiny
+	HF_HUB_OFFLINE=1 $(BIN)/synthvlm report synthvlm-tiny
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)

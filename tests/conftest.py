@@ -10,20 +10,39 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# A small tiny run: 3 caption shards of 8, 2 images per caption, 4 denoising steps.
+# A small tiny run: 24 curated captions through the rule filters and exact dedup, shards of 8,
+# 2 images per caption, 4 denoising steps. The LM-based caption steps (perplexity, judge,
+# synthesis, near-dedup, diversity) have their own tests (tests/test_captions_*.py) and one
+# end-to-end build with the whole tiny caption stage (test_build_tiny.py).
 SMALL_TINY = {
     "rows_per_shard": 8,
-    "captions": {"limit": 24},
+    "captions": {
+        "limit": 24,
+        "judge": None,
+        "synthesis": None,
+        "diversity": None,
+        "dedup": {"exact": True, "near": False},
+    },
     "generate": {"steps": 4, "images_per_caption": 2, "batch_size": 4},
     "select": {"ratio": 0.5},
     "export": {"rows_per_shard": 5},
 }
 
 
+def _rule_filters_only() -> list[dict]:
+    from importlib import resources
+
+    import yaml
+
+    tiny = yaml.safe_load((resources.files("synthvlm_data.recipes") / "tiny.yaml").read_text())
+    return [f for f in tiny["captions"]["filters"] if f["type"] != "perplexity"]
+
+
 def small_tiny_recipe(**extra):
     from synthvlm_data.config import _deep_merge, load_recipe
 
-    return load_recipe("tiny", overrides=_deep_merge(SMALL_TINY, extra))
+    base = _deep_merge(SMALL_TINY, {"captions": {"filters": _rule_filters_only()}})
+    return load_recipe("tiny", overrides=_deep_merge(base, extra))
 
 
 @pytest.fixture(scope="session")
