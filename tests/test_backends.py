@@ -263,11 +263,13 @@ def test_ray_two_workers_same_bytes(local_run, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     from synthvlm_data.backends import ray as ray_backend
 
+    import shutil
     import tempfile
 
     monkeypatch.setenv(ray_backend.WORKERS_ENV, "2")
     # Ray's socket paths must stay under ~107 bytes: a short temp dir, not pytest's deep one.
-    monkeypatch.setenv(ray_backend.TMPDIR_ENV, tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    monkeypatch.setenv(ray_backend.TMPDIR_ENV, ray_tmp)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv(ray_backend.ADDRESS_ENV, raising=False)
     try:
@@ -275,6 +277,7 @@ def test_ray_two_workers_same_bytes(local_run, tmp_path, monkeypatch):
         assert run_checksums(res.work_dir, res.out_dir) == local_run
     finally:
         ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_local_backend_refuses_to_run_as_one_of_many_ranks(monkeypatch):
