@@ -126,7 +126,13 @@ def prepare_captions(ctx: RunContext) -> list[WorkUnit]:
             }
         )
     if not rows:
-        raise ShardError("the caption stage kept no captions: check the sources and filters in the recipe")
+        srcs = ", ".join(f"{s.name} ({s.path or s.dataset}): {result.report.get('sources', {}).get(s.name, 0)} rows"
+                         for s in recipe.captions.sources)
+        drops = "; ".join(f"{st['name']}: " + (", ".join(f"{k} {v}" for k, v in st["reasons"].items())
+                                               if st.get("reasons") else f"{st['dropped']} dropped")
+                          for st in result.report.get("steps", []) if st.get("dropped"))
+        raise ShardError(f"the caption stage kept no captions (read {srcs}; {drops or 'nothing dropped'}): "
+                         "check the caption files and the filters in the recipe")
     chunks = chunk(len(rows), recipe.rows_per_shard)
     units = plan_units(CAPTIONS, len(chunks))
     for unit, rng in zip(units, chunks, strict=True):

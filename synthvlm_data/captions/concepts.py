@@ -27,8 +27,12 @@ def load_concepts(path: str) -> list[str]:
     if not p.is_file():
         raise InputDataError(f"concept list {p} does not exist; fix synthesis.concepts_file in the recipe")
     out, seen = [], set()
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise InputDataError(f"concept list {p} is not UTF-8 text ({err.reason}); re-save it as UTF-8") from None
+    if True:
+        for lineno, line in enumerate(lines, 1):
             c = line.split("#", 1)[0].strip()
             if not c:
                 continue

@@ -309,7 +309,7 @@ class SynthesisConfig(StrictModel):
     """Synth^2: an instruction LLM writes n factual captions per concept (balanced by design)."""
 
     concepts_file: str = Field(default="package://concepts.txt", description="One concept per line.")
-    concepts: list[str] | None = Field(default=None, description="Inline list (overrides the file).")
+    concepts: list[str] | None = Field(default=None, min_length=1, description="Inline list (overrides the file).")
     max_concepts: int | None = Field(default=None, ge=1, description="Use the first N concepts.")
     n_per_concept: int = Field(default=10, ge=1)
     model: ModelRef | None = Field(default=None, description="Instruction LM (default: captions.lm).")

@@ -252,7 +252,13 @@ def _iter_hub(src: CaptionSource) -> Iterator[dict]:
 def iter_source(src: CaptionSource) -> Iterator[dict]:
     """Records of one source, at most `src.limit` of them, in file order."""
     it = {"file": _iter_file, "llava": _iter_llava, "hub": _iter_hub}[src.type](src)
-    for i, rec in enumerate(it):
-        if src.limit is not None and i >= src.limit:
-            return
-        yield rec
+    try:
+        for i, rec in enumerate(it):
+            if src.limit is not None and i >= src.limit:
+                return
+            yield rec
+    except UnicodeDecodeError as err:
+        raise InputDataError(
+            f"caption source '{src.name}': {src.path or src.dataset} is not UTF-8 text ({err.reason}, byte "
+            f"{err.object[err.start:err.start + 1]!r}); re-save the file as UTF-8"
+        ) from None
