@@ -38,11 +38,18 @@ def _rule_filters_only() -> list[dict]:
     return [f for f in tiny["captions"]["filters"] if f["type"] != "perplexity"]
 
 
-def small_tiny_recipe(**extra):
-    from synthvlm_data.config import _deep_merge, load_recipe
+def small_tiny_overrides(**extra) -> dict:
+    """The overrides of the small tiny run, as applied to the shipped `tiny` recipe."""
+    from synthvlm_data.config import _deep_merge
 
     base = _deep_merge(SMALL_TINY, {"captions": {"filters": _rule_filters_only()}})
-    return load_recipe("tiny", overrides=_deep_merge(base, extra))
+    return _deep_merge(base, extra)
+
+
+def small_tiny_recipe(**extra):
+    from synthvlm_data.config import load_recipe
+
+    return load_recipe("tiny", overrides=small_tiny_overrides(**extra))
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:  # `builders/` is a top-level folder, not an insta
     sys.path.insert(0, str(ROOT))
 
 from builders import SynthVLM, SynthVLMConfig  # noqa: E402
-from conftest import SMALL_TINY, parquet_checksums, small_tiny_recipe  # noqa: E402
+from conftest import parquet_checksums, small_tiny_overrides, small_tiny_recipe  # noqa: E402
 from synthvlm_data.config import shipped_recipes  # noqa: E402
 from synthvlm_data.stages import GenerateStage, ScoreStage  # noqa: E402
 
@@ -44,8 +44,8 @@ def test_configs_do_not_validate_every_recipe(monkeypatch, tmp_path):
 
 
 def test_cache_key_follows_the_recipe(tmp_path):
-    a = SynthVLM(config_name="tiny", overrides=SMALL_TINY, cache_dir=str(tmp_path))
-    b = SynthVLM(config_name="tiny", overrides={**SMALL_TINY, "seed": 7}, cache_dir=str(tmp_path))
+    a = SynthVLM(config_name="tiny", overrides=small_tiny_overrides(), cache_dir=str(tmp_path))
+    b = SynthVLM(config_name="tiny", overrides=small_tiny_overrides(seed=7), cache_dir=str(tmp_path))
     assert a.config_id == f"tiny-{small_tiny_recipe().fingerprint()}"
     assert a.config_id != b.config_id and a.cache_dir != b.cache_dir
     assert a.info.license == "apache-2.0" and "liu2024synthvlm" in a.info.citation
@@ -61,7 +61,7 @@ def test_builder_rows_equal_cli_rows(tiny_build, tmp_path, monkeypatch):
 
     monkeypatch.setattr(GenerateStage, "run", must_not_run)
     monkeypatch.setattr(ScoreStage, "run", must_not_run)
-    builder = SynthVLM(config_name="tiny", overrides=SMALL_TINY, work_dir=work, out_dir=tmp_path / "out",
+    builder = SynthVLM(config_name="tiny", overrides=small_tiny_overrides(), work_dir=work, out_dir=tmp_path / "out",
                        cache_dir=str(tmp_path / "cache"), progress=False)
     builder.download_and_prepare()
     ds = builder.as_dataset(split="train")
