@@ -254,9 +254,14 @@ def image_stage(recipe: Recipe) -> str:
 # --------------------------------------------------------------------------- score
 
 
-def decode_image(data: bytes) -> Image.Image:
-    img = Image.open(io.BytesIO(data))
-    img.load()
+def decode_image(data: bytes, where: str = "") -> Image.Image:
+    """Decode image bytes; a file PIL cannot read is an error naming where it came from."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise ShardError(f"image {where or '<bytes>'} cannot be decoded ({type(err).__name__}: {err}); "
+                         "delete that shard and its .sha256 to regenerate it") from None
     return img.convert("RGB")
 
 
@@ -289,7 +294,7 @@ class ScoreStage(Stage):
         step = max(ctx.recipe.score.batch_size, ctx.recipe.score.clip.batch_size)
         clip, ssim = np.zeros(len(ids)), np.zeros(len(ids))
         for part in chunk(len(ids), step):
-            images = [decode_image(b) for b in blobs[part.start : part.stop]]
+            images = [decode_image(blobs[j], f"{ids[j]} in {unit.name}") for j in part]
             clip[part.start : part.stop] = self.clip(images, [caption_of[i] for i in ids[part.start : part.stop]])
             ssim[part.start : part.stop] = ssim_roundtrip(images, ctx.recipe.score.ssim)
         return pa.table({"id": ids, "repeat": gen["repeat"], "clip_score": clip, "ssim": ssim}, schema=SCORE_SCHEMA)

@@ -409,3 +409,18 @@ def test_token_never_printed_or_written(dataset_dir, tmp_path):
         for path in root.rglob("*"):
             if path.is_file():
                 assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_server_error_mid_upload_then_rerun_continues(dataset_dir, online, api):
+    """A 503 during upload_folder: one-line error, the local folder untouched; a re-run uploads."""
+    from synthvlm_data.shards import sha256_file
+
+    before = {p: sha256_file(p) for p in sorted(dataset_dir.rglob("*")) if p.is_file()}
+    api.upload_folder.side_effect = http_error(503, "Service Unavailable")
+    with pytest.raises(hub.HubError) as err:
+        publish_folder(dataset_dir, REPO)
+    assert "503" in str(err.value) and "\n" not in str(err.value)
+    assert {p: sha256_file(p) for p in sorted(dataset_dir.rglob("*")) if p.is_file()} == before
+    api.upload_folder.side_effect = None
+    result = publish_folder(dataset_dir, REPO)
+    assert result.commit_url.endswith("/commit/abc123") and api.upload_folder.call_count == 2

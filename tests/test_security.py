@@ -25,3 +25,38 @@ def test_no_unsafe_loading(pattern, why):
     hits = [f"{p.relative_to(ROOT)}:{i}" for p in FILES for i, line in enumerate(p.read_text().splitlines(), 1)
             if re.search(pattern, line) and not line.lstrip().startswith("#")]
     assert not hits, f"{why}: {hits}"
+
+
+FAKE_TOKEN = "hf_SECRETtoken1234567890abcdefghijABCD"
+
+
+def test_token_never_lands_in_any_output_of_a_full_run(tmp_path):
+    """build + report + publish --dry-run with a token in the env: grep every file and stream."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import small_tiny_recipe
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(small_tiny_recipe(captions={"limit": 8}).model_dump(mode="json")))
+    env = {**os.environ, "HF_TOKEN": FAKE_TOKEN, "HF_HUB_OFFLINE": "1"}
+    out, work = tmp_path / "out", tmp_path / "work"
+    cli = [sys.executable, "-m", "synthvlm_data.cli"]
+    runs = [
+        cli + ["build", "--recipe", str(recipe), "--out", str(out), "--work-dir", str(work), "--quiet"],
+        cli + ["report", str(out), "--work-dir", str(work)],
+        cli + ["publish", str(out), "--repo-id", "someone/tiny", "--dry-run"],
+    ]
+    streams = []
+    for cmd in runs:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        streams += [proc.stdout, proc.stderr]
+    assert all(FAKE_TOKEN not in s for s in streams)
+    files = [p for d in (out, work) for p in d.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    leaked = [str(p) for p in files if FAKE_TOKEN.encode() in p.read_bytes()]
+    assert not leaked
