@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.errors import RecipeError
-from synthvlm_data.schema import ModelRef, StrictModel
+from synthvlm_data.schema import ModelRef, StrictModel, validation_error_parts
 
 RECIPES_PACKAGE = "synthvlm_data.recipes"
 
@@ -168,17 +168,7 @@ def shipped_recipes() -> list[str]:
 
 
 def _format_validation_error(err: ValidationError, where: str) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{loc}'")
-        elif e["type"] == "missing":
-            parts.append(f"missing key '{loc}'")
-        else:
-            got = e.get("input")
-            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-            parts.append(f"'{loc}': {e['msg']}{got_s}")
+    parts = validation_error_parts(err)
     return f"invalid recipe {where}: " + "; ".join(parts) + ". See `synthvlm recipes --show tiny`."
 
 

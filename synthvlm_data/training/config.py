@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from synthvlm_data.schema import validation_error_parts
 from synthvlm_data.training.errors import TrainConfigError
 
 Stage = Literal["pretrain", "finetune"]
@@ -274,19 +275,7 @@ def _largest_divisor(global_batch: int, num_processes: int) -> int:
 
 
 def _format_error(err: ValidationError, where: str) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{loc}'")
-        elif e["type"] == "missing":
-            parts.append(f"missing key '{loc}'")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            got = e.get("input")
-            got_s = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-            parts.append(f"'{loc}': {msg}{got_s}" if loc != "<root>" else msg)
-    return f"invalid training config {where}: " + "; ".join(parts)
+    return f"invalid training config {where}: " + "; ".join(validation_error_parts(err))
 
 
 def config_from_dict(data: Any, where: str = "<dict>") -> TrainConfig:
