@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from synthvlm_data.errors import SynthVLMError
+from synthvlm_data.errors import SynthVLMError, os_error_message
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -65,11 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     except SynthVLMError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
+        return 2
     except Exception as err:  # datasets wraps errors raised while generating examples
         cause = err.__cause__
         if isinstance(cause, SynthVLMError):
             print(f"error: {cause}", file=sys.stderr)
             return cause.exit_code
+        if isinstance(cause, OSError):
+            print(f"error: {os_error_message(cause)}", file=sys.stderr)
+            return 2
         raise
     except KeyboardInterrupt:
         print("interrupted: complete shards are kept; re-run the same command to resume", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -79,6 +80,26 @@ def init_work_dir(work_dir: Path, recipe: Recipe) -> None:
     atomic_write_bytes(meta_path, json.dumps({"recipe": recipe.name, "fingerprint": fp}, indent=2).encode())
 
 
+def sweep_leftovers(work_dir: Path, out_dir: Path) -> list[Path]:
+    """Delete what killed runs left behind: temporary shard files and unfinished exports.
+
+    Called under the work-dir lock, before any stage runs, so no writer of this work dir is alive
+    (temp files are never read as data anyway; this only frees the disk). An export's staging
+    folder is removed only when the process that made it is gone: at full scale each one is a
+    whole copy of the dataset.
+    """
+    removed = [p for p in work_dir.rglob(".tmp-*") if p.is_file()]
+    for path in removed:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    from synthvlm_data.export import stale_export_dirs
+
+    for path in stale_export_dirs(out_dir):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def work_dir_lock(work_dir: Path) -> Iterator[None]:
     """One build per work dir at a time (the lock dies with the process, even on SIGKILL)."""
@@ -125,11 +146,15 @@ def build(
     # main process between barriers, and only it holds the work-dir lock (the others work under it).
     main = runner.is_main_process()
     if main:
-        init_work_dir(work_dir, recipe)
-    runner.wait_for_everyone()
+        work_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(recipe=recipe, store=ShardStore(work_dir), work_dir=work_dir)
     timings: dict[str, float] = {}
+    # The lock comes first: a refused second build must not touch the work dir (run.json, recipe).
     with work_dir_lock(work_dir) if main else contextlib.nullcontext():
+        if main:
+            init_work_dir(work_dir, recipe)
+            sweep_leftovers(work_dir, Path(out_dir))
+        runner.wait_for_everyone()
         t0 = time.perf_counter()
         if main:
             if not captions_done(ctx):

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from synthvlm_data.errors import SynthVLMError
+from synthvlm_data.errors import SynthVLMError, os_error_message
 
 
 def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     except SynthVLMError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # disk full, read-only or vanished directories, outside the shard store
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: complete shards are kept; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -34,3 +34,16 @@ class ShardError(SynthVLMError):
 
 class WorkDirLockedError(SynthVLMError):
     """Another build holds the work directory."""
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for a disk / file-system failure anywhere in a command (full disk, read-only dir).
+
+    Stage shards and exports are written atomically, so whatever was complete before the error is
+    still complete, and re-running the command resumes from it.
+    """
+    where = f" {err.filename}" if err.filename else ""
+    return (
+        f"file system error on{where}: {err.strerror or err} (errno {err.errno}); complete shards and an "
+        "existing dataset folder are kept: fix the disk (free space, permissions) and re-run the same command to resume"
+    )

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import uuid
+from glob import escape as glob_escape
 from pathlib import Path
 
 import datasets
@@ -109,7 +110,7 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
     n_shards = max(1, math.ceil(n_rows / per_shard))
 
     out_dir = Path(out_dir)
-    staging = out_dir.with_name(f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}")
+    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     (staging / "data").mkdir(parents=True)
     try:
         num_bytes, buffer, written = 0, [], 0
@@ -119,7 +120,8 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
             cols = {k: [r.get(k) for r in buffer] for k in features}
             ds = datasets.Dataset.from_dict(cols, features=features)
             num_bytes += ds.data.nbytes
-            ds.to_parquet(str(staging / "data" / shard_name(written, n_shards)))
+            with _no_datasets_progress():  # one bar per shard is noise; the build reports progress
+                ds.to_parquet(str(staging / "data" / shard_name(written, n_shards)))
             written, buffer = written + 1, []
 
         for row in _iter_selected_rows(ctx, selection):
@@ -150,13 +152,49 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
     return out_dir
 
 
+@contextlib.contextmanager
+def _no_datasets_progress():
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
 def _replace_dir(src: Path, dst: Path) -> None:
     """Move `src` to `dst`, replacing an existing `dst` only once `src` is complete."""
     old = None
     if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         os.replace(dst, old)
     os.replace(src, dst)
     if old is not None:
         with contextlib.suppress(OSError):
             shutil.rmtree(old)
+
+
+def stale_export_dirs(out_dir: Path) -> list[Path]:
+    """Staging (`.<name>.partial-<pid>-*`) and replaced (`.<name>.old-<pid>-*`) folders next to
+    `out_dir` whose process is gone: what a kill during export leaves behind."""
+    out_dir = Path(out_dir)
+    if not out_dir.parent.is_dir():
+        return []
+    stale = []
+    for path in out_dir.parent.glob(f".{glob_escape(out_dir.name)}.*-*-*"):
+        kind, _, rest = path.name[len(out_dir.name) + 2 :].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("partial", "old") and pid.isdigit() and path.is_dir() and not _pid_alive(int(pid)):
+            stale.append(path)
+    return sorted(stale)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True

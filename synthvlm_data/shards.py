@@ -110,14 +110,22 @@ class ShardStore:
         return pq.read_table(self.path(unit), columns=columns)
 
     def write_manifest(self, stage: str, units: list[WorkUnit], extra: dict | None = None) -> Path:
-        """A stage-level manifest once every shard of the stage is complete."""
+        """A stage-level manifest once every shard of the stage is complete.
+
+        Shards are not re-hashed here (at full scale that re-reads the whole stage); readers
+        verify each shard against its checksum anyway.
+        """
         entries = {}
         for u in units:
             digest = self.recorded_checksum(u)
-            if digest is None:
+            if digest is None or not self.path(u).is_file():
                 raise ShardError(f"cannot write the {stage} manifest: shard {u.name} is not complete")
             entries[self.path(u).name] = digest
         manifest = {"stage": stage, "num_shards": len(units), "shards": entries, **(extra or {})}
         path = self.root / stage / "manifest.json"
-        atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        try:
+            atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        except OSError as err:
+            raise ShardError(f"cannot write {path}: {err.strerror or err} (errno {err.errno}); "
+                             "complete shards are kept: fix the disk (space, permissions) and re-run to resume") from None
         return path

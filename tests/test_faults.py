@@ -4,6 +4,8 @@ and a resumed run gives the same bytes."""
 from __future__ import annotations
 
 import errno
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -51,6 +53,7 @@ def test_second_build_on_same_work_dir_is_refused(tmp_path):
         with pytest.raises(WorkDirLockedError, match="another build is running"):
             build(small_tiny_recipe(), tmp_path / "out", work_dir=work, progress=False)
     assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in work.iterdir()) == [".lock"]  # the refused build wrote nothing
 
 
 def test_cli_refuses_busy_work_dir(tmp_path):
@@ -76,3 +79,78 @@ def test_cli_refuses_busy_work_dir(tmp_path):
         holder.wait()
     assert proc.returncode == 2 and "another build is running" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def _copy_run(tiny_build, tmp_path):
+    """A private copy of the session build (work dir + dataset folder) to damage."""
+    work, out = tmp_path / "work", tmp_path / "synthvlm-tiny"
+    shutil.copytree(tiny_build.work_dir, work)
+    shutil.copytree(tiny_build.out_dir, out)
+    return work, out
+
+
+def test_disk_full_during_export_keeps_the_old_folder_and_resumes(tiny_build, tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing the second dataset shard: one line, exit 2, the existing dataset folder
+    untouched, no staging folder left; once the disk is fixed the same command gives the same bytes."""
+    import datasets
+
+    from synthvlm_data.cli import main
+
+    work, out = _copy_run(tiny_build, tmp_path)
+    before = parquet_checksums(out)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(small_tiny_recipe().model_dump(mode="json")))
+    real, calls = datasets.Dataset.to_parquet, {"n": 0}
+
+    def full_disk(self, path, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(self, path, *a, **kw)
+
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", full_disk)
+    argv = ["build", "--recipe", str(recipe), "--work-dir", str(work), "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err and "re-run the same command" in err
+    assert parquet_checksums(out) == before
+    assert not list(tmp_path.glob(".synthvlm-tiny.*"))  # the staging folder was removed
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", real)
+    assert main(argv) == 0
+    assert parquet_checksums(out) == parquet_checksums(tiny_build.out_dir)
+
+
+def test_read_only_work_dir_is_one_line(tmp_path, monkeypatch, capsys):
+    """A work dir that cannot be written (EROFS on its first file) fails before any stage, in one line."""
+    from synthvlm_data import build as build_mod
+    from synthvlm_data.cli import main
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(build_mod, "atomic_write_bytes", read_only)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(small_tiny_recipe().model_dump(mode="json")))
+    code = main(["build", "--recipe", str(recipe), "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "Read-only file system" in err and "recipe.yaml" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work" / "captions").exists()
+
+
+def test_leftovers_of_killed_runs_are_swept(tiny_build, tmp_path):
+    """Temp shard files and unfinished exports of dead processes go; a live process's staging stays."""
+    work, out = _copy_run(tiny_build, tmp_path)
+    tmp_file = work / "generate" / ".tmp-generate-00000-of-00003.parquet-123-abcd"
+    tmp_file.write_bytes(b"partial")
+    dead = tmp_path / ".synthvlm-tiny.partial-4194305-deadbeef"  # above Linux's pid_max: never alive
+    (dead / "data").mkdir(parents=True)
+    (dead / "data" / "train-00000-of-00001.parquet").write_bytes(b"x" * 1000)
+    old = tmp_path / ".synthvlm-tiny.old-4194305-cafe"
+    old.mkdir()
+    alive = tmp_path / f".synthvlm-tiny.partial-{os.getpid()}-feed"
+    alive.mkdir()
+    res = build(small_tiny_recipe(), out, work_dir=work, progress=False)
+    assert not tmp_file.exists() and not dead.exists() and not old.exists()
+    assert alive.is_dir()
+    assert parquet_checksums(res.out_dir) == parquet_checksums(tiny_build.out_dir)
