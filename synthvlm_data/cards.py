@@ -50,7 +50,7 @@ SYNTH2_BIBTEX = """@inproceedings{sharifzadeh2024synth2,
   year      = {2024}
 }"""
 CITATION = f"{SYNTHVLM_BIBTEX}\n{SYNTH2_BIBTEX}"
-HOMEPAGE = "https://github.com/synthvlm/synthvlm-data"
+HOMEPAGE = "https://arxiv.org/abs/2407.20756"  # the SynthVLM paper (the method these datasets follow)
 
 
 def templates_dir() -> Path:

@@ -129,3 +129,29 @@ def test_load_dataset_reads_the_yaml(tiny_build, tmp_path):
 def test_md_cell_quotes_user_text():
     assert md_cell("a|b\n<i>", 100) == "a\\|b &lt;i&gt;"
     assert md_cell("x" * 50, 10) == "xxxxxxx..."
+
+
+@pytest.mark.parametrize("name", ["synthvlm-100k", "synth2", "tiny"])
+def test_card_describes_how_each_shipped_recipe_makes_its_data(tiny_build, tmp_path, name):
+    """The intro and the selection line follow the recipe: curated vs LLM-written captions, pixels vs
+    latents, global top-N vs per-cluster quotas (rendered with the tiny run's statistics)."""
+    from huggingface_hub import DatasetCardData
+
+    from synthvlm_data.cards import render_dataset_card
+    from synthvlm_data.config import load_recipe
+
+    recipe = load_recipe(name)
+    columns = ["id", "latent" if recipe.generate.output == "latents" else "image", "caption"]
+    text = render_dataset_card(tmp_path, DatasetCardData(), recipe=recipe, stats=tiny_build.stats, num_rows=5,
+                               num_shards=1, columns=columns)
+    curated = "Captions are curated from existing corpora (SynthVLM)" in text
+    synthetic_only = "Captions are written by an LLM, the same number for every concept" in text
+    both = "curated from existing corpora and written by an LLM over a concept list" in text
+    assert (curated, synthetic_only, both) == {
+        "synthvlm-100k": (True, False, False), "synth2": (False, True, False), "tiny": (False, False, True)}[name]
+    assert ("a latent (the diffusion model's embedding space" in text) == (name == "synth2")
+    quotas = "equal per-cluster quotas over caption embeddings are filled" in text
+    assert quotas == (name == "synth2") and ("the top pairs by `score" in text) == (name != "synth2")
+    if name == "synth2":
+        assert "the top 100000 by score, filled as uniform quotas over 100 k-means clusters" in text
+    assert "github.com/synthvlm" not in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,30 @@ def test_cli_reports_bad_recipe_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "unknown key 'bogus'" in proc.stderr
+
+
+def test_synth2_recipe_is_llm_captions_in_latent_space():
+    """Synth^2: every caption LLM-written over the concept list (balanced), latents instead of
+    pixels, per-cluster quotas; real Hub models for the LLM and the generator."""
+    r = load_recipe("synth2")
+    assert r.profile == "full" and r.captions.sources == []
+    syn = r.captions.synthesis
+    assert syn is not None and syn.concepts_file == "package://concepts.txt" and syn.n_per_concept >= 1
+    assert r.captions.lm.id.startswith("meta-llama/") and "Instruct" in r.captions.lm.id
+    assert r.generate.output == "latents" and r.generate.refiner is None
+    assert r.select.diversity is not None and r.select.diversity.quota == "uniform"
+    from synthvlm_data.captions.concepts import load_concepts
+
+    assert r.select.top_n <= len(load_concepts(syn.concepts_file)) * syn.n_per_concept  # enough captions to choose from
+
+
+@pytest.mark.parametrize("name", ["synth2", "synthvlm-sd3"])
+def test_other_full_recipes_stop_offline_naming_the_model(name, monkeypatch):
+    from synthvlm_data.build import preflight
+    from synthvlm_data.errors import ModelUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = load_recipe(name)
+    with pytest.raises(ModelUnavailableError, match=re.escape(r.generate.model.id)) as e:
+        preflight(r)
+    assert "RECIPE=tiny" in str(e.value)
