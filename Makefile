@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 RECIPE ?= synthvlm-100k
-OUT ?= $(RECIPE)
+OUT ?=
 PYTEST_ARGS ?=
 # torch is pinned to the CPU-usable wheels this project is tested with; on a GPU box pass
 # TORCH_SPEC="torch torchvision" to take your platform's build.
@@ -41,15 +41,16 @@ test: venv
 test-all: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# Through the `datasets` builder (builders/): runs or resumes `synthvlm build` into $(OUT)/, which
-# load_dataset("$(OUT)") reads, and prepares the builder's Arrow cache.
+# Through the `datasets` builder (builders/): runs or resumes `synthvlm build` into the recipe's
+# export.name folder (or OUT=dir), which load_dataset("<folder>") reads, prepares the builder's
+# Arrow cache, then writes the quality report into the folder's card.
 build-dataset: venv
-	$(BIN)/python -m builders --recipe $(RECIPE) --out $(OUT)
+	$(BIN)/python -m builders --recipe $(RECIPE) $(if $(OUT),--out $(OUT))
 
 # make publish DIR=synthvlm-100k REPO_ID=owner/synthvlm-100k [PUBLISH_ARGS="--private --revision v1 --dry-run"]
 publish: venv
 	@test -n "$(REPO_ID)" || { echo "usage: make publish DIR=<dataset folder> REPO_ID=<owner>/<name> [PUBLISH_ARGS=--dry-run]" >&2; exit 2; }
-	$(BIN)/synthvlm publish $(or $(DIR),$(OUT)) --repo-id $(REPO_ID) $(PUBLISH_ARGS)
+	$(BIN)/synthvlm publish $(or $(DIR),$(OUT),$(RECIPE)) --repo-id $(REPO_ID) $(PUBLISH_ARGS)
 
 bench: venv
 	for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

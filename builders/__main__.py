@@ -25,6 +25,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="local", help="execution backend")
     p.add_argument("--limit", type=int, help="use at most N captions (a quick trial of a recipe)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip the quality report (plots + table in the dataset card; `synthvlm report` does it later)")
     return p
 
 
@@ -50,8 +52,16 @@ def run(args: argparse.Namespace) -> int:
     )
     builder.download_and_prepare()
     ds = builder.as_dataset(split="train")
-    folder = builder.build_result.out_dir if builder.build_result else (args.out or builder.recipe.export.name)
+    result = builder.build_result
+    folder = result.out_dir if result else (args.out or builder.recipe.export.name)
     print(f"built {builder.recipe.name}: {ds.num_rows} rows")
+    if not args.no_report and (result is None or result.main_process):
+        from synthvlm_data.cli import print_quality_table
+        from synthvlm_data.report import report_into_dataset
+
+        report, out, _ = report_into_dataset(folder, result.work_dir if result else args.work_dir, recipe=builder.recipe)
+        print_quality_table(report)
+        print(f"  quality report: {out} (shown in {Path(folder) / 'README.md'})")
     print(f"  dataset folder: {folder}  (load_dataset(\"{folder}\"); publish with `synthvlm publish {folder} --repo-id OWNER/NAME`)")
     print(f"  arrow cache:    {builder.cache_dir}")
     return 0

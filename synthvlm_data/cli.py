@@ -98,20 +98,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    from synthvlm_data.report import report_into_dataset
 
-    from synthvlm_data.report import format_table, write_quality_report
-
-    report = write_quality_report(
+    report, out, card = report_into_dataset(
         args.dataset,
         args.work_dir,
         args.out,
+        update_card=not args.no_card_update,
         reference=args.reference,
         reference_split=args.reference_split,
         reference_limit=args.reference_limit,
         device=args.device,
     )
+    print_quality_table(report)
+    print(f"wrote {', '.join(report['files'])} to {out}")
+    if card is not None:
+        print(f"updated {card}: the card now shows the report and its plots")
+    return 0
+
+
+def print_quality_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from synthvlm_data.report import format_table
+
     table = Table(title=f"data quality: {report['dataset']} ({report['recipe']}, {report['profile']})")
     for col in ("set", "n", "clip mean", "clip med", "CLIP-S", "ssim mean", "ssim med", "score"):
         table.add_column(col, justify="left" if col == "set" else "right")
@@ -120,16 +131,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     Console(width=max(Console().width, 110)).print(table)  # never squeeze the numbers
     for note in report["notes"]:
         print(f"note: {note}")
-    out = Path(args.out) if args.out else Path(args.dataset) / "plots"
-    print(f"wrote {', '.join(report['files'])} to {out}")
-    inside = out.resolve().is_relative_to(Path(args.dataset).resolve())
-    if inside and not args.no_card_update and (Path(args.dataset) / "README.md").is_file():
-        from synthvlm_data.cards import refresh_dataset_card
-        from synthvlm_data.report import find_recipe
-
-        refresh_dataset_card(args.dataset, find_recipe(Path(args.dataset), args.work_dir))
-        print(f"updated {Path(args.dataset) / 'README.md'}: the card now shows the report and its plots")
-    return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

@@ -130,6 +130,7 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
                 flush()
         if buffer or written == 0:
             flush()
+        _copy_caption_plots(ctx.work_dir / CAPTIONS, staging / "plots")
         card_data = dataset_card_data(
             recipe=recipe, features=features, num_rows=n_rows, num_bytes=num_bytes, num_shards=n_shards
         )
@@ -150,6 +151,17 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _copy_caption_plots(report_dir: Path, plots_dir: Path) -> None:
+    """The caption stage's cluster histogram (curated vs synthetic, Synth^2) goes into the
+    dataset's plots/ so the card shows it; it is written only when the recipe asks for it."""
+    from synthvlm_data.captions.pipeline import CLUSTERS_PNG
+
+    src = report_dir / CLUSTERS_PNG
+    if src.is_file():
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, plots_dir / CLUSTERS_PNG)
 
 
 @contextlib.contextmanager

@@ -572,6 +572,22 @@ def write_quality_report(
     return report
 
 
+def report_into_dataset(dataset_dir: str | Path, work_dir: str | Path | None = None, out_dir: str | Path | None = None,
+                        *, update_card: bool = True, **kwargs) -> tuple[dict, Path, Path | None]:
+    """`write_quality_report`, then re-render the dataset card so it shows the report and plots
+    (only when the report lands inside the dataset folder). Returns (report, report dir, card path)."""
+    dataset_dir = Path(dataset_dir)
+    report = write_quality_report(dataset_dir, work_dir, out_dir, **kwargs)
+    out = Path(out_dir) if out_dir is not None else dataset_dir / "plots"
+    card = None
+    if update_card and out.resolve().is_relative_to(dataset_dir.resolve()) and (dataset_dir / "README.md").is_file():
+        from synthvlm_data.cards import refresh_dataset_card
+
+        recipe = kwargs.get("recipe") or find_recipe(dataset_dir, Path(work_dir) if work_dir else None)
+        card = refresh_dataset_card(dataset_dir, recipe)
+    return report, out, card
+
+
 def _image_stage(recipe: Recipe) -> str:
     """The work-dir stage whose shards hold images (latent runs decode them in a later stage)."""
     from synthvlm_data import stages

@@ -74,6 +74,9 @@ def test_whole_tiny_caption_stage_end_to_end(tmp_path):
     assert all(r["concept"].lower() in r["caption"].lower() for r in synth)
     names = [s["name"] for s in res.stats["caption_report"]["steps"]]
     assert "perplexity" in " ".join(names)
+    # The curated-vs-synthetic caption-cluster histogram travels into the dataset and its card.
+    assert (res.out_dir / "plots" / "caption_clusters.png").is_file()
+    assert "](plots/caption_clusters.png)" in (res.out_dir / "README.md").read_text()
 
 
 def test_two_runs_are_byte_identical(tiny_build, tmp_path):

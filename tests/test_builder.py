@@ -79,6 +79,8 @@ def test_make_targets_go_through_builder_and_publish():
     dry = subprocess.run(["make", "-n", "build-dataset", "RECIPE=tiny", "OUT=x"], capture_output=True, text=True,
                          cwd=ROOT, timeout=60)
     assert "-m builders --recipe tiny --out x" in dry.stdout
+    default = subprocess.run(["make", "-n", "build-dataset"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "-m builders --recipe synthvlm-100k" in default.stdout and "--out" not in default.stdout
     pub = subprocess.run(["make", "-n", "publish", "DIR=x", "REPO_ID=o/n", "PUBLISH_ARGS=--dry-run"],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert "synthvlm publish x --repo-id o/n --dry-run" in pub.stdout
@@ -96,3 +98,25 @@ def test_builder_entry_stops_early_offline(tmp_path):
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "stabilityai/stable-diffusion-xl-base-1.0" in proc.stderr and "RECIPE=tiny" in proc.stderr
     assert not any((tmp_path / d).exists() for d in ("o", "w", "c"))
+
+
+def test_builder_entry_writes_the_recipe_folder_with_its_quality_report(tiny_build, tmp_path, monkeypatch, capsys):
+    """`python -m builders` (what `make build-dataset` runs): the dataset lands in the recipe's
+    export.name folder, which load_dataset reads, and its card carries the quality report + plots."""
+    import yaml
+
+    from builders.__main__ import main
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_build.work_dir, work)
+    recipe = tmp_path / "small-tiny.yaml"
+    recipe.write_text(yaml.safe_dump(small_tiny_recipe().model_dump(mode="json")))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--recipe", str(recipe), "--work-dir", str(work), "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 0
+    folder = tmp_path / small_tiny_recipe().export.name
+    assert parquet_checksums(folder) == parquet_checksums(tiny_build.out_dir)
+    assert (folder / "plots" / "score_hist.png").is_file() and (folder / "plots" / "report.json").is_file()
+    text = (folder / "README.md").read_text()
+    assert "### Quality report" in text and "](plots/score_hist.png)" in text
+    assert "real reference" in capsys.readouterr().out
+    assert load_dataset(folder.name, split="train", cache_dir=str(tmp_path / "c2")).num_rows == tiny_build.stats["selected"]
