@@ -160,7 +160,10 @@ class LatentDecoder:
         self.cfg = cfg
         self.device = resolve_device(device or cfg.device)
         self.vae = vae if vae is not None else load_vae(cfg, self.device)
-        family = family or cfg.pipeline
+        if family is None:
+            from synthvlm_data.models import generator_family
+
+            family = generator_family(cfg)
         if family == "sdxl" and self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
             # What the SDXL pipelines do before decoding (a copy: the generator's VAE stays fp16).
             import copy

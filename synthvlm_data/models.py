@@ -405,6 +405,29 @@ def load_vae(gen_cfg, device: str):
     return vae.to(device).eval()
 
 
+def generator_family(gen_cfg) -> str:
+    """`sdxl`, `sd3` or `auto` (anything else): what decides how a pipeline decodes its latents.
+
+    `pipeline: auto` names no family, so the model's `model_index.json` says which pipeline class
+    it is (SDXL decodes fp16 VAEs upcast to fp32 and watermarks: a decode of stored latents must
+    do the same to reproduce pixel mode).
+    """
+    if gen_cfg.pipeline != "auto":
+        return gen_cfg.pipeline
+    if gen_cfg.model.is_tiny:
+        return "sd3" if gen_cfg.model.id == TINY_SD3 else "sdxl"
+    from diffusers import DiffusionPipeline
+
+    try:
+        index = DiffusionPipeline.load_config(gen_cfg.model.id, revision=gen_cfg.model.revision)
+    except Exception as err:
+        raise ModelUnavailableError(
+            f"cannot read generate.model '{gen_cfg.model.id}' (model_index.json): {type(err).__name__}; {OFFLINE_HINT}"
+        ) from None
+    name = str(index.get("_class_name", ""))
+    return "sdxl" if "StableDiffusionXL" in name else "sd3" if "StableDiffusion3" in name else "auto"
+
+
 # --------------------------------------------------------------------------- CLIP scorer
 
 
@@ -456,7 +479,9 @@ def load_clip_scorer(ref: ModelRef, device: str):
         try:
             # The third return value is the eval transform (resize + center crop + normalise with
             # the checkpoint's mean/std and interpolation): the official CLIPScore preprocessing.
-            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+            # open_clip takes a checkpoint's .safetensors when the repo has one, and its torch.load
+            # fallback is pinned to weights_only=True: tensors only, never arbitrary pickled objects.
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, weights_only=True)
             tokenizer = open_clip.get_tokenizer(name)
         except Exception as err:
             what = f"'{ref.id}'" + (f" (pretrained '{ref.revision}')" if ref.revision else "")

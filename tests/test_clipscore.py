@@ -191,7 +191,7 @@ def test_full_scale_uses_create_model_and_transforms_with_official_preprocessing
     monkeypatch.setattr(open_clip, "create_model_and_transforms", fake_create)
     monkeypatch.setattr(open_clip, "get_tokenizer", fake_tokenizer)
     s = ClipScorer(ClipScoreConfig(), device="cpu")  # default: ViT-B-32 / openai
-    assert calls["create"] == ("ViT-B-32", "openai", {}) and calls["tokenizer"] == "ViT-B-32"
+    assert calls["create"] == ("ViT-B-32", "openai", {"weights_only": True}) and calls["tokenizer"] == "ViT-B-32"
     assert s.preprocess is eval_tf
     np.testing.assert_allclose(s(images[:2], CAPTIONS[:2]), reference_cosines(images[:2], [PREFIX + c for c in CAPTIONS[:2]]), atol=1e-6)
 

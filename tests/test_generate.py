@@ -3,6 +3,7 @@ checks per pipeline family; deterministic per-sample seeds; image encodings; the
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import subprocess
@@ -139,6 +140,62 @@ def test_auto_pipeline_loads_a_folder_and_matches_the_direct_pipeline(saved_tiny
     assert type(auto.pipe) is StableDiffusionXLPipeline and auto.name == str(saved_tiny_sdxl)
     for x, y in zip(direct(PROMPTS, SEEDS), auto(PROMPTS, SEEDS), strict=True):
         assert np.array_equal(_arr(x), _arr(y))
+
+
+def test_auto_pipeline_decodes_as_its_family(saved_tiny_sdxl):
+    """A latent run with `pipeline: auto` decodes the way the pipeline it resolves to would
+    (SDXL: fp16 VAE upcast, watermark), read from the folder's model_index.json."""
+    from synthvlm_data.models import generator_family
+
+    auto = tiniest_recipe(generate={"pipeline": "auto", "model": {"id": str(saved_tiny_sdxl)}, "refiner": None}).generate
+    assert generator_family(auto) == "sdxl"
+    assert generator_family(sd3_cfg()) == "sd3"
+    assert generator_family(sd3_cfg(pipeline="auto", max_sequence_length=None)) == "sd3"
+
+
+def test_sdxl_base_hands_off_to_the_refiner(monkeypatch):
+    """The diffusers hand-off (not the official SynthVLM code's): the base stops at
+    denoising_end=f and returns latents, the refiner starts at denoising_start=f from them."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    gen = ImageGenerator(tiniest_recipe(generate={"high_noise_frac": 0.75}).generate)
+    assert type(gen.pipe) is StableDiffusionXLPipeline and type(gen.refiner) is StableDiffusionXLImg2ImgPipeline
+    calls = {}
+
+    def spy(name, pipe):
+        original = type(pipe).__call__
+
+        @functools.wraps(original)  # keeps the signature the generator inspects
+        def call(self, *args, **kwargs):
+            out = original(self, *args, **kwargs)
+            calls[name] = (kwargs, out.images)
+            return out
+
+        monkeypatch.setattr(type(pipe), "__call__", call)
+
+    spy("base", gen.pipe)
+    spy("refiner", gen.refiner)
+    gen(PROMPTS, SEEDS)
+    base_kwargs, base_out = calls["base"]
+    ref_kwargs, _ = calls["refiner"]
+    assert base_kwargs["denoising_end"] == 0.75 and base_kwargs["output_type"] == "latent"
+    assert "denoising_start" not in base_kwargs and "denoising_end" not in ref_kwargs
+    assert ref_kwargs["denoising_start"] == 0.75 and ref_kwargs["image"] is base_out  # the base's latents
+    assert [g.initial_seed() for g in ref_kwargs["generator"]] == SEEDS
+
+
+def test_tiny_clip_tokenizer_ids_match_open_clip():
+    """The transformers CLIPTokenizer the tiny SDXL uses is derived from open_clip's BPE vocabulary:
+    same ids for the same text (so tiny runs tokenize like the real CLIP text encoders)."""
+    import open_clip
+
+    from synthvlm_data.models import clip_tokenizer
+
+    hf, oc = clip_tokenizer(), open_clip.get_tokenizer("ViT-B-32")
+    for text in ["A red double-decker bus on a rainy London street.", "two dogs, 3 cats & a bird!", "naïve café"]:
+        ids = hf(text)["input_ids"]
+        ref = [int(i) for i in oc([text])[0] if int(i) != 0]
+        assert ids == ref, text
 
 
 def test_a_recipe_option_the_pipeline_lacks_is_an_error(saved_tiny_sdxl):
