@@ -102,3 +102,26 @@ def test_blip_itm_from_a_local_checkpoint(llava_dir, tmp_path):
     strict = run_captions(models=CACHE, cfg=_cfg(llava_dir, {**step, "min_score": p + 1e-4}), seed=0).report["steps"][1]
     assert {e["source_id"]: e["value"] for e in strict["examples"]}["1"] == pytest.approx(p, abs=1e-4)
     assert np.isfinite(p)
+
+
+def test_blip_itm_refuses_pickled_weights(llava_dir, tmp_path):
+    """Weights load from safetensors only: a BLIP folder with just pytorch_model.bin is refused."""
+    from transformers import BlipConfig, BlipForImageTextRetrieval
+
+    from synthvlm_data.errors import ModelUnavailableError
+
+    cfg = BlipConfig(
+        text_config=dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, encoder_hidden_size=32),
+        vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    folder = tmp_path / "blip-pickle"
+    model = BlipForImageTextRetrieval(cfg)
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    step = {"type": "blip_itm", "model": {"id": str(folder)}, "min_score": 0.0}
+    with pytest.raises(ModelUnavailableError, match="cannot load captions filter 'blip_itm'.*safetensors") as err:
+        run_captions(models=ModelCache(), cfg=_cfg(llava_dir, step), seed=0)
+    assert "\n" not in str(err.value)

@@ -136,6 +136,36 @@ def test_unavailable_models_fail_fast_with_one_line(monkeypatch):
         check_available(ModelRef(id="pkg:nothing"), "captions lm")
 
 
+def _pickle_only(folder, model) -> str:
+    """A checkpoint folder whose weights exist only as a pickle (pytorch_model.bin)."""
+    from transformers import AutoTokenizer
+
+    from synthvlm_data.captions.models import _package_path
+
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    AutoTokenizer.from_pretrained(_package_path(MINI.id)).save_pretrained(folder)
+    return str(folder)
+
+
+def test_checkpoints_load_from_safetensors_only_never_a_pickle(tmp_path):
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+
+    from synthvlm_data.captions.models import Embedder, load_lm
+
+    small = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    bert_model = BertModel(BertConfig(vocab_size=30522, **small))
+    bert = _pickle_only(tmp_path / "bert", bert_model)
+    with pytest.raises(ModelUnavailableError, match="cannot load embedder .*safetensors") as err:
+        Embedder(ModelRef(id=bert), "embedder")
+    assert "\n" not in str(err.value)
+    llama = _pickle_only(tmp_path / "llama", LlamaForCausalLM(LlamaConfig(vocab_size=30522, **small)))
+    with pytest.raises(ModelUnavailableError, match="cannot load captions lm model .*safetensors"):
+        load_lm(ModelRef(id=llama), "captions lm", "cpu")
+    bert_model.save_pretrained(bert)  # adds model.safetensors: now it loads (the pickle is never read)
+    assert Embedder(ModelRef(id=bert)).encode(["A dog on a beach."]).shape == (1, 16)
+
+
 # --------------------------------------------------------------------------- judge
 
 
@@ -155,6 +185,117 @@ def test_judge_prefix_cache_matches_the_full_prompt_and_is_seeded(lm):
     sampled = Judge(JudgeConfig(temperature=1.0), lm, seed=7)
     assert [sampled.decide(c, 0.5) for c in caps] == [sampled.decide(c, 0.5) for c in caps]
     assert judge.decide(GOOD, 0.49) is False and judge.decide(GOOD, 0.51) is True
+
+
+def test_small_max_tokens_truncates_the_caption_instead_of_keeping_it_whole(lm):
+    """A template with text after {caption} has a tail longer than 8 tokens; with max_tokens 16 the
+    old slice [: 8 - len(tail)] was negative and kept all but the caption's last few tokens."""
+    cfg = JudgeConfig(max_tokens=16, prompt="Caption: {caption}\nIs this caption detailed, coherent and clear "
+                                            "enough to guide a diffusion model? Answer Yes or No.")
+    judge = Judge(cfg, lm, seed=0)
+    n = 8  # the caption tokens a too-small max_tokens leaves (Judge.MIN_CAPTION_TOKENS)
+    tail = lm.tokenizer(judge.tail, add_special_tokens=False)["input_ids"]
+    assert len(tail) > n  # the case that went wrong
+    stem = "A brown dog catching a frisbee in a grassy park"
+    a = stem + " on a sunny afternoon while children with kites run along the river behind a wooden fence."
+    b = stem + " beside two red cars, a yellow school bus and an old man reading a newspaper on a bench."
+    ids = lm.tokenizer(judge.lead + a, add_special_tokens=False)["input_ids"]
+    ids_b = lm.tokenizer(judge.lead + b, add_special_tokens=False)["input_ids"]
+    assert ids[:n] == ids_b[:n] and ids[: len(ids) - len(tail)] != ids_b[: len(ids_b) - len(tail)]
+    pa, pb = judge.p_yes([a, b])
+    # the full prompt with the caption cut to n tokens
+    full = judge.head_ids + ids[:n] + tail
+    with torch.inference_mode():
+        lp = torch.log_softmax(lm.model(input_ids=torch.tensor([full])).logits[0, -1], -1)
+    ref = torch.sigmoid(torch.logsumexp(lp[judge.yes_ids], 0) - torch.logsumexp(lp[judge.no_ids], 0))
+    assert pa == pytest.approx(float(ref), abs=1e-4)
+    assert pa == pytest.approx(pb, abs=1e-5)  # only the shared first n tokens are judged
+    assert Judge(cfg.model_copy(update={"max_tokens": 256}), lm, seed=0).p_yes([a, b])[0] != pytest.approx(pa, abs=1e-4)
+    assert judge.caption_room(len(tail)) == n == Judge.MIN_CAPTION_TOKENS
+
+
+def _tiny_judge(**over) -> dict:
+    """The tiny recipe's judge prompts (the ones its comment is about), with overrides."""
+    from synthvlm_data.config import load_recipe
+
+    return {**load_recipe("tiny").captions.judge.model_dump(exclude={"model"}), **over}
+
+
+def _judge_stage(tmp_path, captions: list[str], judge: dict, **extra) -> CaptionsConfig:
+    path = tmp_path / "caps.jsonl"
+    path.write_text("".join(json.dumps({"id": f"c{i}", "caption": c}) + "\n" for i, c in enumerate(captions)))
+    return CaptionsConfig.model_validate({"sources": [{"name": "t", "path": str(path)}], "lm": {"id": SMOL.id},
+                                          "dedup": {"exact": True, "near": False}, "judge": judge, **extra})
+
+
+def test_judge_p_yes_ranks_human_captions_above_their_shuffled_copies(lm):
+    """The tiny recipe's claim: SmolLM2 answers No to everything, but p_yes still ranks."""
+    judge = Judge(JudgeConfig(**_tiny_judge()), lm, seed=0)
+    human = shipped_human_captions()[::25]
+    p_h, p_s = np.array(judge.p_yes(human)), np.array(judge.p_yes(shuffled(human)))
+    assert len(human) >= 10 and p_h.mean() > p_s.mean()
+    assert (p_h > p_s).mean() >= 0.8  # pairwise: a caption above its own shuffled copy
+    assert (p_h < 0.5).all()  # ... while the argmax answer is No
+
+
+def test_enforced_judge_drops_junk_and_the_counters_add_up(models, tmp_path):
+    lm = models.lm(SMOL, "test")
+    human = shipped_human_captions()
+    junk = shuffled([GOOD])[0]
+    p_good, p_junk = Judge(JudgeConfig(**_tiny_judge()), lm, seed=0).p_yes([GOOD, junk])
+    assert p_good > p_junk
+    threshold = (p_good + p_junk) / 2
+    caps = [GOOD, junk, human[3], shuffled([human[5]])[0]]  # the last two are past max_captions
+    judge = _tiny_judge(enforce=True, min_p_yes=threshold, max_captions=2)
+    res = run_captions(_judge_stage(tmp_path, caps, judge), seed=0, models=models)
+    assert [r["caption"] for r in res.rows] == [GOOD, caps[2], caps[3]]
+    step = next(s for s in res.report["steps"] if s["name"] == "judge")
+    assert (step["seen"], step["kept"], step["dropped"]) == (4, 3, 1)
+    assert step["seen"] == step["kept"] + step["dropped"]
+    assert (step["judged"], step["answered_yes"], step["unjudged"]) == (2, 1, 2)
+    assert step["judged"] + step["unjudged"] == step["seen"] and "would_drop" not in step
+    assert [(e["source_id"], e["caption"]) for e in step["examples"]] == [("c1", junk)]
+    assert step["examples"][0]["value"] == pytest.approx(p_junk, abs=1e-5)
+    assert step["params"]["enforce"] is True and step["params"]["min_p_yes"] == threshold
+    # not enforced: the same answers are recorded, nothing is dropped
+    audit = run_captions(_judge_stage(tmp_path, caps, {**judge, "enforce": False}), seed=0, models=models)
+    step = next(s for s in audit.report["steps"] if s["name"] == "judge")
+    assert [r["caption"] for r in audit.rows] == caps
+    assert (step["kept"], step["dropped"], step["answered_yes"], step["would_drop"]) == (4, 0, 1, 1)
+    assert step["examples"][0]["caption"] == junk and step["examples"][0]["note"] == "answered No (not enforced)"
+
+
+def test_a_duplicate_of_a_judge_dropped_caption_is_judged_not_deduped(models, tmp_path):
+    """Exact dedup compares normalised text (case, punctuation) but the judge reads the raw text,
+    so an 'exact duplicate' can pass where its first occurrence failed; it must not be dropped as
+    a copy of a caption that is not in the output (the old order left neither)."""
+    lm = models.lm(SMOL, "test")
+    sloppy = GOOD.lower().rstrip(".")
+    p_sloppy, p_good = Judge(JudgeConfig(**_tiny_judge()), lm, seed=0).p_yes([sloppy, GOOD])
+    assert p_sloppy < p_good
+    judge = _tiny_judge(enforce=True, min_p_yes=(p_sloppy + p_good) / 2, max_captions=None)
+    res = run_captions(_judge_stage(tmp_path, [sloppy, GOOD, GOOD.upper()], judge), seed=0, models=models)
+    assert [r["caption"] for r in res.rows] == [GOOD]
+    steps = {s["name"]: s for s in res.report["steps"]}
+    assert (steps["judge"]["seen"], steps["judge"]["dropped"]) == (2, 1)  # the sloppy copy
+    assert steps["exact_dedup"]["dropped"] == 1 and steps["exact_dedup"]["examples"][0]["note"] == "same as t:c1"
+
+
+def test_over_limit_captions_do_not_block_synthetic_ones(models, monkeypatch, tmp_path):
+    """Synthesis shares the exact index: only captions in the output may make a synthetic one a
+    duplicate (a curated caption cut by the limit used to)."""
+    curated = ["A red bicycle leaning on a brick wall.", "A dog running on a sandy beach."]
+    script = iter([[("A dog running on a sandy beach.", True), ("A red bicycle leaning on a brick wall.", True)],
+                   [("A bicycle with a basket of flowers.", True)]])
+    monkeypatch.setattr(SY.Generator, "__init__", lambda self, lm, cfg: None)
+    off_topic = [("A cat asleep on a sofa.", True)]  # once the script is used up: never kept
+    monkeypatch.setattr(SY.Generator, "__call__", lambda self, concepts, seed: next(script, off_topic * len(concepts)))
+    syn = {"concepts": ["dog", "bicycle"], "n_per_concept": 1, "oversample": 0, "on_shortfall": "warn"}
+    res = run_captions(_judge_stage(tmp_path, curated, None, limit=1, synthesis=syn), seed=0, models=models)
+    assert [(r["concept"], r["caption"]) for r in res.rows] == [
+        (None, curated[0]), ("dog", curated[1]), ("bicycle", "A bicycle with a basket of flowers.")]
+    rep = res.report["steps"][-1]
+    assert rep["reasons"] == {"exact_duplicate": 1} and rep["examples"][0]["note"] == "of t:c0"
 
 
 # --------------------------------------------------------------------------- synthesis
@@ -200,18 +341,36 @@ def test_synthesis_shortfall_is_an_error_by_default(lm, monkeypatch):
     assert res.rows == [] and res.report["steps"][-1]["shortfall"] == {"dog": 0}
 
 
-def test_real_synthesis_is_exact_per_concept_and_leaves_the_rng_alone(lm, models):
-    """SmolLM2 writes the captions; determinism across runs is checked on the whole stage below."""
+def _real_synthesis(lm, models, seed: int):
     cfg = SynthesisConfig(concepts=["dog", "bicycle"], n_per_concept=2, oversample=1, max_new_tokens=32)
-    before = torch.random.get_rng_state()
-    rows, rep = SY.synthesize(cfg, lm, seed=11, embedder=models.embedder(MINI), near_threshold=0.95, rule_steps=[],
-                              exact=ExactDedup(), min_chars=1, max_chars=300)
-    assert torch.equal(before, torch.random.get_rng_state())  # seeded inside fork_rng
+    return SY.synthesize(cfg, lm, seed=seed, embedder=models.embedder(MINI), near_threshold=0.95, rule_steps=[],
+                         exact=ExactDedup(), min_chars=1, max_chars=300)
+
+
+def _check_real_synthesis(rows, rep) -> None:
     assert [r["concept"] for r in rows] == ["dog", "dog", "bicycle", "bicycle"]
     for r in rows:
         assert r["concept"] in r["caption"].lower() and r["source"] == "llm-synthesis"
         assert 3 <= len(r["caption"].split()) <= 40 and "\n" not in r["caption"]
     assert rep["kept"] == 4 and rep["seen"] == rep["kept"] + rep["dropped"]
+
+
+def test_real_synthesis_is_exact_per_concept_and_leaves_the_rng_alone(lm, models):
+    """SmolLM2 writes the captions; determinism across runs is checked on the whole stage below."""
+    before = torch.random.get_rng_state()
+    rows, rep = _real_synthesis(lm, models, seed=11)
+    assert torch.equal(before, torch.random.get_rng_state())  # seeded inside fork_rng
+    _check_real_synthesis(rows, rep)
+
+
+def test_real_synthesis_depends_on_the_seed(lm, models):
+    """Same seed -> same captions is tested on the stage; here a seed that is ignored would fail."""
+    a, rep_a = _real_synthesis(lm, models, seed=11)
+    b, rep_b = _real_synthesis(lm, models, seed=12)
+    _check_real_synthesis(a, rep_a)
+    _check_real_synthesis(b, rep_b)  # still exactly n per concept
+    assert [r["caption"] for r in a] != [r["caption"] for r in b]
+    assert rep_a["params"]["seed"] == 11 and rep_b["params"]["seed"] == 12
 
 
 # --------------------------------------------------------------------------- the stage
@@ -236,6 +395,7 @@ def test_tiny_recipe_stage_report_and_determinism(models, tmp_path):
                      "flagged_words", "regex", "perplexity", "exact_dedup", "near_dedup", "judge", "limit", "synthesis"]
     judge = res.report["steps"][names.index("judge")]
     assert judge["dropped"] == 0 and judge["judged"] == 16 and judge["unjudged"] == judge["seen"] - 16
+    assert judge["answered_yes"] + judge.get("would_drop", 0) == judge["judged"]
     assert res.report["balance"]["synthetic"]["normalised_entropy"] == 1.0
     assert res.report["balance"]["synthetic"]["max_min_ratio"] == 1.0
     assert set(res.report["diversity"]["sets"]) == {"curated", "synthetic"}

@@ -299,6 +299,47 @@ def test_near_dedup_first_wins_within_and_across_batches():
     assert near.ids == ["a", "b", "e"]
 
 
+def test_exact_find_and_near_check_register_nothing_until_added():
+    """Lookup and registration are separate, so the stage registers only captions it keeps."""
+    d = ExactDedup()
+    d.add(GOOD, "a")
+    assert d.find(GOOD.upper()) == "a" and d.find(LONG_GOOD) is None and d.find(LONG_GOOD) is None
+    e = np.eye(3, dtype=np.float32)
+    near = NearDedup(0.95)
+    batch = near.batch(np.stack([e[0], e[0], e[1]]))
+    assert batch.check(0) is None and batch.check(1) is None  # nothing added yet
+    batch.add(0, "x")
+    assert batch.check(1) == (pytest.approx(1.0), "x") and batch.check(2) is None
+    assert near.batch(e[:1]).check(0) == (pytest.approx(1.0), "x") and near.ids == ["x"]
+
+
+@pytest.mark.parametrize("raw, first", [
+    ("Mr. Brown walks his dog in the park.", "Mr. Brown walks his dog in the park."),
+    ("Dr. Lee examines a patient in a bright clinic. She smiles.", "Dr. Lee examines a patient in a bright clinic."),
+    ("A red tram crosses a bridge in St. Louis at dusk. The sky glows.", "A red tram crosses a bridge in St. Louis at dusk."),
+    ("A 3.5 metre sailboat moored at a wooden dock. Gulls circle above.", "A 3.5 metre sailboat moored at a wooden dock."),
+    ("A portrait of J. K. Rowling signing books at a table.", "A portrait of J. K. Rowling signing books at a table."),
+    ("The U.S. Capitol under a clear blue sky. Tourists walk by.", "The U.S. Capitol under a clear blue sky."),
+    ("A dog runs along the beach. Waves crash behind it.", "A dog runs along the beach."),
+    ("Is that a cat sleeping on the roof? It looks calm.", "Is that a cat sleeping on the roof?"),
+    ('"A pizza with basil on a wooden board." Enjoy!', "A pizza with basil on a wooden board."),
+    ("Caption: A bicycle leaning against a brick wall.\nIt is red.", "A bicycle leaning against a brick wall."),
+])
+def test_synthesis_clean_keeps_the_whole_first_sentence(raw, first):
+    from synthvlm_data.captions.synthesis import clean
+
+    assert clean(raw) == first
+    assert clean(raw, finished=False) == first  # a complete sentence either way
+
+
+def test_synthesis_clean_drops_an_unfinished_sentence_cut_after_an_abbreviation():
+    from synthvlm_data.captions.synthesis import clean
+
+    assert clean("Mr. Brown walks his dog in the", finished=False) == ""
+    assert clean("A dog sleeps on a rug near Main St.", finished=False) == ""  # may go on
+    assert clean("Mr. Brown walks his dog in the") == "Mr. Brown walks his dog in the"
+
+
 def test_concepts_ship_and_match_plurals_and_multiword():
     concepts = load_concepts("package://concepts.txt")
     assert 250 <= len(concepts) <= 400 and len(set(concepts)) == len(concepts)

@@ -259,7 +259,10 @@ class JudgeConfig(StrictModel):
     )
     temperature: float = Field(default=0.0, ge=0.0)
     batch_size: int = Field(default=16, ge=1)
-    max_tokens: int = Field(default=256, ge=16)
+    max_tokens: int = Field(
+        default=256, ge=16,
+        description="Prompt + caption tokens; a longer caption is truncated (it keeps >= 8 tokens).",
+    )
     enforce: bool = Field(
         default=True,
         description="False: record the answers (report: answered_yes, would_drop) but drop nothing, "

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from synthvlm_data.captions.models import ModelCache, resolve
+from synthvlm_data.captions.models import ModelCache, one_line, resolve
 from synthvlm_data.errors import ModelUnavailableError
 
 
@@ -103,10 +103,10 @@ class BlipItmStep(_ImageStep):
 
         def build():
             try:
-                return (BlipForImageTextRetrieval.from_pretrained(folder).eval().to(device),
+                return (BlipForImageTextRetrieval.from_pretrained(folder, use_safetensors=True).eval().to(device),
                         BlipProcessor.from_pretrained(folder))
             except Exception as err:
-                raise ModelUnavailableError(f"cannot load {role} model '{cfg.model.id}': {type(err).__name__}") from None
+                raise ModelUnavailableError(f"cannot load {role} model '{cfg.model.id}': {one_line(err)}") from None
 
         self.model, self.processor = models.get(("blip", cfg.model.id, cfg.model.revision), build)
         self.device = device

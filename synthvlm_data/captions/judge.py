@@ -67,20 +67,28 @@ class Judge:
             out = lm.model(input_ids=torch.tensor([self.head_ids], device=lm.model.device), use_cache=True)
         self.head_cache = out.past_key_values
 
+    MIN_CAPTION_TOKENS = 8
+
+    def caption_room(self, n_tail: int) -> int:
+        """Caption tokens judged: what max_tokens leaves after the prompt head and tail, but at
+        least MIN_CAPTION_TOKENS, so a small max_tokens truncates the caption (never a negative
+        slice that would keep it nearly whole, or an empty caption)."""
+        return max(self.MIN_CAPTION_TOKENS, self.cfg.max_tokens - len(self.head_ids) - n_tail)
+
     @torch.inference_mode()
     def p_yes(self, captions: list[str]) -> list[float]:
         tok, model = self.lm.tokenizer, self.lm.model
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         n_head = len(self.head_ids)
-        room = max(8, self.cfg.max_tokens - n_head)
         tail_ids = tok(self.tail, add_special_tokens=False)["input_ids"]
+        room = self.caption_room(len(tail_ids))
         texts = [self.lead + c for c in captions]
         all_ids = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
         order = sorted(range(len(all_ids)), key=lambda i: (len(all_ids[i]), i))  # less padding
         out: list[float] = [math.nan] * len(all_ids)
         for s in range(0, len(order), self.cfg.batch_size):
             idx = order[s : s + self.cfg.batch_size]
-            seqs = [all_ids[i][: room - len(tail_ids)] + tail_ids for i in idx]
+            seqs = [all_ids[i][:room] + tail_ids for i in idx]
             width = max(map(len, seqs))
             x = torch.full((len(seqs), width), pad, dtype=torch.long)
             mask = torch.zeros((len(seqs), n_head + width), dtype=torch.long)

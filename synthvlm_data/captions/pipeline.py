@@ -10,7 +10,8 @@ timings (`captions_timings.json`, kept apart because they are not reproducible) 
 Curated captions are streamed in chunks of `chunk_size` rows (with a `limit`: of about the number
 still missing): every step sees the chunk's survivors, so memory stays bounded by the chunk (plus
 the kept captions) and batch composition is fixed by the config. Reading stops as soon as `limit`
-captions have passed every step.
+captions have passed every step. Dedup, judge and limit decide caption by caption (`_Gate`): a
+caption enters the dedup indices only once it is kept.
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ def _run(cfg: CaptionsConfig, *, seed: int, profile: str, report_dir: Path | Non
                                          "enforce": j.enforce, "max_captions": j.max_captions}, ex)
         judge_rep.extra.update({"judged": 0, "answered_yes": 0, "unjudged": 0})
     limit_rep = StepReport("limit", {"limit": cfg.limit}, ex)
+    gate = _Gate(cfg, exact if cfg.dedup is not None and cfg.dedup.exact else None, near, embedder, judge,
+                 exact_rep, near_rep, judge_rep, limit_rep)
 
     curated: list[dict] = []
     source_counts: dict[str, int] = {}
@@ -208,45 +211,8 @@ def _run(cfg: CaptionsConfig, *, seed: int, profile: str, report_dir: Path | Non
             t0 = time.perf_counter()
             rows = _apply_step(step, rows, rep)
             timed(f"filter:{step.label}", t0)
-        if cfg.dedup is not None and cfg.dedup.exact and rows:
-            t0 = time.perf_counter()
-            out = []
-            for row in rows:
-                dup = exact.check(row["caption"], f"{row['source']}:{row['source_id']}")
-                if dup is None:
-                    exact_rep.keep()
-                    out.append(row)
-                else:
-                    exact_rep.drop(row, note=f"same as {dup}")
-            rows = out
-            timed("exact_dedup", t0)
-        if near is not None and rows:
-            t0 = time.perf_counter()
-            emb = embedder.encode([r["caption"] for r in rows], cfg.dedup.batch_size)
-            hits = near.filter(emb, [f"{r['source']}:{r['source_id']}" for r in rows])
-            out = []
-            for row, e, hit in zip(rows, emb, hits):
-                if hit is None:
-                    near_rep.keep()
-                    row["_emb"] = e
-                    out.append(row)
-                else:
-                    near_rep.drop(row, hit[0], note=f"near {hit[1]}")
-            rows = out
-            timed("near_dedup", t0)
-        if judge is not None and rows:
-            t0 = time.perf_counter()
-            rows = _apply_judge(judge, cfg.judge, rows, judge_rep)
-            timed("judge", t0)
-        if cfg.limit is not None and len(curated) + len(rows) >= cfg.limit:
-            room = cfg.limit - len(curated)
-            limit_rep.keep(room)
-            for row in rows[room:]:
-                limit_rep.drop(row, reason="over_limit")
-            curated.extend(rows[:room])
+        if rows and gate.run(rows, curated, timed):
             break
-        limit_rep.keep(len(rows))
-        curated.extend(rows)
 
     step_dicts = [validate.as_dict()] + [r.as_dict() for r in reps]
     if cfg.dedup is not None and cfg.dedup.exact:
@@ -302,34 +268,113 @@ def _run(cfg: CaptionsConfig, *, seed: int, profile: str, report_dir: Path | Non
     return CaptionsResult(rows=rows, report=report, timings=timings)
 
 
-def _apply_judge(judge, jcfg, rows: list[dict], rep: StepReport) -> list[dict]:
-    budget = rows
-    if jcfg.max_captions is not None:
-        room = max(0, jcfg.max_captions - rep.extra["judged"])
-        budget = rows[:room]
-    probs = judge.p_yes([r["caption"] for r in budget]) if budget else []
-    out = []
-    for i, row in enumerate(rows):
-        if i >= len(budget):
+class _Gate:
+    """Exact dedup -> near dedup -> judge -> limit, decided caption by caption in input order.
+
+    A caption enters the dedup indices only once it passed all four, so no caption is dropped as a
+    duplicate of one that the judge or the limit left out (nor is a synthetic caption rejected as a
+    copy of an absent curated one: synthesis shares the exact index). The model work stays batched
+    per chunk: embeddings and p_yes are per caption and do not depend on the batch."""
+
+    def __init__(self, cfg: CaptionsConfig, exact, near, embedder, judge, exact_rep, near_rep, judge_rep, limit_rep):
+        self.cfg, self.exact, self.near, self.embedder, self.judge = cfg, exact, near, embedder, judge
+        self.exact_rep, self.near_rep, self.judge_rep, self.limit_rep = exact_rep, near_rep, judge_rep, limit_rep
+
+    def run(self, rows: list[dict], curated: list[dict], timed) -> bool:
+        """Append the kept rows to `curated`; True once the limit is reached."""
+        t0 = time.perf_counter()
+        emb = self.embedder.encode([r["caption"] for r in rows], self.cfg.dedup.batch_size) if self.near else None
+        batch = self.near.batch(emb) if self.near else None
+        timed("near_dedup", t0)
+        t0 = time.perf_counter()
+        probs = self._prejudge(rows, batch)
+        timed("judge", t0)
+        t0 = time.perf_counter()
+        limit = self.cfg.limit
+        for i, row in enumerate(rows):
+            if not self._unique(row, i, batch) or not self._judged_yes(row, probs.get(i)):
+                continue
+            if limit is not None and len(curated) >= limit:
+                self.limit_rep.drop(row, reason="over_limit")
+                continue
+            self.limit_rep.keep()
+            ident = f"{row['source']}:{row['source_id']}"
+            if self.exact is not None:
+                self.exact.add(row["caption"], ident)
+            if batch is not None:
+                batch.add(i, ident)
+                row["_emb"] = emb[i]
+            curated.append(row)
+        timed("dedup_judge_limit", t0)  # the per-row decisions (and any p_yes scored on its own)
+        return limit is not None and len(curated) >= limit
+
+    def _unique(self, row: dict, i: int, batch) -> bool:
+        if self.exact is not None:
+            dup = self.exact.find(row["caption"])
+            if dup is not None:
+                self.exact_rep.drop(row, note=f"same as {dup}")
+                return False
+            self.exact_rep.keep()
+        if batch is not None:
+            hit = batch.check(i)
+            if hit is not None:
+                self.near_rep.drop(row, hit[0], note=f"near {hit[1]}")
+                return False
+            self.near_rep.keep()
+        return True
+
+    def _prejudge(self, rows: list[dict], batch) -> dict[int, float]:
+        """p_yes, in one batched call, of the rows likely to reach the judge: not duplicates of a
+        caption kept before this chunk nor exact copies of an earlier row of the chunk, within the
+        max_captions budget. Any other row that does reach the judge is scored on its own."""
+        if self.judge is None:
+            return {}
+        from synthvlm_data.captions.dedup import digest
+
+        j = self.cfg.judge
+        room = len(rows) if j.max_captions is None else max(0, j.max_captions - self.judge_rep.extra["judged"])
+        todo, digests = [], set()
+        for i, row in enumerate(rows):
+            if len(todo) >= room:
+                break
+            d = digest(row["caption"])
+            if d in digests or (self.exact is not None and self.exact.find(row["caption"]) is not None):
+                continue
+            if batch is not None and batch.check(i) is not None:
+                continue
+            digests.add(d)
+            todo.append(i)
+        probs = self.judge.p_yes([rows[i]["caption"] for i in todo]) if todo else []
+        return dict(zip(todo, probs))
+
+    def _judged_yes(self, row: dict, p: float | None) -> bool:
+        """The judge's decision on one row (always True without a judge, past max_captions, or
+        when not enforced: then a No is only counted as would_drop)."""
+        if self.judge is None:
+            return True
+        rep, j = self.judge_rep, self.cfg.judge
+        if j.max_captions is not None and rep.extra["judged"] >= j.max_captions:
             rep.extra["unjudged"] += 1
             rep.keep()
-            out.append(row)
-            continue
+            return True
+        if p is None:
+            p = self.judge.p_yes([row["caption"]])[0]
         rep.extra["judged"] += 1
-        yes = judge.decide(row["caption"], probs[i])
+        yes = self.judge.decide(row["caption"], p)
         rep.extra["answered_yes"] += yes
-        if yes or not jcfg.enforce:
+        if yes:
             rep.keep()
-            out.append(row)
-            if not yes:
-                rep.extra["would_drop"] = rep.extra.get("would_drop", 0) + 1
-                if len(rep.examples) < rep.max_examples:
-                    rep.examples.append({"source": row["source"], "source_id": row["source_id"],
-                                         "caption": row["caption"], "value": round(probs[i], 6),
-                                         "note": "answered No (not enforced)"})
-        else:
-            rep.drop(row, probs[i])
-    return out
+            return True
+        if not j.enforce:
+            rep.keep()
+            rep.extra["would_drop"] = rep.extra.get("would_drop", 0) + 1
+            if len(rep.examples) < rep.max_examples:
+                rep.examples.append({"source": row["source"], "source_id": row["source_id"],
+                                     "caption": row["caption"], "value": round(p, 6),
+                                     "note": "answered No (not enforced)"})
+            return True
+        rep.drop(row, p)
+        return False
 
 
 def _diversity(cfg, curated, synthetic, embedder, reuse_emb: bool, seed: int, report_dir: Path | None) -> dict:

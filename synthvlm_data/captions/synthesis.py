@@ -40,7 +40,34 @@ def article(concept: str) -> str:
     return "an" if concept[:1].lower() in "aeiou" else "a"
 
 
-_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+# a sentence ends at . ! ? (and any closing quotes) followed by the end of the line, or by space and
+# a capital (or an opening quote/bracket): "3.5 m" and "e.g. a" do not end one
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s*$|\s+[\"'“‘(\[]?[A-Z])")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr st mt ft jr sr prof rev gen capt lt sgt col vs approx ave blvd rd no nos fig inc ltd co "
+    "e.g i.e a.m p.m u.s u.k".split())
+MIN_SENTENCE_WORDS = 3
+
+
+def _ends_sentence(line: str, m: re.Match) -> bool:
+    """Whether the mark at `m` ends the first sentence: not after an abbreviation ("Mr.",
+    "St. Louis") or a single capital initial ("J. K. Rowling"), and not before the sentence has
+    MIN_SENTENCE_WORDS words (an unknown abbreviation then cuts nothing useful)."""
+    words = line[: m.start()].split()
+    if len(words) < MIN_SENTENCE_WORDS and m.end() < len(line.rstrip()):
+        return False
+    if line[m.start()] != "." or not words:
+        return True
+    last = words[-1].strip("\"'“”‘’(")
+    return not (last.lower() in _ABBREVIATIONS or (len(last) == 1 and last.isupper()))
+
+
+def first_sentence(line: str) -> str | None:
+    """The line up to the end of its first sentence, or None if no sentence ends in it."""
+    for m in _SENTENCE_END.finditer(line):
+        if _ends_sentence(line, m):
+            return line[: m.end()]
+    return None
 
 
 def clean(text: str, finished: bool = True) -> str:
@@ -50,9 +77,9 @@ def clean(text: str, finished: bool = True) -> str:
         line = _PREFIX.sub("", line.strip()).strip().strip(_QUOTES).strip()
         if not line:
             continue
-        m = _SENTENCE_END.search(line)
-        if m:
-            line = line[: m.end()]
+        sentence = first_sentence(line)
+        if sentence is not None:
+            line = sentence
         elif not finished:
             return ""
         return " ".join(line.split()).strip(_QUOTES)
@@ -186,15 +213,19 @@ def synthesize(cfg, lm: LM, *, seed: int, embedder: Embedder | None, near_thresh
                 reject(c, text, "surplus")
                 continue
             ident = f"{slug(c)}-{len(kept[c]):03d}"
-            dup = exact.check(text, ident)
+            dup = exact.find(text)
             if dup is not None:
                 reject(c, text, "exact_duplicate", f"of {dup}")
                 continue
-            if c in near:
-                hit = near[c].filter(emb[i : i + 1], [ident])[0]
+            batch = near[c].batch(emb[i : i + 1]) if c in near else None
+            if batch is not None:
+                hit = batch.check(0)
                 if hit is not None:
                     reject(c, text, "near_duplicate", f"cos {hit[0]:.3f} with {hit[1]}")
                     continue
+                batch.add(0, ident)
+            # registered only now: a near-duplicate reject never claims an id that another caption gets
+            exact.add(text, ident)
             kept[c].append(text)
 
     short = {c: len(v) for c, v in kept.items() if len(v) < n}
