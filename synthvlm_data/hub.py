@@ -8,17 +8,22 @@ resumable: re-running the same command after an interruption skips what was alre
 The token is resolved by huggingface_hub itself (`HF_TOKEN`, then `hf auth login`'s file):
 this module only asks whether one exists and never passes, prints or stores it. Hub error
 messages are scrubbed of it anyway, in case a server echoes it back.
+
+A model repo gets the model only: pickle-format files and trainer/tracker folders (a training
+output dir's checkpoints/, logs/, training_args.bin) stay local, and the result's warnings say so.
+This is the one rule for `synthvlm publish --repo-type model` and `train/*.py --push-to-hub`.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
 import struct
 from dataclasses import dataclass, field, replace
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from huggingface_hub import DatasetCard, HfApi, ModelCard, constants
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, RepositoryNotFoundError
@@ -110,15 +115,51 @@ def check_revision(revision: str | None) -> None:
         )
 
 
-def list_upload_files(folder: Path) -> list[UploadFile]:
-    """Every regular file of the folder, except hidden ones (locks, caches) and `__pycache__`."""
-    files = []
+# Never sent to a model repo. Pickles can run code when loaded (`from_pretrained` falls back to
+# pytorch_model.bin when a repo has no safetensors), and trainer/tracker folders are run state
+# (optimizer, RNG, scheduler, event logs): a training output dir holds both next to the model.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+RUN_STATE_DIRS = ("checkpoints", "checkpoint-*", "logs", "runs")
+
+
+def _candidate_files(folder: Path) -> list[Path]:
+    """Regular files of the folder, except hidden ones (locks, caches) and `__pycache__`."""
+    out = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
-        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts) or not path.is_file():
-            continue
-        files.append(UploadFile(rel.as_posix(), path.stat().st_size))
+        if not any(part.startswith(".") or part == "__pycache__" for part in rel.parts) and path.is_file():
+            out.append(path)
+    return out
+
+
+def stays_local(rel: str, repo_type: str) -> bool:
+    """True for a model-repo file that is a pickle or lives under a trainer/tracker folder."""
+    if repo_type != "model":
+        return False
+    parts = PurePosixPath(rel).parts
+    in_run_dir = any(fnmatch.fnmatchcase(part, pat) for part in parts[:-1] for pat in RUN_STATE_DIRS)
+    return in_run_dir or rel.lower().endswith(PICKLE_SUFFIXES)
+
+
+def list_upload_files(folder: Path, repo_type: str = "dataset") -> list[UploadFile]:
+    """The files to upload: all candidates, minus what `stays_local` keeps back for a model repo."""
+    files = []
+    for path in _candidate_files(folder):
+        rel = path.relative_to(folder).as_posix()
+        if not stays_local(rel, repo_type):
+            files.append(UploadFile(rel, path.stat().st_size))
     return files
+
+
+def local_only_summary(folder: Path, repo_type: str) -> list[str]:
+    """What `stays_local` kept back, one entry per top-level folder or file (for the warning)."""
+    counts: dict[str, int] = {}
+    for path in _candidate_files(folder):
+        rel = path.relative_to(folder).as_posix()
+        if stays_local(rel, repo_type):
+            top = rel.split("/", 1)[0] + ("/" if "/" in rel else "")
+            counts[top] = counts.get(top, 0) + 1
+    return [f"{top} ({n} files)" if top.endswith("/") else top for top, n in counts.items()]
 
 
 def _local_links(card_text: str) -> list[str]:
@@ -131,10 +172,13 @@ def _local_links(card_text: str) -> list[str]:
     return [t for t in targets if t]
 
 
-def _check_links(folder: Path, card_text: str) -> None:
+def _check_links(folder: Path, card_text: str, repo_type: str = "dataset") -> None:
     for target in _local_links(card_text):
         if not (folder / target).is_file():
             raise HubError(f"{folder}/README.md links '{target}', which is not in the folder: add it or fix the card")
+        if stays_local(target, repo_type):
+            raise HubError(f"{folder}/README.md links '{target}', which is never uploaded to a model repo "
+                           "(pickle or trainer/tracker state): link a top-level copy instead")
 
 
 def unlinked_images(folder: Path) -> list[str]:
@@ -254,7 +298,7 @@ def validate_model_folder(folder: Path) -> None:
         raise HubError(f"{readme} does not parse as a model card ({type(err).__name__}: {err})") from None
     if not card.data.to_dict():
         raise HubError(f"{readme} has no YAML metadata header (license, base_model, ...): render it with ModelCardData")
-    _check_links(folder, card.text)
+    _check_links(folder, card.text, "model")
 
 
 def _check_safetensors_header(path: Path) -> None:
@@ -382,7 +426,7 @@ def publish_folder(
     else:
         validate_model_folder(folder)
         data_patterns = []
-    files = list_upload_files(folder)
+    files = list_upload_files(folder, repo_type)
     token = get_token()
     _check_token_not_in_files(folder, files, token)
 
@@ -395,6 +439,11 @@ def publish_folder(
             "(synthvlm_data.cards.refresh_dataset_card(folder, recipe))"
             for rel in unlinked_images(folder)
         ]
+    kept = local_only_summary(folder, repo_type)
+    if kept:
+        warnings.append(
+            f"not uploaded (pickles and trainer/tracker state stay local in model repos): {', '.join(kept)}"
+        )
     result = PublishResult(
         repo_id=repo_id, repo_type=repo_type, revision=branch, private=private, url=repo_url(repo_id, repo_type),
         files=tuple(files), delete_patterns=tuple(delete_patterns), dry_run=dry_run, warnings=tuple(warnings),

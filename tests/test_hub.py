@@ -160,6 +160,68 @@ def test_publish_model_folder(model_dir, online, api):
     assert result.paths == kwargs["allow_patterns"]
 
 
+MODEL_FILES = ["README.md", "config.json", "loss_curve.png", "model.safetensors"]
+
+
+def make_training_output(root: Path) -> Path:
+    """A model folder as train/pretrain.py leaves it: the model plus run state and pickles."""
+    folder = make_model_folder(root)
+    ckpt = folder / "checkpoints" / "checkpoint-4"
+    ckpt.mkdir(parents=True)
+    for name in ("optimizer.pt", "rng_state.pth", "scheduler.pt", "training_args.bin"):
+        (ckpt / name).write_bytes(b"\x80\x04pickle")
+    shutil.copy(folder / "model.safetensors", ckpt / "model.safetensors")  # safetensors, but run state
+    (ckpt / "trainer_state.json").write_text("{}")
+    (folder / "logs" / "tensorboard").mkdir(parents=True)
+    (folder / "logs" / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"\0")
+    (folder / "runs" / "Jan01").mkdir(parents=True)
+    (folder / "runs" / "Jan01" / "events.out.tfevents.2.host").write_bytes(b"\0")
+    (folder / "checkpoint-2").mkdir()
+    (folder / "checkpoint-2" / "config.json").write_text("{}")
+    for name in ("training_args.bin", "pytorch_model.bin", "extra.pkl", "state.pickle", "last.ckpt", "w.pth"):
+        (folder / name).write_bytes(b"\x80\x04pickle")
+    return folder
+
+
+def test_model_repo_leaves_pickles_and_run_state_local(tmp_path, online, api):
+    folder = make_training_output(tmp_path / "tiny-pretrain")
+    result = publish_folder(folder, "someone/tiny-llava", repo_type="model")
+    kwargs = api.upload_folder.call_args.kwargs
+    assert Path(kwargs["folder_path"]) == folder
+    assert kwargs["allow_patterns"] == MODEL_FILES and result.paths == MODEL_FILES
+    (warning,) = result.warnings
+    assert warning.startswith("not uploaded (pickles and trainer/tracker state stay local in model repos): ")
+    for kept in ("checkpoints/ (6 files)", "checkpoint-2/ (1 files)", "logs/ (1 files)", "runs/ (1 files)",
+                 "training_args.bin", "pytorch_model.bin", "extra.pkl", "state.pickle", "last.ckpt", "w.pth"):
+        assert kept in warning
+
+
+def test_cli_dry_run_of_a_training_output_lists_only_the_model(tmp_path, online, api, capsys):
+    folder = make_training_output(tmp_path / "tiny-pretrain")
+    argv = ["publish", str(folder), "--repo-id", "someone/tiny-llava", "--repo-type", "model", "--dry-run"]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    listed = [line.split("  (")[0].strip() for line in out.splitlines() if line.startswith("  ")]
+    assert listed == MODEL_FILES
+    assert "warning: not uploaded" in out and "checkpoints/ (6 files)" in out and api.mock_calls == []
+
+
+def test_dataset_repo_filtering_is_unchanged(dataset_dir, online, api):
+    (dataset_dir / "logs").mkdir()
+    (dataset_dir / "logs" / "build.log").write_text("ok\n")
+    assert "logs/build.log" in publish_folder(dataset_dir, REPO, dry_run=True).paths
+
+
+def test_model_card_may_not_link_a_file_that_stays_local(model_dir, online, api):
+    (model_dir / "logs").mkdir()
+    Image.new("RGB", (4, 4)).save(model_dir / "logs" / "curve.png")
+    card = (model_dir / "README.md").read_text().replace("(loss_curve.png)", "(logs/curve.png)")
+    (model_dir / "README.md").write_text(card)
+    with pytest.raises(HubError, match="links 'logs/curve.png', which is never uploaded to a model repo"):
+        publish_folder(model_dir, "someone/tiny-llava", repo_type="model")
+    assert api.mock_calls == []
+
+
 def test_dry_run_makes_no_call_and_lists_files(dataset_dir, online, api):
     result = publish_folder(dataset_dir, REPO, dry_run=True)
     assert api.mock_calls == [] and hub.HfApi.call_count == 0

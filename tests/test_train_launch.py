@@ -78,6 +78,24 @@ def test_cpu_flag_with_several_processes_is_detected(monkeypatch):
     assert requested_cpu_processes_ignored(launcher) is None
 
 
+def test_shipped_configs_document_working_launch_commands(monkeypatch):
+    """No config comment recommends `--cpu --num_processes N>1`, which starts one process (accelerate#2741)."""
+    import shlex
+
+    from synthvlm_data.training.cli import requested_cpu_processes_ignored
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    commands = [line.lstrip("# ").split("  #")[0] for path in sorted((ROOT / "train" / "configs").glob("*.yaml"))
+                for line in path.read_text().splitlines() if line.lstrip("# ").startswith("accelerate launch")]
+    assert len(commands) >= 5
+    for command in commands:
+        argv = shlex.split(command)
+        monkeypatch.setenv("ACCELERATE_USE_CPU", "true" if "--cpu" in argv else "false")
+        assert requested_cpu_processes_ignored(argv) is None, command
+    tiny = (ROOT / "train" / "configs" / "tiny.yaml").read_text()
+    assert "accelerate launch --config_file train/accelerate/cpu.yaml train/pretrain.py" in tiny
+
+
 @pytest.mark.slow
 def test_cpu_flag_with_several_processes_is_reported():
     """accelerate's --cpu starts one process whatever --num_processes says: we say so."""

@@ -98,24 +98,6 @@ def processor(tiny_cfg):
     return build_processor(tokenizer, tiny_vision_config(), tiny_cfg.model, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
 
 
-@pytest.fixture(scope="module")
-def hub_stub():
-    """Stand-in for synthvlm_data.hub when that module is not importable yet, so the patch target exists."""
-    try:
-        import synthvlm_data.hub  # noqa: F401
-
-        yield
-    except ImportError:
-        stub = types.ModuleType("synthvlm_data.hub")
-        sys.modules["synthvlm_data.hub"] = stub
-        import synthvlm_data
-
-        synthvlm_data.hub = stub
-        yield
-        sys.modules.pop("synthvlm_data.hub", None)
-        del synthvlm_data.hub
-
-
 STAGE1_STEPS = 4
 
 
@@ -123,12 +105,23 @@ def saved_weights(folder: Path) -> dict[str, torch.Tensor]:
     """Weights of a saved model under the in-memory names (the file uses transformers' checkpoint names)."""
     from transformers import LlavaForConditionalGeneration
 
-    return LlavaForConditionalGeneration.from_pretrained(folder).state_dict()
+    return LlavaForConditionalGeneration.from_pretrained(folder, use_safetensors=True).state_dict()
+
+
+FAKE_TOKEN = "hf_FAKEtrainingToken0123456789abcdefghij"
 
 
 @pytest.fixture(scope="module")
-def stage1_run(tmp_path_factory, caption_folder, hub_stub):
-    """One in-process stage-1 run: 2 fixed rows = the same batch every step, high lr, pushed (mocked)."""
+def stage1_run(tmp_path_factory, caption_folder):
+    """One in-process stage-1 run: 2 fixed rows = the same batch every step, high lr, pushed.
+
+    The push runs the real synthvlm_data.hub.publish_folder; only its HfApi is an autospec'd mock
+    (and the Hub counts as online with a fake token), so the upload arguments are the real ones.
+    """
+    from huggingface_hub import HfApi
+
+    from synthvlm_data import hub
+    from synthvlm_data.training import card as card_lib
     from synthvlm_data.training.run import run_stage
 
     out = tmp_path_factory.mktemp("runs") / "tiny-pretrain"
@@ -138,16 +131,22 @@ def stage1_run(tmp_path_factory, caption_folder, hub_stub):
         "--max_steps", str(STAGE1_STEPS), "--learning_rate", "3e-3", "--lr_scheduler_type", "constant",
         "--warmup_ratio", "0", "--save_strategy", "steps", "--save_steps", str(STAGE1_STEPS),
     ])
-    published = {}
+    api = mock.create_autospec(HfApi, instance=True)
+    api.create_repo.return_value = "https://huggingface.co/someone/tiny-llava"
+    api.upload_folder.return_value = mock.Mock(commit_url="https://huggingface.co/someone/tiny-llava/commit/abc")
+    contexts = []
+    write_card = card_lib.write_model_card
 
-    def fake_publish(folder, repo_id, **kwargs):
-        published.update(repo_id=repo_id, kwargs=kwargs, files=sorted(p.name for p in Path(folder).iterdir()),
-                         dirs=[p.name for p in Path(folder).iterdir() if p.is_dir()])
-        return {"url": f"https://huggingface.co/{repo_id}"}
+    def record_card(output_dir, context):
+        contexts.append(context)
+        return write_card(output_dir, context)
 
-    with mock.patch("synthvlm_data.hub.publish_folder", create=True, side_effect=fake_publish) as publish:
+    with mock.patch.object(hub, "publish_folder", autospec=True, side_effect=hub.publish_folder) as publish, \
+         mock.patch.object(hub, "HfApi", return_value=api), mock.patch.object(hub, "hub_offline", return_value=False), \
+         mock.patch.object(hub, "get_token", return_value=FAKE_TOKEN), \
+         mock.patch.object(card_lib, "write_model_card", side_effect=record_card):
         summary = run_stage(cfg, "pretrain", command="pytest", push_to_hub="someone/tiny-llava", private=True)
-    return {"cfg": cfg, "out": out, "summary": summary, "published": published, "publish": publish}
+    return {"cfg": cfg, "out": out, "summary": summary, "publish": publish, "api": api, "card_context": contexts[-1]}
 
 
 # --------------------------------------------------------------------------- config
@@ -227,6 +226,19 @@ def test_unknown_keys_and_bad_values_name_the_key(tmp_path):
         load_config(TINY, ["--pretrain.training.sft_args", "{not_a_field: 1}"])
     with pytest.raises(TrainConfigError, match=r"probability must sum to 1"):
         load_config(TINY, ["--finetune.data.0.probability", "0.5"], stage="finetune")
+
+
+@pytest.mark.parametrize("key", ["hub_token", "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo"])
+def test_sft_args_may_not_publish_or_carry_a_token(key, capsys):
+    """Trainer-side pushing would upload checkpoints/pickles and copy a token into training_log.json."""
+    with pytest.raises(TrainConfigError) as info:
+        load_config(TINY, [f"--pretrain.training.sft_args.{key}", FAKE_TOKEN])
+    message = str(info.value)
+    assert f"sft_args must not set {key}:" in message and "--push-to-hub REPO_ID" in message
+    assert "\n" not in message and FAKE_TOKEN not in message
+    code = cli.main("pretrain", ["--config", str(TINY), "--validate-only", f"--finetune.training.sft_args.{key}", "x"])
+    err = capsys.readouterr().err
+    assert code == TrainConfigError.exit_code and err.count("\n") == 1 and f"must not set {key}" in err
 
 
 def test_command_line_overrides():
@@ -443,31 +455,109 @@ def test_model_card_and_training_log(stage1_run):
     assert list((out / "logs").rglob("events.out.tfevents.*")), "no tensorboard events"
 
 
+def test_card_states_the_data_license_of_the_dataset_used(stage1_run):
+    """The fixture folder's card says bsd-3-clause: that is what the model card states, not CC BY-NC."""
+    text = (stage1_run["out"] / "README.md").read_text()
+    assert "| `synthvlm-fixture` | `bsd-3-clause` |" in text
+    assert "CC BY-NC" not in text and "cc-by-nc" not in text
+    assert "(revision" not in text  # nothing is pinned in tiny.yaml
+
+
+def test_card_records_pinned_model_and_data_revisions(stage1_run):
+    from synthvlm_data.training.card import render_model_card
+
+    context = {**stage1_run["card_context"], "llm_revision": "0123abc", "vision_tower_revision": "v2",
+               "data_sources": [{"name": "you/synthvlm-100k", "revision": "v1", "license": "cc-by-nc-4.0"},
+                                {"name": "llava_v1_5_mix665k.json", "revision": None, "license": None}]}
+    text = render_model_card(context)
+    assert "| LLM | `HuggingFaceTB/SmolLM2-135M-Instruct` (revision `0123abc`) (frozen) |" in text
+    assert "| vision tower | `tiny:clip-vit` (revision `v2`) (frozen) |" in text
+    assert "| `you/synthvlm-100k` (revision `v1`) | `cc-by-nc-4.0` |" in text
+    assert "| `llava_v1_5_mix665k.json` | not stated: check the dataset's terms |" in text
+
+
+def _card_for(cfg_path: Path, tmp_path: Path, edit=None) -> str:
+    """The card write_artifacts renders for a config (a stand-in trainer: no training needed)."""
+    from synthvlm_data.training.config import config_from_dict, read_config_file
+    from synthvlm_data.training.run import write_artifacts
+
+    data = read_config_file(cfg_path)
+    if edit:
+        edit(data)
+    cfg = config_from_dict(data, str(cfg_path))
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    trainer = types.SimpleNamespace(
+        state=types.SimpleNamespace(log_history=[{"step": 1, "loss": 2.0}], global_step=1),
+        model=types.SimpleNamespace(config=types.SimpleNamespace(vision_feature_layer=-2, image_seq_length=576)))
+    write_artifacts(cfg, "pretrain", out, trainer, {}, {"total": 10, "trainable": 2}, ["multi_modal_projector"],
+                    num_processes=8, accumulation=1, seconds={"load": 1.0, "train": 1.0, "total": 2.0},
+                    command="pytest", repo_id=None, n_train=8, n_eval=0, device="cuda:0", threads=1)
+    return (out / "README.md").read_text()
+
+
+def test_7b_card_license_comes_from_config_and_dataset(tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    monkeypatch.chdir(tmp_path)  # `synthvlm-100k` resolves here: first absent, then a built folder
+
+    def pin(data):
+        data["model"]["llm"] = {"id": "lmsys/vicuna-7b-v1.5", "revision": "de56c35"}
+        data["model"]["vision_tower"] = {"id": "openai/clip-vit-large-patch14-336", "revision": "ce19dc9"}
+
+    text = _card_for(CONFIGS / "7b.yaml", tmp_path, pin)
+    assert ModelCard(text).data.license == "llama2"  # the model's license, from card.license
+    assert "| `synthvlm-100k` | `cc-by-nc-4.0` |" in text  # data[].license of the config
+    assert "| LLM | `lmsys/vicuna-7b-v1.5` (revision `de56c35`) (frozen) |" in text
+    assert "| vision tower | `openai/clip-vit-large-patch14-336` (revision `ce19dc9`) (frozen) |" in text
+    folder = tmp_path / "synthvlm-100k"
+    folder.mkdir()
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# a re-licensed build\n")
+    assert "| `synthvlm-100k` | `apache-2.0` |" in _card_for(CONFIGS / "7b.yaml", tmp_path)  # its own card wins
+
+
+def test_tiny_card_never_claims_cc_by_nc(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = _card_for(TINY, tmp_path)  # synthvlm-tiny is not built here and tiny.yaml states no data license
+    assert "| `synthvlm-tiny` | not stated: check the dataset's terms |" in text
+    assert "CC BY-NC" not in text and "cc-by-nc" not in text
+
+
 def test_push_to_hub_goes_through_publish_folder(stage1_run):
-    published = stage1_run["published"]
-    assert stage1_run["publish"].call_count == 1
-    assert published["repo_id"] == "someone/tiny-llava"
-    assert published["kwargs"] == {"repo_type": "model", "private": True, "revision": None, "dry_run": False}
-    assert {"README.md", "config.json", "model.safetensors", "loss_curve.png", "processor_config.json"} <= set(published["files"])
-    assert published["dirs"] == [] and "training_args.bin" not in published["files"]
+    """The output dir itself is published; hub.py keeps checkpoints/, logs/ and pickles local."""
+    out, api = stage1_run["out"], stage1_run["api"]
+    stage1_run["publish"].assert_called_once_with(out, "someone/tiny-llava", repo_type="model", private=True,
+                                                  revision=None, dry_run=False)
+    assert (out / "training_args.bin").is_file() and (out / "checkpoints").is_dir() and (out / "logs").is_dir()
+    api.create_repo.assert_called_once_with("someone/tiny-llava", repo_type="model", private=True, exist_ok=True)
+    kwargs = api.upload_folder.call_args.kwargs
+    uploaded = kwargs["allow_patterns"]
+    assert Path(kwargs["folder_path"]) == out and kwargs["repo_type"] == "model"
+    assert {"README.md", "config.json", "model.safetensors", "loss_curve.png", "processor_config.json",
+            "training_log.json"} <= set(uploaded)
+    assert not [f for f in uploaded if "/" in f or f.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    result = stage1_run["summary"]["publish"]
+    assert result.commit_url.endswith("/commit/abc") and result.paths == uploaded
+    assert "checkpoints/" in result.warnings[-1] and "logs/" in result.warnings[-1]
+    assert "training_args.bin" in result.warnings[-1]
+    for call in api.mock_calls:
+        assert FAKE_TOKEN not in repr(call)
 
 
 def test_publish_dry_run_accepts_the_trained_folder(stage1_run):
     """The real publishing code (synthvlm_data.hub) validates the folder; dry run: no network."""
-    hub = pytest.importorskip("synthvlm_data.hub")
-    if not hasattr(hub, "PublishResult"):
-        pytest.skip("synthvlm_data.hub is a stub here")
+    from synthvlm_data.hub import PublishResult
     from synthvlm_data.training.publish import push_model_folder
 
     result = push_model_folder(stage1_run["out"], "someone/tiny-llava", dry_run=True)
     files = {f.path for f in result.files}
-    assert result.dry_run and result.repo_type == "model"
+    assert isinstance(result, PublishResult) and result.dry_run and result.repo_type == "model"
     assert {"README.md", "config.json", "model.safetensors", "loss_curve.png", "training_log.json"} <= files
     assert not any("/" in f for f in files) and "training_args.bin" not in files  # no checkpoints/, logs/
-    assert not list(stage1_run["out"].parent.glob(".publish-*")), "staging folder left behind"
+    assert not list(stage1_run["out"].parent.glob(".publish-*")), "no staging folder"
 
 
-def test_resume_from_latest_checkpoint(stage1_run, hub_stub):
+def test_resume_from_latest_checkpoint(stage1_run):
     from synthvlm_data.training.run import run_stage
 
     out = stage1_run["out"]
@@ -519,3 +609,55 @@ def test_model_section_rejects_unknown_tiny_component():
     cfg = ModelSection(llm="tiny:gpt5", vision_tower="tiny:clip-vit")
     with pytest.raises(ModelUnavailableError, match="unknown tiny component 'tiny:gpt5'"):
         check_component(cfg.llm, "llm")
+
+
+def _pickle_only_model(folder: Path) -> Path:
+    """A CLIP vision model saved as pytorch_model.bin whose pickle would run code if unpickled."""
+    from transformers import CLIPVisionModel
+
+    from synthvlm_data.training.components import tiny_vision_config
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (folder / "UNPICKLED",))
+
+    model = CLIPVisionModel(tiny_vision_config())
+    model.config.save_pretrained(folder)
+    torch.save({**model.state_dict(), "payload": Payload()}, folder / "pytorch_model.bin")
+    assert not list(folder.glob("*.safetensors"))
+    return folder
+
+
+def test_pickle_only_model_folder_is_refused_not_unpickled(tmp_path):
+    from synthvlm_data.training.assembly import load_llava
+    from synthvlm_data.training.components import load_vision_tower
+    from synthvlm_data.training.config import ComponentRef
+
+    folder = _pickle_only_model(tmp_path / "clip-bin")
+    ref = ComponentRef(id=str(folder))
+    with mock.patch("torch.load", side_effect=AssertionError("a pickle was opened")):
+        with pytest.raises(ModelUnavailableError, match=r"vision_tower .*no \*\.safetensors weights.*never loaded"):
+            load_vision_tower(ref, "float32")
+        with pytest.raises(ModelUnavailableError, match=r"finetune\.init_from .*no \*\.safetensors weights") as info:
+            load_llava(ref, "float32")
+    assert "\n" not in str(info.value) and "save_pretrained" in str(info.value)
+    assert not (folder / "UNPICKLED").exists()
+
+
+def test_transformers_itself_is_asked_for_safetensors_only(tmp_path):
+    """Past the folder check (e.g. a Hub id), use_safetensors=True makes transformers refuse the .bin."""
+    from transformers import CLIPVisionModel
+
+    from synthvlm_data.training import components
+    from synthvlm_data.training.config import ComponentRef
+
+    folder = _pickle_only_model(tmp_path / "clip-bin")
+    ref = ComponentRef(id=str(folder))
+    with mock.patch("torch.load", side_effect=AssertionError("a pickle was opened")):
+        with pytest.raises(ModelUnavailableError, match=r"no \*\.safetensors weights"):
+            components._from_pretrained(CLIPVisionModel.from_pretrained, ref, "vision_tower", use_safetensors=True)
+    seen = []
+    with mock.patch.object(components, "_from_pretrained", side_effect=lambda *a, **k: seen.append(k)):
+        components.load_weights(CLIPVisionModel.from_pretrained, ComponentRef(id="someone/clip"), "vision_tower")
+    assert seen == [{"use_safetensors": True}]
+    assert not (folder / "UNPICKLED").exists()

@@ -151,8 +151,6 @@ def load_llava(ref, dtype: str, role: str = "finetune.init_from"):
     """Load a saved LLaVA model + processor (a stage-1 output dir or a Hub id)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model = components._from_pretrained(
-        AutoModelForImageTextToText.from_pretrained, ref, role, dtype=components.DTYPES[dtype]
-    )
+    model = components.load_weights(AutoModelForImageTextToText.from_pretrained, ref, role, dtype=components.DTYPES[dtype])
     processor = components._from_pretrained(AutoProcessor.from_pretrained, ref, role)
     return model, processor

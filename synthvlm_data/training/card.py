@@ -64,6 +64,36 @@ def _subsample(points: list[tuple[int, float]], max_rows: int = 20) -> list[tupl
     return picked if picked[-1] == points[-1] else [*picked, points[-1]]
 
 
+def dataset_name(dataset: str) -> str:
+    """A Hub id as is, a local path by its folder name (what the card's `datasets:` lists)."""
+    return dataset if "/" in dataset and not Path(dataset).exists() else Path(dataset).name
+
+
+def dataset_license(source) -> str | None:
+    """The license a dataset's own card states (a local folder's README.md), else the config's.
+
+    The folder's card wins because a config is reused with other data (`--dataset FOLDER`) and
+    `synthvlm build` writes the recipe's license there (synthvlm-100k: cc-by-nc-4.0, tiny:
+    apache-2.0); `data.license` in the config covers Hub ids and LLaVA JSON files. None: unknown.
+    """
+    from huggingface_hub import metadata_load
+
+    readme = Path(source.dataset).expanduser() / "README.md"
+    if readme.is_file():
+        try:
+            stated = (metadata_load(readme) or {}).get("license")
+        except Exception:  # a malformed header states nothing: fall back to the config
+            stated = None
+        if stated:
+            return ", ".join(map(str, stated)) if isinstance(stated, list) else str(stated)
+    return source.license
+
+
+def data_sources(sources) -> list[dict[str, Any]]:
+    """Name, pinned revision and license of each training dataset (the card's data table)."""
+    return [{"name": dataset_name(s.dataset), "revision": s.revision, "license": dataset_license(s)} for s in sources]
+
+
 def write_training_log(path: Path, summary: dict[str, Any]) -> Path:
     path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return path

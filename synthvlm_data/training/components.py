@@ -111,11 +111,45 @@ def _from_pretrained(load, ref: ComponentRef, role: str, **kwargs):
         return load(source, revision=ref.revision, **kwargs)
     except (OSError, ValueError, EnvironmentError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        if kwargs.get("use_safetensors") and "safetensors" in first:
+            raise _no_safetensors(ref, role) from None
         raise _unavailable(ref, role, f"{type(err).__name__}: {first}") from None
     except Exception as err:  # huggingface_hub HTTP errors, offline mode errors
         if type(err).__module__.startswith(("huggingface_hub", "requests", "httpx", "urllib3")):
             raise _unavailable(ref, role, f"the Hub is unreachable or refused it ({type(err).__name__})") from None
         raise
+
+
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _no_safetensors(ref: ComponentRef, role: str) -> ModelUnavailableError:
+    return ModelUnavailableError(
+        f"cannot load {role} '{ref.id}': it has no *.safetensors weights and pickle checkpoints "
+        "(pytorch_model.bin, ...) are never loaded; convert it once where you trust it "
+        "(from_pretrained(...).save_pretrained(DIR)) and point the config at DIR, or pin `revision` to the "
+        "Hub's safetensors conversion (a refs/pr/N branch of the repo)"
+    )
+
+
+def check_safetensors_weights(ref: ComponentRef, role: str) -> None:
+    """A local model folder must hold safetensors weights; refuse a pickle-only one before loading.
+
+    Why before `from_pretrained`: a pickle can run code when it is read, so the folder is judged
+    by its file names alone. Hub ids are refused by transformers itself (`use_safetensors=True`).
+    """
+    if not ref.is_local:
+        return
+    folder = Path(ref.id).expanduser()
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        if any(p.name.endswith(PICKLE_WEIGHT_SUFFIXES) for p in folder.iterdir()):
+            raise _no_safetensors(ref, role)
+
+
+def load_weights(load, ref: ComponentRef, role: str, **kwargs):
+    """`from_pretrained` of a model: safetensors only (`use_safetensors=True`, no pickle fallback)."""
+    check_safetensors_weights(ref, role)
+    return _from_pretrained(load, ref, role, use_safetensors=True, **kwargs)
 
 
 # --------------------------------------------------------------------------- LLM
@@ -191,8 +225,9 @@ def load_llm(ref: ComponentRef, dtype: str, attn_implementation: str | None = No
     if ref.id == TINY_LLM:
         check_component(ref, "llm")
         path = smollm2_dir()
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path)
-    model = _from_pretrained(AutoModelForCausalLM.from_pretrained, ref, "llm", **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
+        return model, AutoTokenizer.from_pretrained(path)
+    model = load_weights(AutoModelForCausalLM.from_pretrained, ref, "llm", **kwargs)
     tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, ref, "llm")
     return model, tokenizer
 
@@ -224,7 +259,7 @@ def load_vision_tower(ref: ComponentRef, dtype: str, seed: int = 0):
            "siglip": SiglipVisionModel, "siglip_vision_model": SiglipVisionModel}.get(kind)
     if cls is None:
         raise _unavailable(ref, "vision_tower", f"unsupported vision tower type '{kind}' (CLIP or SigLIP)")
-    return _from_pretrained(cls.from_pretrained, ref, "vision_tower", dtype=DTYPES[dtype])
+    return load_weights(cls.from_pretrained, ref, "vision_tower", dtype=DTYPES[dtype])
 
 
 def load_image_stats(ref: ComponentRef) -> tuple[list[float], list[float]]:

@@ -102,6 +102,11 @@ class DataSource(Section):
     image_folder: str | None = Field(default=None, description="llava_json only: root of the image paths.")
     max_samples: int | None = Field(default=None, ge=1, description="Keep the first N rows (smoke runs).")
     probability: float | None = Field(default=None, gt=0.0, le=1.0, description="Stage-2 mixing weight.")
+    license: str | None = Field(
+        default=None, min_length=1,
+        description="The data's license for the model card when the dataset's own card states none "
+                    "(a Hub id, a LLaVA JSON); a local folder's README.md `license:` wins.",
+    )
 
     @model_validator(mode="after")
     def _llava_json_needs_folder(self) -> DataSource:
@@ -165,6 +170,13 @@ class TrainingArgs(Section):
             raise ValueError("set at most one of bf16 and fp16")
         if self.eval_strategy == "steps" and self.eval_steps is None:
             raise ValueError("eval_strategy 'steps' needs eval_steps")
+        hub = sorted(k for k in self.sft_args if is_hub_sft_field(k))
+        if hub:
+            raise ValueError(
+                f"sft_args must not set {', '.join(hub)}: the Trainer would push checkpoints (pickles included) "
+                "itself and a token would land in training_log.json; publish with --push-to-hub REPO_ID "
+                "(the token comes from `hf auth login` or HF_TOKEN)"
+            )
         unknown = sorted(set(self.sft_args) - set(sft_config_fields()))
         if unknown:
             raise ValueError(f"sft_args has keys that TRL's SFTConfig does not know: {', '.join(unknown)}")
@@ -223,6 +235,8 @@ class FinetuneStage(Section):
 
 
 class CardSection(Section):
+    """The model card's metadata. `license` is the model's; each dataset's license is listed separately."""
+
     license: str = "apache-2.0"
     language: list[str] = ["en"]
     tags: list[str] = ["llava", "synthvlm", "synthetic-data", "vision-language"]
@@ -255,6 +269,16 @@ _OWNED_SFT_FIELDS = {
     "output_dir", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
     "num_train_epochs", "max_steps", "seed", "report_to", "remove_unused_columns", "resume_from_checkpoint",
 }
+
+
+def is_hub_sft_field(name: str) -> bool:
+    """push_to_hub, hub_token, hub_model_id, hub_strategy, ...: Trainer-side publishing, never allowed.
+
+    Why: `--push-to-hub` publishes the finished folder through synthvlm_data.hub (model files only,
+    token never written); the Trainer's own push would upload checkpoints/ and training_args.bin,
+    and a `hub_token` in the config would be copied into training_log.json and the trackers.
+    """
+    return name.startswith(("push_to_hub", "hub_"))
 
 
 def sft_config_fields() -> tuple[str, ...]:

@@ -263,6 +263,8 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
 
         summary["publish"] = push_model_folder(output_dir, push_to_hub, private=private, revision=hub_revision,
                                                dry_run=push_dry_run)
+        for warning in getattr(summary["publish"], "warnings", ()):
+            _print(state, f"warning: {warning}")
         _print(state, f"published {output_dir} to {push_to_hub}" + (" (dry run)" if push_dry_run else ""))
     return summary
 
@@ -309,8 +311,7 @@ def write_artifacts(cfg: TrainConfig, stage: Stage, output_dir: Path, trainer, m
     }
     section = cfg.stage(stage)
     sources = [section.data] if stage == "pretrain" else section.data
-    datasets = [s.dataset if "/" in s.dataset and not Path(s.dataset).exists() else Path(s.dataset).name
-                for s in sources]
+    data = card_lib.data_sources(sources)
     base_models = [b for b in (base_model_id(cfg.model.llm), base_model_id(cfg.model.vision_tower)) if b]
     config = trainer.model.config
     context = {
@@ -321,7 +322,9 @@ def write_artifacts(cfg: TrainConfig, stage: Stage, output_dir: Path, trainer, m
         "stage_summary": STAGE_TITLES[stage][1],
         "is_tiny": cfg.model.llm.is_tiny or cfg.model.vision_tower.is_tiny,
         "llm": base_model_id(cfg.model.llm) or cfg.model.llm.id,
+        "llm_revision": cfg.model.llm.revision,
         "vision_tower": cfg.model.vision_tower.id,
+        "vision_tower_revision": cfg.model.vision_tower.revision,
         "projector": cfg.model.projector,
         "vision_feature_layer": config.vision_feature_layer,
         "image_tokens": config.image_seq_length,
@@ -334,7 +337,8 @@ def write_artifacts(cfg: TrainConfig, stage: Stage, output_dir: Path, trainer, m
         "loss_curve": card_lib.LOSS_CURVE_PNG if curve else "",
         "command": command or f"accelerate launch train/{stage}.py --config <config>",
         "repo_id": repo_id or str(output_dir),
-        "datasets": datasets,
+        "datasets": list(dict.fromkeys(d["name"] for d in data)),
+        "data_sources": data,
         "base_models": base_models,
         "license": cfg.card.license,
         "language": cfg.card.language,
