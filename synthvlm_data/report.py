@@ -119,28 +119,35 @@ def builtin_reference() -> list[dict]:
 def hub_reference(spec: str, split: str = "train", limit: int = 500) -> list[dict]:
     """A real image-caption set from `load_dataset(spec)`: a local folder or a Hub dataset id.
 
-    The image column is the first `Image` feature; the caption column is the first of
-    caption/captions/text/sentences/sentence (a list of captions contributes its first one).
+    Streamed: only the first `limit` rows are read (COCO's image split is ~20 GB; 500 pairs are
+    enough for the table). The image column is the first `Image` feature; the caption column is
+    the first of caption/captions/text/sentences/sentence (a list contributes its first caption).
     """
     import datasets
 
+    def fail(err: Exception) -> InputDataError:
+        first = str(err).splitlines()[0][:160] if str(err) else ""
+        return InputDataError(f"cannot load the reference dataset '{spec}' (split {split}): {type(err).__name__}: "
+                              f"{first}; use --reference builtin offline")
+
     try:
-        ds = datasets.load_dataset(spec, split=split)
+        ds = datasets.load_dataset(spec, split=split, streaming=True)
+        rows = list(ds.take(limit))
     except Exception as err:
-        raise InputDataError(
-            f"cannot load the reference dataset '{spec}' (split {split}): {type(err).__name__}: "
-            f"{str(err).splitlines()[0][:160] if str(err) else ''}; use --reference builtin offline"
-        ) from None
-    image_col = next((k for k, f in ds.features.items() if isinstance(f, datasets.Image)), None)
-    cap_col = next((c for c in ("caption", "captions", "text", "sentences", "sentence") if c in ds.column_names), None)
+        raise fail(err) from None
+    features = ds.features or {}
+    names = list(features) or (list(rows[0]) if rows else [])
+    image_col = next((k for k, f in features.items() if isinstance(f, datasets.Image)), None)
+    if image_col is None and rows:  # features unknown until read (some streamed formats)
+        image_col = next((k for k, v in rows[0].items() if isinstance(v, Image.Image)), None)
+    cap_col = next((c for c in ("caption", "captions", "text", "sentences", "sentence") if c in names), None)
     if image_col is None or cap_col is None:
         raise InputDataError(
             f"reference dataset '{spec}' needs an Image column and a caption column "
-            f"(caption/captions/text/sentences); it has {ds.column_names}"
+            f"(caption/captions/text/sentences); it has {names}"
         )
-    ds = ds.select(range(min(limit, ds.num_rows)))
     out = []
-    for i, row in enumerate(ds):
+    for i, row in enumerate(rows):
         cap = row[cap_col]
         if isinstance(cap, list):
             cap = cap[0] if cap else ""

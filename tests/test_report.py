@@ -190,3 +190,33 @@ def test_diversity_selection_end_to_end_report_shows_cluster_histogram(tiny_buil
         assert im.format == "PNG"
     assert _row(report, "selected")["clip_score"]["count"] == 8
     assert _row(report, "rejected pool")["clip_score"]["count"] == tiny_build.stats["images_generated"] - 8
+
+
+def test_a_dataset_reference_is_streamed_and_limited(tmp_path, monkeypatch):
+    """`--reference <dataset>`: real images + captions read from a load_dataset folder, only the
+    first `limit` rows (streamed), and a set without images is a clear error."""
+    import datasets
+    from skimage import data as skdata
+
+    images = [Image.fromarray(skdata.astronaut()), Image.fromarray(skdata.chelsea()), Image.fromarray(skdata.coffee())]
+    ds = datasets.Dataset.from_dict(
+        {"image": images, "captions": [["an astronaut in a suit"], ["a tabby cat"], ["a cup of coffee"]]},
+        features=datasets.Features({"image": datasets.Image(), "captions": datasets.Sequence(datasets.Value("string"))}),
+    )
+    folder = tmp_path / "ref"
+    (folder / "data").mkdir(parents=True)
+    ds.to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    read = []
+    real_take = datasets.IterableDataset.take
+    monkeypatch.setattr(datasets.IterableDataset, "take", lambda self, n: read.append(n) or real_take(self, n))
+    got = rp.hub_reference(str(folder), limit=2)
+    assert read == [2]  # streamed: never the whole split
+    assert [e["caption"] for e in got] == ["an astronaut in a suit", "a tabby cat"]
+    assert got[1]["image"].size == images[1].size and got[1]["image"].mode == "RGB"
+    text_only = tmp_path / "text"
+    (text_only / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict({"caption": ["x"]}).to_parquet(str(text_only / "data" / "train-00000-of-00001.parquet"))
+    with pytest.raises(InputDataError, match="needs an Image column"):
+        rp.hub_reference(str(text_only))
+    with pytest.raises(InputDataError, match="use --reference builtin offline"):
+        rp.hub_reference(str(tmp_path / "missing"))
