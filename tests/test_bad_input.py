@@ -182,6 +182,8 @@ def test_skippable_bad_rows_are_counted(tmp_path):
         {"id": "bad-long", "caption": "a dog " * 20000},
         dict(good[0]),  # exact duplicate (same id, same caption)
         {"id": good[1]["id"], "caption": good[1]["caption"]},  # duplicate id + caption again
+        {"id": good[2]["id"], "caption": "A different caption under an id already used."},  # duplicate id only
+        {"id": "new-id", "caption": good[3]["caption"]},  # a new id repeating a caption: exact dedup
     ]
     data = base_recipe()
     data["captions"]["limit"] = None
@@ -195,9 +197,9 @@ def test_skippable_bad_rows_are_counted(tmp_path):
     steps = {s["name"]: s for s in report["steps"]}
     validate = steps["validate"]
     assert validate["seen"] == len(rows)
-    assert validate["reasons"] == {"not_a_string": 2, "empty": 1, "nul_bytes": 1, "too_long": 1}
+    assert validate["reasons"] == {"not_a_string": 2, "empty": 1, "nul_bytes": 1, "too_long": 1, "duplicate_id": 3}
     dedup = next(s for s in report["steps"] if "dedup" in s["name"])
-    assert dedup["dropped"] == 2
+    assert dedup["dropped"] == 1
     kept_after = report["captions_out"]
     dropped = sum(s["dropped"] for s in report["steps"])
     assert kept_after + dropped == len(rows)  # nothing silently lost

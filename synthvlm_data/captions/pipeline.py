@@ -187,6 +187,7 @@ def _run(cfg: CaptionsConfig, *, seed: int, profile: str, report_dir: Path | Non
 
     curated: list[dict] = []
     source_counts: dict[str, int] = {}
+    seen_ids: set[str] = set()  # (source, original id): a repeated id is a data error, the first row wins
     stream = _all_sources(cfg)
     while True:
         # with a limit, read only about what is still missing (the model steps are the cost)
@@ -199,9 +200,13 @@ def _run(cfg: CaptionsConfig, *, seed: int, profile: str, report_dir: Path | Non
         for row in chunk:
             source_counts[row["source"]] = source_counts.get(row["source"], 0) + 1
             why = _validate(row, cfg)
+            ident = f"{row['source']}\x1f{row['source_id']}"
+            if why is None and ident in seen_ids:
+                why = "duplicate_id"
             if why:
                 validate.drop(row, reason=why)
             else:
+                seen_ids.add(ident)
                 validate.keep()
                 rows.append(row)
         timed("validate", t0)
