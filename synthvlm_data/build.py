@@ -46,6 +46,24 @@ def preflight(recipe: Recipe) -> None:
     from synthvlm_data.captions.pipeline import check_models
 
     check_models(recipe.captions)
+    check_accelerator(recipe)
+
+
+def check_accelerator(recipe: Recipe) -> None:
+    """A full-scale recipe on a machine without a GPU would not fail: it would run for weeks.
+
+    Refused unless the recipe asks for the CPU explicitly (`generate.device: cpu`), which is what
+    a user with a small custom model on a CPU box wants.
+    """
+    import torch
+
+    if recipe.profile != "full" or recipe.generate.device is not None or torch.cuda.is_available():
+        return
+    raise SynthVLMError(
+        f"recipe '{recipe.name}' generates {recipe.generate.width}x{recipe.generate.height} images with "
+        f"'{recipe.generate.model.id}' and needs a CUDA GPU, but none is visible; run it on a GPU machine, "
+        "set generate.device: cpu in the recipe to run on the CPU anyway, or use RECIPE=tiny"
+    )
 
 
 def default_work_dir(recipe: Recipe) -> Path:

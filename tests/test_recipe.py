@@ -146,3 +146,20 @@ def test_other_full_recipes_stop_offline_naming_the_model(name, monkeypatch):
     with pytest.raises(ModelUnavailableError, match=re.escape(r.generate.model.id)) as e:
         preflight(r)
     assert "RECIPE=tiny" in str(e.value)
+
+
+def test_full_recipe_on_a_cpu_only_machine_is_refused_unless_asked(monkeypatch):
+    """With the models available but no GPU, synthvlm-100k would start 60-step SDXL at 1024 px on the
+    CPU: refused in one line, unless the recipe sets generate.device: cpu; tiny recipes always run."""
+    import torch
+
+    from synthvlm_data.build import check_accelerator
+    from synthvlm_data.errors import SynthVLMError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SynthVLMError, match=r"needs a CUDA GPU.*generate.device: cpu.*RECIPE=tiny"):
+        check_accelerator(load_recipe("synthvlm-100k"))
+    check_accelerator(load_recipe("synthvlm-100k", overrides={"generate": {"device": "cpu"}}))
+    check_accelerator(load_recipe("tiny"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    check_accelerator(load_recipe("synthvlm-100k"))
