@@ -22,7 +22,13 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "cards"
+def templates_dir() -> Path:
+    """The card templates: `cards/` of the checkout, installed as `synthvlm_data.card_templates`."""
+    from importlib import resources
+
+    return Path(str(resources.files("synthvlm_data.card_templates")))
+
+
 DATASET_TEMPLATE = "dataset_card.md.j2"
 STATS_FILE = "synthvlm_stats.json"
 
@@ -51,12 +57,6 @@ SYNTH2_BIBTEX = """@inproceedings{sharifzadeh2024synth2,
 }"""
 CITATION = f"{SYNTHVLM_BIBTEX}\n{SYNTH2_BIBTEX}"
 HOMEPAGE = "https://arxiv.org/abs/2407.20756"  # the SynthVLM paper (the method these datasets follow)
-
-
-def templates_dir() -> Path:
-    if not TEMPLATES_DIR.is_dir():
-        raise FileNotFoundError(f"card templates not found in {TEMPLATES_DIR}: install synthvlm-data from a source checkout")
-    return TEMPLATES_DIR
 
 
 def md_cell(value: object, limit: int | None = None) -> str:

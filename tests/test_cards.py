@@ -155,3 +155,19 @@ def test_card_describes_how_each_shipped_recipe_makes_its_data(tiny_build, tmp_p
     if name == "synth2":
         assert "the top 100000 by score, filled as uniform quotas over 100 k-means clusters" in text
     assert "github.com/synthvlm" not in text
+
+
+def test_card_templates_ship_with_the_package():
+    """The templates live in the top-level cards/ folder and install as synthvlm_data.card_templates,
+    so a wheel install can export (not only a checkout); every sub-package is listed for the wheel."""
+    import tomllib
+    from pathlib import Path
+
+    from synthvlm_data.cards import templates_dir
+
+    assert {"dataset_card.md.j2", "model_card.md.j2"} <= {p.name for p in templates_dir().iterdir()}
+    root = Path(__file__).resolve().parents[1]
+    tool = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert tool["package-dir"]["synthvlm_data.card_templates"] == "cards"
+    on_disk = {".".join(p.parent.relative_to(root).parts) for p in (root / "synthvlm_data").rglob("__init__.py")}
+    assert on_disk | {"synthvlm_data.card_templates"} == set(tool["packages"])

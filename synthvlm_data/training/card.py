@@ -19,7 +19,9 @@ TRAINING_LOG_JSON = "training_log.json"
 
 
 def cards_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "cards"
+    from synthvlm_data.cards import templates_dir
+
+    return templates_dir()
 
 
 def loss_series(log_history: list[dict]) -> dict[str, list[tuple[int, float]]]:
