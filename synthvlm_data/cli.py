@@ -151,7 +151,7 @@ def make_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="run a recipe end to end and export the dataset folder")
     b.add_argument("--recipe", default="tiny", help="shipped recipe name (see `synthvlm recipes`) or a path to a YAML file")
     b.add_argument("--out", help="output dataset folder (default: the recipe's export.name)")
-    b.add_argument("--work-dir", type=Path, help="where stage shards live (default: runs/<recipe name>); re-running resumes")
+    b.add_argument("--work-dir", type=Path, help="where stage shards live (default: runs/<recipe name>-<fingerprint>); re-running resumes")
     b.add_argument("--backend", default="local", choices=["local", "accelerate", "ray"],
                    help="local (one process); accelerate (every rank of `accelerate launch -m synthvlm_data.cli build ...`); "
                         "ray (Ray Data actor pool; pip install 'synthvlm-data[ray]')")

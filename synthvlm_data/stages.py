@@ -282,7 +282,9 @@ class ScoreStage(Stage):
         """Every image of every caption is scored (k images per caption -> k rows).
 
         Images are decoded max(score.batch_size, score.clip.batch_size) at a time, so a shard of
-        1000 captions x 5 images at 1024 px never sits decoded in memory all at once.
+        1000 captions x 5 images at 1024 px never sits decoded in memory all at once. SSIM stays on
+        the CPU even on GPU workers: it is a small share of the stage (PIL resizes dominate), and
+        CPU integer window sums give the same bytes on every machine.
         """
         from synthvlm_data.scoring.ssim import ssim_roundtrip
 

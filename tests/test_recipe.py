@@ -163,3 +163,12 @@ def test_full_recipe_on_a_cpu_only_machine_is_refused_unless_asked(monkeypatch):
     check_accelerator(load_recipe("tiny"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     check_accelerator(load_recipe("synthvlm-100k"))
+
+
+def test_cli_help_lists_every_subcommand():
+    proc = subprocess.run([sys.executable, "-m", "synthvlm_data.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for command in ("build", "pilot", "decode", "recipes", "validate", "report", "publish"):
+        assert re.search(rf"^\s+{command}\s", proc.stdout, flags=re.M), command
+    listed = subprocess.run([sys.executable, "-m", "synthvlm_data.cli", "recipes"], capture_output=True, text=True, timeout=60)
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == shipped_recipes()
