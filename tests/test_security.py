@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -58,6 +59,44 @@ def test_token_never_lands_in_any_output_of_a_full_run(tmp_path):
     assert all(FAKE_TOKEN not in s for s in streams)
     files = [p for d in (out, work) for p in d.rglob("*") if p.is_file()]
     assert len(files) > 10
+    leaked = [str(p) for p in files if FAKE_TOKEN.encode() in p.read_bytes()]
+    assert not leaked
+
+
+def test_token_never_lands_in_any_output_of_a_training_run(tmp_path, monkeypatch, capfd):
+    """train/pretrain.py's CLI with HF_TOKEN set and --push-to-hub --push-dry-run (1 step, 1 checkpoint):
+    grep every file of the output dir (model, card, training_log.json, logs/, checkpoints/) and both streams."""
+    from synthvlm_data import hub
+    from synthvlm_data.training import cli
+    from synthvlm_data.training.demo_data import write_demo_dataset
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = write_demo_dataset(tmp_path / "captions", size=64)
+    out = tmp_path / "out"
+    results = []
+    publish_folder = hub.publish_folder
+
+    def record(*args, **kwargs):
+        results.append(publish_folder(*args, **kwargs))
+        return results[-1]
+
+    argv = ["--config", str(ROOT / "train" / "configs" / "tiny.yaml"), "--dataset", str(data),
+            "--max_samples", "2", "--eval_ratio", "0", "--output_dir", str(out),
+            "--per_device_train_batch_size", "2", "--global_batch_size", "2", "--max_steps", "1",
+            "--warmup_ratio", "0", "--save_strategy", "steps", "--save_steps", "1",
+            "--push-to-hub", "someone/tiny-llava", "--push-dry-run"]
+    with mock.patch.object(hub, "publish_folder", side_effect=record):
+        code = cli.main("pretrain", argv)
+    streams = capfd.readouterr()
+    assert code == 0, (streams.out[-1000:], streams.err[-1000:])
+    assert "published" in streams.out and "(dry run)" in streams.out
+    (result,) = results
+    assert result.dry_run and not any("no Hugging Face token" in n for n in result.notes)  # the token was seen
+    assert FAKE_TOKEN not in streams.out and FAKE_TOKEN not in streams.err
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert list((out / "logs").rglob("events.out.tfevents.*")) and list((out / "checkpoints").rglob("trainer_state.json"))
+    assert {"training_log.json", "README.md", "model.safetensors", "training_args.bin"} <= {p.name for p in files}
     leaked = [str(p) for p in files if FAKE_TOKEN.encode() in p.read_bytes()]
     assert not leaked
 

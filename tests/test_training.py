@@ -8,6 +8,7 @@ scikit-image photos with hand-written captions. Multi-process launches are in te
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -45,19 +46,24 @@ def one_cpu_thread():
 
 
 def write_caption_folder(folder: Path, n: int | None = None, drop: tuple[str, ...] = ()) -> Path:
-    """The synthvlm export layout: <folder>/data/train-00000-of-00001.parquet + README.md."""
-    from datasets import Dataset, Features, Image, Value
+    """The synthvlm export layout: <folder>/data/train-00000-of-00001.parquet + README.md.
 
+    The columns and dtypes are `synthvlm_data.export.dataset_features` (what `synthvlm build`
+    writes), so a column added to or retyped in the export changes this fixture too (a new column
+    without a value here fails with a KeyError instead of being silently left out).
+    """
+    from datasets import Dataset, Features
+
+    from synthvlm_data.export import dataset_features
     from synthvlm_data.training.demo_data import demo_rows
 
     rows = demo_rows(size=64)
+    rows["repeat"] = [0] * len(rows["id"])  # one image per caption
+    rows["source_id"] = [f"skimage-{i}" for i in range(len(rows["id"]))]
     if n is not None:
         rows = {k: v[:n] for k, v in rows.items()}
-    features = {
-        "id": Value("string"), "image": Image(), "caption": Value("string"), "prompt": Value("string"),
-        "clip_score": Value("float32"), "ssim": Value("float32"), "score": Value("float32"),
-        "seed": Value("int64"), "source": Value("string"), "generator": Value("string"),
-    }
+    features = dict(dataset_features(with_concept=False))
+    rows = {k: rows[k] for k in features}
     for col in drop:
         rows.pop(col)
         features.pop(col)
@@ -289,12 +295,19 @@ def test_missing_dataset_and_columns_are_input_errors(tmp_path):
 
 
 def test_fixture_matches_the_export_contract(caption_folder):
+    """Every exported column with the exported dtype (float64 scores, int32 repeat, source_id, ...).
+
+    Drift between a real `synthvlm build` export and what training reads is caught by
+    test_stage1_trains_on_a_real_tiny_build, which trains on one.
+    """
     from datasets import Image, load_dataset
 
+    from synthvlm_data.export import dataset_features
+
     ds = load_dataset(str(caption_folder), split="train")
-    for col in ("id", "image", "caption", "prompt", "clip_score", "ssim", "score", "seed", "source", "generator"):
-        assert col in ds.column_names
-    assert isinstance(ds.features["image"], Image)
+    assert ds.features == dataset_features(with_concept=False)
+    assert {"repeat", "source_id"} <= set(ds.column_names)
+    assert isinstance(ds.features["image"], Image) and ds.features["score"].dtype == "float64"
 
 
 def test_stage1_rows_are_prompt_completion_with_loss_on_the_caption(caption_folder, processor):
@@ -392,6 +405,46 @@ def test_stage1_changes_only_the_projector_and_the_loss_falls(stage1_run):
     trainable = {n for n, p in initial.named_parameters() if p.requires_grad}
     assert not any(n.startswith("model.vision_tower.") for n in trainable)
     assert any(n.startswith("model.language_model.") for n in trainable) and PROJECTOR + "linear_1.weight" in trainable
+
+
+def test_stage1_trains_on_a_real_tiny_build(tiny_build, caption_folder, tmp_path):
+    """Stage 1 on the folder `synthvlm build` exported (conftest's tiny_build), not on a fixture.
+
+    Catches drift between the export and what training reads; the fixture folder must also have
+    the exported columns and dtypes. 2 steps of 2 rows, no eval, no checkpoint.
+    """
+    from datasets import load_dataset
+    from transformers import AutoModelForImageTextToText
+
+    from synthvlm_data.training import run as run_lib
+
+    exported = load_dataset(str(tiny_build.out_dir), split="train")
+    fixture = load_dataset(str(caption_folder), split="train")
+    assert {"repeat", "source_id"} <= set(exported.column_names)
+    assert {k: v for k, v in exported.features.items() if k != "concept"} == fixture.features
+
+    out = tmp_path / "pretrain-on-build"
+    cfg = load_config(TINY, [
+        "--dataset", str(tiny_build.out_dir), "--max_samples", "4", "--eval_ratio", "0",
+        "--output_dir", str(out), "--per_device_train_batch_size", "2", "--global_batch_size", "2",
+        "--max_steps", "2", "--learning_rate", "3e-3", "--lr_scheduler_type", "constant",
+        "--warmup_ratio", "0", "--save_strategy", "no",
+    ])
+    initial = {}
+    load_model = run_lib.load_model
+
+    def keep_initial_projector(*args, **kwargs):
+        model, processor = load_model(*args, **kwargs)
+        initial.update({k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(PROJECTOR)})
+        return model, processor
+
+    with mock.patch.object(run_lib, "load_model", side_effect=keep_initial_projector):
+        summary = run_lib.run_stage(cfg, "pretrain")
+    assert summary["results"]["steps"] == 2 and summary["results"]["train_samples"] == 4
+    assert all(math.isfinite(v) for _, v in summary["loss"]["train"])
+    trained = AutoModelForImageTextToText.from_pretrained(out, use_safetensors=True).state_dict()
+    assert initial and set(initial) == {k for k in trained if k.startswith(PROJECTOR)}
+    assert all(not torch.equal(trained[k], v) for k, v in initial.items())
 
 
 def test_save_load_generate_round_trip(stage1_run, tmp_path):
