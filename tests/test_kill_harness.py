@@ -48,6 +48,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 STAGE_DIRS = ("captions", "generate", "score", "select")
+TARGETS = ("generate", "captions", "score", "export", "select")  # the order kills cycle through
 
 
 def _stage_at(work) -> str:
@@ -58,42 +59,71 @@ def _stage_at(work) -> str:
     return "export"
 
 
+def _complete_shards(work, stage: str) -> int:
+    return len(list((work / stage).glob("*.parquet.sha256")))
+
+
+def _reached(target: str, work, out) -> bool:
+    """True once the build is inside `target`: mid-stage for the sharded stages (some but not all
+    shards complete), inside the global steps for the others."""
+    if not (work / "run.json").is_file():
+        return False
+    done = {s: (work / s / "manifest.json").is_file() for s in STAGE_DIRS}
+    if target == "captions":
+        return not done["captions"]
+    if target in ("generate", "score"):
+        return not done[target] and _complete_shards(work, target) >= 1
+    if target == "select":
+        return done["score"] and not done["select"]
+    return done["select"] and not out.exists()  # export
+
+
 def kill_harness(tmp_path, kills: int, seed: int) -> tuple[list[str], int]:
-    recipe = small_tiny_recipe(captions={"limit": 8}).model_dump(mode="json")
+    """SIGKILL `synthvlm build` `kills` times, each time inside the next stage of TARGETS (after a
+    seeded random extra delay), resuming on the same work dir; then compare with an uninterrupted run."""
+    recipe = small_tiny_recipe().model_dump(mode="json")  # 24 captions: 3 shards per sharded stage
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    work, out = tmp_path / "work-k", tmp_path / "out-k"
 
     def cmd(name):
         return [sys.executable, "-m", "synthvlm_data.cli", "build", "--recipe", str(path), "--quiet",
                 "--out", str(tmp_path / f"out-{name}"), "--work-dir", str(tmp_path / f"work-{name}")]
 
-    t0 = time.perf_counter()
     ref = subprocess.run(cmd("ref"), capture_output=True, text=True, env=env, timeout=600)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    duration = time.perf_counter() - t0
+    n_units = _complete_shards(tmp_path / "work-ref", "generate")
+    assert n_units >= 3
     rng = random.Random(seed)
     hit, runs = [], 0
     while True:
         runs += 1
-        proc = subprocess.Popen(cmd("k"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        if len(hit) < kills:
-            try:
-                proc.wait(timeout=rng.uniform(0, duration))
-            except subprocess.TimeoutExpired:
-                stage = _stage_at(tmp_path / "work-k")
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                hit.append(stage)
-                assert not (tmp_path / "out-k").exists() or stage == "export"
-                continue
-        assert proc.wait(timeout=600) == 0
+        log = tmp_path / f"run-{runs}.stderr"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(cmd("k"), stdout=subprocess.DEVNULL, stderr=err, env=env)
+        target = TARGETS[len(hit) % len(TARGETS)] if len(hit) < kills else None
+        while target is not None and proc.poll() is None and not _reached(target, work, out):
+            time.sleep(0.005)
+        if target is not None and proc.poll() is None:
+            time.sleep(rng.uniform(0, 0.05))
+            stage = _stage_at(work)
+            partial = {s: _complete_shards(work, s) for s in ("generate", "score")}
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            hit.append(stage)
+            if stage in ("generate", "score"):  # killed mid-stage: some shards done, not all
+                assert 0 <= partial[stage] < n_units
+            assert not out.exists() or stage == "export"
+            continue
+        assert proc.wait(timeout=600) == 0, f"resume after kills at {hit} failed: {log.read_text()[-3000:]}"
         _check_same(tmp_path)
         if len(hit) >= kills:
+            assert not list(work.rglob(".tmp-*")) and not list(tmp_path.glob(".out-k.*"))  # leftovers swept
             return hit, runs
         # the resumed run completed before all kills landed: start a fresh chain of kills
-        shutil.rmtree(tmp_path / "out-k")
-        shutil.rmtree(tmp_path / "work-k")
+        shutil.rmtree(out)
+        shutil.rmtree(work)
 
 
 def _check_same(tmp_path) -> None:
@@ -108,10 +138,11 @@ def _check_same(tmp_path) -> None:
 def test_kill_harness_fast(tmp_path):
     hit, runs = kill_harness(tmp_path, kills=4, seed=0)
     print(f"kills: {len(hit)} at {hit}; runs {runs}")
+    assert len(hit) == 4 and {"generate", "score"} <= set(hit), hit
 
 
 @pytest.mark.slow
 def test_kill_harness_20_kills(tmp_path):
     hit, runs = kill_harness(tmp_path, kills=20, seed=1)
     print(f"kills: {len(hit)} at {hit}; runs {runs}")
-    assert len(hit) == 20 and len(set(hit)) >= 3, hit
+    assert len(hit) == 20 and set(hit) == {*STAGE_DIRS, "export"}, hit
