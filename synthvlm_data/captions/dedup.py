@@ -1,13 +1,14 @@
 """Exact and near-duplicate removal, streamed in input order: the first occurrence wins.
 
 Exact: captions equal after lower-casing and collapsing whitespace and punctuation (a 16-byte
-digest per kept caption).
+digest per kept caption). Near: sentence-embedding cosine >= threshold against every caption kept
+so far (exact search, blockwise matrix products; O(N^2), fine up to a few 100K captions; use an
+ANN index beyond that).
 
 Looking up and registering are separate (`find`/`add`, `NearBatch.check`/`add`) so a caller with
 steps after dedup (judge, limit) registers a caption only once it is really kept: a caption is
-never dropped as a duplicate of one that is absent from the output. Near: sentence-embedding cosine >= threshold against every caption kept
-so far (exact search, blockwise matrix products; O(N^2), fine up to a few 100K captions; use an
-ANN index beyond that).
+never dropped as a duplicate of one that is absent from the output. `check` / `filter` do both
+at once, for callers with nothing after dedup.
 """
 
 from __future__ import annotations
