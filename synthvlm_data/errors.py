@@ -36,6 +36,12 @@ class WorkDirLockedError(SynthVLMError):
     """Another build holds the work directory."""
 
 
+def one_line(err: BaseException, limit: int = 160) -> str:
+    """'Type: first line of the message' (or just the type for an empty message), for one-line errors."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:limit]}" if lines else type(err).__name__
+
+
 def os_error_message(err: OSError) -> str:
     """One line for a disk / file-system failure anywhere in a command (full disk, read-only dir).
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from synthvlm_data.errors import ModelUnavailableError
+from synthvlm_data.errors import ModelUnavailableError, one_line
 from synthvlm_data.schema import ModelRef
 
 TINY_SDXL_BASE = "tiny:sdxl-base"
@@ -350,7 +350,7 @@ def _from_pretrained(cls, ref: ModelRef, role: str, **kwargs):
         return cls.from_pretrained(ref.id, revision=ref.revision, use_safetensors=True, **kwargs)
     except Exception as err:
         raise ModelUnavailableError(
-            f"cannot load {role} model '{ref.id}': {type(err).__name__}: {str(err).splitlines()[0][:200]}; {OFFLINE_HINT}"
+            f"cannot load {role} model '{ref.id}': {one_line(err, 200)}; {OFFLINE_HINT}"
         ) from None
 
 
@@ -485,9 +485,8 @@ def load_clip_scorer(ref: ModelRef, device: str):
             tokenizer = open_clip.get_tokenizer(name)
         except Exception as err:
             what = f"'{ref.id}'" + (f" (pretrained '{ref.revision}')" if ref.revision else "")
-            first = str(err).splitlines()[0][:160] if str(err) else ""
             raise ModelUnavailableError(
-                f"cannot load score.clip model {what}: {type(err).__name__}: {first}; {OFFLINE_HINT}"
+                f"cannot load score.clip model {what}: {one_line(err)}; {OFFLINE_HINT}"
             ) from None
     model.eval().to(device)
     return model, preprocess, tokenizer

@@ -38,7 +38,7 @@ import yaml
 from PIL import Image
 
 from synthvlm_data.config import Recipe, recipe_from_dict
-from synthvlm_data.errors import InputDataError, RecipeError
+from synthvlm_data.errors import InputDataError, RecipeError, one_line
 from synthvlm_data.select import combined_score, summarize
 
 REFERENCE_CAPTIONS = "reference_captions.jsonl"
@@ -126,9 +126,8 @@ def hub_reference(spec: str, split: str = "train", limit: int = 500) -> list[dic
     import datasets
 
     def fail(err: Exception) -> InputDataError:
-        first = str(err).splitlines()[0][:160] if str(err) else ""
-        return InputDataError(f"cannot load the reference dataset '{spec}' (split {split}): {type(err).__name__}: "
-                              f"{first}; use --reference builtin offline")
+        return InputDataError(f"cannot load the reference dataset '{spec}' (split {split}): {one_line(err)}; "
+                              "use --reference builtin offline")
 
     try:
         ds = datasets.load_dataset(spec, split=split, streaming=True)

@@ -154,3 +154,11 @@ def test_leftovers_of_killed_runs_are_swept(tiny_build, tmp_path):
     assert not tmp_file.exists() and not dead.exists() and not old.exists()
     assert alive.is_dir()
     assert parquet_checksums(res.out_dir) == parquet_checksums(tiny_build.out_dir)
+
+
+def test_one_line_error_text_survives_empty_and_multiline_messages():
+    from synthvlm_data.errors import one_line
+
+    assert one_line(RuntimeError()) == "RuntimeError"  # no IndexError on an empty message
+    assert one_line(ValueError("first\nsecond")) == "ValueError: first"
+    assert one_line(OSError("x" * 500), 10) == "OSError: " + "x" * 10

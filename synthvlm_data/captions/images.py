@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from synthvlm_data.captions.models import ModelCache, one_line, resolve
-from synthvlm_data.errors import ModelUnavailableError
+from synthvlm_data.captions.models import ModelCache, resolve
+from synthvlm_data.errors import ModelUnavailableError, one_line
 
 
 def open_image(ref) -> Image.Image | None:

