@@ -1,0 +1,139 @@
+"""Rebuild every world model from nothing, deterministically: `python -m synthvlm_data.world build-models`.
+
+The CLIP and the text-to-image model train in two processes at once (one intra-op thread each:
+the fastest split of a 2-core box, and CPU float results depend on the thread count, so it is
+fixed). Each model is written to a staging folder and renamed into place when complete. Then
+every file's SHA-256 goes into `CHECKSUMS.sha256`; `--check` rebuilds into a temporary folder and
+compares against that file, which is how "the same command gives the same bytes" is tested.
+
+Bytes are reproducible for the same torch version on the same CPU kind (x86-64 AVX2 here):
+another CPU or torch release may pick other float kernels, and then `--check` reports which
+files differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+CHECKSUMS = "CHECKSUMS.sha256"
+MODELS = ("clip", "sdxl")
+MAX_FILE_BYTES = 5_000_000
+
+
+def _train(name: str, out: str, quick: bool, queue) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+    def log(msg: str) -> None:
+        print(f"[{name}] {msg}", flush=True)
+
+    if name == "clip":
+        from synthvlm_data.world.train_clip import ClipTrainConfig, train_clip
+
+        cfg = ClipTrainConfig(n_train=400, steps=4, batch_size=16, warmup=1) if quick else ClipTrainConfig()
+        result = train_clip(Path(out), cfg, log)
+    else:
+        from synthvlm_data.world.train_diffusion import DiffusionTrainConfig, train_diffusion
+
+        cfg = (DiffusionTrainConfig(n_train=200, vae_steps=3, unet_steps=3, warmup=1, vae_batch=4, unet_batch=4)
+               if quick else DiffusionTrainConfig())
+        result = train_diffusion(Path(out), cfg, log)
+    queue.put((name, {"config": asdict(cfg), **result}))
+
+
+def checksums(root: Path) -> dict[str, str]:
+    """SHA-256 of every model file under root, by path relative to root."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.name not in (CHECKSUMS, "training.json"):
+            out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def build(out_dir: Path, quick: bool = False) -> dict:
+    """Train every model into out_dir/<model>/ (staged, renamed when complete)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    t0 = time.perf_counter()
+    procs = [ctx.Process(target=_train, args=(m, str(stage / m), quick, queue)) for m in MODELS]
+    for p in procs:
+        p.start()
+    results = {}
+    try:
+        for _ in procs:
+            name, res = queue.get()
+            results[name] = res
+        for p in procs:
+            p.join()
+            if p.exitcode != 0:
+                raise SystemExit(f"error: training {MODELS[procs.index(p)]} failed (exit {p.exitcode}); nothing was replaced")
+        for m in MODELS:
+            target = out_dir / m
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(stage / m, target)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        shutil.rmtree(stage, ignore_errors=True)
+    import torch
+
+    sums = checksums(out_dir)
+    (out_dir / CHECKSUMS).write_text("".join(f"{h}  {p}\n" for p, h in sums.items()))
+    meta = {"models": results, "wall_seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__,
+            "python": platform.python_version(), "machine": platform.machine()}
+    (out_dir / "training.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    too_big = {p: (out_dir / p).stat().st_size for p in sums if (out_dir / p).stat().st_size >= MAX_FILE_BYTES}
+    if too_big:
+        raise SystemExit(f"error: weight files over {MAX_FILE_BYTES} bytes: {too_big}")
+    return meta
+
+
+def read_checksums(root: Path) -> dict[str, str]:
+    path = root / CHECKSUMS
+    if not path.is_file():
+        return {}
+    return {p: h for h, p in (line.split("  ", 1) for line in path.read_text().splitlines() if line.strip())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m synthvlm_data.world", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build-models", help="retrain every world model (about 50 min on 2 cores)")
+    b.add_argument("--out", type=Path, default=WEIGHTS_DIR, help=f"where the models go (default {WEIGHTS_DIR})")
+    b.add_argument("--check", action="store_true", help="rebuild into a temporary folder and compare with --out's checksums")
+    b.add_argument("--quick", action="store_true", help="a few steps only (tests the command, not the models)")
+    args = ap.parse_args(argv)
+    if args.check:
+        expected = read_checksums(args.out)
+        if not expected:
+            print(f"error: {args.out / CHECKSUMS} is missing: nothing to check against", file=sys.stderr)
+            return 2
+        with tempfile.TemporaryDirectory() as tmp:
+            meta = build(Path(tmp), quick=args.quick)
+            got = checksums(Path(tmp))
+        diff = sorted(p for p in set(expected) | set(got) if expected.get(p) != got.get(p))
+        print(f"rebuilt in {meta['wall_seconds']:.0f} s; {len(got)} files, {len(diff)} differ")
+        for p in diff:
+            print(f"  differs: {p}  expected {expected.get(p, '-')[:12]}  got {got.get(p, '-')[:12]}")
+        return 1 if diff else 0
+    meta = build(args.out, quick=args.quick)
+    print(f"built {', '.join(MODELS)} into {args.out} in {meta['wall_seconds']:.0f} s")
+    return 0
