@@ -59,11 +59,11 @@ def main() -> None:
     from synthvlm_data.captions.dedup import ExactDedup, NearDedup
     from synthvlm_data.captions.filters import build_rule_step
     from synthvlm_data.captions.judge import Judge
-    from synthvlm_data.captions.models import ModelCache
+    from synthvlm_data.models.text import ModelCache
     from synthvlm_data.captions.perplexity import perplexities
     from synthvlm_data.captions.pipeline import run_captions
     from synthvlm_data.captions.synthesis import synthesize
-    from synthvlm_data.schema import ModelRef
+    from synthvlm_data.models.refs import ModelRef
 
     rows: list[tuple[str, int, float, float, str]] = []
 

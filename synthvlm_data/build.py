@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from synthvlm_data import models
+from synthvlm_data.models.refs import check_available
 from synthvlm_data.backends import get_backend
 from synthvlm_data.config import Recipe
 from synthvlm_data.errors import SynthVLMError, WorkDirLockedError
@@ -39,10 +39,10 @@ class BuildResult:
 
 def preflight(recipe: Recipe) -> None:
     """Check every model the recipe names can load here, before any stage runs."""
-    models.check_available(recipe.generate.model, "generate.model")
+    check_available(recipe.generate.model, "generate.model")
     if recipe.generate.refiner is not None:
-        models.check_available(recipe.generate.refiner, "generate.refiner")
-    models.check_available(recipe.score.clip.model, "score.clip.model")
+        check_available(recipe.generate.refiner, "generate.refiner")
+    check_available(recipe.score.clip.model, "score.clip.model")
     from synthvlm_data.captions.pipeline import check_models
 
     check_models(recipe.captions)

@@ -152,7 +152,7 @@ def model_rows(recipe) -> list[dict]:
 
 def _caption_model_rows(captions) -> list[dict]:
     """Models named in the caption stage, found by walking its config (its schema evolves on its own)."""
-    from synthvlm_data.schema import ModelRef
+    from synthvlm_data.models.refs import ModelRef
 
     found: list[tuple[str, ModelRef]] = []
 

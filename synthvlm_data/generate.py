@@ -27,7 +27,8 @@ from PIL import Image
 
 from synthvlm_data.config import GenerateConfig
 from synthvlm_data.errors import SynthVLMError
-from synthvlm_data.models import load_generator, load_vae, resolve_device
+from synthvlm_data.models.devices import resolve_device
+from synthvlm_data.models.diffusion import generator_family, load_generator, load_vae
 
 # Stored latents: IEEE half precision, little-endian, C order, one sample's (C, H, W) per row.
 LATENT_DTYPE = np.dtype("<f2")
@@ -161,8 +162,6 @@ class LatentDecoder:
         self.device = resolve_device(device or cfg.device)
         self.vae = vae if vae is not None else load_vae(cfg, self.device)
         if family is None:
-            from synthvlm_data.models import generator_family
-
             family = generator_family(cfg)
         if family == "sdxl" and self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
             # What the SDXL pipelines do before decoding (a copy: the generator's VAE stays fp16).

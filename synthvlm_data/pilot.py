@@ -74,7 +74,7 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
     """Generate images for `n` captions of the recipe and time it (nothing is exported)."""
     from synthvlm_data.backends import pinned_threads
     from synthvlm_data.build import preflight
-    from synthvlm_data.models import resolve_device
+    from synthvlm_data.models.devices import resolve_device
     from synthvlm_data.shards import ShardStore
     from synthvlm_data.stages import GenerateStage, RunContext, prepare_captions
 

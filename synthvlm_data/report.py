@@ -174,10 +174,10 @@ def score_reference(entries: list[dict], recipe: Recipe, scorer=None, device: st
 
 
 def make_scorer(recipe: Recipe, device: str | None = None):
-    from synthvlm_data import models
+    from synthvlm_data.models.refs import check_available
     from synthvlm_data.scoring.clipscore import ClipScorer
 
-    models.check_available(recipe.score.clip.model, "score.clip.model")  # one clear line if not
+    check_available(recipe.score.clip.model, "score.clip.model")  # one clear line if not
     return ClipScorer(recipe.score.clip, device if device is not None else recipe.generate.device)
 
 

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class StrictModel(BaseModel):
     """A recipe section: unknown keys are errors, values are not coerced across types."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class ModelRef(StrictModel):
-    """A model named in a recipe.
-
-    `id` is a Hub id (`stabilityai/stable-diffusion-xl-base-1.0`), a local directory, or
-    `tiny:<name>` for the offline builders in `synthvlm_data.models`. Pin `revision` for
-    reproducible full-scale runs; it is recorded in the dataset card.
-    """
-
-    id: str = Field(min_length=1)
-    revision: str | None = None
-
-    @property
-    def is_tiny(self) -> bool:
-        return self.id.startswith("tiny:")
 
 
 def validation_error_parts(err: ValidationError) -> list[str]:

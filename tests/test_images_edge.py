@@ -8,7 +8,7 @@ from PIL import Image
 
 from synthvlm_data.config import ClipScoreConfig, SSIMConfig
 from synthvlm_data.errors import ShardError
-from synthvlm_data.schema import ModelRef
+from synthvlm_data.models.refs import ModelRef
 from synthvlm_data.scoring.clipscore import ClipScorer
 from synthvlm_data.scoring.ssim import ssim_roundtrip
 from synthvlm_data.stages import decode_image

@@ -96,10 +96,12 @@ def processor(tiny_cfg):
     from transformers import AutoTokenizer
     from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+    from synthvlm_data.models.refs import ModelRef
+    from synthvlm_data.models.text import pretrained_dir
+    from synthvlm_data.models.tiny import tiny_vision_config
     from synthvlm_data.training.assembly import add_image_token, build_processor
-    from synthvlm_data.training.components import smollm2_dir, tiny_vision_config
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    tokenizer = AutoTokenizer.from_pretrained(pretrained_dir(ModelRef(id=tiny_cfg.model.llm.id), "llm"))
     add_image_token(tokenizer)
     return build_processor(tokenizer, tiny_vision_config(), tiny_cfg.model, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
 
@@ -657,7 +659,7 @@ def test_stage2_trains_llm_and_projector_not_the_vision_tower(stage1_run, captio
 
 
 def test_model_section_rejects_unknown_tiny_component():
-    from synthvlm_data.training.components import check_component
+    from synthvlm_data.models.llava import check_component
 
     cfg = ModelSection(llm="tiny:gpt5", vision_tower="tiny:clip-vit")
     with pytest.raises(ModelUnavailableError, match="unknown tiny component 'tiny:gpt5'"):
@@ -668,7 +670,7 @@ def _pickle_only_model(folder: Path) -> Path:
     """A CLIP vision model saved as pytorch_model.bin whose pickle would run code if unpickled."""
     from transformers import CLIPVisionModel
 
-    from synthvlm_data.training.components import tiny_vision_config
+    from synthvlm_data.models.tiny import tiny_vision_config
 
     class Payload:
         def __reduce__(self):
@@ -682,8 +684,7 @@ def _pickle_only_model(folder: Path) -> Path:
 
 
 def test_pickle_only_model_folder_is_refused_not_unpickled(tmp_path):
-    from synthvlm_data.training.assembly import load_llava
-    from synthvlm_data.training.components import load_vision_tower
+    from synthvlm_data.models.llava import load_llava, load_vision_tower
     from synthvlm_data.training.config import ComponentRef
 
     folder = _pickle_only_model(tmp_path / "clip-bin")
@@ -701,16 +702,16 @@ def test_transformers_itself_is_asked_for_safetensors_only(tmp_path):
     """Past the folder check (e.g. a Hub id), use_safetensors=True makes transformers refuse the .bin."""
     from transformers import CLIPVisionModel
 
-    from synthvlm_data.training import components
+    from synthvlm_data.models import llava
     from synthvlm_data.training.config import ComponentRef
 
     folder = _pickle_only_model(tmp_path / "clip-bin")
     ref = ComponentRef(id=str(folder))
     with mock.patch("torch.load", side_effect=AssertionError("a pickle was opened")):
         with pytest.raises(ModelUnavailableError, match=r"no \*\.safetensors weights"):
-            components._from_pretrained(CLIPVisionModel.from_pretrained, ref, "vision_tower", use_safetensors=True)
+            llava._load(CLIPVisionModel.from_pretrained, ref, "vision_tower", use_safetensors=True)
     seen = []
-    with mock.patch.object(components, "_from_pretrained", side_effect=lambda *a, **k: seen.append(k)):
-        components.load_weights(CLIPVisionModel.from_pretrained, ComponentRef(id="someone/clip"), "vision_tower")
+    with mock.patch.object(llava, "_load", side_effect=lambda *a, **k: seen.append(k)):
+        llava.load_weights(CLIPVisionModel.from_pretrained, ComponentRef(id="someone/clip"), "vision_tower")
     assert seen == [{"use_safetensors": True}]
     assert not (folder / "UNPICKLED").exists()

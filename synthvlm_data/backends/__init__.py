@@ -18,13 +18,13 @@ resume; GPU runs are unaffected.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 from synthvlm_data.errors import SynthVLMError
+from synthvlm_data.models.devices import CPU_THREADS_ENV  # noqa: F401  (documented here)
+from synthvlm_data.models.devices import cpu_threads_from_env as cpu_threads
 
 BACKENDS = ("local", "accelerate", "ray")
-CPU_THREADS_ENV = "SYNTHVLM_CPU_THREADS"
 
 
 def get_backend(name: str):
@@ -43,19 +43,8 @@ def get_backend(name: str):
     raise SynthVLMError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
 
 
-def cpu_threads() -> int:
-    raw = os.environ.get(CPU_THREADS_ENV, "1")
-    try:
-        n = int(raw)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise SynthVLMError(f"{CPU_THREADS_ENV} must be a positive integer, got {raw!r}")
-    return n
-
-
 def runs_on_cpu(ctx) -> bool:
-    from synthvlm_data.models import resolve_device
+    from synthvlm_data.models.devices import resolve_device
 
     return resolve_device(ctx.recipe.generate.device) == "cpu"
 
@@ -63,17 +52,10 @@ def runs_on_cpu(ctx) -> bool:
 @contextlib.contextmanager
 def pinned_threads(ctx) -> Iterator[None]:
     """Run a CPU stage with `SYNTHVLM_CPU_THREADS` intra-op threads (restored afterwards)."""
-    import torch
+    from synthvlm_data.models.devices import torch_threads
 
-    if not runs_on_cpu(ctx):
+    with torch_threads(cpu_threads() if runs_on_cpu(ctx) else None):
         yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(cpu_threads())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def pending(ctx, units):

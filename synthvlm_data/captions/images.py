@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from synthvlm_data.captions.models import ModelCache, resolve
-from synthvlm_data.errors import ModelUnavailableError, one_line
+from synthvlm_data.models.text import ModelCache, load_blip_itm
 
 
 def open_image(ref) -> Image.Image | None:
@@ -61,31 +60,29 @@ class _ImageStep:
         return out
 
 
-def load_clip(ref, role: str, device: str):
-    """(model, preprocess, tokenizer) via synthvlm_data.models, which owns open_clip loading."""
-    from synthvlm_data import models as M
-
-    M.check_available(ref, role)
-    return M.load_clip_scorer(ref, device)
-
-
 class ClipSimilarityStep(_ImageStep):
+    """The CLIP cosine of the caption and its original image: the score stage's `ClipScorer`, without
+    the CLIPScore text prefix."""
+
     def __init__(self, cfg, models: ModelCache, device: str = "cpu"):
         super().__init__(cfg)
-        key = ("clip", cfg.model.id, cfg.model.revision, device)
-        self.model, self.preprocess, self.tokenizer = models.get(
-            key, lambda: load_clip(cfg.model, f"captions filter '{cfg.label}'", device))
-        self.device = device
+        from synthvlm_data.config import ClipScoreConfig
+        from synthvlm_data.models.refs import check_available
+        from synthvlm_data.scoring.clipscore import ClipScorer
+
+        role = f"captions filter '{cfg.label}'"
+        scorer_cfg = ClipScoreConfig(model=cfg.model, text_prefix="", batch_size=cfg.batch_size)
+
+        def build() -> ClipScorer:
+            check_available(cfg.model, role)
+            return ClipScorer(scorer_cfg, device, role=role)
+
+        self.scorer = models.get(("clip", cfg.model.id, cfg.model.revision, device, cfg.batch_size), build)
         self.params = {"type": cfg.type, "model": cfg.model.id, "revision": cfg.model.revision,
                        "min_similarity": cfg.min_similarity, "max_similarity": cfg.max_similarity}
 
-    @torch.inference_mode()
     def score(self, images, captions) -> np.ndarray:
-        x = torch.stack([self.preprocess(im) for im in images]).to(self.device)
-        t = self.tokenizer(list(captions)).to(self.device)
-        fi = torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1)
-        ft = torch.nn.functional.normalize(self.model.encode_text(t).float(), dim=-1)
-        return (fi * ft).sum(-1).cpu().numpy()
+        return self.scorer(images, list(captions))
 
     def passes(self, v: float) -> bool:
         return self.cfg.min_similarity <= v <= self.cfg.max_similarity
@@ -96,19 +93,9 @@ class BlipItmStep(_ImageStep):
 
     def __init__(self, cfg, models: ModelCache, device: str = "cpu"):
         super().__init__(cfg)
-        from transformers import BlipForImageTextRetrieval, BlipProcessor
-
         role = f"captions filter '{cfg.label}'"
-        folder, _ = resolve(cfg.model, role)
-
-        def build():
-            try:
-                return (BlipForImageTextRetrieval.from_pretrained(folder, use_safetensors=True).eval().to(device),
-                        BlipProcessor.from_pretrained(folder))
-            except Exception as err:
-                raise ModelUnavailableError(f"cannot load {role} model '{cfg.model.id}': {one_line(err)}") from None
-
-        self.model, self.processor = models.get(("blip", cfg.model.id, cfg.model.revision), build)
+        self.model, self.processor = models.get(("blip", cfg.model.id, cfg.model.revision),
+                                                lambda: load_blip_itm(cfg.model, role, device))
         self.device = device
         self.params = {"type": cfg.type, "model": cfg.model.id, "revision": cfg.model.revision,
                        "min_score": cfg.min_score, "max_score": cfg.max_score}

@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from synthvlm_data.captions.models import LM
+from synthvlm_data.models.text import LM
 
 MARK = "\x00CAPTION\x00"
 

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import torch
 
-from synthvlm_data.captions.models import LM
+from synthvlm_data.models.text import LM
 
 TOKEN_BUDGET = 2048
 
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=float, default=0.99, help="share of good captions to keep")
     args = ap.parse_args(argv)
 
-    from synthvlm_data.captions.models import load_lm
-    from synthvlm_data.schema import ModelRef
+    from synthvlm_data.models.text import load_lm
+    from synthvlm_data.models.refs import ModelRef
 
     lm = load_lm(ModelRef(id=args.model), "perplexity")
     texts = _read_captions(args.good)

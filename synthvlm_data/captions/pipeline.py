@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -30,9 +29,10 @@ from synthvlm_data.captions import config as C
 from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.captions.dedup import ExactDedup, NearDedup
 from synthvlm_data.captions.filters import build_rule_step, is_rule
-from synthvlm_data.captions.models import ModelCache
 from synthvlm_data.captions.report import StepReport
 from synthvlm_data.captions.sources import iter_source, resolve_path  # noqa: F401  (re-export)
+from synthvlm_data.models.devices import resolve_device, torch_threads
+from synthvlm_data.models.text import ModelCache
 
 REPORT_FILE = "captions_report.json"
 TIMINGS_FILE = "captions_timings.json"
@@ -78,13 +78,9 @@ def _build_steps(cfg: CaptionsConfig, models: ModelCache) -> list:
         elif isinstance(f, C.ClipSimilarityFilter):
             from synthvlm_data.captions.images import ClipSimilarityStep
 
-            from synthvlm_data.captions.models import resolve_device
-
             steps.append(ClipSimilarityStep(f, models, resolve_device(cfg.device)))
         elif isinstance(f, C.BlipItmFilter):
             from synthvlm_data.captions.images import BlipItmStep
-
-            from synthvlm_data.captions.models import resolve_device
 
             steps.append(BlipItmStep(f, models, resolve_device(cfg.device)))
     return steps
@@ -112,21 +108,6 @@ def _apply_step(step, rows: list[dict], rep: StepReport) -> list[dict]:
         else:
             rep.drop(row, v)
     return out
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def run_captions(cfg: CaptionsConfig, *, seed: int, profile: str = "full", report_dir: Path | None = None,
@@ -453,13 +434,7 @@ def model_refs(cfg: CaptionsConfig) -> list[tuple[str, object]]:
 def check_models(cfg: CaptionsConfig) -> None:
     """Preflight for the build: raise ModelUnavailableError (one line) before any stage runs if a
     model of the caption stage cannot be loaded here. Loads nothing."""
-    from synthvlm_data.captions.models import check_available
+    from synthvlm_data.models.refs import check_available
 
-    clip_roles = {f"captions filter '{f.label}'" for f in cfg.filters if isinstance(f, C.ClipSimilarityFilter)}
     for role, ref in model_refs(cfg):
-        if role in clip_roles:  # open_clip names and tiny:clip are resolved by synthvlm_data.models
-            from synthvlm_data import models as M
-
-            M.check_available(ref, role)
-        else:
-            check_available(ref, role)
+        check_available(ref, role)

@@ -20,7 +20,7 @@ import torch
 
 from synthvlm_data.captions.concepts import ConceptMatcher, load_concepts
 from synthvlm_data.captions.dedup import ExactDedup, NearDedup
-from synthvlm_data.captions.models import LM, Embedder
+from synthvlm_data.models.text import LM, Embedder
 from synthvlm_data.errors import InputDataError
 
 _PREFIX = re.compile(r"^\s*(?:here(?:'s| is)[^:]*:|caption\s*\d*\s*[:\-]|\d+[.)]|[-*•])\s*", re.I)

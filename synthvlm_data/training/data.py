@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from synthvlm_data.models.refs import hub_offline
 from synthvlm_data.training.config import DataSource
 from synthvlm_data.training.errors import InputDataError
 
@@ -23,12 +24,6 @@ CAPTION_COLUMNS = ("image", "caption")  # `prompt` too, but it can be derived (s
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def _hub_offline() -> bool:
-    from synthvlm_data.training.components import hub_offline
-
-    return hub_offline()
 
 
 def load_source(src: DataSource):
@@ -44,7 +39,7 @@ def load_source(src: DataSource):
                 f"dataset '{src.dataset}' not found: no such folder (build it with `synthvlm build`, or pass "
                 "--dataset PATH) and not a Hub id (owner/name)"
             )
-        if not path.exists() and _hub_offline():
+        if not path.exists() and hub_offline():
             raise InputDataError(f"dataset '{src.dataset}' is not a local folder and HF_HUB_OFFLINE is set")
         try:
             ds = load_dataset(str(path) if path.exists() else src.dataset, name=src.subset, split=src.split,
