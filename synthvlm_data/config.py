@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from synthvlm_data.captions.config import CaptionsConfig
+from synthvlm_data.clustering import DiversityConfig
 from synthvlm_data.errors import RecipeError
 from synthvlm_data.models.refs import ModelRef
 from synthvlm_data.schema import StrictModel, validation_error_parts
@@ -86,24 +87,6 @@ class ScoreConfig(StrictModel):
     clip: ClipScoreConfig = ClipScoreConfig()
     ssim: SSIMConfig = SSIMConfig()
     batch_size: int = Field(default=32, ge=1)
-
-
-class DiversityConfig(StrictModel):
-    """Diversity-balanced selection (Synth^2: balance and semantic diversity of the captions are
-    what matter). Caption embeddings are clustered with k-means (fixed k and seed) and the
-    selection fills per-cluster quotas by score instead of taking the global top-N.
-
-    quota: `uniform` gives every cluster the same share (clusters with too few candidates give
-    their unused slots to the others: max-min fair); `proportional` keeps the pool's cluster
-    proportions (Sainte-Lague apportionment), i.e. a stratified top-N.
-    """
-
-    clusters: int = Field(default=16, ge=2, description="k of k-means (clamped to the distinct captions).")
-    seed: int = Field(default=0, ge=0, description="k-means random_state.")
-    n_init: int = Field(default=4, ge=1, description="k-means restarts (best inertia kept).")
-    embedder: ModelRef = ModelRef(id="sentence-transformers/all-MiniLM-L6-v2")
-    batch_size: int = Field(default=64, ge=1, description="captions per embedding batch.")
-    quota: Literal["uniform", "proportional"] = "uniform"
 
 
 class SelectConfig(StrictModel):

@@ -20,36 +20,10 @@ from pathlib import Path
 import datasets
 import yaml
 
+from synthvlm_data.columns import dataset_features, latent_from_bytes
 from synthvlm_data.shards import ShardStore
 from synthvlm_data.stages import CAPTIONS, GENERATE, SELECT, RunContext
 from synthvlm_data.workunits import WorkUnit
-
-BASE_FEATURES = {
-    "id": datasets.Value("string"),
-    "image": datasets.Image(),
-    "caption": datasets.Value("string"),
-    "prompt": datasets.Value("string"),
-    "clip_score": datasets.Value("float64"),
-    "ssim": datasets.Value("float64"),
-    "score": datasets.Value("float64"),
-    "seed": datasets.Value("int64"),
-    "repeat": datasets.Value("int32"),
-    "source": datasets.Value("string"),
-    "source_id": datasets.Value("string"),
-    "generator": datasets.Value("string"),
-}
-
-
-def dataset_features(with_concept: bool, latent_shape: tuple[int, ...] | None = None) -> datasets.Features:
-    """Published columns; latent-mode runs carry `latent` (float16 (C, H, W)) instead of `image`."""
-    feats = dict(BASE_FEATURES)
-    if latent_shape is not None:
-        latent = datasets.Array3D(shape=tuple(int(d) for d in latent_shape), dtype="float16")
-        feats = {("latent" if k == "image" else k): (latent if k == "image" else v) for k, v in feats.items()}
-    if with_concept:
-        feats["concept"] = datasets.Value("string")
-    return datasets.Features(feats)
-
 
 def shard_name(i: int, n: int) -> str:
     return f"train-{i:05d}-of-{n:05d}.parquet"
@@ -68,8 +42,6 @@ def _iter_selected_rows(ctx: RunContext, selection: dict):
                 continue
             cap = caps[row["id"]]
             if "latent" in row:  # latent-mode run
-                from synthvlm_data.generate import latent_from_bytes
-
                 pixels = {"latent": latent_from_bytes(row["latent"], row["latent_shape"]).numpy()}
             else:
                 pixels = {"image": {"bytes": row["image"], "path": None}}

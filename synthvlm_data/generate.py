@@ -18,10 +18,8 @@ decoded; on CPU (fp32) the fp16 rounding moves pixels by at most one uint8 level
 from __future__ import annotations
 
 import inspect
-import io
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -29,34 +27,6 @@ from synthvlm_data.config import GenerateConfig
 from synthvlm_data.errors import SynthVLMError
 from synthvlm_data.models.devices import resolve_device
 from synthvlm_data.models.diffusion import generator_family, load_generator, load_vae
-
-# Stored latents: IEEE half precision, little-endian, C order, one sample's (C, H, W) per row.
-LATENT_DTYPE = np.dtype("<f2")
-
-
-def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
-    """Encode deterministically (no timestamps or random metadata)."""
-    buf = io.BytesIO()
-    if fmt == "png":
-        image.save(buf, format="PNG", optimize=False, compress_level=6)
-    elif fmt == "jpeg":
-        image.convert("RGB").save(buf, format="JPEG", quality=quality, subsampling=0)
-    elif fmt == "webp":
-        image.save(buf, format="WEBP", quality=quality, method=4)
-    else:  # the recipe schema rejects anything else first
-        raise ValueError(f"unknown image format {fmt!r}")
-    return buf.getvalue()
-
-
-def latent_to_bytes(latent: torch.Tensor) -> bytes:
-    """One sample's latent (C, H, W) as float16 little-endian bytes."""
-    return np.ascontiguousarray(latent.detach().to("cpu", torch.float32).numpy().astype(LATENT_DTYPE)).tobytes()
-
-
-def latent_from_bytes(data: bytes, shape: Sequence[int]) -> torch.Tensor:
-    """Inverse of `latent_to_bytes`: a float16 tensor of `shape`."""
-    arr = np.frombuffer(data, dtype=LATENT_DTYPE).reshape(tuple(int(s) for s in shape))
-    return torch.from_numpy(arr.astype(np.float16))
 
 
 def _accepted(pipe, kwargs: dict, recipe_keys: dict[str, str]) -> dict:

@@ -9,15 +9,14 @@ which unit). Models are loaded in `setup`, once per worker. Export (the publishe
 from __future__ import annotations
 
 import abc
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
+from synthvlm_data.columns import CAPTION_SCHEMA, GENERATE_SCHEMA, LATENT_SCHEMA, SCORE_SCHEMA, decode_image
 from synthvlm_data.config import Recipe
 from synthvlm_data.errors import ShardError
 from synthvlm_data.shards import ShardStore, atomic_write_bytes
@@ -25,41 +24,6 @@ from synthvlm_data.workunits import WorkUnit, choose_prompt, chunk, derive_seed,
 
 CAPTIONS, GENERATE, SCORE, SELECT = "captions", "generate", "score", "select"
 DECODE = "decode"  # latent runs only: latents -> images, for scoring (and for users, later)
-
-CAPTION_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("caption", pa.string()),
-        ("prompt", pa.string()),
-        ("source", pa.string()),
-        ("source_id", pa.string()),
-        ("concept", pa.string()),
-    ]
-)
-GENERATE_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("repeat", pa.int32()),
-        ("seed", pa.int64()),
-        ("image", pa.binary()),
-        ("generator", pa.string()),
-    ]
-)
-# Latent-mode generate shards: the denoised latents instead of `image` (see generate.py).
-LATENT_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("repeat", pa.int32()),
-        ("seed", pa.int64()),
-        ("latent", pa.binary()),  # float16 little-endian, C order
-        ("latent_shape", pa.list_(pa.int32())),  # (C, H, W)
-        ("generator", pa.string()),
-    ]
-)
-SCORE_SCHEMA = pa.schema(
-    [("id", pa.string()), ("repeat", pa.int32()), ("clip_score", pa.float64()), ("ssim", pa.float64())]
-)
-
 
 @dataclass
 class RunContext:
@@ -189,7 +153,7 @@ class GenerateStage(Stage):
         return [jobs[b.start : b.stop] for b in chunk(len(jobs), cfg.batch_size)]
 
     def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
-        from synthvlm_data.generate import encode_image, latent_to_bytes
+        from synthvlm_data.columns import encode_image, latent_to_bytes
 
         cfg = ctx.recipe.generate
         latent_mode = cfg.output == "latents"
@@ -230,7 +194,7 @@ class DecodeStage(Stage):
     def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
         import torch
 
-        from synthvlm_data.generate import encode_image, latent_from_bytes
+        from synthvlm_data.columns import encode_image, latent_from_bytes
 
         cfg = ctx.recipe.generate
         gen = ctx.store.read(WorkUnit(GENERATE, unit.index, unit.num_units)).to_pylist()
@@ -252,17 +216,6 @@ def image_stage(recipe: Recipe) -> str:
 
 
 # --------------------------------------------------------------------------- score
-
-
-def decode_image(data: bytes, where: str = "") -> Image.Image:
-    """Decode image bytes; a file PIL cannot read is an error naming where it came from."""
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ShardError(f"image {where or '<bytes>'} cannot be decoded ({type(err).__name__}: {err}); "
-                         "delete that shard and its .sha256 to regenerate it") from None
-    return img.convert("RGB")
 
 
 class ScoreStage(Stage):
@@ -320,7 +273,7 @@ class SelectStage(Stage):
         scores = pa.concat_tables(ctx.store.read(WorkUnit(SCORE, i, n)) for i in range(n))
         clusters, k = None, None
         if ctx.recipe.select.diversity is not None:  # Synth^2 balance: k-means over caption embeddings
-            from synthvlm_data.diversity import cluster_captions
+            from synthvlm_data.clustering import cluster_captions
 
             caps = pa.concat_tables(ctx.store.read(u, ["id", "caption"]) for u in ctx.caption_units())
             clusters, k = cluster_captions(caps["id"].to_pylist(), caps["caption"].to_pylist(), ctx.recipe.select.diversity)

@@ -18,9 +18,10 @@ from synthvlm_data.captions import sources as S
 from synthvlm_data.captions.concepts import ConceptMatcher, load_concepts
 from synthvlm_data.captions.config import CaptionsConfig, CaptionSource
 from synthvlm_data.captions.dedup import ExactDedup, NearDedup, normalise
-from synthvlm_data.captions.diversity import balance, cluster_report, normalised_entropy, plot_clusters
 from synthvlm_data.captions.pipeline import run_captions
+from synthvlm_data.clustering import balance, cluster_report, normalised_entropy
 from synthvlm_data.errors import InputDataError
+from synthvlm_data.presentation.plots import plot_caption_clusters
 
 GOOD = "A brown dog catching a frisbee in a grassy park."
 LONG_GOOD = ("A young man in a blue jacket stands at a crowded bus stop, checking his phone while a red "
@@ -371,7 +372,7 @@ def test_cluster_report_is_seeded_and_plots(tmp_path):
     assert r1 == r2
     assert r1["sets"]["curated"]["normalised_entropy"] > 0.99
     assert r1["sets"]["synthetic"]["coverage"] == 0.25 and r1["sets"]["synthetic"]["normalised_entropy"] == 0.0
-    png = plot_clusters(r1, tmp_path / "c.png")
+    png = plot_caption_clusters(r1, tmp_path / "c.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 

