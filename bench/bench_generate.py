@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from synthvlm_data.backends import cpu_threads, get_backend  # noqa: E402
 from synthvlm_data.config import _deep_merge, recipe_from_dict  # noqa: E402
-from synthvlm_data.shards import ShardStore  # noqa: E402
+from synthvlm_data.workdir import WorkDir  # noqa: E402
 from synthvlm_data.stages import DecodeStage, GenerateStage, RunContext, prepare_captions  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def bench_recipe(captions: int, batch: int, steps: int, output: str = "pixels"):
 
 
 def context(recipe, root: Path) -> RunContext:
-    ctx = RunContext(recipe=recipe, store=ShardStore(root), work_dir=root)
+    ctx = RunContext(recipe=recipe, work=WorkDir(root))
     prepare_captions(ctx)
     return ctx
 
@@ -86,7 +86,7 @@ def worker(args) -> None:
     """Run the generate stage of a prepared work dir on a backend; the main rank prints timings."""
     backend = get_backend(args.backend)
     recipe = recipe_from_dict(yaml.safe_load((Path(args.worker) / "recipe.yaml").read_text()))
-    ctx = RunContext(recipe=recipe, store=ShardStore(Path(args.worker)), work_dir=Path(args.worker))
+    ctx = RunContext(recipe=recipe, work=WorkDir(args.worker))
     timings = {"setup": 0.0, "run": 0.0, "units": 0}
 
     class Timed(GenerateStage):

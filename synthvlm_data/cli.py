@@ -68,11 +68,12 @@ def cmd_pilot(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from synthvlm_data.decode import decode_run
+    from synthvlm_data.workdir import DECODE, WorkDir
 
     _backend_env(args)
     n = decode_run(args.work_dir, backend=args.backend, images_dir=args.images, progress=not args.quiet)
     where = f"; image files in {args.images}" if args.images else ""
-    print(f"decoded {n} latents into {args.work_dir / 'decode'}{where}")
+    print(f"decoded {n} latents into {WorkDir(args.work_dir).stage_dir(DECODE)}{where}")
     return 0
 
 

@@ -7,39 +7,33 @@ runs it itself before scoring. Optionally writes the images as files too.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
-import yaml
-
-from synthvlm_data.config import recipe_from_dict
 from synthvlm_data.errors import SynthVLMError
 
 
 def decode_run(work_dir: Path, *, backend: str = "local", images_dir: Path | None = None, progress: bool = True) -> int:
     """Decode every generate shard of a latent run into `decode/` shards; returns the image count."""
     from synthvlm_data.backends import get_backend
-    from synthvlm_data.build import work_dir_lock
-    from synthvlm_data.shards import ShardStore
     from synthvlm_data.stages import GENERATE, DecodeStage, RunContext
+    from synthvlm_data.workdir import WorkDir
     from synthvlm_data.workunits import WorkUnit
 
-    work_dir = Path(work_dir)
-    recipe_path = work_dir / "recipe.yaml"
-    if not recipe_path.is_file():
-        raise SynthVLMError(f"{work_dir} is not a build's work dir (no recipe.yaml); pass the --work-dir of a latent build")
-    recipe = recipe_from_dict(yaml.safe_load(recipe_path.read_text()), str(recipe_path))
-    ctx = RunContext(recipe=recipe, store=ShardStore(work_dir), work_dir=work_dir)
+    work = WorkDir(work_dir)
+    recipe = work.recipe()
+    ctx = RunContext(recipe=recipe, work=work)
     stage = DecodeStage()
     units = stage.plan(ctx)  # raises for pixel-mode runs
     missing = [u.index for u in units if not ctx.store.is_complete(WorkUnit(GENERATE, u.index, u.num_units))]
     if missing:
-        raise SynthVLMError(f"{len(missing)} generate shard(s) of {work_dir} are not complete; finish the build first (re-run it)")
+        raise SynthVLMError(f"{len(missing)} generate shard(s) of {work.root} are not complete; finish the build first (re-run it)")
     runner = get_backend(backend)
     main = runner.is_main_process()
-    with work_dir_lock(work_dir) if main else _nullcontext():
+    with work.lock() if main else contextlib.nullcontext():
         runner.run_stage(stage, ctx, units, progress=progress)
         if main:
-            ctx.store.write_manifest(stage.name, units)
+            work.write_manifest(stage.name, units)
     n = 0
     for u in units:
         table = ctx.store.read(u, ["id", "repeat", "image"] if images_dir and main else ["id"])
@@ -51,9 +45,3 @@ def decode_run(work_dir: Path, *, backend: str = "local", images_dir: Path | Non
             for sid, rep, data in zip(table["id"].to_pylist(), table["repeat"].to_pylist(), table["image"].to_pylist(), strict=True):
                 (out / f"{sid}-{rep}.{ext}").write_bytes(data)
     return n
-
-
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()

@@ -22,7 +22,7 @@ import yaml
 
 from synthvlm_data.columns import dataset_features, latent_from_bytes
 from synthvlm_data.shards import ShardStore
-from synthvlm_data.stages import CAPTIONS, GENERATE, SELECT, RunContext
+from synthvlm_data.stages import GENERATE, SELECT, RunContext
 from synthvlm_data.workunits import WorkUnit
 
 def shard_name(i: int, n: int) -> str:
@@ -102,7 +102,7 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
                 flush()
         if buffer or written == 0:
             flush()
-        _copy_caption_plots(ctx.work_dir / CAPTIONS, staging / "plots")
+        _copy_caption_plot(ctx.work.caption_plot(), staging / "plots")
         card_data = dataset_card_data(
             recipe=recipe, features=features, num_rows=n_rows, num_bytes=num_bytes, num_shards=n_shards
         )
@@ -125,15 +125,12 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
     return out_dir
 
 
-def _copy_caption_plots(report_dir: Path, plots_dir: Path) -> None:
+def _copy_caption_plot(src: Path | None, plots_dir: Path) -> None:
     """The caption stage's cluster histogram (curated vs synthetic, Synth^2) goes into the
     dataset's plots/ so the card shows it; it is written only when the recipe asks for it."""
-    from synthvlm_data.captions.pipeline import CLUSTERS_PNG
-
-    src = report_dir / CLUSTERS_PNG
-    if src.is_file():
+    if src is not None:
         plots_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, plots_dir / CLUSTERS_PNG)
+        shutil.copyfile(src, plots_dir / src.name)
 
 
 @contextlib.contextmanager

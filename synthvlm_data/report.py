@@ -21,7 +21,6 @@ and `cluster_hist.png` when the selection was diversity-balanced.
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 import re
@@ -39,7 +38,10 @@ from PIL import Image
 
 from synthvlm_data.config import Recipe, recipe_from_dict
 from synthvlm_data.errors import InputDataError, RecipeError, one_line
+from synthvlm_data.columns import decode_image
 from synthvlm_data.select import combined_score, summarize
+from synthvlm_data.shards import take_rows
+from synthvlm_data.workdir import RECIPE_FILE, SCORE, WorkDir, image_stage
 
 REFERENCE_CAPTIONS = "reference_captions.jsonl"
 BUILTIN = "builtin"
@@ -196,8 +198,9 @@ def find_recipe(dataset_dir: Path, work_dir: Path | None = None) -> Recipe:
     if card.is_file():
         for block in re.findall(r"```ya?ml\n(.*?)\n```", card.read_text(encoding="utf-8"), flags=re.S):
             candidates.append((block, f"{card} (recipe block)"))
-    if work_dir is not None and (work_dir / "recipe.yaml").is_file():
-        candidates.append(((work_dir / "recipe.yaml").read_text(encoding="utf-8"), str(work_dir / "recipe.yaml")))
+    if work_dir is not None and WorkDir(work_dir).has_recipe():
+        work = WorkDir(work_dir)
+        candidates.append((work.recipe_text(), str(work.root / RECIPE_FILE)))
     for text, where in candidates:
         try:
             data = yaml.safe_load(text)
@@ -212,56 +215,20 @@ def find_recipe(dataset_dir: Path, work_dir: Path | None = None) -> Recipe:
     )
 
 
-def _fingerprints(recipe: Recipe) -> set[str]:
-    fps = {recipe.fingerprint()}
-    shards_fp = getattr(recipe, "shards_fingerprint", None)
-    if callable(shards_fp):
-        fps.add(shards_fp())
-    return fps
-
-
-def _work_dir_matches(work_dir: Path, recipe: Recipe) -> bool:
-    meta = work_dir / "run.json"
-    if not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text()).get("fingerprint") in _fingerprints(recipe)
-    except (OSError, ValueError):
-        return False
-
-
-def candidate_work_dirs(dataset_dir: Path, recipe: Recipe) -> list[Path]:
-    """Work dirs under `runs/` (next to the current directory or the dataset) that may hold
-    this dataset's build: `runs/<name>-<fingerprint>`, `runs/<name>`, then any `runs/<name>-*`;
-    those whose run.json fingerprint is this recipe's come first."""
-    names = [recipe.name]
-    try:
-        from synthvlm_data.build import default_work_dir  # runs/<name>-<fingerprint> (newer builds)
-
-        names.insert(0, default_work_dir(recipe).name)
-    except ImportError:
-        pass
-    found: list[Path] = []
-    for base in dict.fromkeys([Path.cwd(), dataset_dir.resolve().parent]):
-        runs = base / "runs"
-        cands = [runs / n for n in names] + sorted(runs.glob(f"{glob.escape(recipe.name)}-*"))
-        found += [c for c in cands if (c / "score").is_dir() and c not in found]
-    return sorted(dict.fromkeys(found), key=lambda c: not _work_dir_matches(c, recipe))  # stable
-
-
 def find_work_dir(dataset_dir: Path, recipe: Recipe, work_dir: Path | None = None) -> Path | None:
-    """The work dir given (it must have a score stage), else the first candidate under `runs/`.
+    """The work dir given (it must have a score stage), else the first candidate under `runs/`
+    (next to the current directory or the dataset; `WorkDir.candidates`).
 
     Whether a work dir really made the dataset is checked on the data (`check_pool`), not by the
     fingerprint alone: a recipe read back from a card is re-validated with the current schema,
     whose new defaults can change the fingerprint of an older build.
     """
     if work_dir is not None:
-        if not (work_dir / "score").is_dir():
+        if not WorkDir(work_dir).stage_dir(SCORE).is_dir():
             raise InputDataError(f"work dir {work_dir} has no score/ stage: is it the work dir of this build?")
         return work_dir
-    cands = candidate_work_dirs(dataset_dir, recipe)
-    return cands[0] if cands else None
+    cands = WorkDir.candidates(recipe, [Path.cwd(), dataset_dir.resolve().parent])
+    return cands[0].root if cands else None
 
 
 def check_pool(pool: pa.Table, selected: pa.Table) -> str | None:
@@ -309,25 +276,6 @@ def load_selected(dataset_dir: Path) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def load_pool(work_dir: Path) -> pa.Table:
-    """Every scored image of the run (score shards), with its shard index and row."""
-    manifest = work_dir / "score" / "manifest.json"
-    files = sorted((work_dir / "score").glob("*.parquet"))
-    if manifest.is_file():
-        names = sorted(json.loads(manifest.read_text()).get("shards", {}))
-        files = [work_dir / "score" / n for n in names] or files
-    if not files:
-        raise InputDataError(f"{work_dir}/score has no shards: the score stage has not run there")
-    parts = []
-    for f in files:
-        if not f.is_file():
-            raise InputDataError(f"{f} is listed in the score manifest but missing: the work dir {work_dir} is incomplete")
-        t = pq.read_table(f, columns=["id", "repeat", "clip_score", "ssim"])
-        t = t.append_column("_shard", pa.array([f.name] * t.num_rows, pa.string()))
-        parts.append(t.append_column("_row", pa.array(np.arange(t.num_rows), pa.int64())))
-    return pa.concat_tables(parts)
-
-
 def rejected_pool(pool: pa.Table, selected: pa.Table, recipe: Recipe) -> pa.Table:
     chosen = set(zip(selected["id"].to_pylist(), selected["repeat"].to_pylist(), strict=True))
     keys = zip(pool["id"].to_pylist(), pool["repeat"].to_pylist(), strict=True)
@@ -337,19 +285,9 @@ def rejected_pool(pool: pa.Table, selected: pa.Table, recipe: Recipe) -> pa.Tabl
     return rej.append_column("score", pa.array(score, pa.float64()))
 
 
-def _take_images(path: Path, column: str, rows: Sequence[int]) -> dict[int, Image.Image]:
-    """Decode the images of some rows of a parquet file, reading only their row groups."""
-    f = pq.ParquetFile(path)
-    starts = np.cumsum([0] + [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)])
-    out = {}
-    for rg in sorted({int(np.searchsorted(starts, r, side="right") - 1) for r in rows}):
-        col = f.read_row_group(rg, columns=[column]).column(0).to_pylist()
-        for r in rows:
-            if starts[rg] <= r < starts[rg + 1]:
-                v = col[r - starts[rg]]
-                data = v["bytes"] if isinstance(v, dict) else v
-                out[r] = Image.open(io.BytesIO(data)).convert("RGB")
-    return out
+def _dataset_images(path: Path, rows: Sequence[int]) -> dict[int, Image.Image]:
+    """Decode the images of some rows of an exported parquet file (only their row groups are read)."""
+    return {r: decode_image(v["bytes"], f"row {r} of {path}") for r, v in take_rows(path, "image", rows).items()}
 
 
 # --------------------------------------------------------------------------- plots
@@ -513,18 +451,18 @@ def write_quality_report(
     rej_t, wd, pool = None, None, None
     if work_dir is not None:
         wd = find_work_dir(dataset_dir, recipe, Path(work_dir))
-        pool = load_pool(wd)
+        pool = WorkDir(wd).scored_pool()
         problem = check_pool(pool, sel_t)
         if problem:
             raise InputDataError(f"work dir {wd} did not score this dataset ({problem}); pass the work dir of the build that made {dataset_dir}")
     else:
-        for cand in candidate_work_dirs(dataset_dir, recipe):
-            cand_pool = load_pool(cand)
+        for cand in WorkDir.candidates(recipe, [Path.cwd(), dataset_dir.resolve().parent]):
+            cand_pool = cand.scored_pool()
             problem = check_pool(cand_pool, sel_t)
             if problem is None:
-                wd, pool = cand, cand_pool
+                wd, pool = cand.root, cand_pool
                 break
-            notes.append(f"ignored {cand}: {problem}")
+            notes.append(f"ignored {cand.root}: {problem}")
     if wd is not None:
         rej_t = rejected_pool(pool, sel_t, recipe)
         rejected = ScoreSet("rejected pool", rej_t["clip_score"].to_numpy(), rej_t["ssim"].to_numpy(), rej_t["score"].to_numpy())
@@ -541,7 +479,7 @@ def write_quality_report(
     title = f"{dataset_dir.name} ({recipe.name}, profile {recipe.profile})"
     files["score_hist.png"] = plot_score_hist(sets, out / "score_hist.png", title)
     if "image" in pq.read_schema(dataset_files(dataset_dir)[0]).names:
-        top, bottom = _grid_items(dataset_dir, wd, sel_t, rej_t, grid_size, _image_stage(recipe))
+        top, bottom = _grid_items(dataset_dir, wd, sel_t, rej_t, grid_size, image_stage(recipe))
         files["top_bottom_grid.png"] = plot_top_bottom(top, bottom, out / "top_bottom_grid.png", title)
     else:
         notes.append("no top/bottom grid: the dataset stores latents, not images (decode them with `synthvlm decode`)")
@@ -594,14 +532,6 @@ def report_into_dataset(dataset_dir: str | Path, work_dir: str | Path | None = N
     return report, out, card
 
 
-def _image_stage(recipe: Recipe) -> str:
-    """The work-dir stage whose shards hold images (latent runs decode them in a later stage)."""
-    from synthvlm_data import stages
-
-    pick = getattr(stages, "image_stage", None)
-    return pick(recipe) if pick is not None else stages.GENERATE
-
-
 def _grid_items(
     dataset_dir: Path, wd: Path | None, sel_t: pa.Table, rej_t: pa.Table | None, n: int, image_stage: str
 ) -> tuple[list[dict], list[dict]]:
@@ -617,31 +547,24 @@ def _grid_items(
     top = pick(sel_t, lowest=False)
     for f_idx in {r["_file"] for r in top}:
         rows = [r for r in top if r["_file"] == f_idx]
-        imgs = _take_images(files[f_idx], "image", [r["_row"] for r in rows])
+        imgs = _dataset_images(files[f_idx], [r["_row"] for r in rows])
         for r in rows:
             r["image"] = imgs[r["_row"]]
     if rej_t is None or rej_t.num_rows == 0:
         bottom = pick(sel_t, lowest=True)
         for r in bottom:
-            r["image"] = _take_images(files[r["_file"]], "image", [r["_row"]])[r["_row"]]
+            r["image"] = _dataset_images(files[r["_file"]], [r["_row"]])[r["_row"]]
         return top, bottom
     bottom = pick(rej_t, lowest=True)
-    captions = _captions_by_id(wd)
-    for shard in {r["_shard"] for r in bottom}:
-        rows = [r for r in bottom if r["_shard"] == shard]
-        imgs = _take_images(wd / image_stage / shard.replace("score", image_stage, 1), "image", [r["_row"] for r in rows])
+    work = WorkDir(wd)
+    captions = work.captions_by_id()
+    for unit in {r["_unit"] for r in bottom}:
+        rows = [r for r in bottom if r["_unit"] == unit]
+        imgs = work.images(image_stage, unit, [r["_row"] for r in rows])
         for r in rows:
             r["image"] = imgs[r["_row"]]
             r["caption"] = captions.get(r["id"], "")
     return top, bottom
-
-
-def _captions_by_id(wd: Path) -> dict[str, str]:
-    files = sorted((wd / "captions").glob("*.parquet"))
-    if not files:
-        return {}
-    t = pa.concat_tables(pq.read_table(f, columns=["id", "caption"]) for f in files)
-    return dict(zip(t["id"].to_pylist(), t["caption"].to_pylist(), strict=True))
 
 
 def format_table(report: dict) -> list[tuple[str, ...]]:

@@ -9,9 +9,7 @@ which unit). Models are loaded in `setup`, once per worker. Export (the publishe
 from __future__ import annotations
 
 import abc
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -19,27 +17,24 @@ import pyarrow as pa
 from synthvlm_data.columns import CAPTION_SCHEMA, GENERATE_SCHEMA, LATENT_SCHEMA, SCORE_SCHEMA, decode_image
 from synthvlm_data.config import Recipe
 from synthvlm_data.errors import ShardError
-from synthvlm_data.shards import ShardStore, atomic_write_bytes
+from synthvlm_data.shards import ShardStore
+from synthvlm_data.workdir import CAPTIONS, DECODE, GENERATE, SCORE, SELECT, WorkDir, image_stage
 from synthvlm_data.workunits import WorkUnit, choose_prompt, chunk, derive_seed, plan_units, sample_id
 
-CAPTIONS, GENERATE, SCORE, SELECT = "captions", "generate", "score", "select"
-DECODE = "decode"  # latent runs only: latents -> images, for scoring (and for users, later)
 
 @dataclass
 class RunContext:
-    """What every stage may read: the recipe and the run's shard store."""
+    """What every stage may read: the recipe and the run's work directory."""
 
     recipe: Recipe
-    store: ShardStore
-    work_dir: Path
-    stats: dict = field(default_factory=dict)
+    work: WorkDir
+
+    @property
+    def store(self) -> ShardStore:
+        return self.work.store
 
     def caption_units(self) -> list[WorkUnit]:
-        manifest = self.work_dir / CAPTIONS / "manifest.json"
-        if not manifest.is_file():
-            raise ShardError(f"{manifest} is missing: run the captions stage first")
-        n = json.loads(manifest.read_text())["num_shards"]
-        return plan_units(CAPTIONS, n)
+        return self.work.units(CAPTIONS)
 
 
 class Stage(abc.ABC):
@@ -71,7 +66,7 @@ def prepare_captions(ctx: RunContext) -> list[WorkUnit]:
     from synthvlm_data.captions.pipeline import run_captions
 
     recipe = ctx.recipe
-    result = run_captions(recipe.captions, seed=recipe.seed, profile=recipe.profile, report_dir=ctx.work_dir / CAPTIONS)
+    result = run_captions(recipe.captions, seed=recipe.seed, profile=recipe.profile, report_dir=ctx.work.caption_report_dir())
     rows, seen, duplicates = [], set(), 0
     for r in result.rows:
         sid = sample_id(r["source"], str(r["source_id"]), r["caption"])
@@ -107,17 +102,9 @@ def prepare_captions(ctx: RunContext) -> list[WorkUnit]:
     report = dict(result.report)
     report["duplicate_ids_dropped"] = duplicates
     report["captions_out"] = len(rows)
-    atomic_write_bytes(ctx.work_dir / CAPTIONS / "report.json", json.dumps(report, indent=2, default=str).encode())
-    ctx.store.write_manifest(CAPTIONS, units, {"rows": len(rows)})
+    ctx.work.write_caption_report(report)
+    ctx.work.write_manifest(CAPTIONS, units, {"rows": len(rows)})
     return units
-
-
-def captions_done(ctx: RunContext) -> bool:
-    try:
-        units = ctx.caption_units()
-    except ShardError:
-        return False
-    return all(ctx.store.is_complete(u) for u in units)
 
 
 # --------------------------------------------------------------------------- generate
@@ -210,11 +197,6 @@ class DecodeStage(Stage):
         return pa.Table.from_pylist(rows, schema=GENERATE_SCHEMA)
 
 
-def image_stage(recipe: Recipe) -> str:
-    """The stage whose shards hold the run's images (pixel runs: generate; latent runs: decode)."""
-    return DECODE if recipe.generate.output == "latents" else GENERATE
-
-
 # --------------------------------------------------------------------------- score
 
 
@@ -278,7 +260,7 @@ class SelectStage(Stage):
             caps = pa.concat_tables(ctx.store.read(u, ["id", "caption"]) for u in ctx.caption_units())
             clusters, k = cluster_captions(caps["id"].to_pylist(), caps["caption"].to_pylist(), ctx.recipe.select.diversity)
         table, stats = select_best(scores, ctx.recipe.select, clusters=clusters, k=k)
-        atomic_write_bytes(ctx.work_dir / SELECT / "stats.json", json.dumps(stats, indent=2).encode())
+        ctx.work.write_selection_stats(stats)
         return table
 
 

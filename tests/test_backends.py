@@ -135,11 +135,11 @@ def test_accelerate_ranks_split_only_pending_units_round_robin(tmp_path, monkeyp
     import pyarrow as pa
 
     from synthvlm_data.backends import accelerate as acc
-    from synthvlm_data.shards import ShardStore
     from synthvlm_data.stages import RunContext
+    from synthvlm_data.workdir import WorkDir
 
-    store = ShardStore(tmp_path)
-    ctx = RunContext(recipe=tiniest_recipe(), store=store, work_dir=tmp_path)
+    ctx = RunContext(recipe=tiniest_recipe(), work=WorkDir(tmp_path))
+    store = ctx.store
     units = [WorkUnit("generate", i, 7) for i in range(7)]
     for done in (1, 4):
         store.write(units[done], pa.table({"x": [done]}))
@@ -176,8 +176,9 @@ def test_cpu_thread_count_is_pinned_per_stage(monkeypatch):
     from synthvlm_data.backends import CPU_THREADS_ENV, pinned_threads
     from synthvlm_data.errors import SynthVLMError
     from synthvlm_data.stages import RunContext
+    from synthvlm_data.workdir import WorkDir
 
-    ctx = RunContext(recipe=tiniest_recipe(), store=None, work_dir=Path("."))
+    ctx = RunContext(recipe=tiniest_recipe(), work=WorkDir("."))
     before = torch.get_num_threads()
     monkeypatch.setenv(CPU_THREADS_ENV, "3")
     with pinned_threads(ctx):

@@ -149,15 +149,15 @@ def test_real_minilm_clusters_captions_by_topic(shared_minilm):
 def test_select_stage_with_diversity_on_the_tiny_run(tiny_build, tmp_path, shared_minilm):
     """SelectStage reads the captions, clusters them with MiniLM and fills uniform quotas."""
     from conftest import small_tiny_recipe
-    from synthvlm_data.shards import ShardStore
     from synthvlm_data.stages import SELECT, RunContext, SelectStage
+    from synthvlm_data.workdir import WorkDir
     from synthvlm_data.workunits import WorkUnit
 
     work = tmp_path / "work"
     for stage in ("captions", "score"):
         shutil.copytree(tiny_build.work_dir / stage, work / stage)
     recipe = small_tiny_recipe(select={"top_n": 8, "ratio": None, "diversity": {"clusters": 4, "embedder": MINILM.model_dump()}})
-    ctx = RunContext(recipe=recipe, store=ShardStore(work), work_dir=work)
+    ctx = RunContext(recipe=recipe, work=WorkDir(work))
     table = SelectStage().run(ctx, WorkUnit(SELECT, 0, 1))
     stats = json.loads((work / SELECT / "stats.json").read_text())
     div = stats["diversity"]

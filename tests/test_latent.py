@@ -24,6 +24,7 @@ from synthvlm_data.stages import (
     RunContext,
     stages_for,
 )
+from synthvlm_data.workdir import WorkDir
 from synthvlm_data.workunits import WorkUnit, plan_units
 from test_backends import tiniest_recipe
 
@@ -71,7 +72,7 @@ def test_generate_shards_hold_fp16_latents_not_pixels(store):
 def test_decode_reproduces_pixel_mode_within_one_level(latent_run, store):
     """Pixel mode, run on the same captions, vs the decode of the stored fp16 latents."""
     pixel_recipe = tiniest_recipe()
-    ctx = RunContext(recipe=pixel_recipe, store=store, work_dir=latent_run.work_dir)
+    ctx = RunContext(recipe=pixel_recipe, work=WorkDir(latent_run.work_dir))
     stage = GenerateStage()
     with pinned_threads(ctx):  # as every backend runs it
         stage.setup(ctx)
@@ -113,6 +114,6 @@ def test_decode_command_redoes_a_lost_shard_identically(latent_run, store, tmp_p
 def test_decode_refuses_pixel_runs(tmp_path):
     from synthvlm_data.stages import DecodeStage
 
-    ctx = RunContext(recipe=tiniest_recipe(), store=None, work_dir=tmp_path)
+    ctx = RunContext(recipe=tiniest_recipe(), work=WorkDir(tmp_path))
     with pytest.raises(ShardError, match="latent-mode"):
         DecodeStage().plan(ctx)
