@@ -33,9 +33,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from synthvlm_data.backends import cpu_threads, get_backend  # noqa: E402
+from synthvlm_data.build import execute  # noqa: E402
 from synthvlm_data.config import _deep_merge, recipe_from_dict  # noqa: E402
+from synthvlm_data.stages import CaptionsStage, DecodeStage, GenerateStage, RunContext  # noqa: E402
 from synthvlm_data.workdir import WorkDir  # noqa: E402
-from synthvlm_data.stages import DecodeStage, GenerateStage, RunContext, prepare_captions  # noqa: E402
 
 
 def bench_recipe(captions: int, batch: int, steps: int, output: str = "pixels"):
@@ -50,7 +51,7 @@ def bench_recipe(captions: int, batch: int, steps: int, output: str = "pixels"):
 
 def context(recipe, root: Path) -> RunContext:
     ctx = RunContext(recipe=recipe, work=WorkDir(root))
-    prepare_captions(ctx)
+    execute(CaptionsStage(), ctx, get_backend("local"), progress=False)
     return ctx
 
 
@@ -85,8 +86,8 @@ def bare_calls(gen, batches) -> None:
 def worker(args) -> None:
     """Run the generate stage of a prepared work dir on a backend; the main rank prints timings."""
     backend = get_backend(args.backend)
-    recipe = recipe_from_dict(yaml.safe_load((Path(args.worker) / "recipe.yaml").read_text()))
-    ctx = RunContext(recipe=recipe, work=WorkDir(args.worker))
+    work = WorkDir(args.worker)
+    ctx = RunContext(recipe=work.recipe(), work=work)
     timings = {"setup": 0.0, "run": 0.0, "units": 0}
 
     class Timed(GenerateStage):
@@ -113,7 +114,7 @@ def worker(args) -> None:
 def staged_run(recipe, root: Path, processes: int) -> dict:
     """A fresh work dir with captions; then the generate stage in a subprocess (or 2 ranks)."""
     ctx = context(recipe, root)
-    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
+    WorkDir(root).init(recipe)
     del ctx
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     script = [str(Path(__file__).resolve()), "--worker", str(root)]

@@ -18,11 +18,9 @@ from synthvlm_data.models.refs import check_available
 from synthvlm_data.backends import get_backend
 from synthvlm_data.config import Recipe
 from synthvlm_data.errors import SynthVLMError
-from synthvlm_data.stages import CAPTIONS, STAGES, RunContext, prepare_captions, stages_for
+from synthvlm_data.stages import RunContext, Stage, stages_for
 from synthvlm_data.workdir import WorkDir
-
-STAGE_ORDER = (CAPTIONS, *(s.name for s in STAGES), "export")
-
+from synthvlm_data.workunits import WorkUnit
 
 @dataclass
 class BuildResult:
@@ -62,6 +60,20 @@ def check_accelerator(recipe: Recipe) -> None:
     )
 
 
+def execute(stage: Stage, ctx: RunContext, runner, progress: bool = True) -> list[WorkUnit]:
+    """Run one stage on a backend: `prepare` on the main process, then every rank plans and the
+    backend runs the pending units; the main process records the manifest. Returns the units."""
+    main = runner.is_main_process()
+    if main:
+        stage.prepare(ctx)
+    runner.wait_for_everyone()
+    units = stage.plan(ctx)
+    runner.run_stage(stage, ctx, units, progress=progress)  # returns once all ranks are done
+    if main:
+        ctx.work.write_manifest(stage.name, units, stage.manifest_extra(ctx))
+    return units
+
+
 def sweep_leftovers(work: WorkDir, out_dir: Path) -> list[Path]:
     """Delete what killed runs left behind: temporary shard files and unfinished exports.
 
@@ -69,7 +81,7 @@ def sweep_leftovers(work: WorkDir, out_dir: Path) -> list[Path]:
     An export's staging folder is removed only when the process that made it is gone: at full scale
     each one is a whole copy of the dataset.
     """
-    from synthvlm_data.export import stale_export_dirs
+    from synthvlm_data.stages.export import stale_export_dirs
 
     removed = work.sweep_temporaries()
     for path in stale_export_dirs(out_dir):
@@ -116,24 +128,13 @@ def build(
             work.init(recipe)
             sweep_leftovers(work, Path(out_dir))
         runner.wait_for_everyone()
-        t0 = time.perf_counter()
-        if main:
-            if not work.is_complete(CAPTIONS):
-                prepare_captions(ctx)
-            work.keep_selection_for(recipe.select.model_dump(mode="json"))
-        runner.wait_for_everyone()
-        timings[CAPTIONS] = time.perf_counter() - t0
         for stage_cls in stages_for(recipe):
-            stage = stage_cls()
             t0 = time.perf_counter()
-            units = stage.plan(ctx)
-            runner.run_stage(stage, ctx, units, progress=progress)  # returns once all ranks are done
-            if main:
-                work.write_manifest(stage.name, units)
-            timings[stage.name] = time.perf_counter() - t0
+            execute(stage_cls(), ctx, runner, progress=progress)
+            timings[stage_cls.name] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if main:
-            from synthvlm_data.export import export_dataset
+            from synthvlm_data.stages.export import export_dataset
 
             export_dataset(ctx, out_dir, collect_stats(work))
         timings["export"] = time.perf_counter() - t0

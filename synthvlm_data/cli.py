@@ -67,7 +67,7 @@ def cmd_pilot(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from synthvlm_data.decode import decode_run
+    from synthvlm_data.stages.decode import decode_run
     from synthvlm_data.workdir import DECODE, WorkDir
 
     _backend_env(args)

@@ -71,10 +71,10 @@ def full_caption_count(recipe: Recipe, work_dir: Path | None) -> int | None:
 
 def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, work_dir: Path | None = None) -> PilotResult:
     """Generate images for `n` captions of the recipe and time it (nothing is exported)."""
-    from synthvlm_data.backends import pinned_threads
-    from synthvlm_data.build import preflight
+    from synthvlm_data.backends import get_backend, pinned_threads
+    from synthvlm_data.build import execute, preflight
     from synthvlm_data.models.devices import resolve_device
-    from synthvlm_data.stages import GenerateStage, RunContext, prepare_captions
+    from synthvlm_data.stages import CaptionsStage, GenerateStage, RunContext
     from synthvlm_data.workdir import WorkDir
 
     preflight(recipe)  # a full recipe offline stops here, with the usual one-line message
@@ -83,7 +83,7 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
     small = _with_limit(recipe, n)
     with tempfile.TemporaryDirectory(prefix="synthvlm-pilot-") as tmp:
         ctx = RunContext(recipe=small, work=WorkDir(tmp))
-        prepare_captions(ctx)
+        execute(CaptionsStage(), ctx, get_backend("local"), progress=False)
         stage = GenerateStage()
         units = stage.plan(ctx)
         with pinned_threads(ctx):

@@ -39,7 +39,7 @@ from PIL import Image
 from synthvlm_data.config import Recipe, recipe_from_dict
 from synthvlm_data.errors import InputDataError, RecipeError, one_line
 from synthvlm_data.columns import decode_image
-from synthvlm_data.select import combined_score, summarize
+from synthvlm_data.stages.select import combined_score, summarize
 from synthvlm_data.shards import take_rows
 from synthvlm_data.workdir import RECIPE_FILE, SCORE, WorkDir, image_stage
 

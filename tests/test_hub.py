@@ -37,7 +37,7 @@ def make_dataset_folder(root: Path, rows: int = 6, per_shard: int = 3) -> Path:
 
     from synthvlm_data.cards import dataset_card_data, write_dataset_card
     from synthvlm_data.columns import dataset_features
-    from synthvlm_data.export import shard_name
+    from synthvlm_data.stages.export import shard_name
 
     recipe = small_tiny_recipe()
     feats = dataset_features(False)

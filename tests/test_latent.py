@@ -17,6 +17,7 @@ from synthvlm_data.build import build
 from synthvlm_data.columns import GENERATE_SCHEMA, LATENT_SCHEMA
 from synthvlm_data.errors import ShardError
 from synthvlm_data.stages import (
+    CAPTIONS,
     DECODE,
     GENERATE,
     SCORE,
@@ -54,7 +55,7 @@ def _pixels(data: bytes) -> np.ndarray:
 
 def test_latent_runs_decode_before_scoring():
     names = [s.name for s in stages_for(tiniest_recipe(generate={"output": "latents"}))]
-    assert names == [GENERATE, DECODE, SCORE, "select"]
+    assert names == [CAPTIONS, GENERATE, DECODE, SCORE, "select"]
     assert DECODE not in [s.name for s in stages_for(tiniest_recipe())]
 
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from synthvlm_data.config import SelectConfig
-from synthvlm_data.select import select_best
+from synthvlm_data.stages.select import select_best
 
 
 def _scores(rows):

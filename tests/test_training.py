@@ -48,7 +48,7 @@ def one_cpu_thread():
 def write_caption_folder(folder: Path, n: int | None = None, drop: tuple[str, ...] = ()) -> Path:
     """The synthvlm export layout: <folder>/data/train-00000-of-00001.parquet + README.md.
 
-    The columns and dtypes are `synthvlm_data.export.dataset_features` (what `synthvlm build`
+    The columns and dtypes are `synthvlm_data.columns.dataset_features` (what `synthvlm build`
     writes), so a column added to or retyped in the export changes this fixture too (a new column
     without a value here fails with a KeyError instead of being silently left out).
     """

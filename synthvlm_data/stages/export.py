@@ -1,4 +1,4 @@
-"""Export: the selected pairs as a Hub-ready folder that `load_dataset(folder)` reads.
+"""Export (after select): the selected pairs as a Hub-ready folder that `load_dataset(folder)` reads.
 
 `<out>/data/train-NNNNN-of-NNNNN.parquet` (an `Image` feature, PNG/JPEG bytes embedded) plus a
 README.md dataset card whose YAML carries `configs:` and `dataset_info:`. The folder is assembled
@@ -22,8 +22,10 @@ import yaml
 
 from synthvlm_data.columns import dataset_features, latent_from_bytes
 from synthvlm_data.shards import ShardStore
-from synthvlm_data.stages import GENERATE, SELECT, RunContext
+from synthvlm_data.stages.base import RunContext
+from synthvlm_data.workdir import GENERATE, SELECT
 from synthvlm_data.workunits import WorkUnit
+
 
 def shard_name(i: int, n: int) -> str:
     return f"train-{i:05d}-of-{n:05d}.parquet"

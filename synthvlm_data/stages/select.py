@@ -1,4 +1,4 @@
-"""Selection: score = w_clip * clip + w_ssim * ssim, best image per caption, then top-N.
+"""Stage 4, select: score = w_clip * clip + w_ssim * ssim, best image per caption, then top-N.
 
 SynthVLM keeps the top 100K of ~1M by CLIPScore + 0.5 * SSIM (the recipe holds the weights and
 size). The steps, in order:
@@ -22,9 +22,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from synthvlm_data.clustering import DiversityConfig, cluster_captions, histogram, occupancy_metrics
 from synthvlm_data.columns import SELECTION_SCHEMA
-from synthvlm_data.clustering import DiversityConfig, histogram, occupancy_metrics
 from synthvlm_data.config import SelectConfig
+from synthvlm_data.models.devices import resolve_device
+from synthvlm_data.stages.base import RunContext, Stage
+from synthvlm_data.workdir import SCORE, SELECT
+from synthvlm_data.workunits import WorkUnit, plan_units
 
 
 def combined_score(clip: np.ndarray, ssim: np.ndarray, cfg: SelectConfig) -> np.ndarray:
@@ -209,3 +213,31 @@ def select_best(
         diversity["global_top_n_mean_score"] = float(score[by_score[:n]].mean()) if n else None
         stats["diversity"] = diversity
     return table, stats
+
+
+class SelectStage(Stage):
+    """All score shards -> one selection table (a global reduce over small columns)."""
+
+    name = SELECT
+
+    def device(self, ctx: RunContext) -> str:
+        """The caption embedder's device when the selection clusters captions; else plain CPU work."""
+        return resolve_device(None) if ctx.recipe.select.diversity is not None else "cpu"
+
+    def prepare(self, ctx: RunContext) -> None:
+        """Selection is cheap: it is redone whenever the selection rule changed since it was written."""
+        ctx.work.keep_selection_for(ctx.recipe.select.model_dump(mode="json"))
+
+    def plan(self, ctx: RunContext) -> list[WorkUnit]:
+        return plan_units(SELECT, 1)
+
+    def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
+        n = len(ctx.caption_units())
+        scores = pa.concat_tables(ctx.store.read(WorkUnit(SCORE, i, n)) for i in range(n))
+        clusters, k = None, None
+        if ctx.recipe.select.diversity is not None:  # Synth^2 balance: k-means over caption embeddings
+            caps = pa.concat_tables(ctx.store.read(u, ["id", "caption"]) for u in ctx.caption_units())
+            clusters, k = cluster_captions(caps["id"].to_pylist(), caps["caption"].to_pylist(), ctx.recipe.select.diversity)
+        table, stats = select_best(scores, ctx.recipe.select, clusters=clusters, k=k)
+        ctx.work.write_selection_stats(stats)
+        return table
