@@ -147,42 +147,21 @@ def model_rows(recipe) -> list[dict]:
         rows.append({"role": "refiner", "id": recipe.generate.refiner.id, "revision": _describe_revision(recipe.generate.refiner)})
     rows.append({"role": "CLIP scorer", "id": recipe.score.clip.model.id, "revision": _describe_revision(recipe.score.clip.model)})
     rows.extend(_caption_model_rows(recipe.captions))
+    if recipe.select.diversity is not None:
+        ref = recipe.select.diversity.embedder
+        rows.append({"role": "selection clusters (select.diversity)", "id": ref.id, "revision": _describe_revision(ref)})
     return rows
 
 
 def _caption_model_rows(captions) -> list[dict]:
-    """Models named in the caption stage, found by walking its config (its schema evolves on its own)."""
-    from synthvlm_data.models.refs import ModelRef
+    """The caption stage's models (`captions.pipeline.model_refs`: each filter names its own), one
+    row per model with every role it plays."""
+    from synthvlm_data.captions.pipeline import model_refs
 
-    found: list[tuple[str, ModelRef]] = []
-
-    def walk(obj, path: str) -> None:
-        if isinstance(obj, ModelRef):
-            found.append((path, obj))
-        elif isinstance(obj, (list, tuple)):
-            for i, item in enumerate(obj):
-                label = getattr(item, "label", None) or getattr(item, "name", None) or str(i)
-                walk(item, f"{path}.{label}")
-        elif hasattr(obj, "model_fields"):
-            for key in type(obj).model_fields:
-                walk(getattr(obj, key), f"{path}.{key}" if path else key)
-
-    for key in ("filters", "judge", "synthesis", "dedup", "diversity"):
-        walk(getattr(captions, key, None), key)
-    uses_lm = any(p.startswith(("judge", "synthesis")) for p, _ in found) or _any_lm_user(captions)
-    rows = [(f"captions: {path}", ref) for path, ref in found]
-    if getattr(captions, "lm", None) is not None and uses_lm:
-        rows.append(("caption LM (perplexity / judge / synthesis)", captions.lm))
-    embeds = any(getattr(captions, k, None) is not None for k in ("dedup", "synthesis", "diversity"))
-    if getattr(captions, "embedder", None) is not None and embeds:
-        rows.append(("sentence embedder (dedup / diversity)", captions.embedder))
-    return [{"role": role, "id": ref.id, "revision": _describe_revision(ref)} for role, ref in rows]
-
-
-def _any_lm_user(captions) -> bool:
-    if getattr(captions, "judge", None) is not None or getattr(captions, "synthesis", None) is not None:
-        return True
-    return any(type(f).__name__ == "PerplexityFilter" for f in getattr(captions, "filters", []) or [])
+    roles: dict[tuple, tuple] = {}
+    for role, ref in model_refs(captions):
+        roles.setdefault((ref.id, ref.revision), (ref, []))[1].append(role)
+    return [{"role": ", ".join(names), "id": ref.id, "revision": _describe_revision(ref)} for ref, names in roles.values()]
 
 
 def find_plots(folder: Path) -> list[dict]:

@@ -64,7 +64,8 @@ def shipped_human_captions() -> list[str]:
 
 
 def test_smollm2_rates_repetition_fluent_so_repetition_filters_must_catch_it(lm):
-    from synthvlm_data.captions.filters import char_repetition_ratio, word_repetition_ratio
+    from synthvlm_data.captions.filters.char_repetition import char_repetition_ratio
+    from synthvlm_data.captions.filters.word_repetition import word_repetition_ratio
 
     salad = "Frisbee park grassy a in catching dog brown a."  # GOOD, words shuffled
     ppl = dict(zip(["good", "rep", "dogcat", "salad"], perplexities(

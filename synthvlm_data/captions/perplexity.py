@@ -74,23 +74,6 @@ def perplexities(lm: LM, texts: list[str], batch_size: int = 32, max_tokens: int
     return out
 
 
-class PerplexityStep:
-    """Filter step: keep captions with perplexity <= max_perplexity."""
-
-    kind = "model"
-
-    def __init__(self, cfg, lm: LM):
-        self.cfg, self.lm = cfg, lm
-        self.label = cfg.label
-        self.params = {"type": cfg.type, "model": lm.name, "max_perplexity": cfg.max_perplexity}
-
-    def values(self, rows: list[dict]) -> list[float]:
-        return perplexities(self.lm, [r["caption"] for r in rows], self.cfg.batch_size, self.cfg.max_tokens)
-
-    def passes(self, v: float) -> bool:
-        return v <= self.cfg.max_perplexity
-
-
 # --------------------------------------------------------------------------- calibration CLI
 
 

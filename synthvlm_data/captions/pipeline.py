@@ -28,7 +28,7 @@ import numpy as np
 from synthvlm_data.captions import config as C
 from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.captions.dedup import ExactDedup, NearDedup
-from synthvlm_data.captions.filters import build_rule_step, is_rule
+from synthvlm_data.captions.filters import BuildContext
 from synthvlm_data.captions.report import StepReport
 from synthvlm_data.captions.sources import iter_source, resolve_path  # noqa: F401  (re-export)
 from synthvlm_data.models.devices import resolve_device, torch_threads
@@ -65,25 +65,8 @@ def _validate(row: dict, cfg: CaptionsConfig) -> str | None:
 
 
 def _build_steps(cfg: CaptionsConfig, models: ModelCache) -> list:
-    steps = []
-    for f in cfg.filters:
-        if not f.enabled:
-            continue
-        if is_rule(f):
-            steps.append(build_rule_step(f))
-        elif isinstance(f, C.PerplexityFilter):
-            from synthvlm_data.captions.perplexity import PerplexityStep
-
-            steps.append(PerplexityStep(f, models.lm(f.model or cfg.lm, f"captions filter '{f.label}'", cfg.device, cfg.dtype)))
-        elif isinstance(f, C.ClipSimilarityFilter):
-            from synthvlm_data.captions.images import ClipSimilarityStep
-
-            steps.append(ClipSimilarityStep(f, models, resolve_device(cfg.device)))
-        elif isinstance(f, C.BlipItmFilter):
-            from synthvlm_data.captions.images import BlipItmStep
-
-            steps.append(BlipItmStep(f, models, resolve_device(cfg.device)))
-    return steps
+    ctx = BuildContext(captions=cfg, models=models, device=resolve_device(cfg.device))
+    return [f.build(ctx) for f in cfg.filters if f.enabled]
 
 
 def _all_sources(cfg: CaptionsConfig) -> Iterator[dict]:
@@ -412,14 +395,7 @@ def _summary(report: dict) -> dict:
 
 def model_refs(cfg: CaptionsConfig) -> list[tuple[str, object]]:
     """(role, ModelRef) of every model this config will load."""
-    refs = []
-    for f in cfg.filters:
-        if not f.enabled:
-            continue
-        if isinstance(f, C.PerplexityFilter):
-            refs.append((f"captions filter '{f.label}'", f.model or cfg.lm))
-        elif isinstance(f, (C.ClipSimilarityFilter, C.BlipItmFilter)):
-            refs.append((f"captions filter '{f.label}'", f.model))
+    refs = [ref for f in cfg.filters if f.enabled for ref in f.models(cfg)]
     if cfg.judge is not None and cfg.sources:
         refs.append(("captions judge", cfg.judge.model or cfg.lm))
     if cfg.synthesis is not None:
