@@ -32,7 +32,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from synthvlm_data.backends import cpu_threads, get_backend  # noqa: E402
+from synthvlm_data.backends import BackendOptions, get_backend  # noqa: E402
 from synthvlm_data.build import execute  # noqa: E402
 from synthvlm_data.config import _deep_merge, recipe_from_dict  # noqa: E402
 from synthvlm_data.stages import CaptionsStage, DecodeStage, GenerateStage, RunContext  # noqa: E402
@@ -85,7 +85,7 @@ def bare_calls(gen, batches) -> None:
 
 def worker(args) -> None:
     """Run the generate stage of a prepared work dir on a backend; the main rank prints timings."""
-    backend = get_backend(args.backend)
+    backend = get_backend(args.backend, BackendOptions.from_env())
     work = WorkDir(args.worker)
     ctx = RunContext(recipe=work.recipe(), work=work)
     timings = {"setup": 0.0, "run": 0.0, "units": 0}
@@ -150,7 +150,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    torch.set_num_threads(cpu_threads())  # what every backend runs CPU stages with
+    torch.set_num_threads(BackendOptions.from_env().cpu_threads)  # what every backend runs CPU stages with
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
         tmp = Path(tmp)
@@ -195,7 +195,7 @@ def main() -> None:
          f"{(two['wall'] - two['setup']) / max(1e-9, one['wall'] - one['setup']):.2f}"),
     ]
     title = (f"tiny SDXL base+refiner, {n} images ({args.captions} captions x 2), {args.steps} steps, 64 px, "
-             f"CPU, {cpu_threads()} thread(s) per process")
+             f"CPU, {BackendOptions.from_env().cpu_threads} thread(s) per process")
     print(title)
     width = max(len(r[0]) for r in rows)
     print(f"{'':{width}}  {'images/s':>9}  {'time vs bare':>12}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthvlm_data.models.refs import check_available
-from synthvlm_data.backends import get_backend
+from synthvlm_data.backends import BackendOptions, get_backend
 from synthvlm_data.config import Recipe
 from synthvlm_data.errors import SynthVLMError
 from synthvlm_data.stages import RunContext, Stage, stages_for
@@ -110,11 +110,16 @@ def build(
     *,
     work_dir: Path | None = None,
     backend: str = "local",
+    options: BackendOptions | None = None,
     progress: bool = True,
 ) -> BuildResult:
+    """Run (or resume) every stage of `recipe` in its work dir on `backend`, then export `out_dir`.
+
+    `options` default to the ones set in the environment (`BackendOptions.from_env`).
+    """
     preflight(recipe)
     work = WorkDir(work_dir) if work_dir else WorkDir.default(recipe)
-    runner = get_backend(backend)
+    runner = get_backend(backend, options if options is not None else BackendOptions.from_env())
     # Multi-process backends (accelerate) run build() on every rank: global steps run on the
     # main process between barriers, and only it holds the work-dir lock (the others work under it).
     main = runner.is_main_process()

@@ -35,8 +35,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         overrides = {"captions": {"limit": args.limit}}
     recipe = load_recipe(args.recipe, overrides=overrides)
     out = Path(args.out or recipe.export.name)
-    _backend_env(args)
-    result = build(recipe, out, work_dir=args.work_dir, backend=args.backend, progress=not args.quiet)
+    result = build(recipe, out, work_dir=args.work_dir, backend=args.backend, options=_backend_options(args),
+                   progress=not args.quiet)
     if not result.main_process:  # other ranks of `accelerate launch`: the main process reports
         return 0
     total = sum(result.timings.values())
@@ -46,14 +46,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend_env(args: argparse.Namespace) -> None:
-    """Backend options travel as environment variables (read by the backend, on every rank)."""
-    from synthvlm_data.backends.ray import ADDRESS_ENV, WORKERS_ENV  # constants; Ray itself is imported lazily
+def _backend_options(args: argparse.Namespace):
+    """The backend's options: the flags given, else what the environment sets (`BackendOptions.from_env`).
+    Every rank of `accelerate launch` parses the same flags."""
+    from synthvlm_data.backends import BackendOptions
 
-    if getattr(args, "workers", None) is not None:
-        os.environ[WORKERS_ENV] = str(args.workers)
-    if getattr(args, "ray_address", None):
-        os.environ[ADDRESS_ENV] = args.ray_address
+    return BackendOptions.from_env(cpu_threads=args.cpu_threads, workers=args.workers, ray_address=args.ray_address)
 
 
 def cmd_pilot(args: argparse.Namespace) -> int:
@@ -70,8 +68,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from synthvlm_data.stages.decode import decode_run
     from synthvlm_data.workdir import DECODE, WorkDir
 
-    _backend_env(args)
-    n = decode_run(args.work_dir, backend=args.backend, images_dir=args.images, progress=not args.quiet)
+    n = decode_run(args.work_dir, backend=args.backend, options=_backend_options(args), images_dir=args.images,
+                   progress=not args.quiet)
     where = f"; image files in {args.images}" if args.images else ""
     print(f"decoded {n} latents into {WorkDir(args.work_dir).stage_dir(DECODE)}{where}")
     return 0
@@ -145,6 +143,18 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_backend_options(p: argparse.ArgumentParser) -> None:
+    from synthvlm_data.backends import ADDRESS_ENV, CPU_THREADS_ENV, WORKERS_ENV
+
+    p.add_argument("--cpu-threads", type=int,
+                   help=f"torch threads of CPU stages, the same on every backend (default: ${CPU_THREADS_ENV} or 1); "
+                        "CPU float results depend on it: keep it equal across runs you compare or resume")
+    p.add_argument("--workers", type=int,
+                   help=f"ray: actor pool size (default: ${WORKERS_ENV}, else one per GPU, or per CPU, of the cluster)")
+    p.add_argument("--ray-address",
+                   help=f"ray: join this cluster (e.g. auto, ray://head:10001; default: ${ADDRESS_ENV}, else a local Ray)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="synthvlm", description="Synthetic image-caption datasets for VLMs (SynthVLM, Synth^2).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -156,8 +166,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="local", choices=["local", "accelerate", "ray"],
                    help="local (one process); accelerate (every rank of `accelerate launch -m synthvlm_data.cli build ...`); "
                         "ray (Ray Data actor pool; pip install 'synthvlm-data[ray]')")
-    b.add_argument("--workers", type=int, help="ray: actor pool size (default: one per GPU, or per CPU, of the cluster)")
-    b.add_argument("--ray-address", help="ray: join this cluster (e.g. auto, ray://head:10001); default: a local Ray")
+    _add_backend_options(b)
     b.add_argument("--limit", type=int, help="use at most N captions (a quick trial of a recipe)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
@@ -173,8 +182,7 @@ def make_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decode", help="decode a latent-mode run's latents into images (with the generator's VAE)")
     d.add_argument("--work-dir", type=Path, required=True, help="the latent build's work dir")
     d.add_argument("--backend", default="local", choices=["local", "accelerate", "ray"], help="as for build")
-    d.add_argument("--workers", type=int, help="ray: actor pool size")
-    d.add_argument("--ray-address", help="ray: join this cluster")
+    _add_backend_options(d)
     d.add_argument("--images", type=Path, help="also write the images as files <id>-<repeat>.<ext> here")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_decode)

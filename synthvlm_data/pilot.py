@@ -71,7 +71,7 @@ def full_caption_count(recipe: Recipe, work_dir: Path | None) -> int | None:
 
 def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, work_dir: Path | None = None) -> PilotResult:
     """Generate images for `n` captions of the recipe and time it (nothing is exported)."""
-    from synthvlm_data.backends import get_backend, pinned_threads
+    from synthvlm_data.backends import BackendOptions, get_backend, pinned_threads
     from synthvlm_data.build import execute, preflight
     from synthvlm_data.models.devices import resolve_device
     from synthvlm_data.stages import CaptionsStage, GenerateStage, RunContext
@@ -83,10 +83,11 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
     small = _with_limit(recipe, n)
     with tempfile.TemporaryDirectory(prefix="synthvlm-pilot-") as tmp:
         ctx = RunContext(recipe=small, work=WorkDir(tmp))
-        execute(CaptionsStage(), ctx, get_backend("local"), progress=False)
+        options = BackendOptions.from_env()
+        execute(CaptionsStage(), ctx, get_backend("local", options), progress=False)
         stage = GenerateStage()
         units = stage.plan(ctx)
-        with pinned_threads(ctx):
+        with pinned_threads(stage, ctx, options.cpu_threads):
             t0 = time.perf_counter()
             stage.setup(ctx)
             load_s = time.perf_counter() - t0

@@ -12,7 +12,7 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 
-from synthvlm_data.backends import pinned_threads
+from synthvlm_data.backends import BackendOptions, pinned_threads
 from synthvlm_data.build import build
 from synthvlm_data.columns import GENERATE_SCHEMA, LATENT_SCHEMA
 from synthvlm_data.errors import ShardError
@@ -75,7 +75,7 @@ def test_decode_reproduces_pixel_mode_within_one_level(latent_run, store):
     pixel_recipe = tiniest_recipe()
     ctx = RunContext(recipe=pixel_recipe, work=WorkDir(latent_run.work_dir))
     stage = GenerateStage()
-    with pinned_threads(ctx):  # as every backend runs it
+    with pinned_threads(stage, ctx, BackendOptions().cpu_threads):  # as every backend runs it
         stage.setup(ctx)
         pixel = pa.concat_tables([stage.run(ctx, u) for u in plan_units(GENERATE, N_UNITS)])
     decoded = _table(store, DECODE)

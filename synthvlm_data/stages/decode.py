@@ -126,9 +126,10 @@ class DecodeStage(Stage):
         return pa.Table.from_pylist(rows, schema=GENERATE_SCHEMA)
 
 
-def decode_run(work_dir: Path, *, backend: str = "local", images_dir: Path | None = None, progress: bool = True) -> int:
+def decode_run(work_dir: Path, *, backend: str = "local", options=None, images_dir: Path | None = None,
+               progress: bool = True) -> int:
     """Decode every generate shard of a latent run into `decode/` shards; returns the image count."""
-    from synthvlm_data.backends import get_backend
+    from synthvlm_data.backends import BackendOptions, get_backend
     from synthvlm_data.build import execute
 
     work = WorkDir(work_dir)
@@ -139,7 +140,7 @@ def decode_run(work_dir: Path, *, backend: str = "local", images_dir: Path | Non
     missing = [u.index for u in units if not ctx.store.is_complete(WorkUnit(GENERATE, u.index, u.num_units))]
     if missing:
         raise SynthVLMError(f"{len(missing)} generate shard(s) of {work.root} are not complete; finish the build first (re-run it)")
-    runner = get_backend(backend)
+    runner = get_backend(backend, options if options is not None else BackendOptions.from_env())
     main = runner.is_main_process()
     with work.lock() if main else contextlib.nullcontext():
         execute(stage, ctx, runner, progress=progress)
