@@ -133,7 +133,7 @@ def print_quality_table(report: dict) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from synthvlm_data.hub import format_result, publish_folder
+    from synthvlm_data.hub.publish import format_result, publish_folder
 
     result = publish_folder(
         args.folder, args.repo_id, repo_type=args.repo_type, private=args.private, revision=args.revision,

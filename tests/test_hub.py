@@ -20,9 +20,11 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from PIL import Image
 
 from conftest import small_tiny_recipe
-from synthvlm_data import hub
+from synthvlm_data.hub import publish as hub
+from synthvlm_data.hub.validate import check_safetensors_header
 from synthvlm_data.cli import main as cli_main
-from synthvlm_data.hub import HubError, publish_folder
+from synthvlm_data.hub import HubError
+from synthvlm_data.hub.publish import publish_folder
 
 FAKE_TOKEN = "hf_fakeTOKENforTESTS0123456789abcdefXYZ"
 REPO = "someone/synthvlm-tiny"
@@ -429,7 +431,7 @@ def test_safetensors_header_check_accepts_real_file(model_dir):
     path = model_dir / "model.safetensors"
     (n,) = struct.unpack("<Q", path.read_bytes()[:8])
     assert n > 0
-    hub._check_safetensors_header(path)  # no error
+    check_safetensors_header(path)  # no error
 
 
 # --------------------------------------------------------------------------- token safety

@@ -66,7 +66,7 @@ def test_token_never_lands_in_any_output_of_a_full_run(tmp_path):
 def test_token_never_lands_in_any_output_of_a_training_run(tmp_path, monkeypatch, capfd):
     """train/pretrain.py's CLI with HF_TOKEN set and --push-to-hub --push-dry-run (1 step, 1 checkpoint):
     grep every file of the output dir (model, card, training_log.json, logs/, checkpoints/) and both streams."""
-    from synthvlm_data import hub
+    from synthvlm_data.hub import publish as hub
     from synthvlm_data.training import cli
     from synthvlm_data.training.demo_data import write_demo_dataset
 

@@ -121,12 +121,12 @@ FAKE_TOKEN = "hf_FAKEtrainingToken0123456789abcdefghij"
 def stage1_run(tmp_path_factory, caption_folder):
     """One in-process stage-1 run: 2 fixed rows = the same batch every step, high lr, pushed.
 
-    The push runs the real synthvlm_data.hub.publish_folder; only its HfApi is an autospec'd mock
+    The push runs the real synthvlm_data.hub.publish.publish_folder; only its HfApi is an autospec'd mock
     (and the Hub counts as online with a fake token), so the upload arguments are the real ones.
     """
     from huggingface_hub import HfApi
 
-    from synthvlm_data import hub
+    from synthvlm_data.hub import publish as hub
     from synthvlm_data.training import card as card_lib
     from synthvlm_data.training.run import run_stage
 
@@ -577,7 +577,7 @@ def test_tiny_card_never_claims_cc_by_nc(tmp_path, monkeypatch):
 
 
 def test_push_to_hub_goes_through_publish_folder(stage1_run):
-    """The output dir itself is published; hub.py keeps checkpoints/, logs/ and pickles local."""
+    """The output dir itself is published; synthvlm_data.hub keeps checkpoints/, logs/ and pickles local."""
     out, api = stage1_run["out"], stage1_run["api"]
     stage1_run["publish"].assert_called_once_with(out, "someone/tiny-llava", repo_type="model", private=True,
                                                   revision=None, dry_run=False)
@@ -599,7 +599,7 @@ def test_push_to_hub_goes_through_publish_folder(stage1_run):
 
 def test_publish_dry_run_accepts_the_trained_folder(stage1_run):
     """The real publishing code (synthvlm_data.hub) validates the folder; dry run: no network."""
-    from synthvlm_data.hub import PublishResult
+    from synthvlm_data.hub.publish import PublishResult
     from synthvlm_data.training.publish import push_model_folder
 
     result = push_model_folder(stage1_run["out"], "someone/tiny-llava", dry_run=True)

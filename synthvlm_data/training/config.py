@@ -265,7 +265,7 @@ _OWNED_SFT_FIELDS = {
 def is_hub_sft_field(name: str) -> bool:
     """push_to_hub, hub_token, hub_model_id, hub_strategy, ...: Trainer-side publishing, never allowed.
 
-    Why: `--push-to-hub` publishes the finished folder through synthvlm_data.hub (model files only,
+    Why: `--push-to-hub` publishes the finished folder through synthvlm_data.hub.publish (model files only,
     token never written); the Trainer's own push would upload checkpoints/ and training_args.bin,
     and a `hub_token` in the config would be copied into training_log.json and the trackers.
     """
