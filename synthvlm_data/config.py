@@ -13,14 +13,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.clustering import DiversityConfig
 from synthvlm_data.errors import RecipeError
 from synthvlm_data.models.refs import ModelRef
-from synthvlm_data.schema import StrictModel, validation_error_parts
+from synthvlm_data.schema import StrictModel, load_yaml, read_text, validate
 
 RECIPES_PACKAGE = "synthvlm_data.recipes"
 
@@ -151,20 +150,10 @@ def shipped_recipes() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def _format_validation_error(err: ValidationError, where: str) -> str:
-    parts = validation_error_parts(err)
-    return f"invalid recipe {where}: " + "; ".join(parts) + ". See `synthvlm recipes --show tiny`."
-
-
 def recipe_from_dict(data: object, where: str = "<dict>", overrides: dict | None = None) -> Recipe:
-    if not isinstance(data, dict):
-        raise RecipeError(f"invalid recipe {where}: the top level must be a mapping of keys")
-    if overrides:
+    if overrides and isinstance(data, dict):
         data = _deep_merge(data, overrides)
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as err:
-        raise RecipeError(_format_validation_error(err, where)) from None
+    return validate(Recipe, data, where, "recipe", RecipeError, hint=". See `synthvlm recipes --show tiny`.")
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -180,13 +169,7 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> Recipe:
     """Load a shipped recipe by name (`tiny`) or a user's YAML file by path."""
     text, where = _read_recipe_text(str(name_or_path))
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"recipe {where} is not valid YAML{at}: {getattr(err, 'problem', err)}") from None
-    return recipe_from_dict(data, where, overrides)
+    return recipe_from_dict(load_yaml(text, where, "recipe", RecipeError), where, overrides)
 
 
 def _read_recipe_text(name_or_path: str) -> tuple[str, str]:
@@ -198,10 +181,7 @@ def _read_recipe_text(name_or_path: str) -> tuple[str, str]:
                 f"recipe file {name_or_path} does not exist. Pass a shipped recipe name "
                 f"({', '.join(shipped_recipes())}) or a path to a YAML file."
             )
-        try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except UnicodeDecodeError:
-            raise RecipeError(f"recipe file {path} is not UTF-8 text") from None
+        return read_text(path, "recipe", RecipeError), str(path)
     res = resources.files(RECIPES_PACKAGE) / f"{name_or_path}.yaml"
     if not res.is_file():
         raise RecipeError(
