@@ -97,7 +97,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from synthvlm_data.report import report_into_dataset
+    from synthvlm_data.presentation.report import report_into_dataset
 
     report, out, card = report_into_dataset(
         args.dataset,
@@ -120,13 +120,14 @@ def print_quality_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from synthvlm_data.report import format_table
+    from synthvlm_data.presentation.report import table_rows
 
     table = Table(title=f"data quality: {report['dataset']} ({report['recipe']}, {report['profile']})")
     for col in ("set", "n", "clip mean", "clip med", "CLIP-S", "ssim mean", "ssim med", "score"):
         table.add_column(col, justify="left" if col == "set" else "right")
-    for row in format_table(report):
-        table.add_row(*row)
+    for row in table_rows(report):
+        table.add_row(row["set"], row["n"], row["clip_mean"], row["clip_median"], row["clips_mean"], row["ssim_mean"],
+                      row["ssim_median"], row["score_mean"])
     Console(width=max(Console().width, 110)).print(table)  # never squeeze the numbers
     for note in report["notes"]:
         print(f"note: {note}")

@@ -37,7 +37,7 @@ def make_dataset_folder(root: Path, rows: int = 6, per_shard: int = 3) -> Path:
     """A small valid dataset folder written by the real export helpers (no build needed)."""
     import datasets
 
-    from synthvlm_data.cards import dataset_card_data, write_dataset_card
+    from synthvlm_data.presentation.cards import dataset_card_data, write_dataset_card
     from synthvlm_data.columns import dataset_features
     from synthvlm_data.stages.export import shard_name
 
@@ -241,7 +241,7 @@ def test_warns_about_plots_the_card_does_not_show(dataset_dir, online, api, caps
     assert len(result.warnings) == 1 and result.warnings[0].startswith("plots/score_hist.png is not shown")
     assert "plots/*" in result.delete_patterns
 
-    from synthvlm_data.cards import refresh_dataset_card
+    from synthvlm_data.presentation.cards import refresh_dataset_card
 
     refresh_dataset_card(dataset_dir, small_tiny_recipe())  # the card now links it
     assert publish_folder(dataset_dir, REPO, dry_run=True).warnings == ()

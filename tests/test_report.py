@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthvlm_data import report as rp
+from synthvlm_data.presentation import report as rp
 from synthvlm_data.errors import InputDataError
 
 

@@ -183,7 +183,7 @@ def publish_folder(
     if repo_type == "dataset":
         warnings = [
             f"{rel} is not shown in README.md; re-render the card to link it "
-            "(synthvlm_data.cards.refresh_dataset_card(folder, recipe))"
+            "(synthvlm_data.presentation.cards.refresh_dataset_card(folder, recipe))"
             for rel in unlinked_images(folder)
         ]
     kept = local_only_summary(folder, repo_type)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -36,11 +35,13 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
+from synthvlm_data.columns import decode_image
 from synthvlm_data.config import Recipe, recipe_from_dict
 from synthvlm_data.errors import InputDataError, RecipeError, one_line
-from synthvlm_data.columns import decode_image
-from synthvlm_data.stages.select import combined_score, summarize
+from synthvlm_data.presentation import describe, plots
+from synthvlm_data.presentation.templates import QUALITY_REPORT, fmt4, render
 from synthvlm_data.shards import take_rows
+from synthvlm_data.stages.select import combined_score, summarize
 from synthvlm_data.workdir import RECIPE_FILE, SCORE, WorkDir, image_stage
 
 REFERENCE_CAPTIONS = "reference_captions.jsonl"
@@ -52,7 +53,8 @@ PAPER_ROWS = (
     ("BLIP-LCS", 0.32, 0.75),
     ("ShareGPT4V", 0.32, 0.79),
 )
-FILES = ("report.json", "report.md", "score_hist.png", "top_bottom_grid.png")
+REPORT_MD = "report.md"
+FILES = ("report.json", REPORT_MD, "score_hist.png", "top_bottom_grid.png")
 
 
 @dataclass
@@ -290,126 +292,28 @@ def _dataset_images(path: Path, rows: Sequence[int]) -> dict[int, Image.Image]:
     return {r: decode_image(v["bytes"], f"row {r} of {path}") for r, v in take_rows(path, "image", rows).items()}
 
 
-# --------------------------------------------------------------------------- plots
-
-
-def _figure(w: float, h: float):
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
-
-    return Figure(figsize=(w, h), dpi=100)
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, metadata={"Software": None})  # no version string: reproducible bytes
-    return path
-
-
-def plot_score_hist(sets: list[ScoreSet], path: Path, title: str = "") -> Path:
-    fig = _figure(13, 3.8)
-    axes = fig.subplots(1, 3)
-    colors = {"selected": "tab:green", "rejected pool": "tab:red", "real reference": "tab:blue"}
-    for ax, (attr, label) in zip(axes, (("clip", "CLIPScore (raw cosine)"), ("ssim", "SSIM (resize round trip)"), ("score", "score")), strict=True):
-        values = [getattr(s, attr) for s in sets if len(getattr(s, attr))]
-        lo, hi = (min(v.min() for v in values), max(v.max() for v in values)) if values else (0.0, 1.0)
-        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 31)
-        for s in sets:
-            v = getattr(s, attr)
-            if not len(v):
-                continue
-            c = colors.get(s.name)
-            ax.hist(v, bins=bins, density=True, histtype="step", linewidth=1.6, color=c, label=f"{s.name} (n={len(v)})")
-            ax.axvline(float(np.mean(v)), color=c, linestyle="--", linewidth=1)
-        ax.set_xlabel(label + " (dashed: mean)")
-        ax.set_ylabel("density")
-    axes[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_top_bottom(top: list[dict], bottom: list[dict], path: Path, title: str = "") -> Path:
-    """Two rows of tiles: the highest-scoring selected samples, the lowest-scoring pool ones."""
-    n = max(len(top), len(bottom), 1)
-    fig = _figure(2.3 * n, 7.0)
-    axes = np.atleast_2d(fig.subplots(2, n, squeeze=False))
-    for r, (label, items) in enumerate((("top selected", top), ("bottom of the pool", bottom))):
-        for c in range(n):
-            ax = axes[r, c]
-            ax.set_axis_off()
-            if c >= len(items):
-                continue
-            it = items[c]
-            ax.imshow(np.asarray(it["image"]), interpolation="nearest")
-            cap = textwrap.shorten(it.get("caption") or "", 70, placeholder="...")
-            ax.set_title(
-                f"{label} #{c + 1}\nscore {it['score']:.3f} (clip {it['clip_score']:.3f}, ssim {it['ssim']:.3f})\n"
-                + "\n".join(textwrap.wrap(cap, 30)[:3]),
-                fontsize=7,
-            )
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_clusters(div: dict, path: Path) -> Path:
-    """Cluster histogram of the caption pool before and after the diversity-balanced selection."""
-    fig = _figure(9, 3.6)
-    ax = fig.subplots()
-    k = div["k"]
-    x = np.arange(k)
-    for i, name in enumerate(("pool", "selected")):
-        counts = np.asarray(div["histogram"][name], dtype=float)
-        share = counts / counts.sum() if counts.sum() else counts
-        m = div["metrics"][name]
-        ax.bar(x + (i - 0.5) * 0.4, share, width=0.4, label=f"{name} (n={m['n']}, H={m['normalised_entropy']:.2f})")
-    ax.set_xticks(x)
-    ax.set_xlabel(f"caption cluster (k-means, k={k}, seed {div['seed']}; quota {div['quota']})")
-    ax.set_ylabel("share of captions")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
 # --------------------------------------------------------------------------- the report
 
 
-def _fmt(s: dict, key: str = "mean") -> str:
-    return f"{s[key]:.4f}" if s.get("count") else "-"
+def table_rows(report: dict) -> list[dict]:
+    """The quality table's cells, formatted once for report.md, the dataset card and the console:
+    set, n (or why a set is empty), CLIPScore mean/median (raw cosine), CLIP-S mean, SSIM
+    mean/median, score mean."""
+    rows = []
+    for row in report["table"]:
+        n = row["clip_score"].get("count", 0)
+        rows.append({
+            "set": row["set"], "n": str(n) if n else (row["note"] or "0"),
+            "clip_mean": fmt4(row["clip_score"]), "clip_median": fmt4(row["clip_score"], "median"),
+            "clips_mean": fmt4(row["clipscore_scaled"]), "ssim_mean": fmt4(row["ssim"]),
+            "ssim_median": fmt4(row["ssim"], "median"), "score_mean": fmt4(row["score"]),
+        })
+    return rows
 
 
 def render_markdown(report: dict) -> str:
-    lines = [
-        f"# Data-quality report: {report['dataset']}",
-        "",
-        f"Recipe `{report['recipe']}` (profile `{report['profile']}`). Scorer `{report['scorer']['clip_model']}`, "
-        f"text prefix \"{report['scorer']['text_prefix']}\"; SSIM {report['scorer']['ssim']}; "
-        f"score = {report['weights']['w_clip']} * clip + {report['weights']['w_ssim']} * ssim.",
-        "",
-        "| set | n | CLIPScore mean (cos) | CLIPScore median | CLIP-S mean (2.5*max(cos,0)) | SSIM mean | SSIM median | score mean |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in report["table"]:
-        n = row["clip_score"].get("count", 0)
-        lines.append(
-            f"| {row['set']} | {n if n else (row['note'] or 0)} | {_fmt(row['clip_score'])} | {_fmt(row['clip_score'], 'median')} | "
-            f"{_fmt(row['clipscore_scaled'])} | {_fmt(row['ssim'])} | {_fmt(row['ssim'], 'median')} | {_fmt(row['score'])} |"
-        )
-    lines += ["", "SynthVLM paper, for comparison (mean CLIPScore / SSIM, ViT-B/32, 768 -> 336 -> 768): "
-              + "; ".join(f"{name} {c:.2f} / {s:.2f}" for name, c, s in PAPER_ROWS) + "."]
-    if report["profile"] == "tiny":
-        lines += ["", "> **tiny profile**: the generator and CLIP scorer have random weights, so these numbers "
-                      "exercise the machinery and say nothing about quality."]
-    if report.get("notes"):
-        lines += [""] + [f"- {n}" for n in report["notes"]]
-    lines += ["", "![score histograms](score_hist.png)", "", "![top and bottom samples](top_bottom_grid.png)"]
-    if "cluster_hist.png" in report["files"]:
-        lines += ["", "![caption clusters before/after selection](cluster_hist.png)"]
-    lines += ["", "Reference images (real, hand-captioned):", "", "| id | caption | CLIPScore | SSIM | credit |", "|---|---|---|---|---|"]
-    for it in report["reference_items"][:50]:
-        lines.append(f"| {it['id']} | {it['caption']} | {it['clip_score']:.4f} | {it['ssim']:.4f} | {it['credit']} |")
-    return "\n".join(lines) + "\n"
+    """report.md: the table, the paper's figures, notes, the plots and the reference items."""
+    return render(QUALITY_REPORT, rows=table_rows(report), **report)
 
 
 def write_quality_report(
@@ -477,10 +381,10 @@ def write_quality_report(
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     title = f"{dataset_dir.name} ({recipe.name}, profile {recipe.profile})"
-    files["score_hist.png"] = plot_score_hist(sets, out / "score_hist.png", title)
+    files["score_hist.png"] = plots.plot_score_hist(sets, out / "score_hist.png", title)
     if "image" in pq.read_schema(dataset_files(dataset_dir)[0]).names:
         top, bottom = _grid_items(dataset_dir, wd, sel_t, rej_t, grid_size, image_stage(recipe))
-        files["top_bottom_grid.png"] = plot_top_bottom(top, bottom, out / "top_bottom_grid.png", title)
+        files["top_bottom_grid.png"] = plots.plot_top_bottom(top, bottom, out / "top_bottom_grid.png", title)
     else:
         notes.append("no top/bottom grid: the dataset stores latents, not images (decode them with `synthvlm decode`)")
 
@@ -489,29 +393,24 @@ def write_quality_report(
     if stats_path.is_file():
         diversity = json.loads(stats_path.read_text()).get("diversity")
     if diversity:
-        files["cluster_hist.png"] = plot_clusters(diversity, out / "cluster_hist.png")
+        files["cluster_hist.png"] = plots.plot_selection_clusters(diversity, out / "cluster_hist.png")
 
     report = {
         "dataset": dataset_dir.name,
         "recipe": recipe.name,
         "profile": recipe.profile,
         "work_dir": str(wd) if wd is not None else None,
-        "scorer": {
-            "clip_model": recipe.score.clip.model.id + (f"/{recipe.score.clip.model.revision}" if recipe.score.clip.model.revision else ""),
-            "text_prefix": recipe.score.clip.text_prefix,
-            "ssim": f"{recipe.score.ssim.size} -> {recipe.score.ssim.down} -> {recipe.score.ssim.size}, "
-            f"{'grayscale' if recipe.score.ssim.grayscale else 'RGB'}, {recipe.score.ssim.interpolation}, win {recipe.score.ssim.win_size}",
-        },
-        "weights": {"w_clip": recipe.select.w_clip, "w_ssim": recipe.select.w_ssim},
+        "scorer": describe.scorer(recipe),
+        "weights": describe.weights(recipe),
         "reference": reference,
         "table": [s.row() for s in sets],
         "paper": [{"set": n, "clip_score_mean": c, "ssim_mean": s} for n, c, s in PAPER_ROWS],
         "reference_items": ref.items,
         "diversity": diversity,
         "notes": notes,
-        "files": sorted([*files, "report.json", "report.md"]),
+        "files": sorted([*files, "report.json", REPORT_MD]),
     }
-    (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     return report
 
@@ -525,10 +424,10 @@ def report_into_dataset(dataset_dir: str | Path, work_dir: str | Path | None = N
     out = Path(out_dir) if out_dir is not None else dataset_dir / "plots"
     card = None
     if update_card and out.resolve().is_relative_to(dataset_dir.resolve()) and (dataset_dir / "README.md").is_file():
-        from synthvlm_data.cards import refresh_dataset_card
+        from synthvlm_data.presentation.cards import quality_section, refresh_dataset_card
 
         recipe = kwargs.get("recipe") or find_recipe(dataset_dir, Path(work_dir) if work_dir else None)
-        card = refresh_dataset_card(dataset_dir, recipe)
+        card = refresh_dataset_card(dataset_dir, recipe, quality=quality_section(report, out, dataset_dir))
     return report, out, card
 
 
@@ -567,14 +466,5 @@ def _grid_items(
     return top, bottom
 
 
-def format_table(report: dict) -> list[tuple[str, ...]]:
-    """Rows for a console table: set, n, CLIPScore mean/median, CLIP-S mean, SSIM mean/median, score mean."""
-    rows = []
-    for row in report["table"]:
-        n = row["clip_score"].get("count", 0)
-        rows.append((row["set"], str(n) if n else "-", _fmt(row["clip_score"]), _fmt(row["clip_score"], "median"),
-                     _fmt(row["clipscore_scaled"]), _fmt(row["ssim"]), _fmt(row["ssim"], "median"), _fmt(row["score"])))
-    return rows
-
-
-__all__ = ["FILES", "builtin_reference", "find_recipe", "find_work_dir", "score_reference", "write_quality_report"]
+__all__ = ["FILES", "builtin_reference", "find_recipe", "find_work_dir", "report_into_dataset", "score_reference",
+           "table_rows", "write_quality_report"]

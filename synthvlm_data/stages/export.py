@@ -66,7 +66,7 @@ def _iter_selected_rows(ctx: RunContext, selection: dict):
 
 def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
     """Write the published folder for a completed run; returns its path."""
-    from synthvlm_data.cards import dataset_card_data, write_dataset_card
+    from synthvlm_data.presentation.cards import dataset_card_data, write_dataset_card
 
     recipe = ctx.recipe
     selection_table = ctx.store.read(WorkUnit(SELECT, 0, 1))

@@ -285,9 +285,10 @@ def write_artifacts(cfg: TrainConfig, stage: Stage, output_dir: Path, trainer, m
                     modules: list[str], *, num_processes: int, accumulation: int, seconds: dict, command: str,
                     repo_id: str | None, n_train: int, n_eval: int, device: str, threads: int) -> dict:
     from synthvlm_data.models.llava import base_model_id
+    from synthvlm_data.presentation.plots import plot_loss_curve
 
     series = card_lib.loss_series(trainer.state.log_history)
-    curve = card_lib.plot_loss_curve(series, output_dir / card_lib.LOSS_CURVE_PNG, f"{cfg.name} ({stage})")
+    curve = plot_loss_curve(series, output_dir / card_lib.LOSS_CURVE_PNG, f"{cfg.name} ({stage})")
     train_losses = [v for _, v in series["train"]]
     results = {
         "steps": trainer.state.global_step,
