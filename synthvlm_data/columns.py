@@ -40,16 +40,16 @@ GENERATE_SCHEMA = pa.schema(  # pixel-mode generate shards, and decode shards
         ("generator", pa.string()),
     ]
 )
-LATENT_SCHEMA = pa.schema(  # latent-mode generate shards: the denoised latents instead of `image`
-    [
-        ("id", pa.string()),
-        ("repeat", pa.int32()),
-        ("seed", pa.int64()),
-        ("latent", pa.binary()),  # float16 little-endian, C order
-        ("latent_shape", pa.list_(pa.int32())),  # (C, H, W)
-        ("generator", pa.string()),
-    ]
-)
+
+
+def _latents_instead_of_image(schema: pa.Schema) -> pa.Schema:
+    """Latent-mode generate shards: the denoised latent (float16 little-endian, C order) and its
+    (C, H, W) shape in place of `image`."""
+    i = schema.get_field_index("image")
+    return schema.remove(i).insert(i, pa.field("latent_shape", pa.list_(pa.int32()))).insert(i, pa.field("latent", pa.binary()))
+
+
+LATENT_SCHEMA = _latents_instead_of_image(GENERATE_SCHEMA)
 SCORE_SCHEMA = pa.schema(
     [("id", pa.string()), ("repeat", pa.int32()), ("clip_score", pa.float64()), ("ssim", pa.float64())]
 )

@@ -12,12 +12,12 @@ Models are `ModelRef`s: a Hub id (pin `revision`), a local directory (or a `.ggu
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from synthvlm_data.captions.filters import FilterStep
+from synthvlm_data.captions.filters.regex import compile_patterns
 from synthvlm_data.clustering import MINILM_HUB, CaptionDiversityConfig
 from synthvlm_data.models.refs import ModelRef
 from synthvlm_data.schema import StrictModel
@@ -209,11 +209,7 @@ class SynthesisConfig(StrictModel):
     def _template(self) -> SynthesisConfig:
         if "{concept}" not in self.prompt:
             raise ValueError("synthesis.prompt must contain {concept}")
-        for p in self.reject_patterns:
-            try:
-                re.compile(p)
-            except re.error as err:
-                raise ValueError(f"synthesis.reject_patterns: {p!r} is not a valid regex ({err})") from None
+        compile_patterns(self.reject_patterns, "synthesis.reject_patterns")
         return self
 
 

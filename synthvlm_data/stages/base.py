@@ -15,9 +15,10 @@ from typing import ClassVar
 import pyarrow as pa
 
 from synthvlm_data.config import Recipe
+from synthvlm_data.models.devices import resolve_device
 from synthvlm_data.shards import ShardStore
 from synthvlm_data.workdir import CAPTIONS, WorkDir
-from synthvlm_data.workunits import WorkUnit
+from synthvlm_data.workunits import WorkUnit, plan_units
 
 
 @dataclass
@@ -68,3 +69,14 @@ class Stage(abc.ABC):
     def manifest_extra(self, ctx: RunContext) -> dict:
         """Stage-level facts recorded in the manifest next to the shard checksums."""
         return {}
+
+
+class ShardwiseStage(Stage):
+    """A stage with one unit per caption shard (shard i of its input -> shard i of its output),
+    whose models compute on the generator's device: generate, decode and score."""
+
+    def device(self, ctx: RunContext) -> str:
+        return resolve_device(ctx.recipe.generate.device)
+
+    def plan(self, ctx: RunContext) -> list[WorkUnit]:
+        return plan_units(self.name, len(ctx.caption_units()))

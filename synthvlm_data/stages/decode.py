@@ -24,9 +24,9 @@ from synthvlm_data.config import GenerateConfig
 from synthvlm_data.errors import ShardError, SynthVLMError
 from synthvlm_data.models.devices import resolve_device
 from synthvlm_data.models.diffusion import generator_family, load_vae
-from synthvlm_data.stages.base import RunContext, Stage
+from synthvlm_data.stages.base import RunContext, ShardwiseStage
 from synthvlm_data.workdir import DECODE, GENERATE, WorkDir
-from synthvlm_data.workunits import WorkUnit, chunk, plan_units
+from synthvlm_data.workunits import WorkUnit, chunk
 
 
 class LatentDecoder:
@@ -90,7 +90,7 @@ class LatentDecoder:
         return self.processor.postprocess(image, output_type="pil")
 
 
-class DecodeStage(Stage):
+class DecodeStage(ShardwiseStage):
     """generate shard i (latents) -> decode shard i (images, the pixel-mode generate schema).
 
     Uses only the generator's VAE, in the generation batches (same composition as the
@@ -103,10 +103,7 @@ class DecodeStage(Stage):
     def plan(self, ctx: RunContext) -> list[WorkUnit]:
         if ctx.recipe.generate.output != "latents":
             raise ShardError("decode applies to latent-mode runs (generate.output: latents); this run stores images")
-        return plan_units(DECODE, len(ctx.caption_units()))
-
-    def device(self, ctx: RunContext) -> str:
-        return resolve_device(ctx.recipe.generate.device)
+        return super().plan(ctx)
 
     def setup(self, ctx: RunContext) -> None:
         self.decoder = LatentDecoder(ctx.recipe.generate)

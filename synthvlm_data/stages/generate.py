@@ -27,9 +27,9 @@ from synthvlm_data.config import GenerateConfig
 from synthvlm_data.errors import SynthVLMError
 from synthvlm_data.models.devices import resolve_device
 from synthvlm_data.models.diffusion import load_generator
-from synthvlm_data.stages.base import RunContext, Stage
+from synthvlm_data.stages.base import RunContext, ShardwiseStage
 from synthvlm_data.workdir import CAPTIONS, GENERATE
-from synthvlm_data.workunits import WorkUnit, chunk, derive_seed, plan_units
+from synthvlm_data.workunits import WorkUnit, chunk, derive_seed
 
 
 def _accepted(pipe, kwargs: dict, recipe_keys: dict[str, str]) -> dict:
@@ -119,7 +119,7 @@ class ImageGenerator:
         return lat
 
 
-class GenerateStage(Stage):
+class GenerateStage(ShardwiseStage):
     """caption shard i -> generate shard i: k images (or latents) per caption, each with its own seed.
 
     Generation batches are fixed here (consecutive `batch_size` jobs of the shard), never by
@@ -127,12 +127,6 @@ class GenerateStage(Stage):
     """
 
     name = GENERATE
-
-    def plan(self, ctx: RunContext) -> list[WorkUnit]:
-        return plan_units(GENERATE, len(ctx.caption_units()))
-
-    def device(self, ctx: RunContext) -> str:
-        return resolve_device(ctx.recipe.generate.device)
 
     def setup(self, ctx: RunContext) -> None:
         self.generator = ImageGenerator(ctx.recipe.generate)

@@ -7,22 +7,15 @@ import numpy as np
 import pyarrow as pa
 
 from synthvlm_data.columns import SCORE_SCHEMA, decode_image
-from synthvlm_data.models.devices import resolve_device
-from synthvlm_data.stages.base import RunContext, Stage
+from synthvlm_data.stages.base import RunContext, ShardwiseStage
 from synthvlm_data.workdir import CAPTIONS, SCORE, image_stage
-from synthvlm_data.workunits import WorkUnit, chunk, plan_units
+from synthvlm_data.workunits import WorkUnit, chunk
 
 
-class ScoreStage(Stage):
+class ScoreStage(ShardwiseStage):
     """generate shard i -> score shard i: CLIPScore (raw cosine) and SSIM for every image."""
 
     name = SCORE
-
-    def plan(self, ctx: RunContext) -> list[WorkUnit]:
-        return plan_units(SCORE, len(ctx.caption_units()))
-
-    def device(self, ctx: RunContext) -> str:
-        return resolve_device(ctx.recipe.generate.device)
 
     def setup(self, ctx: RunContext) -> None:
         from synthvlm_data.scoring.clipscore import ClipScorer

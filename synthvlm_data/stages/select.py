@@ -52,9 +52,6 @@ def summarize(values: np.ndarray) -> dict:
     }
 
 
-_summary = summarize  # backwards-compatible private name
-
-
 def best_of_k(ids: np.ndarray, repeat: np.ndarray, score: np.ndarray) -> np.ndarray:
     """Index of each caption's best image (highest score, then lowest repeat), ordered by id."""
     order = np.lexsort((repeat, -score, ids.astype(str)))

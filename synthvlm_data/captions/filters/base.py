@@ -90,6 +90,21 @@ class RuleFilter(Filter):
         return self.step()
 
 
+class RepetitionFilter(RuleFilter):
+    """A rule on a repetition ratio of the caption's n-grams: subclasses declare `rep_len`,
+    `min_ratio`, `max_ratio` and `ratio(text, rep_len)`."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def ratio(text: str, rep_len: int) -> float:
+        """The statistic."""
+
+    def step(self) -> RuleStep:
+        n, ratio = self.rep_len, self.ratio  # type: ignore[attr-defined]
+        return RuleStep(self, lambda t: ratio(t, n), self.min_ratio, self.max_ratio,  # type: ignore[attr-defined]
+                        {"rep_len": n, "min_ratio": self.min_ratio, "max_ratio": self.max_ratio})  # type: ignore[attr-defined]
+
+
 def open_image(ref) -> Image.Image | None:
     """A caption's original image from a path, a PIL image or a `datasets` {"bytes", "path"}
     reference; None when it cannot be read."""

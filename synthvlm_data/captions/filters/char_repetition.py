@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from synthvlm_data.captions.filters.base import RuleFilter, RuleStep
+from synthvlm_data.captions.filters.base import RepetitionFilter
 
 
 def char_repetition_ratio(text: str, rep_len: int = 10) -> float:
@@ -24,7 +24,7 @@ def char_repetition_ratio(text: str, rep_len: int = 10) -> float:
     return sum(counts[:n_rep]) / n_grams
 
 
-class CharRepetitionFilter(RuleFilter):
+class CharRepetitionFilter(RepetitionFilter):
     """Data-Juicer character_repetition_filter: mass of the sqrt(#distinct) most frequent char
     n-grams among all char n-grams."""
 
@@ -33,7 +33,4 @@ class CharRepetitionFilter(RuleFilter):
     min_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     max_ratio: float = Field(default=0.09373663, ge=0.0, le=1.0, description="SynthVLM Table 1.")
 
-    def step(self) -> RuleStep:
-        n = self.rep_len
-        return RuleStep(self, lambda t: char_repetition_ratio(t, n), self.min_ratio, self.max_ratio,
-                        {"rep_len": n, "min_ratio": self.min_ratio, "max_ratio": self.max_ratio})
+    ratio = staticmethod(char_repetition_ratio)

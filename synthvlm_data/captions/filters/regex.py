@@ -9,6 +9,17 @@ from pydantic import Field, model_validator
 
 from synthvlm_data.captions.filters.base import RuleFilter, RuleStep
 
+def compile_patterns(patterns: list[str], where: str) -> list[re.Pattern]:
+    """The compiled patterns; an invalid one is a ValueError naming it (a recipe error)."""
+    out = []
+    for p in patterns:
+        try:
+            out.append(re.compile(p))
+        except re.error as err:
+            raise ValueError(f"{where}: {p!r} is not a valid regex ({err})") from None
+    return out
+
+
 SPAM_PATTERNS = [
     r"(?i)\b(?:https?://|www\.)\S+",
     r"(?i)\b[\w-]+\.(?:com|net|org|biz|info|ru|cn)\b",
@@ -26,13 +37,9 @@ class RegexFilter(RuleFilter):
 
     @model_validator(mode="after")
     def _compile(self) -> RegexFilter:
-        for p in self.patterns:
-            try:
-                re.compile(p)
-            except re.error as err:
-                raise ValueError(f"regex filter: {p!r} is not a valid regex ({err})") from None
+        compile_patterns(self.patterns, "regex filter")
         return self
 
     def step(self) -> RuleStep:
-        pats = [re.compile(p) for p in self.patterns]
+        pats = compile_patterns(self.patterns, "regex filter")
         return RuleStep(self, lambda t: float(any(p.search(t) for p in pats)), 0.0, 0.0, {"patterns": list(self.patterns)})

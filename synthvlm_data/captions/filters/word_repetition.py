@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from synthvlm_data.captions.filters.base import RuleFilter, RuleStep
+from synthvlm_data.captions.filters.base import RepetitionFilter
 from synthvlm_data.captions.filters.text import words
 
 
@@ -21,7 +21,7 @@ def word_repetition_ratio(text: str, rep_len: int = 10) -> float:
     return sum(c for c in freq.values() if c > 1) / n_grams
 
 
-class WordRepetitionFilter(RuleFilter):
+class WordRepetitionFilter(RepetitionFilter):
     """Data-Juicer word_repetition_filter: share of word n-grams that occur more than once."""
 
     type: Literal["word_repetition"]
@@ -29,7 +29,4 @@ class WordRepetitionFilter(RuleFilter):
     min_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     max_ratio: float = Field(default=0.03085751, ge=0.0, le=1.0, description="SynthVLM Table 1.")
 
-    def step(self) -> RuleStep:
-        n = self.rep_len
-        return RuleStep(self, lambda t: word_repetition_ratio(t, n), self.min_ratio, self.max_ratio,
-                        {"rep_len": n, "min_ratio": self.min_ratio, "max_ratio": self.max_ratio})
+    ratio = staticmethod(word_repetition_ratio)
