@@ -1,4 +1,5 @@
-"""Recipe schema of the caption stage: sources, rule/model filters, dedup, LLM judge, LLM synthesis.
+"""Recipe schema of the caption stage: sources, dedup, LLM judge, LLM synthesis, and the list of
+filters (each filter's own schema lives with it, in `captions/filters/`).
 
 Every step is opt-in: a recipe lists the filters it wants (in order) and adds the `dedup`, `judge`,
 `synthesis` and `diversity` sections it wants. Defaults are the papers' values (SynthVLM appendix
