@@ -57,13 +57,12 @@ def main() -> None:
 
     from synthvlm_data.captions.config import CaptionsConfig, JudgeConfig, SynthesisConfig
     from synthvlm_data.captions.dedup import ExactDedup, NearDedup
-    from synthvlm_data.captions.filters import build_rule_step
     from synthvlm_data.captions.judge import Judge
-    from synthvlm_data.captions.models import ModelCache
+    from synthvlm_data.models.text import ModelCache
     from synthvlm_data.captions.perplexity import perplexities
     from synthvlm_data.captions.pipeline import run_captions
     from synthvlm_data.captions.synthesis import synthesize
-    from synthvlm_data.schema import ModelRef
+    from synthvlm_data.models.refs import ModelRef
 
     rows: list[tuple[str, int, float, float, str]] = []
 
@@ -78,7 +77,7 @@ def main() -> None:
              {"type": "special_characters"}, {"type": "flagged_words"}, {"type": "regex"}]
     cfg = CaptionsConfig.model_validate({"sources": [{"name": "b", "path": "x.jsonl"}], "filters": specs})
     for f in cfg.filters:
-        step = build_rule_step(f)
+        step = f.step()
         _, wall, cpu = timed(lambda step=step: [step.passes(v) for v in step.values([{"caption": c} for c in caps])])
         add(f.type, len(caps), wall, cpu)
     ex = ExactDedup()

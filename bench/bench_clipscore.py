@@ -26,7 +26,7 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from synthvlm_data.config import ClipScoreConfig  # noqa: E402
-from synthvlm_data.schema import ModelRef  # noqa: E402
+from synthvlm_data.models.refs import ModelRef  # noqa: E402
 from synthvlm_data.scoring.clipscore import ClipScorer  # noqa: E402
 
 

@@ -32,10 +32,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from synthvlm_data.backends import cpu_threads, get_backend  # noqa: E402
+from synthvlm_data.backends import BackendOptions, get_backend  # noqa: E402
+from synthvlm_data.build import execute  # noqa: E402
 from synthvlm_data.config import _deep_merge, recipe_from_dict  # noqa: E402
-from synthvlm_data.shards import ShardStore  # noqa: E402
-from synthvlm_data.stages import DecodeStage, GenerateStage, RunContext, prepare_captions  # noqa: E402
+from synthvlm_data.stages import CaptionsStage, DecodeStage, GenerateStage, RunContext  # noqa: E402
+from synthvlm_data.workdir import WorkDir  # noqa: E402
 
 
 def bench_recipe(captions: int, batch: int, steps: int, output: str = "pixels"):
@@ -49,8 +50,8 @@ def bench_recipe(captions: int, batch: int, steps: int, output: str = "pixels"):
 
 
 def context(recipe, root: Path) -> RunContext:
-    ctx = RunContext(recipe=recipe, store=ShardStore(root), work_dir=root)
-    prepare_captions(ctx)
+    ctx = RunContext(recipe=recipe, work=WorkDir(root))
+    execute(CaptionsStage(), ctx, get_backend("local"), progress=False)
     return ctx
 
 
@@ -84,9 +85,9 @@ def bare_calls(gen, batches) -> None:
 
 def worker(args) -> None:
     """Run the generate stage of a prepared work dir on a backend; the main rank prints timings."""
-    backend = get_backend(args.backend)
-    recipe = recipe_from_dict(yaml.safe_load((Path(args.worker) / "recipe.yaml").read_text()))
-    ctx = RunContext(recipe=recipe, store=ShardStore(Path(args.worker)), work_dir=Path(args.worker))
+    backend = get_backend(args.backend, BackendOptions.from_env())
+    work = WorkDir(args.worker)
+    ctx = RunContext(recipe=work.recipe(), work=work)
     timings = {"setup": 0.0, "run": 0.0, "units": 0}
 
     class Timed(GenerateStage):
@@ -113,7 +114,7 @@ def worker(args) -> None:
 def staged_run(recipe, root: Path, processes: int) -> dict:
     """A fresh work dir with captions; then the generate stage in a subprocess (or 2 ranks)."""
     ctx = context(recipe, root)
-    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
+    WorkDir(root).init(recipe)
     del ctx
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     script = [str(Path(__file__).resolve()), "--worker", str(root)]
@@ -149,7 +150,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    torch.set_num_threads(cpu_threads())  # what every backend runs CPU stages with
+    torch.set_num_threads(BackendOptions.from_env().cpu_threads)  # what every backend runs CPU stages with
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
         tmp = Path(tmp)
@@ -194,7 +195,7 @@ def main() -> None:
          f"{(two['wall'] - two['setup']) / max(1e-9, one['wall'] - one['setup']):.2f}"),
     ]
     title = (f"tiny SDXL base+refiner, {n} images ({args.captions} captions x 2), {args.steps} steps, 64 px, "
-             f"CPU, {cpu_threads()} thread(s) per process")
+             f"CPU, {BackendOptions.from_env().cpu_threads} thread(s) per process")
     print(title)
     width = max(len(r[0]) for r in rows)
     print(f"{'':{width}}  {'images/s':>9}  {'time vs bare':>12}")

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"built {builder.recipe.name}: {ds.num_rows} rows")
     if not args.no_report and (result is None or result.main_process):
         from synthvlm_data.cli import print_quality_table
-        from synthvlm_data.report import report_into_dataset
+        from synthvlm_data.presentation.report import report_into_dataset
 
         report, out, _ = report_into_dataset(folder, result.work_dir if result else args.work_dir, recipe=builder.recipe)
         print_quality_table(report)

@@ -28,9 +28,9 @@ import pyarrow.parquet as pq
 import yaml
 from datasets.builder import Key
 
-from synthvlm_data.cards import CITATION, HOMEPAGE
+from synthvlm_data.presentation.cards import CITATION, HOMEPAGE
 from synthvlm_data.config import RECIPES_PACKAGE, Recipe, load_recipe, shipped_recipes
-from synthvlm_data.export import dataset_features
+from synthvlm_data.columns import dataset_features
 
 ROWS_PER_BATCH = 256
 

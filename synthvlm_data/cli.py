@@ -35,8 +35,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         overrides = {"captions": {"limit": args.limit}}
     recipe = load_recipe(args.recipe, overrides=overrides)
     out = Path(args.out or recipe.export.name)
-    _backend_env(args)
-    result = build(recipe, out, work_dir=args.work_dir, backend=args.backend, progress=not args.quiet)
+    result = build(recipe, out, work_dir=args.work_dir, backend=args.backend, options=_backend_options(args),
+                   progress=not args.quiet)
     if not result.main_process:  # other ranks of `accelerate launch`: the main process reports
         return 0
     total = sum(result.timings.values())
@@ -46,14 +46,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend_env(args: argparse.Namespace) -> None:
-    """Backend options travel as environment variables (read by the backend, on every rank)."""
-    from synthvlm_data.backends.ray import ADDRESS_ENV, WORKERS_ENV  # constants; Ray itself is imported lazily
+def _backend_options(args: argparse.Namespace):
+    """The backend's options: the flags given, else what the environment sets (`BackendOptions.from_env`).
+    Every rank of `accelerate launch` parses the same flags."""
+    from synthvlm_data.backends import BackendOptions
 
-    if getattr(args, "workers", None) is not None:
-        os.environ[WORKERS_ENV] = str(args.workers)
-    if getattr(args, "ray_address", None):
-        os.environ[ADDRESS_ENV] = args.ray_address
+    return BackendOptions.from_env(cpu_threads=args.cpu_threads, workers=args.workers, ray_address=args.ray_address)
 
 
 def cmd_pilot(args: argparse.Namespace) -> int:
@@ -67,12 +65,13 @@ def cmd_pilot(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from synthvlm_data.decode import decode_run
+    from synthvlm_data.stages.decode import decode_run
+    from synthvlm_data.workdir import DECODE, WorkDir
 
-    _backend_env(args)
-    n = decode_run(args.work_dir, backend=args.backend, images_dir=args.images, progress=not args.quiet)
+    n = decode_run(args.work_dir, backend=args.backend, options=_backend_options(args), images_dir=args.images,
+                   progress=not args.quiet)
     where = f"; image files in {args.images}" if args.images else ""
-    print(f"decoded {n} latents into {args.work_dir / 'decode'}{where}")
+    print(f"decoded {n} latents into {WorkDir(args.work_dir).stage_dir(DECODE)}{where}")
     return 0
 
 
@@ -98,7 +97,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from synthvlm_data.report import report_into_dataset
+    from synthvlm_data.presentation.report import report_into_dataset
 
     report, out, card = report_into_dataset(
         args.dataset,
@@ -121,20 +120,21 @@ def print_quality_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from synthvlm_data.report import format_table
+    from synthvlm_data.presentation.report import table_rows
 
     table = Table(title=f"data quality: {report['dataset']} ({report['recipe']}, {report['profile']})")
     for col in ("set", "n", "clip mean", "clip med", "CLIP-S", "ssim mean", "ssim med", "score"):
         table.add_column(col, justify="left" if col == "set" else "right")
-    for row in format_table(report):
-        table.add_row(*row)
+    for row in table_rows(report):
+        table.add_row(row["set"], row["n"], row["clip_mean"], row["clip_median"], row["clips_mean"], row["ssim_mean"],
+                      row["ssim_median"], row["score_mean"])
     Console(width=max(Console().width, 110)).print(table)  # never squeeze the numbers
     for note in report["notes"]:
         print(f"note: {note}")
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from synthvlm_data.hub import format_result, publish_folder
+    from synthvlm_data.hub.publish import format_result, publish_folder
 
     result = publish_folder(
         args.folder, args.repo_id, repo_type=args.repo_type, private=args.private, revision=args.revision,
@@ -142,6 +142,18 @@ def cmd_publish(args: argparse.Namespace) -> int:
     )
     print(format_result(result))
     return 0
+
+
+def _add_backend_options(p: argparse.ArgumentParser) -> None:
+    from synthvlm_data.backends import ADDRESS_ENV, CPU_THREADS_ENV, WORKERS_ENV
+
+    p.add_argument("--cpu-threads", type=int,
+                   help=f"torch threads of CPU stages, the same on every backend (default: ${CPU_THREADS_ENV} or 1); "
+                        "CPU float results depend on it: keep it equal across runs you compare or resume")
+    p.add_argument("--workers", type=int,
+                   help=f"ray: actor pool size (default: ${WORKERS_ENV}, else one per GPU, or per CPU, of the cluster)")
+    p.add_argument("--ray-address",
+                   help=f"ray: join this cluster (e.g. auto, ray://head:10001; default: ${ADDRESS_ENV}, else a local Ray)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -155,8 +167,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="local", choices=["local", "accelerate", "ray"],
                    help="local (one process); accelerate (every rank of `accelerate launch -m synthvlm_data.cli build ...`); "
                         "ray (Ray Data actor pool; pip install 'synthvlm-data[ray]')")
-    b.add_argument("--workers", type=int, help="ray: actor pool size (default: one per GPU, or per CPU, of the cluster)")
-    b.add_argument("--ray-address", help="ray: join this cluster (e.g. auto, ray://head:10001); default: a local Ray")
+    _add_backend_options(b)
     b.add_argument("--limit", type=int, help="use at most N captions (a quick trial of a recipe)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
@@ -172,8 +183,7 @@ def make_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decode", help="decode a latent-mode run's latents into images (with the generator's VAE)")
     d.add_argument("--work-dir", type=Path, required=True, help="the latent build's work dir")
     d.add_argument("--backend", default="local", choices=["local", "accelerate", "ray"], help="as for build")
-    d.add_argument("--workers", type=int, help="ray: actor pool size")
-    d.add_argument("--ray-address", help="ray: join this cluster")
+    _add_backend_options(d)
     d.add_argument("--images", type=Path, help="also write the images as files <id>-<repeat>.<ext> here")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_decode)

@@ -13,12 +13,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from synthvlm_data.captions.config import CaptionsConfig
+from synthvlm_data.clustering import DiversityConfig
 from synthvlm_data.errors import RecipeError
-from synthvlm_data.schema import ModelRef, StrictModel, validation_error_parts
+from synthvlm_data.models.refs import ModelRef
+from synthvlm_data.schema import StrictModel, load_yaml, read_text, validate
 
 RECIPES_PACKAGE = "synthvlm_data.recipes"
 
@@ -87,24 +88,6 @@ class ScoreConfig(StrictModel):
     batch_size: int = Field(default=32, ge=1)
 
 
-class DiversityConfig(StrictModel):
-    """Diversity-balanced selection (Synth^2: balance and semantic diversity of the captions are
-    what matter). Caption embeddings are clustered with k-means (fixed k and seed) and the
-    selection fills per-cluster quotas by score instead of taking the global top-N.
-
-    quota: `uniform` gives every cluster the same share (clusters with too few candidates give
-    their unused slots to the others: max-min fair); `proportional` keeps the pool's cluster
-    proportions (Sainte-Lague apportionment), i.e. a stratified top-N.
-    """
-
-    clusters: int = Field(default=16, ge=2, description="k of k-means (clamped to the distinct captions).")
-    seed: int = Field(default=0, ge=0, description="k-means random_state.")
-    n_init: int = Field(default=4, ge=1, description="k-means restarts (best inertia kept).")
-    embedder: ModelRef = ModelRef(id="sentence-transformers/all-MiniLM-L6-v2")
-    batch_size: int = Field(default=64, ge=1, description="captions per embedding batch.")
-    quota: Literal["uniform", "proportional"] = "uniform"
-
-
 class SelectConfig(StrictModel):
     """score = w_clip * clip + w_ssim * ssim; best image per caption; then top-N / ratio.
 
@@ -167,20 +150,10 @@ def shipped_recipes() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def _format_validation_error(err: ValidationError, where: str) -> str:
-    parts = validation_error_parts(err)
-    return f"invalid recipe {where}: " + "; ".join(parts) + ". See `synthvlm recipes --show tiny`."
-
-
 def recipe_from_dict(data: object, where: str = "<dict>", overrides: dict | None = None) -> Recipe:
-    if not isinstance(data, dict):
-        raise RecipeError(f"invalid recipe {where}: the top level must be a mapping of keys")
-    if overrides:
+    if overrides and isinstance(data, dict):
         data = _deep_merge(data, overrides)
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as err:
-        raise RecipeError(_format_validation_error(err, where)) from None
+    return validate(Recipe, data, where, "recipe", RecipeError, hint=". See `synthvlm recipes --show tiny`.")
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -196,13 +169,7 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> Recipe:
     """Load a shipped recipe by name (`tiny`) or a user's YAML file by path."""
     text, where = _read_recipe_text(str(name_or_path))
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"recipe {where} is not valid YAML{at}: {getattr(err, 'problem', err)}") from None
-    return recipe_from_dict(data, where, overrides)
+    return recipe_from_dict(load_yaml(text, where, "recipe", RecipeError), where, overrides)
 
 
 def _read_recipe_text(name_or_path: str) -> tuple[str, str]:
@@ -214,10 +181,7 @@ def _read_recipe_text(name_or_path: str) -> tuple[str, str]:
                 f"recipe file {name_or_path} does not exist. Pass a shipped recipe name "
                 f"({', '.join(shipped_recipes())}) or a path to a YAML file."
             )
-        try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except UnicodeDecodeError:
-            raise RecipeError(f"recipe file {path} is not UTF-8 text") from None
+        return read_text(path, "recipe", RecipeError), str(path)
     res = resources.files(RECIPES_PACKAGE) / f"{name_or_path}.yaml"
     if not res.is_file():
         raise RecipeError(

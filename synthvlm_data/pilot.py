@@ -53,14 +53,13 @@ def _with_limit(recipe: Recipe, n: int) -> Recipe:
 def full_caption_count(recipe: Recipe, work_dir: Path | None) -> int | None:
     """Curated captions of the full recipe, if known without running its curation: from a work
     dir's captions manifest, else (tiny profile only, where curation takes seconds) by curating."""
-    import json
+    from synthvlm_data.workdir import WorkDir
 
-    from synthvlm_data.build import default_work_dir
-
-    for wd in [w for w in (work_dir, default_work_dir(recipe)) if w is not None]:
-        manifest = Path(wd) / "captions" / "manifest.json"
-        if manifest.is_file():
-            return int(json.loads(manifest.read_text())["rows"])
+    given = [WorkDir(work_dir)] if work_dir is not None else []
+    for work in [*given, WorkDir.default(recipe)]:
+        count = work.caption_count()
+        if count is not None:
+            return count
     if recipe.captions.limit is not None and recipe.profile != "tiny":
         return recipe.captions.limit
     if recipe.profile == "tiny":
@@ -72,22 +71,23 @@ def full_caption_count(recipe: Recipe, work_dir: Path | None) -> int | None:
 
 def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, work_dir: Path | None = None) -> PilotResult:
     """Generate images for `n` captions of the recipe and time it (nothing is exported)."""
-    from synthvlm_data.backends import pinned_threads
-    from synthvlm_data.build import preflight
-    from synthvlm_data.models import resolve_device
-    from synthvlm_data.shards import ShardStore
-    from synthvlm_data.stages import GenerateStage, RunContext, prepare_captions
+    from synthvlm_data.backends import BackendOptions, get_backend, pinned_threads
+    from synthvlm_data.build import execute, preflight
+    from synthvlm_data.models.devices import resolve_device
+    from synthvlm_data.stages import CaptionsStage, GenerateStage, RunContext
+    from synthvlm_data.workdir import WorkDir
 
     preflight(recipe)  # a full recipe offline stops here, with the usual one-line message
     if total_captions is None:
         total_captions = full_caption_count(recipe, work_dir)
     small = _with_limit(recipe, n)
     with tempfile.TemporaryDirectory(prefix="synthvlm-pilot-") as tmp:
-        ctx = RunContext(recipe=small, store=ShardStore(Path(tmp)), work_dir=Path(tmp))
-        prepare_captions(ctx)
+        ctx = RunContext(recipe=small, work=WorkDir(tmp))
+        options = BackendOptions.from_env()
+        execute(CaptionsStage(), ctx, get_backend("local", options), progress=False)
         stage = GenerateStage()
         units = stage.plan(ctx)
-        with pinned_threads(ctx):
+        with pinned_threads(stage, ctx, options.cpu_threads):
             t0 = time.perf_counter()
             stage.setup(ctx)
             load_s = time.perf_counter() - t0

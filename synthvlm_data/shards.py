@@ -9,12 +9,14 @@ its own manifest entry, so many processes can write one stage without coordinati
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import io
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,6 +56,23 @@ def table_to_parquet_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd", row_group_size=max(1, min(table.num_rows, 1024)))
     return buf.getvalue()
+
+
+def take_rows(path: Path, column: str, rows: Sequence[int]) -> dict[int, object]:
+    """Values of one column of a parquet file at some rows, reading only the row groups that hold
+    them (a shard of images is large; a report wants a few of them)."""
+    f = pq.ParquetFile(path)
+    starts = [0]
+    for i in range(f.num_row_groups):
+        starts.append(starts[-1] + f.metadata.row_group(i).num_rows)
+    wanted = sorted(set(rows))
+    out: dict[int, object] = {}
+    for group in sorted({bisect.bisect_right(starts, r) - 1 for r in wanted}):
+        values = f.read_row_group(group, columns=[column]).column(0).to_pylist()
+        for r in wanted:
+            if starts[group] <= r < starts[group + 1]:
+                out[r] = values[r - starts[group]]
+    return out
 
 
 class ShardStore:
@@ -101,13 +120,21 @@ class ShardStore:
             ) from None
         return digest
 
-    def read(self, unit: WorkUnit, columns: list[str] | None = None) -> pa.Table:
+    def _check(self, unit: WorkUnit) -> None:
         if not self.is_complete(unit):
             raise ShardError(
                 f"shard {self.path(unit)} is missing or does not match its checksum; "
                 "re-run the build to redo it"
             )
+
+    def read(self, unit: WorkUnit, columns: list[str] | None = None) -> pa.Table:
+        self._check(unit)
         return pq.read_table(self.path(unit), columns=columns)
+
+    def take(self, unit: WorkUnit, column: str, rows: Sequence[int]) -> dict[int, object]:
+        """Values of one column at some rows of a verified shard (`take_rows`)."""
+        self._check(unit)
+        return take_rows(self.path(unit), column, rows)
 
     def write_manifest(self, stage: str, units: list[WorkUnit], extra: dict | None = None) -> Path:
         """A stage-level manifest once every shard of the stage is complete.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 # LLaVA's brief-caption instructions (llava/data: `conversation` prompts used for LCS-558K
 # pretraining). SynthVLM pairs each caption with one chosen at random; we choose by seed.
@@ -37,10 +38,21 @@ def sample_id(source: str, source_id: str, caption: str) -> str:
     return h[:16]
 
 
+def stable_hash(*parts: object, sep: str = ":", byteorder: Literal["big", "little"] = "big") -> int:
+    """The first 8 bytes of SHA-256(sep.join(parts)) as an unsigned 64-bit integer: the one hash every
+    seed of the project comes from, stable across Python versions, platforms and processes.
+
+    Call sites pass their own `sep` and `byteorder` (image seeds: ':' and big-endian; caption
+    synthesis and the judge: '\\x1f' and little-endian) because each fixes bytes already written:
+    changing one changes a dataset.
+    """
+    digest = hashlib.sha256(sep.join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], byteorder)
+
+
 def derive_seed(recipe_seed: int, sid: str, repeat: int | str = 0) -> int:
-    """A per-sample seed: stable across Python versions, platforms and processes."""
-    digest = hashlib.sha256(f"{recipe_seed}:{sid}:{repeat}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & ((1 << SEED_BITS) - 1)
+    """A per-sample seed (63 bits): the generator seed of image `repeat` of sample `sid`."""
+    return stable_hash(recipe_seed, sid, repeat) & ((1 << SEED_BITS) - 1)
 
 
 def choose_prompt(recipe_seed: int, sid: str) -> str:

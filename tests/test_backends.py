@@ -119,6 +119,9 @@ class _RecordingStage:
     def __init__(self):
         self.ran, self.setups = [], 0
 
+    def device(self, ctx):
+        return "cpu"
+
     def setup(self, ctx):
         self.setups += 1
 
@@ -134,12 +137,12 @@ def test_accelerate_ranks_split_only_pending_units_round_robin(tmp_path, monkeyp
     nothing to do loads no model; every rank ends the stage at a barrier."""
     import pyarrow as pa
 
-    from synthvlm_data.backends import accelerate as acc
-    from synthvlm_data.shards import ShardStore
+    from synthvlm_data.backends import BackendOptions, accelerate as acc
     from synthvlm_data.stages import RunContext
+    from synthvlm_data.workdir import WorkDir
 
-    store = ShardStore(tmp_path)
-    ctx = RunContext(recipe=tiniest_recipe(), store=store, work_dir=tmp_path)
+    ctx = RunContext(recipe=tiniest_recipe(), work=WorkDir(tmp_path))
+    store = ctx.store
     units = [WorkUnit("generate", i, 7) for i in range(7)]
     for done in (1, 4):
         store.write(units[done], pa.table({"x": [done]}))
@@ -151,21 +154,22 @@ def test_accelerate_ranks_split_only_pending_units_round_robin(tmp_path, monkeyp
         return broadcast["todo"]
 
     monkeypatch.setattr(acc, "_broadcast", fake_broadcast)
+    backend = acc.AccelerateBackend(BackendOptions())
     ran = {}
     for rank in range(3):
         st = _FakeState(rank, 3)
-        monkeypatch.setattr(acc, "state", lambda st=st: st)
+        monkeypatch.setattr(acc, "state", lambda timeout_s, st=st: st)
         stage = _RecordingStage()
-        acc.run_stage(stage, ctx, units, progress=False)
+        backend.run_stage(stage, ctx, units, progress=False)
         ran[rank] = (stage.ran, stage.setups, st.barriers)
     # pending = [0, 2, 3, 5, 6]; round-robin over it
     assert ran == {0: ([0, 5], 1, 1), 1: ([2, 6], 1, 1), 2: ([3], 1, 1)}
     assert all(store.is_complete(u) for u in units)
     st = _FakeState(1, 3)
-    monkeypatch.setattr(acc, "state", lambda: st)
+    monkeypatch.setattr(acc, "state", lambda timeout_s: st)
     stage = _RecordingStage()
     broadcast["todo"] = []
-    acc.run_stage(stage, ctx, units, progress=False)
+    backend.run_stage(stage, ctx, units, progress=False)
     assert (stage.ran, stage.setups, st.barriers) == ([], 0, 1)
 
 
@@ -173,19 +177,22 @@ def test_cpu_thread_count_is_pinned_per_stage(monkeypatch):
     """CPU float results depend on the intra-op thread count, so every backend pins it."""
     import torch
 
-    from synthvlm_data.backends import CPU_THREADS_ENV, pinned_threads
+    from synthvlm_data.backends import CPU_THREADS_ENV, BackendOptions, pinned_threads
     from synthvlm_data.errors import SynthVLMError
-    from synthvlm_data.stages import RunContext
+    from synthvlm_data.stages import GenerateStage, RunContext
+    from synthvlm_data.workdir import WorkDir
 
-    ctx = RunContext(recipe=tiniest_recipe(), store=None, work_dir=Path("."))
+    ctx = RunContext(recipe=tiniest_recipe(), work=WorkDir("."))
     before = torch.get_num_threads()
-    monkeypatch.setenv(CPU_THREADS_ENV, "3")
-    with pinned_threads(ctx):
+    monkeypatch.setenv(CPU_THREADS_ENV, "3")  # a user's default; the CLI's --cpu-threads wins over it
+    options = BackendOptions.from_env()
+    with pinned_threads(GenerateStage(), ctx, options.cpu_threads):
         assert torch.get_num_threads() == 3
     assert torch.get_num_threads() == before
+    assert BackendOptions.from_env(cpu_threads=2).cpu_threads == 2
     monkeypatch.setenv(CPU_THREADS_ENV, "zero")
-    with pytest.raises(SynthVLMError, match=CPU_THREADS_ENV), pinned_threads(ctx):
-        pass
+    with pytest.raises(SynthVLMError, match=CPU_THREADS_ENV):
+        BackendOptions.from_env()
 
 
 def test_unknown_backend_names_the_choices():
@@ -266,16 +273,15 @@ def test_ray_two_workers_same_bytes(local_run, tmp_path, monkeypatch):
 
     import ray
 
-    from synthvlm_data.backends import ray as ray_backend
+    from synthvlm_data.backends import BackendOptions
 
-    monkeypatch.setenv(ray_backend.WORKERS_ENV, "2")
     # Ray's socket paths must stay under ~107 bytes: a short temp dir, not pytest's deep one.
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    monkeypatch.setenv(ray_backend.TMPDIR_ENV, ray_tmp)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.delenv(ray_backend.ADDRESS_ENV, raising=False)
+    options = BackendOptions(workers=2, ray_tmpdir=ray_tmp)  # a private local Ray, explicitly
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # Ray itself would join the cluster it names
     try:
-        res = build(tiniest_recipe(), tmp_path / "out", work_dir=tmp_path / "work", backend="ray", progress=False)
+        res = build(tiniest_recipe(), tmp_path / "out", work_dir=tmp_path / "work", backend="ray", options=options,
+                    progress=False)
         assert run_checksums(res.work_dir, res.out_dir) == local_run
     finally:
         ray.shutdown()
@@ -285,9 +291,10 @@ def test_ray_two_workers_same_bytes(local_run, tmp_path, monkeypatch):
 def test_local_backend_refuses_to_run_as_one_of_many_ranks(monkeypatch):
     """`accelerate launch ... build` without --backend accelerate: say so, instead of N ranks
     each running every unit and then fighting over the work-dir lock."""
-    from synthvlm_data.backends import local
+    from synthvlm_data.backends import get_backend
     from synthvlm_data.errors import SynthVLMError
 
+    local = get_backend("local")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SynthVLMError, match="--backend accelerate"):
         local.is_main_process()

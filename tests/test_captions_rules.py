@@ -13,14 +13,19 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from synthvlm_data.captions import filters as F
+from synthvlm_data.captions.filters import text as F
+from synthvlm_data.captions.filters.alnum_ratio import alnum_ratio
+from synthvlm_data.captions.filters.char_repetition import char_repetition_ratio
+from synthvlm_data.captions.filters.flagged_words import load_word_list
+from synthvlm_data.captions.filters.word_repetition import word_repetition_ratio
 from synthvlm_data.captions import sources as S
 from synthvlm_data.captions.concepts import ConceptMatcher, load_concepts
 from synthvlm_data.captions.config import CaptionsConfig, CaptionSource
 from synthvlm_data.captions.dedup import ExactDedup, NearDedup, normalise
-from synthvlm_data.captions.diversity import balance, cluster_report, normalised_entropy, plot_clusters
 from synthvlm_data.captions.pipeline import run_captions
+from synthvlm_data.clustering import balance, cluster_report, normalised_entropy
 from synthvlm_data.errors import InputDataError
+from synthvlm_data.presentation.plots import plot_caption_clusters
 
 GOOD = "A brown dog catching a frisbee in a grassy park."
 LONG_GOOD = ("A young man in a blue jacket stands at a crowded bus stop, checking his phone while a red "
@@ -41,7 +46,7 @@ def cfg(**kw) -> CaptionsConfig:
 
 
 def step(spec: dict):
-    return F.build_rule_step(cfg(filters=[spec]).filters[0])
+    return cfg(filters=[spec]).filters[0].step()
 
 
 def keeps(spec: dict, caption: str) -> bool:
@@ -55,13 +60,13 @@ def keeps(spec: dict, caption: str) -> bool:
 def test_statistics_match_the_data_juicer_definitions():
     # char n-grams of "abcdefghijkabcdefghijk" (rep_len 10): 13 n-grams, 11 distinct, 2 repeated
     # twice; top min(int(sqrt(11)), 11 - 9) = 2 -> 4 / 13
-    assert F.char_repetition_ratio("abcdefghijkabcdefghijk", 10) == pytest.approx(4 / 13)
-    assert F.char_repetition_ratio("short", 10) == 0.0
+    assert char_repetition_ratio("abcdefghijkabcdefghijk", 10) == pytest.approx(4 / 13)
+    assert char_repetition_ratio("short", 10) == 0.0
     # every word 10-gram of 16 x "the" is the same one: all 7 are repeats
-    assert F.word_repetition_ratio(" ".join(["the"] * 16), 10) == 1.0
+    assert word_repetition_ratio(" ".join(["the"] * 16), 10) == 1.0
     # whitespace and punctuation are special characters: 9 spaces + '.' of 48 chars
     assert F.special_char_ratio(GOOD) == pytest.approx(10 / 48)
-    assert F.alnum_ratio("ab!!") == 0.5
+    assert alnum_ratio("ab!!") == 0.5
     assert F.words("The DOG, the 'cat'!") == ["the", "dog", "the", "cat"]
     assert F.special_char_ratio("A dog \U0001F436 barks") == pytest.approx(4 / 13)  # 3 spaces + emoji
 
@@ -89,7 +94,7 @@ def test_paper_rule_chain_decisions(caption, dropped_by):
 
 def test_word_repetition_catches_a_repeated_sentence_that_char_stats_allow():
     text = "A man walks a dog in the park on a sunny day while children play nearby. " * 2
-    assert F.word_repetition_ratio(text) > 0.5
+    assert word_repetition_ratio(text) > 0.5
     assert not keeps({"type": "word_repetition"}, text)
     assert keeps({"type": "word_repetition"}, LONG_GOOD)
 
@@ -103,7 +108,7 @@ def test_special_characters_minimum_drops_long_word_captions():
 
 
 def test_flagged_words_list_ships_and_matches_whole_words_only(tmp_path):
-    words = F.load_word_list("package://flagged_words_en.txt")
+    words = load_word_list("package://flagged_words_en.txt")
     assert len(words) >= 100 and "naked" in words and "dog" not in words
     assert not keeps({"type": "flagged_words"}, "Porn, for free!")
     assert keeps({"type": "flagged_words"}, "A cocktail on a bar counter.")  # 'cock' inside a word
@@ -371,7 +376,7 @@ def test_cluster_report_is_seeded_and_plots(tmp_path):
     assert r1 == r2
     assert r1["sets"]["curated"]["normalised_entropy"] > 0.99
     assert r1["sets"]["synthetic"]["coverage"] == 0.25 and r1["sets"]["synthetic"]["normalised_entropy"] == 0.0
-    png = plot_clusters(r1, tmp_path / "c.png")
+    png = plot_caption_clusters(r1, tmp_path / "c.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -14,7 +14,8 @@ from huggingface_hub import DatasetCard
 from PIL import Image
 
 from conftest import small_tiny_recipe
-from synthvlm_data.cards import md_cell, refresh_dataset_card
+from synthvlm_data.presentation.cards import quality_section, refresh_dataset_card
+from synthvlm_data.presentation.templates import md_cell
 from synthvlm_data.config import recipe_from_dict
 
 
@@ -71,10 +72,10 @@ def test_plots_quality_report_and_filter_examples(tiny_build, tmp_path):
     Image.new("RGB", (8, 8)).save(folder / "plots" / "score_hist.png")
     Image.new("RGB", (8, 8)).save(folder / "plots" / "top_bottom_grid.png")
     row = {"count": 3, "mean": 0.5, "median": 0.5, "min": 0.1, "max": 0.9}
-    (folder / "plots" / "report.json").write_text(json.dumps({
+    report = {  # what `synthvlm report` hands to the card (it also writes report.json / report.md)
         "table": [{"set": "real reference", "clip_score": row, "clipscore_scaled": row, "ssim": row, "score": row, "note": ""}],
         "notes": ["rejected pool: no work dir found"],
-    }))
+    }
     (folder / "plots" / "report.md").write_text("# report\n")
     stats = json.loads((folder / "synthvlm_stats.json").read_text())
     stats["caption_report"]["steps"] += [
@@ -84,7 +85,7 @@ def test_plots_quality_report_and_filter_examples(tiny_build, tmp_path):
     ]
     (folder / "synthvlm_stats.json").write_text(json.dumps(stats))
 
-    refresh_dataset_card(folder, small_tiny_recipe())
+    refresh_dataset_card(folder, small_tiny_recipe(), quality=quality_section(report, folder / "plots", folder))
     card = DatasetCard.load(folder / "README.md")
     text = card.text
     assert "![Score hist](plots/score_hist.png)" in text and "![Top bottom grid](plots/top_bottom_grid.png)" in text
@@ -137,7 +138,7 @@ def test_card_describes_how_each_shipped_recipe_makes_its_data(tiny_build, tmp_p
     latents, global top-N vs per-cluster quotas (rendered with the tiny run's statistics)."""
     from huggingface_hub import DatasetCardData
 
-    from synthvlm_data.cards import render_dataset_card
+    from synthvlm_data.presentation.cards import render_dataset_card
     from synthvlm_data.config import load_recipe
 
     recipe = load_recipe(name)
@@ -163,7 +164,7 @@ def test_card_templates_ship_with_the_package():
     import tomllib
     from pathlib import Path
 
-    from synthvlm_data.cards import templates_dir
+    from synthvlm_data.presentation.templates import templates_dir
 
     assert {"dataset_card.md.j2", "model_card.md.j2"} <= {p.name for p in templates_dir().iterdir()}
     root = Path(__file__).resolve().parents[1]

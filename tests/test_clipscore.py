@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from synthvlm_data import models
+from synthvlm_data.models import clip
+from synthvlm_data.models import tiny as tiny_models
 from synthvlm_data.config import ClipScoreConfig
 from synthvlm_data.errors import ModelUnavailableError
-from synthvlm_data.schema import ModelRef
+from synthvlm_data.models.refs import ModelRef, check_available
 from synthvlm_data.scoring.clipscore import CLIPSCORE_W, ClipScorer, clipscore_scaled
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's normalisation (openai/CLIP clip.py)
@@ -45,11 +46,11 @@ def images() -> list[Image.Image]:
 
 @pytest.fixture(scope="module")
 def scorer() -> ClipScorer:
-    return ClipScorer(ClipScoreConfig(model=ModelRef(id=models.TINY_CLIP), batch_size=2), device="cpu")
+    return ClipScorer(ClipScoreConfig(model=ModelRef(id=tiny_models.TINY_CLIP), batch_size=2), device="cpu")
 
 
 def reference_cosines(images, texts, token_ids=None) -> np.ndarray:
-    model = models.build_tiny_open_clip(seed=0).eval()
+    model = tiny_models.build_tiny_open_clip(seed=0).eval()
     size = model.visual.image_size
     size = size[0] if isinstance(size, tuple) else size
     pre = T.Compose([
@@ -76,7 +77,7 @@ def test_matches_independent_open_clip_on_real_images(scorer, images):
 
 def test_preprocessing_is_the_official_clip_transform(scorer, images):
     """open_clip's eval transform equals the hand-written official one, pixel for pixel."""
-    size = models.build_tiny_open_clip(seed=0).visual.image_size[0]  # (64, 64): resize the short side
+    size = tiny_models.build_tiny_open_clip(seed=0).visual.image_size[0]  # (64, 64): resize the short side
     official = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
                           T.ToTensor(), T.Normalize(OPENAI_MEAN, OPENAI_STD)])
     for im in images[:3]:
@@ -84,8 +85,8 @@ def test_preprocessing_is_the_official_clip_transform(scorer, images):
 
 
 def test_prefix_is_applied(images):
-    with_prefix = ClipScorer(ClipScoreConfig(model=ModelRef(id=models.TINY_CLIP)), device="cpu")
-    no_prefix = ClipScorer(ClipScoreConfig(model=ModelRef(id=models.TINY_CLIP), text_prefix=""), device="cpu")
+    with_prefix = ClipScorer(ClipScoreConfig(model=ModelRef(id=tiny_models.TINY_CLIP)), device="cpu")
+    no_prefix = ClipScorer(ClipScoreConfig(model=ModelRef(id=tiny_models.TINY_CLIP), text_prefix=""), device="cpu")
     a = with_prefix(images[:3], CAPTIONS[:3])
     # Without the prefix the scores change ...
     assert not np.allclose(a, no_prefix(images[:3], CAPTIONS[:3]), atol=1e-4)
@@ -115,8 +116,8 @@ def test_batching_and_repeated_captions_do_not_change_scores(images):
     """k images of one caption: every pair is scored, independent of batch size."""
     caps = [CAPTIONS[0]] * 3 + [CAPTIONS[1]] * 2
     imgs = [images[0], images[1], images[2], images[1], images[3]]
-    one = ClipScorer(ClipScoreConfig(model=ModelRef(id=models.TINY_CLIP), batch_size=1), device="cpu")(imgs, caps)
-    many = ClipScorer(ClipScoreConfig(model=ModelRef(id=models.TINY_CLIP), batch_size=64), device="cpu")(imgs, caps)
+    one = ClipScorer(ClipScoreConfig(model=ModelRef(id=tiny_models.TINY_CLIP), batch_size=1), device="cpu")(imgs, caps)
+    many = ClipScorer(ClipScoreConfig(model=ModelRef(id=tiny_models.TINY_CLIP), batch_size=64), device="cpu")(imgs, caps)
     np.testing.assert_allclose(one, many, atol=1e-6)
     np.testing.assert_allclose(many, reference_cosines(imgs, [PREFIX + c for c in caps]), atol=1e-6)
     assert len(set(np.round(many, 6))) == 5  # five distinct pairs, five distinct scores
@@ -136,7 +137,7 @@ def test_clipscore_scaled():
 
 def test_score_stage_scores_every_image_of_every_caption(tiny_build, scorer):
     """The build's score shards hold one row per generated image, with the scorer's value."""
-    from synthvlm_data.stages import decode_image
+    from synthvlm_data.columns import decode_image
 
     work = tiny_build.work_dir
     for gen_path in sorted((work / "generate").glob("*.parquet")):
@@ -160,7 +161,7 @@ def test_score_stage_scores_every_image_of_every_caption(tiny_build, scorer):
 def test_full_scale_model_fails_with_one_clear_line():
     """ViT-B-32/openai has no weights here: ModelUnavailableError names it and what to do."""
     ref = ModelRef(id="ViT-B-32", revision="openai")
-    for call in (lambda: models.check_available(ref, "score.clip.model"), lambda: models.load_clip_scorer(ref, "cpu")):
+    for call in (lambda: check_available(ref, "score.clip.model"), lambda: clip.load_clip_scorer(ref, "cpu")):
         with pytest.raises(ModelUnavailableError) as exc:
             call()
         msg = str(exc.value)
@@ -169,7 +170,7 @@ def test_full_scale_model_fails_with_one_clear_line():
 
 def test_architecture_without_pretrained_tag_is_refused():
     with pytest.raises(ModelUnavailableError, match="needs its pretrained tag"):
-        models.load_clip_scorer(ModelRef(id="ViT-B-32"), "cpu")
+        clip.load_clip_scorer(ModelRef(id="ViT-B-32"), "cpu")
 
 
 def test_full_scale_uses_create_model_and_transforms_with_official_preprocessing(monkeypatch, images):
@@ -177,7 +178,7 @@ def test_full_scale_uses_create_model_and_transforms_with_official_preprocessing
     transform it returns (the third value), not the training one."""
     calls = {}
     real_get_tokenizer = open_clip.get_tokenizer
-    tiny = models.build_tiny_open_clip(seed=0)
+    tiny = tiny_models.build_tiny_open_clip(seed=0)
     eval_tf = open_clip.image_transform(64, is_train=False)
 
     def fake_create(name, pretrained=None, **kw):
@@ -197,6 +198,6 @@ def test_full_scale_uses_create_model_and_transforms_with_official_preprocessing
 
 
 def test_open_clip_names_for_hub_and_local_models(tmp_path):
-    assert models.open_clip_name(ModelRef(id="ViT-L-14", revision="laion2b_s32b_b82k")) == ("ViT-L-14", "laion2b_s32b_b82k")
-    assert models.open_clip_name(ModelRef(id="laion/CLIP-ViT-B-32-laion2B-s34B-b79K")) == ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None)
-    assert models.open_clip_name(ModelRef(id=str(tmp_path))) == (f"local-dir:{tmp_path}", None)
+    assert clip.open_clip_name(ModelRef(id="ViT-L-14", revision="laion2b_s32b_b82k")) == ("ViT-L-14", "laion2b_s32b_b82k")
+    assert clip.open_clip_name(ModelRef(id="laion/CLIP-ViT-B-32-laion2B-s34B-b79K")) == ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None)
+    assert clip.open_clip_name(ModelRef(id=str(tmp_path))) == (f"local-dir:{tmp_path}", None)

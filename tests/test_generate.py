@@ -16,7 +16,8 @@ from PIL import Image
 
 from synthvlm_data.config import load_recipe
 from synthvlm_data.errors import RecipeError, SynthVLMError
-from synthvlm_data.generate import ImageGenerator, encode_image, latent_from_bytes, latent_to_bytes
+from synthvlm_data.columns import encode_image, latent_from_bytes, latent_to_bytes
+from synthvlm_data.stages.generate import ImageGenerator
 from test_backends import tiniest_recipe
 
 PROMPTS = ["a red bicycle leaning on a wall", "two dogs on a beach"]
@@ -123,7 +124,7 @@ def test_sd3_max_sequence_length_reaches_the_t5_encoder(monkeypatch):
 @pytest.fixture(scope="module")
 def saved_tiny_sdxl(tmp_path_factory):
     """The tiny SDXL base saved as a diffusers folder (what a Hub snapshot looks like)."""
-    from synthvlm_data.models import build_tiny_sdxl
+    from synthvlm_data.models.tiny import build_tiny_sdxl
 
     path = tmp_path_factory.mktemp("tiny-sdxl-folder")
     base, _ = build_tiny_sdxl(seed=0)
@@ -145,7 +146,7 @@ def test_auto_pipeline_loads_a_folder_and_matches_the_direct_pipeline(saved_tiny
 def test_auto_pipeline_decodes_as_its_family(saved_tiny_sdxl):
     """A latent run with `pipeline: auto` decodes the way the pipeline it resolves to would
     (SDXL: fp16 VAE upcast, watermark), read from the folder's model_index.json."""
-    from synthvlm_data.models import generator_family
+    from synthvlm_data.models.diffusion import generator_family
 
     auto = tiniest_recipe(generate={"pipeline": "auto", "model": {"id": str(saved_tiny_sdxl)}, "refiner": None}).generate
     assert generator_family(auto) == "sdxl"
@@ -189,7 +190,7 @@ def test_tiny_clip_tokenizer_ids_match_open_clip():
     same ids for the same text (so tiny runs tokenize like the real CLIP text encoders)."""
     import open_clip
 
-    from synthvlm_data.models import clip_tokenizer
+    from synthvlm_data.models.tiny import clip_tokenizer
 
     hf, oc = clip_tokenizer(), open_clip.get_tokenizer("ViT-B-32")
     for text in ["A red double-decker bus on a rainy London street.", "two dogs, 3 cats & a bird!", "naïve café"]:
@@ -210,7 +211,7 @@ def test_a_recipe_option_the_pipeline_lacks_is_an_error(saved_tiny_sdxl):
 
 def test_sdxl_latents_are_what_the_pipeline_decodes():
     """Latent mode returns the refiner's final latents; decoding them (fp32) gives pixel mode exactly."""
-    from synthvlm_data.generate import LatentDecoder
+    from synthvlm_data.stages.decode import LatentDecoder
 
     gen = ImageGenerator(tiniest_recipe().generate)
     pixels = gen(PROMPTS, SEEDS)

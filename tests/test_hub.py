@@ -20,9 +20,11 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from PIL import Image
 
 from conftest import small_tiny_recipe
-from synthvlm_data import hub
+from synthvlm_data.hub import publish as hub
+from synthvlm_data.hub.validate import check_safetensors_header
 from synthvlm_data.cli import main as cli_main
-from synthvlm_data.hub import HubError, publish_folder
+from synthvlm_data.hub import HubError
+from synthvlm_data.hub.publish import publish_folder
 
 FAKE_TOKEN = "hf_fakeTOKENforTESTS0123456789abcdefXYZ"
 REPO = "someone/synthvlm-tiny"
@@ -35,8 +37,9 @@ def make_dataset_folder(root: Path, rows: int = 6, per_shard: int = 3) -> Path:
     """A small valid dataset folder written by the real export helpers (no build needed)."""
     import datasets
 
-    from synthvlm_data.cards import dataset_card_data, write_dataset_card
-    from synthvlm_data.export import dataset_features, shard_name
+    from synthvlm_data.presentation.cards import dataset_card_data, write_dataset_card
+    from synthvlm_data.columns import dataset_features
+    from synthvlm_data.stages.export import shard_name
 
     recipe = small_tiny_recipe()
     feats = dataset_features(False)
@@ -238,7 +241,7 @@ def test_warns_about_plots_the_card_does_not_show(dataset_dir, online, api, caps
     assert len(result.warnings) == 1 and result.warnings[0].startswith("plots/score_hist.png is not shown")
     assert "plots/*" in result.delete_patterns
 
-    from synthvlm_data.cards import refresh_dataset_card
+    from synthvlm_data.presentation.cards import refresh_dataset_card
 
     refresh_dataset_card(dataset_dir, small_tiny_recipe())  # the card now links it
     assert publish_folder(dataset_dir, REPO, dry_run=True).warnings == ()
@@ -428,7 +431,7 @@ def test_safetensors_header_check_accepts_real_file(model_dir):
     path = model_dir / "model.safetensors"
     (n,) = struct.unpack("<Q", path.read_bytes()[:8])
     assert n > 0
-    hub._check_safetensors_header(path)  # no error
+    check_safetensors_header(path)  # no error
 
 
 # --------------------------------------------------------------------------- token safety

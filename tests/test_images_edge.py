@@ -8,10 +8,10 @@ from PIL import Image
 
 from synthvlm_data.config import ClipScoreConfig, SSIMConfig
 from synthvlm_data.errors import ShardError
-from synthvlm_data.schema import ModelRef
+from synthvlm_data.models.refs import ModelRef
 from synthvlm_data.scoring.clipscore import ClipScorer
 from synthvlm_data.scoring.ssim import ssim_roundtrip
-from synthvlm_data.stages import decode_image
+from synthvlm_data.columns import decode_image
 
 EDGE_IMAGES = {
     "all_black": Image.new("RGB", (64, 64), (0, 0, 0)),

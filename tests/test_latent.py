@@ -12,19 +12,20 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 
-from synthvlm_data.backends import pinned_threads
+from synthvlm_data.backends import BackendOptions, pinned_threads
 from synthvlm_data.build import build
+from synthvlm_data.columns import GENERATE_SCHEMA, LATENT_SCHEMA
 from synthvlm_data.errors import ShardError
 from synthvlm_data.stages import (
+    CAPTIONS,
     DECODE,
     GENERATE,
-    GENERATE_SCHEMA,
-    LATENT_SCHEMA,
     SCORE,
     GenerateStage,
     RunContext,
     stages_for,
 )
+from synthvlm_data.workdir import WorkDir
 from synthvlm_data.workunits import WorkUnit, plan_units
 from test_backends import tiniest_recipe
 
@@ -54,7 +55,7 @@ def _pixels(data: bytes) -> np.ndarray:
 
 def test_latent_runs_decode_before_scoring():
     names = [s.name for s in stages_for(tiniest_recipe(generate={"output": "latents"}))]
-    assert names == [GENERATE, DECODE, SCORE, "select"]
+    assert names == [CAPTIONS, GENERATE, DECODE, SCORE, "select"]
     assert DECODE not in [s.name for s in stages_for(tiniest_recipe())]
 
 
@@ -72,9 +73,9 @@ def test_generate_shards_hold_fp16_latents_not_pixels(store):
 def test_decode_reproduces_pixel_mode_within_one_level(latent_run, store):
     """Pixel mode, run on the same captions, vs the decode of the stored fp16 latents."""
     pixel_recipe = tiniest_recipe()
-    ctx = RunContext(recipe=pixel_recipe, store=store, work_dir=latent_run.work_dir)
+    ctx = RunContext(recipe=pixel_recipe, work=WorkDir(latent_run.work_dir))
     stage = GenerateStage()
-    with pinned_threads(ctx):  # as every backend runs it
+    with pinned_threads(stage, ctx, BackendOptions().cpu_threads):  # as every backend runs it
         stage.setup(ctx)
         pixel = pa.concat_tables([stage.run(ctx, u) for u in plan_units(GENERATE, N_UNITS)])
     decoded = _table(store, DECODE)
@@ -114,6 +115,6 @@ def test_decode_command_redoes_a_lost_shard_identically(latent_run, store, tmp_p
 def test_decode_refuses_pixel_runs(tmp_path):
     from synthvlm_data.stages import DecodeStage
 
-    ctx = RunContext(recipe=tiniest_recipe(), store=None, work_dir=tmp_path)
+    ctx = RunContext(recipe=tiniest_recipe(), work=WorkDir(tmp_path))
     with pytest.raises(ShardError, match="latent-mode"):
         DecodeStage().plan(ctx)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthvlm_data import report as rp
+from synthvlm_data.presentation import report as rp
 from synthvlm_data.errors import InputDataError
 
 
@@ -122,11 +122,19 @@ def test_foreign_work_dir_is_refused(tiny_build, tmp_path):
     """A work dir whose score shards did not score the exported rows is refused (checked on data)."""
     import pyarrow.parquet as pq
 
+    from synthvlm_data.errors import ShardError
+    from synthvlm_data.workdir import WorkDir
+
     wd = tmp_path / "w"
     shutil.copytree(tiny_build.work_dir / "score", wd / "score")
-    first = sorted((wd / "score").glob("*.parquet"))[0]
-    t = pq.read_table(first)
+    work = WorkDir(wd)
+    unit = work.units("score")[0]
+    first = work.store.path(unit)
+    t = work.store.read(unit)
     pq.write_table(t.set_column(2, "clip_score", pc_add(t["clip_score"], 0.01)), first)
+    with pytest.raises(ShardError, match="does not match its checksum"):  # never read past the store
+        rp.write_quality_report(tiny_build.out_dir, wd, tmp_path / "r")
+    work.store.write(unit, t.set_column(2, "clip_score", pc_add(t["clip_score"], 0.01)))  # another run's scores
     with pytest.raises(InputDataError, match=r"did not score this dataset \(0 of the \d+ exported rows are not in its score shards and [1-9]"):
         rp.write_quality_report(tiny_build.out_dir, wd, tmp_path / "r")
     first.unlink()

@@ -66,7 +66,7 @@ def test_token_never_lands_in_any_output_of_a_full_run(tmp_path):
 def test_token_never_lands_in_any_output_of_a_training_run(tmp_path, monkeypatch, capfd):
     """train/pretrain.py's CLI with HF_TOKEN set and --push-to-hub --push-dry-run (1 step, 1 checkpoint):
     grep every file of the output dir (model, card, training_log.json, logs/, checkpoints/) and both streams."""
-    from synthvlm_data import hub
+    from synthvlm_data.hub import publish as hub
     from synthvlm_data.training import cli
     from synthvlm_data.training.demo_data import write_demo_dataset
 
@@ -102,15 +102,16 @@ def test_token_never_lands_in_any_output_of_a_training_run(tmp_path, monkeypatch
 
 
 def test_model_weights_load_from_safetensors_only():
-    """Every model `from_pretrained` in training/ asks for safetensors (no pytorch_model.bin fallback).
+    """Every model `from_pretrained` in training/ and models/ asks for safetensors (no pytorch_model.bin
+    fallback).
 
-    Allowed forms: through `components.load_weights` (which passes use_safetensors=True), an explicit
+    Allowed forms: through `models.llava.load_weights` (which passes use_safetensors=True), an explicit
     `use_safetensors=True`, or a GGUF file (not a pickle). Tokenizer/config/processor loads hold no weights.
     """
-    files = sorted((ROOT / "synthvlm_data" / "training").rglob("*.py"))
+    files = sorted(p for d in ("training", "models") for p in (ROOT / "synthvlm_data" / d).rglob("*.py"))
     model_load = re.compile(r"(Model\w*|\bcls)\.from_pretrained\b")
     hits = [f"{p.relative_to(ROOT)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
             if model_load.search(line) and not line.lstrip().startswith("#")
             and not re.search(r"load_weights\(|use_safetensors\s*=\s*True|gguf_file\s*=", line)]
-    assert not hits, f"load model weights with components.load_weights or use_safetensors=True: {hits}"
+    assert not hits, f"load model weights with models.llava.load_weights or use_safetensors=True: {hits}"
     assert not [p for p in FILES if re.search(r"use_safetensors\s*=\s*False|safe_serialization\s*=\s*False", p.read_text())]

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from synthvlm_data.config import SelectConfig
-from synthvlm_data.select import select_best
+from synthvlm_data.stages.select import select_best
 
 
 def _scores(rows):
@@ -137,7 +137,7 @@ def _clustered(sizes, seed=0):
 
 
 def _div(**kw):
-    from synthvlm_data.config import DiversityConfig
+    from synthvlm_data.clustering import DiversityConfig
 
     return SelectConfig(diversity=DiversityConfig(**kw.pop("div", {})), **kw)
 

@@ -48,18 +48,16 @@ def one_cpu_thread():
 def write_caption_folder(folder: Path, n: int | None = None, drop: tuple[str, ...] = ()) -> Path:
     """The synthvlm export layout: <folder>/data/train-00000-of-00001.parquet + README.md.
 
-    The columns and dtypes are `synthvlm_data.export.dataset_features` (what `synthvlm build`
+    The columns and dtypes are `synthvlm_data.columns.dataset_features` (what `synthvlm build`
     writes), so a column added to or retyped in the export changes this fixture too (a new column
     without a value here fails with a KeyError instead of being silently left out).
     """
     from datasets import Dataset, Features
 
-    from synthvlm_data.export import dataset_features
+    from synthvlm_data.columns import dataset_features
     from synthvlm_data.training.demo_data import demo_rows
 
     rows = demo_rows(size=64)
-    rows["repeat"] = [0] * len(rows["id"])  # one image per caption
-    rows["source_id"] = [f"skimage-{i}" for i in range(len(rows["id"]))]
     if n is not None:
         rows = {k: v[:n] for k, v in rows.items()}
     features = dict(dataset_features(with_concept=False))
@@ -96,10 +94,12 @@ def processor(tiny_cfg):
     from transformers import AutoTokenizer
     from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+    from synthvlm_data.models.refs import ModelRef
+    from synthvlm_data.models.text import pretrained_dir
+    from synthvlm_data.models.tiny import tiny_vision_config
     from synthvlm_data.training.assembly import add_image_token, build_processor
-    from synthvlm_data.training.components import smollm2_dir, tiny_vision_config
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    tokenizer = AutoTokenizer.from_pretrained(pretrained_dir(ModelRef(id=tiny_cfg.model.llm.id), "llm"))
     add_image_token(tokenizer)
     return build_processor(tokenizer, tiny_vision_config(), tiny_cfg.model, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
 
@@ -121,12 +121,12 @@ FAKE_TOKEN = "hf_FAKEtrainingToken0123456789abcdefghij"
 def stage1_run(tmp_path_factory, caption_folder):
     """One in-process stage-1 run: 2 fixed rows = the same batch every step, high lr, pushed.
 
-    The push runs the real synthvlm_data.hub.publish_folder; only its HfApi is an autospec'd mock
+    The push runs the real synthvlm_data.hub.publish.publish_folder; only its HfApi is an autospec'd mock
     (and the Hub counts as online with a fake token), so the upload arguments are the real ones.
     """
     from huggingface_hub import HfApi
 
-    from synthvlm_data import hub
+    from synthvlm_data.hub import publish as hub
     from synthvlm_data.training import card as card_lib
     from synthvlm_data.training.run import run_stage
 
@@ -302,7 +302,7 @@ def test_fixture_matches_the_export_contract(caption_folder):
     """
     from datasets import Image, load_dataset
 
-    from synthvlm_data.export import dataset_features
+    from synthvlm_data.columns import dataset_features
 
     ds = load_dataset(str(caption_folder), split="train")
     assert ds.features == dataset_features(with_concept=False)
@@ -577,7 +577,7 @@ def test_tiny_card_never_claims_cc_by_nc(tmp_path, monkeypatch):
 
 
 def test_push_to_hub_goes_through_publish_folder(stage1_run):
-    """The output dir itself is published; hub.py keeps checkpoints/, logs/ and pickles local."""
+    """The output dir itself is published; synthvlm_data.hub keeps checkpoints/, logs/ and pickles local."""
     out, api = stage1_run["out"], stage1_run["api"]
     stage1_run["publish"].assert_called_once_with(out, "someone/tiny-llava", repo_type="model", private=True,
                                                   revision=None, dry_run=False)
@@ -599,7 +599,7 @@ def test_push_to_hub_goes_through_publish_folder(stage1_run):
 
 def test_publish_dry_run_accepts_the_trained_folder(stage1_run):
     """The real publishing code (synthvlm_data.hub) validates the folder; dry run: no network."""
-    from synthvlm_data.hub import PublishResult
+    from synthvlm_data.hub.publish import PublishResult
     from synthvlm_data.training.publish import push_model_folder
 
     result = push_model_folder(stage1_run["out"], "someone/tiny-llava", dry_run=True)
@@ -657,7 +657,7 @@ def test_stage2_trains_llm_and_projector_not_the_vision_tower(stage1_run, captio
 
 
 def test_model_section_rejects_unknown_tiny_component():
-    from synthvlm_data.training.components import check_component
+    from synthvlm_data.models.llava import check_component
 
     cfg = ModelSection(llm="tiny:gpt5", vision_tower="tiny:clip-vit")
     with pytest.raises(ModelUnavailableError, match="unknown tiny component 'tiny:gpt5'"):
@@ -668,7 +668,7 @@ def _pickle_only_model(folder: Path) -> Path:
     """A CLIP vision model saved as pytorch_model.bin whose pickle would run code if unpickled."""
     from transformers import CLIPVisionModel
 
-    from synthvlm_data.training.components import tiny_vision_config
+    from synthvlm_data.models.tiny import tiny_vision_config
 
     class Payload:
         def __reduce__(self):
@@ -682,8 +682,7 @@ def _pickle_only_model(folder: Path) -> Path:
 
 
 def test_pickle_only_model_folder_is_refused_not_unpickled(tmp_path):
-    from synthvlm_data.training.assembly import load_llava
-    from synthvlm_data.training.components import load_vision_tower
+    from synthvlm_data.models.llava import load_llava, load_vision_tower
     from synthvlm_data.training.config import ComponentRef
 
     folder = _pickle_only_model(tmp_path / "clip-bin")
@@ -701,16 +700,16 @@ def test_transformers_itself_is_asked_for_safetensors_only(tmp_path):
     """Past the folder check (e.g. a Hub id), use_safetensors=True makes transformers refuse the .bin."""
     from transformers import CLIPVisionModel
 
-    from synthvlm_data.training import components
+    from synthvlm_data.models import llava
     from synthvlm_data.training.config import ComponentRef
 
     folder = _pickle_only_model(tmp_path / "clip-bin")
     ref = ComponentRef(id=str(folder))
     with mock.patch("torch.load", side_effect=AssertionError("a pickle was opened")):
         with pytest.raises(ModelUnavailableError, match=r"no \*\.safetensors weights"):
-            components._from_pretrained(CLIPVisionModel.from_pretrained, ref, "vision_tower", use_safetensors=True)
+            llava._load(CLIPVisionModel.from_pretrained, ref, "vision_tower", use_safetensors=True)
     seen = []
-    with mock.patch.object(components, "_from_pretrained", side_effect=lambda *a, **k: seen.append(k)):
-        components.load_weights(CLIPVisionModel.from_pretrained, ComponentRef(id="someone/clip"), "vision_tower")
+    with mock.patch.object(llava, "_load", side_effect=lambda *a, **k: seen.append(k)):
+        llava.load_weights(CLIPVisionModel.from_pretrained, ComponentRef(id="someone/clip"), "vision_tower")
     assert seen == [{"use_safetensors": True}]
     assert not (folder / "UNPICKLED").exists()

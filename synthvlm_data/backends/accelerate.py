@@ -11,50 +11,38 @@ Per stage, the main process lists the pending units (checksums of complete shard
 broadcasts the list, so all ranks split the same list: rank r runs `pending[r::N]` (round-robin
 over the fixed unit list, `workunits.shard_of`), loading its models only if it has work. Output
 bytes do not depend on N: units and generation batches are fixed before distribution, and CPU
-ranks run with the pinned thread count of every backend (`SYNTHVLM_CPU_THREADS`, default 1).
+stages run with the pinned thread count of every backend (`BackendOptions.cpu_threads`).
 
-Barriers wait up to `SYNTHVLM_DIST_TIMEOUT` seconds (default 48 h): ranks wait for the main
-process while it prepares captions, and for the slowest rank at the end of every stage.
+Barriers wait up to `BackendOptions.dist_timeout_s` (default 48 h): ranks wait for the main
+process while it runs the caption stage, and for the slowest rank at the end of every stage.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from tqdm.auto import tqdm
 
-from synthvlm_data.backends import pending, pinned_threads
-from synthvlm_data.stages import RunContext, Stage
+from synthvlm_data.backends import BackendOptions, pending, pinned_threads
+from synthvlm_data.stages.base import RunContext, Stage
 from synthvlm_data.workunits import WorkUnit, shard_of
 
-TIMEOUT_ENV = "SYNTHVLM_DIST_TIMEOUT"
-DEFAULT_TIMEOUT_S = 48 * 3600
-
-__all__ = ["is_main_process", "run_stage", "state", "wait_for_everyone"]
+__all__ = ["AccelerateBackend", "state"]
 
 
-def state():
+def state(timeout_s: float):
     """The process group of this launch (a single process when not launched).
 
     CPU processes (no CUDA, or `accelerate launch --cpu`) use gloo; GPU ranks use NCCL with one
-    device per local rank, which PartialState selects (`torch.cuda.set_device`).
+    device per local rank, which PartialState selects (`torch.cuda.set_device`). The launcher tells
+    each rank (ACCELERATE_USE_CPU, RANK, WORLD_SIZE, ...) through its environment.
     """
     import torch
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
     cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
-    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
-    return PartialState(cpu=cpu, timeout=timeout)
-
-
-def is_main_process() -> bool:
-    return state().is_main_process
-
-
-def wait_for_everyone() -> None:
-    state().wait_for_everyone()
+    return PartialState(cpu=cpu, timeout=timedelta(seconds=timeout_s))
 
 
 def _broadcast(obj):
@@ -63,17 +51,32 @@ def _broadcast(obj):
     return broadcast_object_list([obj], from_process=0)[0]
 
 
-def run_stage(stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bool = True) -> int:
-    """Run this rank's share of the pending units, then wait for all ranks; returns how many ran here."""
-    st = state()
-    todo = _broadcast(pending(ctx, units) if st.is_main_process else None)
-    mine = shard_of(todo, st.process_index, st.num_processes)
-    if mine:
-        with pinned_threads(ctx):
-            stage.setup(ctx)
-            bar = tqdm(mine, desc=f"{stage.name} (rank 0 of {st.num_processes})", unit="shard",
-                       disable=not progress or not st.is_main_process)
-            for unit in bar:
-                ctx.store.write(unit, stage.run(ctx, unit))
-    st.wait_for_everyone()
-    return len(mine)
+class AccelerateBackend:
+    name = "accelerate"
+
+    def __init__(self, options: BackendOptions):
+        self.options = options
+
+    def _state(self):
+        return state(self.options.dist_timeout_s)
+
+    def is_main_process(self) -> bool:
+        return self._state().is_main_process
+
+    def wait_for_everyone(self) -> None:
+        self._state().wait_for_everyone()
+
+    def run_stage(self, stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bool = True) -> int:
+        """Run this rank's share of the pending units, then wait for all ranks; returns how many ran here."""
+        st = self._state()
+        todo = _broadcast(pending(ctx, units) if st.is_main_process else None)
+        mine = shard_of(todo, st.process_index, st.num_processes)
+        if mine:
+            with pinned_threads(stage, ctx, self.options.cpu_threads):
+                stage.setup(ctx)
+                bar = tqdm(mine, desc=f"{stage.name} (rank 0 of {st.num_processes})", unit="shard",
+                           disable=not progress or not st.is_main_process)
+                for unit in bar:
+                    ctx.store.write(unit, stage.run(ctx, unit))
+        st.wait_for_everyone()
+        return len(mine)

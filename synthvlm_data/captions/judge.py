@@ -14,13 +14,13 @@ tail of the template (3-4x cheaper than running the full prompt).
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 
 import numpy as np
 import torch
 
-from synthvlm_data.captions.models import LM
+from synthvlm_data.models.text import LM
+from synthvlm_data.workunits import stable_hash
 
 MARK = "\x00CAPTION\x00"
 
@@ -47,7 +47,8 @@ def _split_prompt(tok, system: str, template: str) -> tuple[str, str]:
 
 
 def caption_seed(seed: int, caption: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}\x1f{caption}".encode()).digest()[:8], "little")
+    """The sampling seed of one caption's answer (64 bits, as numpy takes them)."""
+    return stable_hash(seed, caption, sep="\x1f", byteorder="little")
 
 
 class Judge:

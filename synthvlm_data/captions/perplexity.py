@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import torch
 
-from synthvlm_data.captions.models import LM
+from synthvlm_data.models.text import LM
 
 TOKEN_BUDGET = 2048
 
@@ -74,23 +74,6 @@ def perplexities(lm: LM, texts: list[str], batch_size: int = 32, max_tokens: int
     return out
 
 
-class PerplexityStep:
-    """Filter step: keep captions with perplexity <= max_perplexity."""
-
-    kind = "model"
-
-    def __init__(self, cfg, lm: LM):
-        self.cfg, self.lm = cfg, lm
-        self.label = cfg.label
-        self.params = {"type": cfg.type, "model": lm.name, "max_perplexity": cfg.max_perplexity}
-
-    def values(self, rows: list[dict]) -> list[float]:
-        return perplexities(self.lm, [r["caption"] for r in rows], self.cfg.batch_size, self.cfg.max_tokens)
-
-    def passes(self, v: float) -> bool:
-        return v <= self.cfg.max_perplexity
-
-
 # --------------------------------------------------------------------------- calibration CLI
 
 
@@ -136,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=float, default=0.99, help="share of good captions to keep")
     args = ap.parse_args(argv)
 
-    from synthvlm_data.captions.models import load_lm
-    from synthvlm_data.schema import ModelRef
+    from synthvlm_data.models.text import load_lm
+    from synthvlm_data.models.refs import ModelRef
 
     lm = load_lm(ModelRef(id=args.model), "perplexity")
     texts = _read_captions(args.good)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -29,10 +28,11 @@ import numpy as np
 from synthvlm_data.captions import config as C
 from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.captions.dedup import ExactDedup, NearDedup
-from synthvlm_data.captions.filters import build_rule_step, is_rule
-from synthvlm_data.captions.models import ModelCache
+from synthvlm_data.captions.filters import BuildContext
 from synthvlm_data.captions.report import StepReport
 from synthvlm_data.captions.sources import iter_source, resolve_path  # noqa: F401  (re-export)
+from synthvlm_data.models.devices import resolve_device, torch_threads
+from synthvlm_data.models.text import ModelCache
 
 REPORT_FILE = "captions_report.json"
 TIMINGS_FILE = "captions_timings.json"
@@ -65,29 +65,8 @@ def _validate(row: dict, cfg: CaptionsConfig) -> str | None:
 
 
 def _build_steps(cfg: CaptionsConfig, models: ModelCache) -> list:
-    steps = []
-    for f in cfg.filters:
-        if not f.enabled:
-            continue
-        if is_rule(f):
-            steps.append(build_rule_step(f))
-        elif isinstance(f, C.PerplexityFilter):
-            from synthvlm_data.captions.perplexity import PerplexityStep
-
-            steps.append(PerplexityStep(f, models.lm(f.model or cfg.lm, f"captions filter '{f.label}'", cfg.device, cfg.dtype)))
-        elif isinstance(f, C.ClipSimilarityFilter):
-            from synthvlm_data.captions.images import ClipSimilarityStep
-
-            from synthvlm_data.captions.models import resolve_device
-
-            steps.append(ClipSimilarityStep(f, models, resolve_device(cfg.device)))
-        elif isinstance(f, C.BlipItmFilter):
-            from synthvlm_data.captions.images import BlipItmStep
-
-            from synthvlm_data.captions.models import resolve_device
-
-            steps.append(BlipItmStep(f, models, resolve_device(cfg.device)))
-    return steps
+    ctx = BuildContext(captions=cfg, models=models, device=resolve_device(cfg.device))
+    return [f.build(ctx) for f in cfg.filters if f.enabled]
 
 
 def _all_sources(cfg: CaptionsConfig) -> Iterator[dict]:
@@ -112,21 +91,6 @@ def _apply_step(step, rows: list[dict], rep: StepReport) -> list[dict]:
         else:
             rep.drop(row, v)
     return out
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def run_captions(cfg: CaptionsConfig, *, seed: int, profile: str = "full", report_dir: Path | None = None,
@@ -384,8 +348,9 @@ class _Gate:
 
 def _diversity(cfg, curated, synthetic, embedder, reuse_emb: bool, seed: int, report_dir: Path | None) -> dict:
     from synthvlm_data.captions.concepts import load_concepts
-    from synthvlm_data.captions.diversity import balance, cluster_report, plot_clusters
     from synthvlm_data.captions.synthesis import concepts_of
+    from synthvlm_data.clustering import balance, cluster_report
+    from synthvlm_data.presentation.plots import plot_caption_clusters
 
     d = cfg.diversity
     if cfg.synthesis is not None:
@@ -408,7 +373,7 @@ def _diversity(cfg, curated, synthetic, embedder, reuse_emb: bool, seed: int, re
             sets[name] = embedder.encode([r["caption"] for r in rows], d.batch_size)
     clusters = cluster_report(sets, d.k, seed if d.seed is None else d.seed, d.max_points)
     clusters["embedder"] = embedder.name
-    if report_dir is not None and plot_clusters(clusters, Path(report_dir) / CLUSTERS_PNG):
+    if report_dir is not None and plot_caption_clusters(clusters, Path(report_dir) / CLUSTERS_PNG):
         clusters["png"] = CLUSTERS_PNG
     return {"balance": bal, "diversity": clusters}
 
@@ -430,14 +395,7 @@ def _summary(report: dict) -> dict:
 
 def model_refs(cfg: CaptionsConfig) -> list[tuple[str, object]]:
     """(role, ModelRef) of every model this config will load."""
-    refs = []
-    for f in cfg.filters:
-        if not f.enabled:
-            continue
-        if isinstance(f, C.PerplexityFilter):
-            refs.append((f"captions filter '{f.label}'", f.model or cfg.lm))
-        elif isinstance(f, (C.ClipSimilarityFilter, C.BlipItmFilter)):
-            refs.append((f"captions filter '{f.label}'", f.model))
+    refs = [ref for f in cfg.filters if f.enabled for ref in f.models(cfg)]
     if cfg.judge is not None and cfg.sources:
         refs.append(("captions judge", cfg.judge.model or cfg.lm))
     if cfg.synthesis is not None:
@@ -453,13 +411,7 @@ def model_refs(cfg: CaptionsConfig) -> list[tuple[str, object]]:
 def check_models(cfg: CaptionsConfig) -> None:
     """Preflight for the build: raise ModelUnavailableError (one line) before any stage runs if a
     model of the caption stage cannot be loaded here. Loads nothing."""
-    from synthvlm_data.captions.models import check_available
+    from synthvlm_data.models.refs import check_available
 
-    clip_roles = {f"captions filter '{f.label}'" for f in cfg.filters if isinstance(f, C.ClipSimilarityFilter)}
     for role, ref in model_refs(cfg):
-        if role in clip_roles:  # open_clip names and tiny:clip are resolved by synthvlm_data.models
-            from synthvlm_data import models as M
-
-            M.check_available(ref, role)
-        else:
-            check_available(ref, role)
+        check_available(ref, role)

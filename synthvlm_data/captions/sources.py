@@ -116,7 +116,7 @@ def source_file(src: CaptionSource) -> Path:
         return path
     from huggingface_hub import hf_hub_download
 
-    from synthvlm_data.captions.models import _hub_reachable, _offline
+    from synthvlm_data.models.refs import hub_offline, hub_reachable
 
     where = f"'{src.path}' of Hub dataset {src.dataset}@{src.revision}"
     try:
@@ -124,7 +124,7 @@ def source_file(src: CaptionSource) -> Path:
                                     local_files_only=True))
     except Exception:
         pass
-    if _offline() or not _hub_reachable():
+    if hub_offline() or not hub_reachable():
         raise InputDataError(
             f"caption source '{src.name}': {where} is not in the local cache and the Hub is not reachable "
             "(or HF_HUB_OFFLINE is set); download it and set `path` to the local file, or use RECIPE=tiny"
@@ -223,10 +223,10 @@ def _iter_llava(src: CaptionSource) -> Iterator[dict]:
 
 def _iter_hub(src: CaptionSource) -> Iterator[dict]:
     """A `datasets` dataset (Hub id at a pinned revision, or a local dataset folder), streamed."""
-    from synthvlm_data.captions.models import _hub_reachable, _offline
+    from synthvlm_data.models.refs import hub_offline, hub_reachable
 
     where = f"{src.dataset}" + (f"@{src.revision}" if src.revision else "")
-    if not Path(src.dataset).expanduser().exists() and (_offline() or not _hub_reachable()):
+    if not Path(src.dataset).expanduser().exists() and (hub_offline() or not hub_reachable()):
         # streaming reads the Hub's files directly, so there is nothing cached to fall back to
         raise InputDataError(
             f"caption source '{src.name}': dataset {where} is on the Hugging Face Hub, which is not "

@@ -12,7 +12,6 @@ any caption nor a near-duplicate (embedding cosine) of a caption kept for the sa
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
 from collections import Counter
 
@@ -20,16 +19,18 @@ import torch
 
 from synthvlm_data.captions.concepts import ConceptMatcher, load_concepts
 from synthvlm_data.captions.dedup import ExactDedup, NearDedup
-from synthvlm_data.captions.models import LM, Embedder
+from synthvlm_data.models.text import LM, Embedder
 from synthvlm_data.errors import InputDataError
+from synthvlm_data.workunits import stable_hash
 
 _PREFIX = re.compile(r"^\s*(?:here(?:'s| is)[^:]*:|caption\s*\d*\s*[:\-]|\d+[.)]|[-*•])\s*", re.I)
 _QUOTES = "\"'“”‘’`"
 
 
-def derive_seed(seed: int, *parts) -> int:
-    key = "\x1f".join(map(str, (seed, *parts))).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") % (2**63 - 1)
+def batch_seed(seed: int, round_: int, start: int) -> int:
+    """torch seed of the synthesis batch starting at candidate `start` of round `round_` (the
+    project's `stable_hash`, as first written: '\\x1f'-joined, little-endian, modulo 2^63 - 1)."""
+    return stable_hash(seed, "synthesis", round_, start, sep="\x1f", byteorder="little") % (2**63 - 1)
 
 
 def slug(concept: str) -> str:
@@ -187,7 +188,7 @@ def synthesize(cfg, lm: LM, *, seed: int, embedder: Embedder | None, near_thresh
         jobs = [c for c, k in todo for _ in range(k)]
         outputs: list[tuple[str, bool]] = []
         for b in range(0, len(jobs), cfg.batch_size):
-            outputs += gen(jobs[b : b + cfg.batch_size], derive_seed(seed, "synthesis", r, b))
+            outputs += gen(jobs[b : b + cfg.batch_size], batch_seed(seed, r, b))
         generated += len(outputs)
         # checks that need no model, in candidate order
         survivors: list[tuple[str, str]] = []
@@ -239,7 +240,7 @@ def synthesize(cfg, lm: LM, *, seed: int, embedder: Embedder | None, near_thresh
                    "system_prompt": cfg.system_prompt, "prompt": cfg.prompt,
                    "few_shot": [fs.model_dump() for fs in cfg.few_shot], "reject_patterns": cfg.reject_patterns,
                    "seed": seed,
-                   "seeding": "torch.manual_seed(derive_seed(seed, 'synthesis', round, batch_start)) in fork_rng",
+                   "seeding": "torch.manual_seed(batch_seed(seed, round, batch_start)) in fork_rng",
                    "batch_size": cfg.batch_size, "oversample": cfg.oversample, "max_rounds": cfg.max_rounds,
                    "near_dup_threshold": near_threshold if near else None},
         "rounds": rounds_used,

@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from synthvlm_data.config import ClipScoreConfig
-from synthvlm_data.models import load_clip_scorer, resolve_device
+from synthvlm_data.models.clip import load_clip_scorer
+from synthvlm_data.models.devices import resolve_device
 
 # CLIPScore paper (Hessel et al. 2021, Eq. 1): CLIP-S(c, v) = w * max(cos(c, v), 0) with w = 2.5.
 CLIPSCORE_W = 2.5
@@ -34,10 +35,10 @@ def clipscore_scaled(cos: np.ndarray, w: float = CLIPSCORE_W) -> np.ndarray:
 class ClipScorer:
     """Raw CLIP cosine of (image, caption) pairs with one open_clip model, in batches."""
 
-    def __init__(self, cfg: ClipScoreConfig, device: str | None = None):
+    def __init__(self, cfg: ClipScoreConfig, device: str | None = None, role: str = "score.clip.model"):
         self.cfg = cfg
         self.device = resolve_device(device)
-        self.model, self.preprocess, self.tokenizer = load_clip_scorer(cfg.model, self.device)
+        self.model, self.preprocess, self.tokenizer = load_clip_scorer(cfg.model, self.device, role)
 
     def tokenize(self, captions: Sequence[str]) -> torch.Tensor:
         """Token ids of prefix + caption, truncated to the model's context (77 for CLIP)."""

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +44,7 @@ import torch
 from PIL import Image
 
 from synthvlm_data.config import SSIMConfig
+from synthvlm_data.models.devices import torch_threads
 
 __all__ = ["resize_roundtrip", "ssim_roundtrip", "structural_similarity_batch"]
 
@@ -132,32 +132,13 @@ def structural_similarity_batch(
     c2 = (K2 * r) ** 2 * np_area * (np_area - 1)
 
     sums = np.zeros((n, c), dtype=np.float64)
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         for tile in _plan_tiles(n, c, h, w, win_size, budget):
             x = _to_tensor(planes_a[tile.images, tile.channel, tile.rows], compute_dtype, dev)
             y = _to_tensor(planes_b[tile.images, tile.channel, tile.rows], compute_dtype, dev)
             sums[tile.images, tile.channel] += _ssim_map_sum(x, y, win_size, c1, c2).cpu().numpy()
     valid = (h - win_size + 1) * (w - win_size + 1)
     return (sums / valid).mean(axis=1)
-
-
-@contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Run the block with `num_threads` torch CPU threads, then restore the previous count."""
-    if num_threads is None:
-        yield
-        return
-    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
-        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
-    previous = torch.get_num_threads()
-    if previous == num_threads:
-        yield
-        return
-    torch.set_num_threads(int(num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _as_planes(a: np.ndarray, b: np.ndarray, channel_axis: int | None) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,6 @@
 The entry points are `train/pretrain.py` and `train/finetune.py`; this package is what they run:
 
 - `config`      YAML schema (both stages in one file), `--key value` overrides, no-download validation
-- `components`  the LLM and vision tower: Hub ids, local dirs, or offline `tiny:` builders
 - `assembly`    separate parts -> a standard `LlavaForConditionalGeneration` + `LlavaProcessor`
 - `data`        dataset rows -> TRL prompt-completion (stage 1) / messages (stage 2), mixing
 - `freezing`    which parameters each stage trains

@@ -15,7 +15,8 @@ import copy
 
 import torch
 
-from synthvlm_data.training import components
+from synthvlm_data.models import llava
+from synthvlm_data.models.devices import seeded
 from synthvlm_data.training.chat_templates import chat_template
 from synthvlm_data.training.config import ModelSection
 
@@ -122,7 +123,7 @@ def assemble_llava(vision_tower, llm, tokenizer, model_cfg: ModelSection, *, see
     model.model.language_model = llm.model
     model.lm_head = llm.lm_head
     dtype = llm.get_input_embeddings().weight.dtype
-    with components.seeded(seed):
+    with seeded(seed):
         projector = LlavaMultiModalProjector(config)
     model.model.multi_modal_projector = projector.to(dtype=dtype, device=llm.device)
     if config.tie_word_embeddings:
@@ -139,18 +140,9 @@ def assemble_llava(vision_tower, llm, tokenizer, model_cfg: ModelSection, *, see
 
 def build_model(model_cfg: ModelSection, *, seed: int = 0):
     """Load both components named by the config and assemble them (the stage-1 starting point)."""
-    components.check_component(model_cfg.llm, "llm")
-    components.check_component(model_cfg.vision_tower, "vision_tower")
-    llm, tokenizer = components.load_llm(model_cfg.llm, model_cfg.dtype, model_cfg.attn_implementation)
-    vision_tower = components.load_vision_tower(model_cfg.vision_tower, model_cfg.dtype, seed=seed)
-    stats = components.load_image_stats(model_cfg.vision_tower)
+    llava.check_component(model_cfg.llm, "llm")
+    llava.check_component(model_cfg.vision_tower, "vision_tower")
+    llm, tokenizer = llava.load_llm(model_cfg.llm, model_cfg.dtype, model_cfg.attn_implementation)
+    vision_tower = llava.load_vision_tower(model_cfg.vision_tower, model_cfg.dtype, seed=seed)
+    stats = llava.load_image_stats(model_cfg.vision_tower)
     return assemble_llava(vision_tower, llm, tokenizer, model_cfg, seed=seed, image_stats=stats)
-
-
-def load_llava(ref, dtype: str, role: str = "finetune.init_from"):
-    """Load a saved LLaVA model + processor (a stage-1 output dir or a Hub id)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    model = components.load_weights(AutoModelForImageTextToText.from_pretrained, ref, role, dtype=components.DTYPES[dtype])
-    processor = components._from_pretrained(AutoProcessor.from_pretrained, ref, role)
-    return model, processor

@@ -1,6 +1,7 @@
 """Presentation of a finished run: loss curve PNG, training log JSON and the model card README.md.
 
-The card is rendered from `cards/model_card.md.j2`; its YAML header is produced by
+The card is rendered from `cards/model_card.md.j2` (`presentation.templates`), the loss curve by
+`presentation.plots`; the card's YAML header is produced by
 `huggingface_hub.ModelCardData` (so `ModelCard.load` and the Hub parse it) and carries the base
 models, datasets, license, `pipeline_tag: image-text-to-text` and `library_name: transformers`.
 """
@@ -18,44 +19,11 @@ LOSS_CURVE_PNG = "loss_curve.png"
 TRAINING_LOG_JSON = "training_log.json"
 
 
-def cards_dir() -> Path:
-    from synthvlm_data.cards import templates_dir
-
-    return templates_dir()
-
-
 def loss_series(log_history: list[dict]) -> dict[str, list[tuple[int, float]]]:
     """(step, value) pairs of the training and evaluation losses from `trainer.state.log_history`."""
     train = [(int(e["step"]), float(e["loss"])) for e in log_history if "loss" in e and "step" in e]
     evals = [(int(e["step"]), float(e["eval_loss"])) for e in log_history if "eval_loss" in e and "step" in e]
     return {"train": train, "eval": evals}
-
-
-def plot_loss_curve(series: dict[str, list[tuple[int, float]]], path: Path, title: str) -> Path | None:
-    """Write the loss curve as a PNG (None when there is nothing to plot)."""
-    if not series["train"] and not series["eval"]:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    if series["train"]:
-        steps, values = zip(*series["train"], strict=True)
-        ax.plot(steps, values, marker="o", markersize=3, label="train loss")
-    if series["eval"]:
-        steps, values = zip(*series["eval"], strict=True)
-        ax.plot(steps, values, marker="s", markersize=4, linestyle="--", label="eval loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("caption / answer token NLL")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def _subsample(points: list[tuple[int, float]], max_rows: int = 20) -> list[tuple[int, float]]:
@@ -101,13 +69,13 @@ def write_training_log(path: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
-def render_model_card(context: dict[str, Any], *, template_dir: Path | None = None) -> str:
-    import jinja2
+def render_model_card(context: dict[str, Any]) -> str:
     from huggingface_hub import ModelCardData
 
-    template_dir = template_dir or cards_dir()
-    if not (template_dir / "model_card.md.j2").is_file():
-        raise SynthVLMError(f"model card template {template_dir / 'model_card.md.j2'} is missing")
+    from synthvlm_data.presentation.templates import MODEL_CARD, render, templates_dir
+
+    if not (templates_dir() / MODEL_CARD).is_file():
+        raise SynthVLMError(f"model card template {templates_dir() / MODEL_CARD} is missing")
     data = ModelCardData(
         base_model=context["base_models"] or None,
         datasets=context["datasets"] or None,
@@ -118,17 +86,10 @@ def render_model_card(context: dict[str, Any], *, template_dir: Path | None = No
         tags=context["tags"],
         model_name=context["name"],
     )
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
     ctx = dict(context)
     ctx["card_data"] = data.to_yaml()
     ctx["loss_rows"] = _subsample(context["loss"]["train"])
-    return env.get_template("model_card.md.j2").render(**ctx)
+    return render(MODEL_CARD, **ctx)
 
 
 def write_model_card(output_dir: Path, context: dict[str, Any]) -> Path:

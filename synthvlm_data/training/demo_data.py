@@ -2,18 +2,19 @@
 
 Why: training needs a dataset folder before the tiny synthetic one exists, and tests need one that
 is cheap and deterministic. Images are scikit-image's bundled samples (no download) resized small,
-captions are hand-written; every column of the export contract is present
-(id, image, caption, prompt, clip_score, ssim, score, seed, source, generator).
+captions are hand-written; every published column (`synthvlm_data.columns`) is present, with the
+export's types.
 
     python -m synthvlm_data.training.demo_data outputs/demo-captions outputs/demo-instruct
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import sys
 from pathlib import Path
+
+SOURCE = "skimage.data"
 
 # (skimage.data function, caption)
 DEMO_CAPTIONS: tuple[tuple[str, str], ...] = (
@@ -78,54 +79,58 @@ def _png(img) -> bytes:
 
 
 def demo_rows(size: int = 96, repeats: int = 1, seed: int = 0) -> dict[str, list]:
-    from synthvlm_data.workunits import BRIEF_CAPTION_PROMPTS
+    """Every published column (`synthvlm_data.columns.dataset_features`), ids and instructions
+    derived the way a build derives them; the scores are placeholders (real photos are not scored)."""
+    from synthvlm_data.columns import dataset_features
+    from synthvlm_data.workunits import choose_prompt, derive_seed, sample_id
 
-    rows: dict[str, list] = {k: [] for k in ("id", "image", "caption", "prompt", "clip_score", "ssim", "score",
-                                             "seed", "source", "generator")}
+    rows: dict[str, list] = {k: [] for k in dataset_features(with_concept=False)}
     for r in range(repeats):
         for name, caption in DEMO_CAPTIONS:
-            sid = hashlib.sha256(f"skimage\x1f{name}\x1f{r}".encode()).hexdigest()[:16]
-            digest = int.from_bytes(hashlib.sha256(f"{seed}:{sid}:prompt".encode()).digest()[:8], "big")
+            source_id = name if r == 0 else f"{name}-{r}"
+            sid = sample_id(SOURCE, source_id, caption)
             rows["id"].append(sid)
             rows["image"].append({"bytes": _png(_image(name, size)), "path": f"{name}.png"})
             rows["caption"].append(caption)
-            rows["prompt"].append(BRIEF_CAPTION_PROMPTS[digest % len(BRIEF_CAPTION_PROMPTS)])
+            rows["prompt"].append(choose_prompt(seed, sid))
             rows["clip_score"].append(0.0)
             rows["ssim"].append(1.0)
             rows["score"].append(0.5)
-            rows["seed"].append(digest & ((1 << 63) - 1))
-            rows["source"].append("skimage.data")
+            rows["seed"].append(derive_seed(seed, sid, 0))
+            rows["repeat"].append(0)
+            rows["source"].append(SOURCE)
+            rows["source_id"].append(source_id)
             rows["generator"].append("none (real photo)")
     return rows
 
 
-def write_demo_dataset(folder: str | Path, size: int = 96, repeats: int = 1, seed: int = 0) -> Path:
-    """Write <folder>/data/train-00000-of-00001.parquet + README.md; `load_dataset(folder)` reads it."""
-    from datasets import Dataset, Features, Image, Value
-
-    folder = Path(folder)
-    features = Features({
-        "id": Value("string"), "image": Image(), "caption": Value("string"), "prompt": Value("string"),
-        "clip_score": Value("float32"), "ssim": Value("float32"), "score": Value("float32"),
-        "seed": Value("int64"), "source": Value("string"), "generator": Value("string"),
-    })
-    ds = Dataset.from_dict(demo_rows(size, repeats, seed), features=features)
+def _write_folder(folder: Path, ds, title: str, about: str) -> Path:
+    """<folder>/data/train-00000-of-00001.parquet + a README.md whose YAML points load_dataset at it."""
     (folder / "data").mkdir(parents=True, exist_ok=True)
     ds.to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
     (folder / "README.md").write_text(
         "---\nlicense: bsd-3-clause\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
-        "    path: data/train-*.parquet\n---\n\n# Demo captions\n\nscikit-image sample photos with hand-written "
-        "captions, in the synthvlm export layout (for training smoke runs and tests).\n",
+        f"    path: data/train-*.parquet\n---\n\n# {title}\n\n{about}\n",
         encoding="utf-8",
     )
     return folder
+
+
+def write_demo_dataset(folder: str | Path, size: int = 96, repeats: int = 1, seed: int = 0) -> Path:
+    """Write <folder>/data/train-00000-of-00001.parquet + README.md; `load_dataset(folder)` reads it."""
+    from datasets import Dataset
+
+    from synthvlm_data.columns import dataset_features
+
+    ds = Dataset.from_dict(demo_rows(size, repeats, seed), features=dataset_features(with_concept=False))
+    return _write_folder(Path(folder), ds, "Demo captions", "scikit-image sample photos with hand-written captions, "
+                         "in the synthvlm export layout (for training smoke runs and tests).")
 
 
 def write_demo_instructions(folder: str | Path, size: int = 96) -> Path:
     """A `messages` + `images` dataset (the layout of HuggingFaceH4/llava-instruct-mix-vsft)."""
     from datasets import Dataset, Features, Image, List, Value
 
-    folder = Path(folder)
     features = Features({
         "messages": List({"role": Value("string"),
                           "content": List({"type": Value("string"), "text": Value("string")})}),
@@ -139,15 +144,8 @@ def write_demo_instructions(folder: str | Path, size: int = 96) -> Path:
         ])
         rows["images"].append([{"bytes": _png(_image(name, size)), "path": f"{name}.png"}])
     ds = Dataset.from_dict(rows, features=features)
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    ds.to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
-    (folder / "README.md").write_text(
-        "---\nlicense: bsd-3-clause\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
-        "    path: data/train-*.parquet\n---\n\n# Demo visual instructions\n\nQuestions and answers about "
-        "scikit-image sample photos, in TRL's messages + images layout.\n",
-        encoding="utf-8",
-    )
-    return folder
+    return _write_folder(Path(folder), ds, "Demo visual instructions",
+                         "Questions and answers about scikit-image sample photos, in TRL's messages + images layout.")
 
 
 if __name__ == "__main__":

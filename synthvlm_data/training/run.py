@@ -122,14 +122,14 @@ def stage2_start(cfg: TrainConfig):
                 "train/pretrain.py first or set finetune.init_from (--init_from DIR)"
             )
         init = ComponentRef(id=str(default))
-    elif init.is_local and not (Path(init.id).expanduser() / "config.json").is_file():
+    elif init.is_local and not (init.path / "config.json").is_file():
         raise CheckpointError(f"finetune.init_from {init.id} is not a saved model (no config.json)")
     return init
 
 
 def check_model_sources(cfg: TrainConfig, stage: Stage) -> None:
     """Fail in a second, before any data is read, if the model cannot be loaded here."""
-    from synthvlm_data.training.components import check_component
+    from synthvlm_data.models.llava import check_component
 
     if stage == "pretrain":
         check_component(cfg.model.llm, "llm")
@@ -141,7 +141,8 @@ def check_model_sources(cfg: TrainConfig, stage: Stage) -> None:
 
 
 def load_model(cfg: TrainConfig, stage: Stage):
-    from synthvlm_data.training.assembly import build_model, load_llava
+    from synthvlm_data.models.llava import load_llava
+    from synthvlm_data.training.assembly import build_model
 
     if stage == "pretrain":
         return build_model(cfg.model, seed=cfg.seed)
@@ -175,17 +176,10 @@ def pinned_cpu_threads() -> Iterator[int]:
     """
     import torch
 
-    from synthvlm_data.backends import cpu_threads
+    from synthvlm_data.models.devices import cpu_threads_from_env, torch_threads
 
-    if not use_cpu():
+    with torch_threads(cpu_threads_from_env() if use_cpu() else None):
         yield torch.get_num_threads()
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(cpu_threads())
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_stage(cfg: TrainConfig, stage: Stage, *, command: str = "", push_to_hub: str | None = None,
@@ -290,10 +284,11 @@ def _hyperparameters(cfg: TrainConfig, stage: Stage, num_processes: int, accumul
 def write_artifacts(cfg: TrainConfig, stage: Stage, output_dir: Path, trainer, metrics: dict, counts: dict,
                     modules: list[str], *, num_processes: int, accumulation: int, seconds: dict, command: str,
                     repo_id: str | None, n_train: int, n_eval: int, device: str, threads: int) -> dict:
-    from synthvlm_data.training.components import base_model_id
+    from synthvlm_data.models.llava import base_model_id
+    from synthvlm_data.presentation.plots import plot_loss_curve
 
     series = card_lib.loss_series(trainer.state.log_history)
-    curve = card_lib.plot_loss_curve(series, output_dir / card_lib.LOSS_CURVE_PNG, f"{cfg.name} ({stage})")
+    curve = plot_loss_curve(series, output_dir / card_lib.LOSS_CURVE_PNG, f"{cfg.name} ({stage})")
     train_losses = [v for _, v in series["train"]]
     results = {
         "steps": trainer.state.global_step,

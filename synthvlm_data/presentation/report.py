@@ -21,11 +21,9 @@ and `cluster_hist.png` when the selection was diversity-balanced.
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 import re
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -37,9 +35,14 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
+from synthvlm_data.columns import decode_image
 from synthvlm_data.config import Recipe, recipe_from_dict
 from synthvlm_data.errors import InputDataError, RecipeError, one_line
-from synthvlm_data.select import combined_score, summarize
+from synthvlm_data.presentation import describe, plots
+from synthvlm_data.presentation.templates import QUALITY_REPORT, fmt4, render
+from synthvlm_data.shards import take_rows
+from synthvlm_data.stages.select import combined_score, summarize
+from synthvlm_data.workdir import RECIPE_FILE, SCORE, WorkDir, image_stage
 
 REFERENCE_CAPTIONS = "reference_captions.jsonl"
 BUILTIN = "builtin"
@@ -50,7 +53,8 @@ PAPER_ROWS = (
     ("BLIP-LCS", 0.32, 0.75),
     ("ShareGPT4V", 0.32, 0.79),
 )
-FILES = ("report.json", "report.md", "score_hist.png", "top_bottom_grid.png")
+REPORT_MD = "report.md"
+FILES = ("report.json", REPORT_MD, "score_hist.png", "top_bottom_grid.png")
 
 
 @dataclass
@@ -174,10 +178,10 @@ def score_reference(entries: list[dict], recipe: Recipe, scorer=None, device: st
 
 
 def make_scorer(recipe: Recipe, device: str | None = None):
-    from synthvlm_data import models
+    from synthvlm_data.models.refs import check_available
     from synthvlm_data.scoring.clipscore import ClipScorer
 
-    models.check_available(recipe.score.clip.model, "score.clip.model")  # one clear line if not
+    check_available(recipe.score.clip.model, "score.clip.model")  # one clear line if not
     return ClipScorer(recipe.score.clip, device if device is not None else recipe.generate.device)
 
 
@@ -196,8 +200,9 @@ def find_recipe(dataset_dir: Path, work_dir: Path | None = None) -> Recipe:
     if card.is_file():
         for block in re.findall(r"```ya?ml\n(.*?)\n```", card.read_text(encoding="utf-8"), flags=re.S):
             candidates.append((block, f"{card} (recipe block)"))
-    if work_dir is not None and (work_dir / "recipe.yaml").is_file():
-        candidates.append(((work_dir / "recipe.yaml").read_text(encoding="utf-8"), str(work_dir / "recipe.yaml")))
+    if work_dir is not None and WorkDir(work_dir).has_recipe():
+        work = WorkDir(work_dir)
+        candidates.append((work.recipe_text(), str(work.root / RECIPE_FILE)))
     for text, where in candidates:
         try:
             data = yaml.safe_load(text)
@@ -212,56 +217,20 @@ def find_recipe(dataset_dir: Path, work_dir: Path | None = None) -> Recipe:
     )
 
 
-def _fingerprints(recipe: Recipe) -> set[str]:
-    fps = {recipe.fingerprint()}
-    shards_fp = getattr(recipe, "shards_fingerprint", None)
-    if callable(shards_fp):
-        fps.add(shards_fp())
-    return fps
-
-
-def _work_dir_matches(work_dir: Path, recipe: Recipe) -> bool:
-    meta = work_dir / "run.json"
-    if not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text()).get("fingerprint") in _fingerprints(recipe)
-    except (OSError, ValueError):
-        return False
-
-
-def candidate_work_dirs(dataset_dir: Path, recipe: Recipe) -> list[Path]:
-    """Work dirs under `runs/` (next to the current directory or the dataset) that may hold
-    this dataset's build: `runs/<name>-<fingerprint>`, `runs/<name>`, then any `runs/<name>-*`;
-    those whose run.json fingerprint is this recipe's come first."""
-    names = [recipe.name]
-    try:
-        from synthvlm_data.build import default_work_dir  # runs/<name>-<fingerprint> (newer builds)
-
-        names.insert(0, default_work_dir(recipe).name)
-    except ImportError:
-        pass
-    found: list[Path] = []
-    for base in dict.fromkeys([Path.cwd(), dataset_dir.resolve().parent]):
-        runs = base / "runs"
-        cands = [runs / n for n in names] + sorted(runs.glob(f"{glob.escape(recipe.name)}-*"))
-        found += [c for c in cands if (c / "score").is_dir() and c not in found]
-    return sorted(dict.fromkeys(found), key=lambda c: not _work_dir_matches(c, recipe))  # stable
-
-
 def find_work_dir(dataset_dir: Path, recipe: Recipe, work_dir: Path | None = None) -> Path | None:
-    """The work dir given (it must have a score stage), else the first candidate under `runs/`.
+    """The work dir given (it must have a score stage), else the first candidate under `runs/`
+    (next to the current directory or the dataset; `WorkDir.candidates`).
 
     Whether a work dir really made the dataset is checked on the data (`check_pool`), not by the
     fingerprint alone: a recipe read back from a card is re-validated with the current schema,
     whose new defaults can change the fingerprint of an older build.
     """
     if work_dir is not None:
-        if not (work_dir / "score").is_dir():
+        if not WorkDir(work_dir).stage_dir(SCORE).is_dir():
             raise InputDataError(f"work dir {work_dir} has no score/ stage: is it the work dir of this build?")
         return work_dir
-    cands = candidate_work_dirs(dataset_dir, recipe)
-    return cands[0] if cands else None
+    cands = WorkDir.candidates(recipe, [Path.cwd(), dataset_dir.resolve().parent])
+    return cands[0].root if cands else None
 
 
 def check_pool(pool: pa.Table, selected: pa.Table) -> str | None:
@@ -309,25 +278,6 @@ def load_selected(dataset_dir: Path) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def load_pool(work_dir: Path) -> pa.Table:
-    """Every scored image of the run (score shards), with its shard index and row."""
-    manifest = work_dir / "score" / "manifest.json"
-    files = sorted((work_dir / "score").glob("*.parquet"))
-    if manifest.is_file():
-        names = sorted(json.loads(manifest.read_text()).get("shards", {}))
-        files = [work_dir / "score" / n for n in names] or files
-    if not files:
-        raise InputDataError(f"{work_dir}/score has no shards: the score stage has not run there")
-    parts = []
-    for f in files:
-        if not f.is_file():
-            raise InputDataError(f"{f} is listed in the score manifest but missing: the work dir {work_dir} is incomplete")
-        t = pq.read_table(f, columns=["id", "repeat", "clip_score", "ssim"])
-        t = t.append_column("_shard", pa.array([f.name] * t.num_rows, pa.string()))
-        parts.append(t.append_column("_row", pa.array(np.arange(t.num_rows), pa.int64())))
-    return pa.concat_tables(parts)
-
-
 def rejected_pool(pool: pa.Table, selected: pa.Table, recipe: Recipe) -> pa.Table:
     chosen = set(zip(selected["id"].to_pylist(), selected["repeat"].to_pylist(), strict=True))
     keys = zip(pool["id"].to_pylist(), pool["repeat"].to_pylist(), strict=True)
@@ -337,141 +287,33 @@ def rejected_pool(pool: pa.Table, selected: pa.Table, recipe: Recipe) -> pa.Tabl
     return rej.append_column("score", pa.array(score, pa.float64()))
 
 
-def _take_images(path: Path, column: str, rows: Sequence[int]) -> dict[int, Image.Image]:
-    """Decode the images of some rows of a parquet file, reading only their row groups."""
-    f = pq.ParquetFile(path)
-    starts = np.cumsum([0] + [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)])
-    out = {}
-    for rg in sorted({int(np.searchsorted(starts, r, side="right") - 1) for r in rows}):
-        col = f.read_row_group(rg, columns=[column]).column(0).to_pylist()
-        for r in rows:
-            if starts[rg] <= r < starts[rg + 1]:
-                v = col[r - starts[rg]]
-                data = v["bytes"] if isinstance(v, dict) else v
-                out[r] = Image.open(io.BytesIO(data)).convert("RGB")
-    return out
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def _figure(w: float, h: float):
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
-
-    return Figure(figsize=(w, h), dpi=100)
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, metadata={"Software": None})  # no version string: reproducible bytes
-    return path
-
-
-def plot_score_hist(sets: list[ScoreSet], path: Path, title: str = "") -> Path:
-    fig = _figure(13, 3.8)
-    axes = fig.subplots(1, 3)
-    colors = {"selected": "tab:green", "rejected pool": "tab:red", "real reference": "tab:blue"}
-    for ax, (attr, label) in zip(axes, (("clip", "CLIPScore (raw cosine)"), ("ssim", "SSIM (resize round trip)"), ("score", "score")), strict=True):
-        values = [getattr(s, attr) for s in sets if len(getattr(s, attr))]
-        lo, hi = (min(v.min() for v in values), max(v.max() for v in values)) if values else (0.0, 1.0)
-        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 31)
-        for s in sets:
-            v = getattr(s, attr)
-            if not len(v):
-                continue
-            c = colors.get(s.name)
-            ax.hist(v, bins=bins, density=True, histtype="step", linewidth=1.6, color=c, label=f"{s.name} (n={len(v)})")
-            ax.axvline(float(np.mean(v)), color=c, linestyle="--", linewidth=1)
-        ax.set_xlabel(label + " (dashed: mean)")
-        ax.set_ylabel("density")
-    axes[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_top_bottom(top: list[dict], bottom: list[dict], path: Path, title: str = "") -> Path:
-    """Two rows of tiles: the highest-scoring selected samples, the lowest-scoring pool ones."""
-    n = max(len(top), len(bottom), 1)
-    fig = _figure(2.3 * n, 7.0)
-    axes = np.atleast_2d(fig.subplots(2, n, squeeze=False))
-    for r, (label, items) in enumerate((("top selected", top), ("bottom of the pool", bottom))):
-        for c in range(n):
-            ax = axes[r, c]
-            ax.set_axis_off()
-            if c >= len(items):
-                continue
-            it = items[c]
-            ax.imshow(np.asarray(it["image"]), interpolation="nearest")
-            cap = textwrap.shorten(it.get("caption") or "", 70, placeholder="...")
-            ax.set_title(
-                f"{label} #{c + 1}\nscore {it['score']:.3f} (clip {it['clip_score']:.3f}, ssim {it['ssim']:.3f})\n"
-                + "\n".join(textwrap.wrap(cap, 30)[:3]),
-                fontsize=7,
-            )
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_clusters(div: dict, path: Path) -> Path:
-    """Cluster histogram of the caption pool before and after the diversity-balanced selection."""
-    fig = _figure(9, 3.6)
-    ax = fig.subplots()
-    k = div["k"]
-    x = np.arange(k)
-    for i, name in enumerate(("pool", "selected")):
-        counts = np.asarray(div["histogram"][name], dtype=float)
-        share = counts / counts.sum() if counts.sum() else counts
-        m = div["metrics"][name]
-        ax.bar(x + (i - 0.5) * 0.4, share, width=0.4, label=f"{name} (n={m['n']}, H={m['normalised_entropy']:.2f})")
-    ax.set_xticks(x)
-    ax.set_xlabel(f"caption cluster (k-means, k={k}, seed {div['seed']}; quota {div['quota']})")
-    ax.set_ylabel("share of captions")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+def _dataset_images(path: Path, rows: Sequence[int]) -> dict[int, Image.Image]:
+    """Decode the images of some rows of an exported parquet file (only their row groups are read)."""
+    return {r: decode_image(v["bytes"], f"row {r} of {path}") for r, v in take_rows(path, "image", rows).items()}
 
 
 # --------------------------------------------------------------------------- the report
 
 
-def _fmt(s: dict, key: str = "mean") -> str:
-    return f"{s[key]:.4f}" if s.get("count") else "-"
+def table_rows(report: dict) -> list[dict]:
+    """The quality table's cells, formatted once for report.md, the dataset card and the console:
+    set, n (or why a set is empty), CLIPScore mean/median (raw cosine), CLIP-S mean, SSIM
+    mean/median, score mean."""
+    rows = []
+    for row in report["table"]:
+        n = row["clip_score"].get("count", 0)
+        rows.append({
+            "set": row["set"], "n": str(n) if n else (row["note"] or "0"),
+            "clip_mean": fmt4(row["clip_score"]), "clip_median": fmt4(row["clip_score"], "median"),
+            "clips_mean": fmt4(row["clipscore_scaled"]), "ssim_mean": fmt4(row["ssim"]),
+            "ssim_median": fmt4(row["ssim"], "median"), "score_mean": fmt4(row["score"]),
+        })
+    return rows
 
 
 def render_markdown(report: dict) -> str:
-    lines = [
-        f"# Data-quality report: {report['dataset']}",
-        "",
-        f"Recipe `{report['recipe']}` (profile `{report['profile']}`). Scorer `{report['scorer']['clip_model']}`, "
-        f"text prefix \"{report['scorer']['text_prefix']}\"; SSIM {report['scorer']['ssim']}; "
-        f"score = {report['weights']['w_clip']} * clip + {report['weights']['w_ssim']} * ssim.",
-        "",
-        "| set | n | CLIPScore mean (cos) | CLIPScore median | CLIP-S mean (2.5*max(cos,0)) | SSIM mean | SSIM median | score mean |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in report["table"]:
-        n = row["clip_score"].get("count", 0)
-        lines.append(
-            f"| {row['set']} | {n if n else (row['note'] or 0)} | {_fmt(row['clip_score'])} | {_fmt(row['clip_score'], 'median')} | "
-            f"{_fmt(row['clipscore_scaled'])} | {_fmt(row['ssim'])} | {_fmt(row['ssim'], 'median')} | {_fmt(row['score'])} |"
-        )
-    lines += ["", "SynthVLM paper, for comparison (mean CLIPScore / SSIM, ViT-B/32, 768 -> 336 -> 768): "
-              + "; ".join(f"{name} {c:.2f} / {s:.2f}" for name, c, s in PAPER_ROWS) + "."]
-    if report["profile"] == "tiny":
-        lines += ["", "> **tiny profile**: the generator and CLIP scorer have random weights, so these numbers "
-                      "exercise the machinery and say nothing about quality."]
-    if report.get("notes"):
-        lines += [""] + [f"- {n}" for n in report["notes"]]
-    lines += ["", "![score histograms](score_hist.png)", "", "![top and bottom samples](top_bottom_grid.png)"]
-    if "cluster_hist.png" in report["files"]:
-        lines += ["", "![caption clusters before/after selection](cluster_hist.png)"]
-    lines += ["", "Reference images (real, hand-captioned):", "", "| id | caption | CLIPScore | SSIM | credit |", "|---|---|---|---|---|"]
-    for it in report["reference_items"][:50]:
-        lines.append(f"| {it['id']} | {it['caption']} | {it['clip_score']:.4f} | {it['ssim']:.4f} | {it['credit']} |")
-    return "\n".join(lines) + "\n"
+    """report.md: the table, the paper's figures, notes, the plots and the reference items."""
+    return render(QUALITY_REPORT, rows=table_rows(report), **report)
 
 
 def write_quality_report(
@@ -513,18 +355,18 @@ def write_quality_report(
     rej_t, wd, pool = None, None, None
     if work_dir is not None:
         wd = find_work_dir(dataset_dir, recipe, Path(work_dir))
-        pool = load_pool(wd)
+        pool = WorkDir(wd).scored_pool()
         problem = check_pool(pool, sel_t)
         if problem:
             raise InputDataError(f"work dir {wd} did not score this dataset ({problem}); pass the work dir of the build that made {dataset_dir}")
     else:
-        for cand in candidate_work_dirs(dataset_dir, recipe):
-            cand_pool = load_pool(cand)
+        for cand in WorkDir.candidates(recipe, [Path.cwd(), dataset_dir.resolve().parent]):
+            cand_pool = cand.scored_pool()
             problem = check_pool(cand_pool, sel_t)
             if problem is None:
-                wd, pool = cand, cand_pool
+                wd, pool = cand.root, cand_pool
                 break
-            notes.append(f"ignored {cand}: {problem}")
+            notes.append(f"ignored {cand.root}: {problem}")
     if wd is not None:
         rej_t = rejected_pool(pool, sel_t, recipe)
         rejected = ScoreSet("rejected pool", rej_t["clip_score"].to_numpy(), rej_t["ssim"].to_numpy(), rej_t["score"].to_numpy())
@@ -539,10 +381,10 @@ def write_quality_report(
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     title = f"{dataset_dir.name} ({recipe.name}, profile {recipe.profile})"
-    files["score_hist.png"] = plot_score_hist(sets, out / "score_hist.png", title)
+    files["score_hist.png"] = plots.plot_score_hist(sets, out / "score_hist.png", title)
     if "image" in pq.read_schema(dataset_files(dataset_dir)[0]).names:
-        top, bottom = _grid_items(dataset_dir, wd, sel_t, rej_t, grid_size, _image_stage(recipe))
-        files["top_bottom_grid.png"] = plot_top_bottom(top, bottom, out / "top_bottom_grid.png", title)
+        top, bottom = _grid_items(dataset_dir, wd, sel_t, rej_t, grid_size, image_stage(recipe))
+        files["top_bottom_grid.png"] = plots.plot_top_bottom(top, bottom, out / "top_bottom_grid.png", title)
     else:
         notes.append("no top/bottom grid: the dataset stores latents, not images (decode them with `synthvlm decode`)")
 
@@ -551,29 +393,24 @@ def write_quality_report(
     if stats_path.is_file():
         diversity = json.loads(stats_path.read_text()).get("diversity")
     if diversity:
-        files["cluster_hist.png"] = plot_clusters(diversity, out / "cluster_hist.png")
+        files["cluster_hist.png"] = plots.plot_selection_clusters(diversity, out / "cluster_hist.png")
 
     report = {
         "dataset": dataset_dir.name,
         "recipe": recipe.name,
         "profile": recipe.profile,
         "work_dir": str(wd) if wd is not None else None,
-        "scorer": {
-            "clip_model": recipe.score.clip.model.id + (f"/{recipe.score.clip.model.revision}" if recipe.score.clip.model.revision else ""),
-            "text_prefix": recipe.score.clip.text_prefix,
-            "ssim": f"{recipe.score.ssim.size} -> {recipe.score.ssim.down} -> {recipe.score.ssim.size}, "
-            f"{'grayscale' if recipe.score.ssim.grayscale else 'RGB'}, {recipe.score.ssim.interpolation}, win {recipe.score.ssim.win_size}",
-        },
-        "weights": {"w_clip": recipe.select.w_clip, "w_ssim": recipe.select.w_ssim},
+        "scorer": describe.scorer(recipe),
+        "weights": describe.weights(recipe),
         "reference": reference,
         "table": [s.row() for s in sets],
         "paper": [{"set": n, "clip_score_mean": c, "ssim_mean": s} for n, c, s in PAPER_ROWS],
         "reference_items": ref.items,
         "diversity": diversity,
         "notes": notes,
-        "files": sorted([*files, "report.json", "report.md"]),
+        "files": sorted([*files, "report.json", REPORT_MD]),
     }
-    (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     return report
 
@@ -587,19 +424,11 @@ def report_into_dataset(dataset_dir: str | Path, work_dir: str | Path | None = N
     out = Path(out_dir) if out_dir is not None else dataset_dir / "plots"
     card = None
     if update_card and out.resolve().is_relative_to(dataset_dir.resolve()) and (dataset_dir / "README.md").is_file():
-        from synthvlm_data.cards import refresh_dataset_card
+        from synthvlm_data.presentation.cards import quality_section, refresh_dataset_card
 
         recipe = kwargs.get("recipe") or find_recipe(dataset_dir, Path(work_dir) if work_dir else None)
-        card = refresh_dataset_card(dataset_dir, recipe)
+        card = refresh_dataset_card(dataset_dir, recipe, quality=quality_section(report, out, dataset_dir))
     return report, out, card
-
-
-def _image_stage(recipe: Recipe) -> str:
-    """The work-dir stage whose shards hold images (latent runs decode them in a later stage)."""
-    from synthvlm_data import stages
-
-    pick = getattr(stages, "image_stage", None)
-    return pick(recipe) if pick is not None else stages.GENERATE
 
 
 def _grid_items(
@@ -617,41 +446,25 @@ def _grid_items(
     top = pick(sel_t, lowest=False)
     for f_idx in {r["_file"] for r in top}:
         rows = [r for r in top if r["_file"] == f_idx]
-        imgs = _take_images(files[f_idx], "image", [r["_row"] for r in rows])
+        imgs = _dataset_images(files[f_idx], [r["_row"] for r in rows])
         for r in rows:
             r["image"] = imgs[r["_row"]]
     if rej_t is None or rej_t.num_rows == 0:
         bottom = pick(sel_t, lowest=True)
         for r in bottom:
-            r["image"] = _take_images(files[r["_file"]], "image", [r["_row"]])[r["_row"]]
+            r["image"] = _dataset_images(files[r["_file"]], [r["_row"]])[r["_row"]]
         return top, bottom
     bottom = pick(rej_t, lowest=True)
-    captions = _captions_by_id(wd)
-    for shard in {r["_shard"] for r in bottom}:
-        rows = [r for r in bottom if r["_shard"] == shard]
-        imgs = _take_images(wd / image_stage / shard.replace("score", image_stage, 1), "image", [r["_row"] for r in rows])
+    work = WorkDir(wd)
+    captions = work.captions_by_id()
+    for unit in {r["_unit"] for r in bottom}:
+        rows = [r for r in bottom if r["_unit"] == unit]
+        imgs = work.images(image_stage, unit, [r["_row"] for r in rows])
         for r in rows:
             r["image"] = imgs[r["_row"]]
             r["caption"] = captions.get(r["id"], "")
     return top, bottom
 
 
-def _captions_by_id(wd: Path) -> dict[str, str]:
-    files = sorted((wd / "captions").glob("*.parquet"))
-    if not files:
-        return {}
-    t = pa.concat_tables(pq.read_table(f, columns=["id", "caption"]) for f in files)
-    return dict(zip(t["id"].to_pylist(), t["caption"].to_pylist(), strict=True))
-
-
-def format_table(report: dict) -> list[tuple[str, ...]]:
-    """Rows for a console table: set, n, CLIPScore mean/median, CLIP-S mean, SSIM mean/median, score mean."""
-    rows = []
-    for row in report["table"]:
-        n = row["clip_score"].get("count", 0)
-        rows.append((row["set"], str(n) if n else "-", _fmt(row["clip_score"]), _fmt(row["clip_score"], "median"),
-                     _fmt(row["clipscore_scaled"]), _fmt(row["ssim"]), _fmt(row["ssim"], "median"), _fmt(row["score"])))
-    return rows
-
-
-__all__ = ["FILES", "builtin_reference", "find_recipe", "find_work_dir", "score_reference", "write_quality_report"]
+__all__ = ["FILES", "builtin_reference", "find_recipe", "find_work_dir", "report_into_dataset", "score_reference",
+           "table_rows", "write_quality_report"]

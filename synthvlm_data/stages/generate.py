@@ -1,4 +1,4 @@
-"""Text-to-image generation with diffusers, in pixel or latent space.
+"""Stage 2, generate: text-to-image generation with diffusers, in pixel or latent space.
 
 One CPU `torch.Generator` per sample (seeded from the sample's stable seed) makes each image
 reproducible regardless of where it runs; batches are fixed by the work-unit plan because batch
@@ -9,53 +9,27 @@ SynthVLM code passes denoising_end to the refiner, which skips the hand-off). SD
 `AutoPipelineForText2Image`, called with the recipe options its `__call__` accepts.
 
 Latent mode (Synth^2's embedding space) asks the pipeline for `output_type="latent"`, skipping
-the VAE decode, and stores the latents as little-endian float16. `LatentDecoder` is the decode the
-pipeline would have done (un-scaling, VAE, post-processing), so stored latents can become images
-later, with the same VAE: on a GPU fp16 run the stored latents are exactly what the VAE would have
-decoded; on CPU (fp32) the fp16 rounding moves pixels by at most one uint8 level (tested).
+the VAE decode, and stores the latents as little-endian float16 (`synthvlm_data.columns`); the
+decode stage (`stages.decode`) turns them into images later, with the same VAE.
 """
 
 from __future__ import annotations
 
 import inspect
-import io
 from collections.abc import Sequence
 
-import numpy as np
+import pyarrow as pa
 import torch
 from PIL import Image
 
+from synthvlm_data.columns import GENERATE_SCHEMA, LATENT_SCHEMA, encode_image, latent_to_bytes
 from synthvlm_data.config import GenerateConfig
 from synthvlm_data.errors import SynthVLMError
-from synthvlm_data.models import load_generator, load_vae, resolve_device
-
-# Stored latents: IEEE half precision, little-endian, C order, one sample's (C, H, W) per row.
-LATENT_DTYPE = np.dtype("<f2")
-
-
-def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
-    """Encode deterministically (no timestamps or random metadata)."""
-    buf = io.BytesIO()
-    if fmt == "png":
-        image.save(buf, format="PNG", optimize=False, compress_level=6)
-    elif fmt == "jpeg":
-        image.convert("RGB").save(buf, format="JPEG", quality=quality, subsampling=0)
-    elif fmt == "webp":
-        image.save(buf, format="WEBP", quality=quality, method=4)
-    else:  # the recipe schema rejects anything else first
-        raise ValueError(f"unknown image format {fmt!r}")
-    return buf.getvalue()
-
-
-def latent_to_bytes(latent: torch.Tensor) -> bytes:
-    """One sample's latent (C, H, W) as float16 little-endian bytes."""
-    return np.ascontiguousarray(latent.detach().to("cpu", torch.float32).numpy().astype(LATENT_DTYPE)).tobytes()
-
-
-def latent_from_bytes(data: bytes, shape: Sequence[int]) -> torch.Tensor:
-    """Inverse of `latent_to_bytes`: a float16 tensor of `shape`."""
-    arr = np.frombuffer(data, dtype=LATENT_DTYPE).reshape(tuple(int(s) for s in shape))
-    return torch.from_numpy(arr.astype(np.float16))
+from synthvlm_data.models.devices import resolve_device
+from synthvlm_data.models.diffusion import load_generator
+from synthvlm_data.stages.base import RunContext, ShardwiseStage
+from synthvlm_data.workdir import CAPTIONS, GENERATE
+from synthvlm_data.workunits import WorkUnit, chunk, derive_seed
 
 
 def _accepted(pipe, kwargs: dict, recipe_keys: dict[str, str]) -> dict:
@@ -145,64 +119,42 @@ class ImageGenerator:
         return lat
 
 
-class LatentDecoder:
-    """The VAE decode of a diffusers text-to-image pipeline, applied to stored latents.
+class GenerateStage(ShardwiseStage):
+    """caption shard i -> generate shard i: k images (or latents) per caption, each with its own seed.
 
-    Mirrors the pipelines' own code (SDXL, SD3, Flux, SD 1.x): SDXL decodes fp16 VAEs with
-    `force_upcast` in float32 (the others decode in the VAE's dtype); latents are un-normalised with `latents_mean`/`latents_std` when the VAE
-    config has them, else `latents / scaling_factor + shift_factor`; then `VaeImageProcessor`
-    post-processing (and SDXL's invisible watermark when the pipeline would apply it).
+    Generation batches are fixed here (consecutive `batch_size` jobs of the shard), never by
+    a backend: batch composition changes float results.
     """
 
-    def __init__(self, cfg: GenerateConfig, device: str | None = None, vae=None, family: str | None = None):
-        from diffusers.image_processor import VaeImageProcessor
+    name = GENERATE
 
-        self.cfg = cfg
-        self.device = resolve_device(device or cfg.device)
-        self.vae = vae if vae is not None else load_vae(cfg, self.device)
-        if family is None:
-            from synthvlm_data.models import generator_family
+    def setup(self, ctx: RunContext) -> None:
+        self.generator = ImageGenerator(ctx.recipe.generate)
 
-            family = generator_family(cfg)
-        if family == "sdxl" and self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
-            # What the SDXL pipelines do before decoding (a copy: the generator's VAE stays fp16).
-            import copy
+    @staticmethod
+    def batches(ctx: RunContext, unit: WorkUnit) -> list[list[tuple[str, str, int, int]]]:
+        """The unit's fixed generation batches of (id, caption, repeat, seed)."""
+        cfg = ctx.recipe.generate
+        caps = ctx.store.read(WorkUnit(CAPTIONS, unit.index, unit.num_units), ["id", "caption"]).to_pylist()
+        jobs = [
+            (c["id"], c["caption"], r, derive_seed(ctx.recipe.seed, c["id"], r))
+            for c in caps
+            for r in range(cfg.images_per_caption)
+        ]
+        return [jobs[b.start : b.stop] for b in chunk(len(jobs), cfg.batch_size)]
 
-            self.vae = copy.deepcopy(self.vae).to(torch.float32)
-        scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.processor = VaeImageProcessor(vae_scale_factor=scale)
-        self.watermark = None
-        if family == "sdxl":
-            from diffusers.utils.import_utils import is_invisible_watermark_available
-
-            if is_invisible_watermark_available():  # the SDXL pipelines' default (add_watermarker=None)
-                from diffusers.pipelines.stable_diffusion_xl.watermark import StableDiffusionXLWatermarker
-
-                self.watermark = StableDiffusionXLWatermarker()
-
-    @classmethod
-    def from_generator(cls, gen: ImageGenerator) -> LatentDecoder:
-        """Reuse a loaded generator's VAE (no second load)."""
-        family = "sdxl" if "StableDiffusionXL" in type(gen.final_pipe).__name__ else gen.cfg.pipeline
-        return cls(gen.cfg, gen.device, vae=gen.final_pipe.vae, family=family)
-
-    @torch.inference_mode()
-    def __call__(self, latents: torch.Tensor) -> list[Image.Image]:
-        vae = self.vae
-        cfg = vae.config
-        latents = latents.to(self.device, vae.dtype)
-        mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
-        if mean is not None and std is not None:
-            c = latents.shape[1]
-            mean = torch.tensor(mean).view(1, c, 1, 1).to(latents.device, latents.dtype)
-            std = torch.tensor(std).view(1, c, 1, 1).to(latents.device, latents.dtype)
-            latents = latents * std / cfg.scaling_factor + mean
-        else:
-            latents = latents / cfg.scaling_factor
-            shift = getattr(cfg, "shift_factor", None)
-            if shift is not None:
-                latents = latents + shift
-        image = vae.decode(latents, return_dict=False)[0]
-        if self.watermark is not None:
-            image = self.watermark.apply_watermark(image)
-        return self.processor.postprocess(image, output_type="pil")
+    def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
+        cfg = ctx.recipe.generate
+        latent_mode = cfg.output == "latents"
+        rows = []
+        for part in self.batches(ctx, unit):
+            prompts, seeds = [j[1] for j in part], [j[3] for j in part]
+            outputs = self.generator.latents(prompts, seeds) if latent_mode else self.generator(prompts, seeds)
+            for (sid, _, rep, seed), out in zip(part, outputs, strict=True):
+                row = {"id": sid, "repeat": rep, "seed": seed, "generator": self.generator.name}
+                if latent_mode:
+                    row["latent"], row["latent_shape"] = latent_to_bytes(out), list(out.shape)
+                else:
+                    row["image"] = encode_image(out, cfg.image_format, cfg.image_quality)
+                rows.append(row)
+        return pa.Table.from_pylist(rows, schema=LATENT_SCHEMA if latent_mode else GENERATE_SCHEMA)

@@ -1,4 +1,4 @@
-"""Selection: score = w_clip * clip + w_ssim * ssim, best image per caption, then top-N.
+"""Stage 4, select: score = w_clip * clip + w_ssim * ssim, best image per caption, then top-N.
 
 SynthVLM keeps the top 100K of ~1M by CLIPScore + 0.5 * SSIM (the recipe holds the weights and
 size). The steps, in order:
@@ -7,7 +7,7 @@ size). The steps, in order:
 2. thresholds (`min_clip`, `min_ssim`) on that best image;
 3. size: `top_n`, or `ratio` of the captions scored (floor, at least 1), or everything;
 4. which ones: the global top by score, or, with `diversity`, per-cluster quotas over caption
-   embeddings filled by score (Synth^2; see `synthvlm_data.diversity`).
+   embeddings filled by score (Synth^2; clusters from `synthvlm_data.clustering`).
 
 Ties are broken deterministically: within a caption by the lower repeat index, across captions
 by the sample id, so the selection never depends on input order.
@@ -22,18 +22,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from synthvlm_data.clustering import DiversityConfig, cluster_captions, histogram, occupancy_metrics
+from synthvlm_data.columns import SELECTION_SCHEMA
 from synthvlm_data.config import SelectConfig
-
-SELECTION_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("repeat", pa.int32()),
-        ("clip_score", pa.float64()),
-        ("ssim", pa.float64()),
-        ("score", pa.float64()),
-        ("rank", pa.int64()),
-    ]
-)
+from synthvlm_data.models.devices import resolve_device
+from synthvlm_data.stages.base import RunContext, Stage
+from synthvlm_data.workdir import SCORE, SELECT
+from synthvlm_data.workunits import WorkUnit, plan_units
 
 
 def combined_score(clip: np.ndarray, ssim: np.ndarray, cfg: SelectConfig) -> np.ndarray:
@@ -57,9 +52,6 @@ def summarize(values: np.ndarray) -> dict:
     }
 
 
-_summary = summarize  # backwards-compatible private name
-
-
 def best_of_k(ids: np.ndarray, repeat: np.ndarray, score: np.ndarray) -> np.ndarray:
     """Index of each caption's best image (highest score, then lowest repeat), ordered by id."""
     order = np.lexsort((repeat, -score, ids.astype(str)))
@@ -76,6 +68,72 @@ def selection_size(cfg: SelectConfig, n_candidates: int, n_captions: int) -> int
     return n_candidates
 
 
+QUOTA_RULES = ("uniform", "proportional")
+
+
+def quota_order(
+    labels: np.ndarray,
+    score: np.ndarray,
+    ids: np.ndarray,
+    rule: str = "uniform",
+    weights: Mapping[int, float] | None = None,
+) -> np.ndarray:
+    """Order candidates so that the first n of them fill per-cluster quotas, for every n.
+
+    Each candidate gets its rank r within its cluster (by score descending, ties by id). Then:
+    - `uniform`: priority r: round-robin over clusters, one pick per cluster per round; a cluster
+      that runs out drops out, so the counts are max-min fair (differ by at most one among the
+      clusters that still have candidates);
+    - `proportional`: priority (r + 1/2) / w_c (Sainte-Lague / Webster divisors): counts
+      proportional to the cluster weights `w_c` (the pool's cluster sizes by default).
+    Equal priorities (the last, partial round) go to the higher score, then the lower id:
+    deterministic and independent of input order.
+
+    Returns indices into the inputs.
+    """
+    if rule not in QUOTA_RULES:
+        raise ValueError(f"unknown quota rule '{rule}' (known: {', '.join(QUOTA_RULES)})")
+    labels = np.asarray(labels, dtype=np.int64)
+    score = np.asarray(score, dtype=np.float64)
+    ids_s = np.asarray(ids, dtype=object).astype(str)
+    if not (labels.shape == score.shape == ids_s.shape):
+        raise ValueError("labels, score and ids must have the same length")
+    if labels.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    # Rank within cluster: sort by (label, -score, id).
+    by_cluster = np.lexsort((ids_s, -score, labels))
+    sorted_labels = labels[by_cluster]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_labels)) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, labels.size]))
+    rank = np.empty(labels.size, dtype=np.int64)
+    rank[by_cluster] = np.arange(labels.size) - run_start
+    if rule == "uniform":
+        priority = rank.astype(np.float64)
+    else:
+        if weights is None:
+            uniq, counts = np.unique(labels, return_counts=True)
+            weights = dict(zip(uniq.tolist(), counts.tolist(), strict=True))
+        w = np.array([float(weights.get(int(c), 0.0)) for c in labels])
+        if np.any(w <= 0):
+            raise ValueError("proportional quotas need a positive weight for every candidate's cluster")
+        priority = (rank + 0.5) / w
+    return np.lexsort((ids_s, -score, priority))
+
+
+def diversity_stats(k: int, pool: np.ndarray, candidates: np.ndarray, selected: np.ndarray, cfg: DiversityConfig) -> dict:
+    """The before/after cluster histograms of a selection, with their summary metrics."""
+    sets = {"pool": pool, "candidates": candidates, "selected": selected}
+    return {
+        "k": int(k),
+        "k_requested": cfg.clusters,
+        "seed": cfg.seed,
+        "quota": cfg.quota,
+        "embedder": cfg.embedder.id,
+        "histogram": {name: histogram(v, k) for name, v in sets.items()},
+        "metrics": {name: occupancy_metrics(histogram(v, k)) for name, v in sets.items()},
+    }
+
+
 def select_best(
     scores: pa.Table, cfg: SelectConfig, clusters: Mapping[str, int] | None = None, k: int | None = None
 ) -> tuple[pa.Table, dict]:
@@ -85,7 +143,7 @@ def select_best(
     `cfg.diversity` is set and ignored otherwise.
     """
     if cfg.diversity is not None and clusters is None:
-        raise ValueError("select.diversity is set: pass the caption clusters (synthvlm_data.diversity.cluster_captions)")
+        raise ValueError("select.diversity is set: pass the caption clusters (synthvlm_data.clustering.cluster_captions)")
     ids = np.asarray(scores["id"].to_pylist(), dtype=object)
     repeat = pc.cast(scores["repeat"], pa.int64()).to_numpy()
     clip = scores["clip_score"].to_numpy()
@@ -110,8 +168,6 @@ def select_best(
     if cfg.diversity is None:
         chosen = by_score[:n]
     else:
-        from synthvlm_data.diversity import diversity_stats, quota_order
-
         missing = [i for i in ids[best].tolist() if i not in clusters]
         if missing:
             raise ValueError(f"no cluster for caption ids {missing[:3]} ({len(missing)} in all)")
@@ -154,3 +210,31 @@ def select_best(
         diversity["global_top_n_mean_score"] = float(score[by_score[:n]].mean()) if n else None
         stats["diversity"] = diversity
     return table, stats
+
+
+class SelectStage(Stage):
+    """All score shards -> one selection table (a global reduce over small columns)."""
+
+    name = SELECT
+
+    def device(self, ctx: RunContext) -> str:
+        """The caption embedder's device when the selection clusters captions; else plain CPU work."""
+        return resolve_device(None) if ctx.recipe.select.diversity is not None else "cpu"
+
+    def prepare(self, ctx: RunContext) -> None:
+        """Selection is cheap: it is redone whenever the selection rule changed since it was written."""
+        ctx.work.keep_selection_for(ctx.recipe.select.model_dump(mode="json"))
+
+    def plan(self, ctx: RunContext) -> list[WorkUnit]:
+        return plan_units(SELECT, 1)
+
+    def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
+        n = len(ctx.caption_units())
+        scores = pa.concat_tables(ctx.store.read(WorkUnit(SCORE, i, n)) for i in range(n))
+        clusters, k = None, None
+        if ctx.recipe.select.diversity is not None:  # Synth^2 balance: k-means over caption embeddings
+            caps = pa.concat_tables(ctx.store.read(u, ["id", "caption"]) for u in ctx.caption_units())
+            clusters, k = cluster_captions(caps["id"].to_pylist(), caps["caption"].to_pylist(), ctx.recipe.select.diversity)
+        table, stats = select_best(scores, ctx.recipe.select, clusters=clusters, k=k)
+        ctx.work.write_selection_stats(stats)
+        return table

@@ -1,0 +1,117 @@
+"""Diffusers text-to-image pipelines (SDXL base + refiner, SD3, any pipeline via
+`AutoPipelineForText2Image`) and their VAE alone, for a recipe's `generate` section.
+
+`tiny:sdxl-base` / `tiny:sdxl-refiner` / `tiny:sd3` are built offline (`models.tiny`); anything else
+is a Hub id or a local pipeline folder, loaded with safetensors only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from synthvlm_data.errors import ModelUnavailableError
+from synthvlm_data.models.devices import compute_dtype
+from synthvlm_data.models.refs import ModelRef, from_pretrained, offline_hint
+from synthvlm_data.models.tiny import TINY_SD3, TINY_SDXL_BASE, TINY_SDXL_REFINER, build_tiny_sd3, build_tiny_sdxl
+
+
+def _tiny_generator(gen_cfg):
+    """(pipeline, refiner) for a `tiny:` generator, checked against the recipe's pipeline family."""
+    model_id = gen_cfg.model.id
+    families = {TINY_SDXL_BASE: "sdxl", TINY_SD3: "sd3"}
+    if model_id not in families:
+        raise ModelUnavailableError(
+            f"generate.model: '{model_id}' is not a tiny generator (known: {TINY_SDXL_BASE}, {TINY_SD3})"
+        )
+    if gen_cfg.pipeline not in (families[model_id], "auto"):
+        raise ModelUnavailableError(
+            f"generate.model: '{model_id}' is a tiny {families[model_id]} model but generate.pipeline is '{gen_cfg.pipeline}'"
+        )
+    if model_id == TINY_SD3:
+        return build_tiny_sd3(seed=0), None
+    base, refiner = build_tiny_sdxl(seed=0)
+    if gen_cfg.refiner is None:
+        return base, None
+    if gen_cfg.refiner.id != TINY_SDXL_REFINER:
+        raise ModelUnavailableError(f"generate.refiner: tiny base needs '{TINY_SDXL_REFINER}', got '{gen_cfg.refiner.id}'")
+    return base, refiner
+
+def _load(cls, ref: ModelRef, role: str, **kwargs):
+    """Load a pipeline (or one of its parts) with its class's from_pretrained, safetensors only."""
+    return from_pretrained(cls.from_pretrained, ref, role, noun="", hint=offline_hint(role), use_safetensors=True,
+                           **kwargs)
+
+
+def load_generator(gen_cfg, device: str):
+    """Return (pipeline, refiner_or_None) for a GenerateConfig."""
+    dtype = compute_dtype(gen_cfg.dtype, device)
+    if gen_cfg.model.is_tiny:
+        base, refiner = _tiny_generator(gen_cfg)
+    else:
+        from diffusers import AutoPipelineForText2Image, StableDiffusion3Pipeline, StableDiffusionXLPipeline
+
+        cls = {"sdxl": StableDiffusionXLPipeline, "sd3": StableDiffusion3Pipeline, "auto": AutoPipelineForText2Image}[gen_cfg.pipeline]
+        base = _load(cls, gen_cfg.model, "generate.model", dtype=dtype)
+        refiner = None
+        if gen_cfg.refiner is not None:
+            from diffusers import StableDiffusionXLImg2ImgPipeline
+
+            refiner = _load(
+                StableDiffusionXLImg2ImgPipeline,
+                gen_cfg.refiner,
+                "generate.refiner",
+                dtype=dtype,
+                text_encoder_2=base.text_encoder_2,
+                vae=base.vae,
+            )
+    for pipe in (base, refiner):
+        if pipe is not None:
+            pipe.to(device)  # dtype is set at load (from_pretrained dtype; tiny builds are fp32)
+            pipe.set_progress_bar_config(disable=True)
+            for component in pipe.components.values():
+                if isinstance(component, torch.nn.Module):
+                    component.eval()  # modules built from configs start in train mode (T5 dropout 0.1)
+    return base, refiner
+
+
+def load_vae(gen_cfg, device: str):
+    """The generator's VAE alone (for decoding stored latents without loading the denoiser).
+
+    Tiny generators are rebuilt (cheap; same seed, same weights); full-scale ones load only the
+    `vae` subfolder of the model, with the class its config names (`diffusers.AutoModel`).
+    """
+    if gen_cfg.model.is_tiny:
+        pipe, _ = _tiny_generator(gen_cfg.model_copy(update={"refiner": None}))
+        vae = pipe.vae
+    else:
+        from diffusers import AutoModel
+
+        vae = _load(
+            AutoModel, gen_cfg.model, "generate.model (vae)", subfolder="vae",
+            dtype=compute_dtype(gen_cfg.dtype, device),
+        )
+    return vae.to(device).eval()
+
+
+def generator_family(gen_cfg) -> str:
+    """`sdxl`, `sd3` or `auto` (anything else): what decides how a pipeline decodes its latents.
+
+    `pipeline: auto` names no family, so the model's `model_index.json` says which pipeline class
+    it is (SDXL decodes fp16 VAEs upcast to fp32 and watermarks: a decode of stored latents must
+    do the same to reproduce pixel mode).
+    """
+    if gen_cfg.pipeline != "auto":
+        return gen_cfg.pipeline
+    if gen_cfg.model.is_tiny:
+        return "sd3" if gen_cfg.model.id == TINY_SD3 else "sdxl"
+    from diffusers import DiffusionPipeline
+
+    try:
+        ref = gen_cfg.model
+        index = DiffusionPipeline.load_config(str(ref.path) if ref.is_local else ref.id, revision=ref.revision)
+    except Exception as err:
+        raise ModelUnavailableError(
+            f"cannot read generate.model '{gen_cfg.model.id}' (model_index.json): {type(err).__name__}; {offline_hint('generate.model')}"
+        ) from None
+    name = str(index.get("_class_name", ""))
+    return "sdxl" if "StableDiffusionXL" in name else "sd3" if "StableDiffusion3" in name else "auto"
