@@ -140,10 +140,10 @@ def test_captions_vary_and_tokenize_without_unknowns(eval_scenes):
 def test_rule_corruptions_are_caught_by_the_matching_table1_filter(eval_scenes):
     """Each rule-detectable corruption kind trips its own filter at SynthVLM's Table 1 thresholds
     (the `tiny` recipe's values), and almost all clean captions pass them."""
-    from synthvlm_data.captions.config import SPAM_PATTERNS
-    from synthvlm_data.captions.filters import (
-        char_repetition_ratio, flagged_word_ratio, load_word_list, word_repetition_ratio,
-    )
+    from synthvlm_data.captions.filters.char_repetition import char_repetition_ratio
+    from synthvlm_data.captions.filters.flagged_words import flagged_word_ratio, load_word_list
+    from synthvlm_data.captions.filters.regex import SPAM_PATTERNS
+    from synthvlm_data.captions.filters.word_repetition import word_repetition_ratio
     import re
 
     flagged = load_word_list("package://flagged_words_en.txt")

@@ -64,14 +64,15 @@ def checksums(root: Path) -> dict[str, str]:
     return out
 
 
-def build(out_dir: Path, quick: bool = False) -> dict:
-    """Train every model into out_dir/<model>/ (staged, renamed when complete)."""
+def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS) -> dict:
+    """Train the models named in `only` into out_dir/<model>/ (staged, renamed when complete);
+    the others already in out_dir are kept and checksummed with them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     t0 = time.perf_counter()
-    procs = [ctx.Process(target=_train, args=(m, str(stage / m), quick, queue)) for m in MODELS]
+    procs = [ctx.Process(target=_train, args=(m, str(stage / m), quick, queue)) for m in only]
     for p in procs:
         p.start()
     results = {}
@@ -82,8 +83,8 @@ def build(out_dir: Path, quick: bool = False) -> dict:
         for p in procs:
             p.join()
             if p.exitcode != 0:
-                raise SystemExit(f"error: training {MODELS[procs.index(p)]} failed (exit {p.exitcode}); nothing was replaced")
-        for m in MODELS:
+                raise SystemExit(f"error: training {only[procs.index(p)]} failed (exit {p.exitcode}); nothing was replaced")
+        for m in only:
             target = out_dir / m
             if target.exists():
                 shutil.rmtree(target)
@@ -97,7 +98,8 @@ def build(out_dir: Path, quick: bool = False) -> dict:
 
     sums = checksums(out_dir)
     (out_dir / CHECKSUMS).write_text("".join(f"{h}  {p}\n" for p, h in sums.items()))
-    meta = {"models": results, "wall_seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__,
+    previous = json.loads((out_dir / "training.json").read_text()).get("models", {}) if (out_dir / "training.json").is_file() else {}
+    meta = {"models": {**{m: previous[m] for m in MODELS if m in previous and m not in results}, **results}, "wall_seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__,
             "python": platform.python_version(), "machine": platform.machine()}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     too_big = {p: (out_dir / p).stat().st_size for p in sums if (out_dir / p).stat().st_size >= MAX_FILE_BYTES}
@@ -120,20 +122,23 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, default=WEIGHTS_DIR, help=f"where the models go (default {WEIGHTS_DIR})")
     b.add_argument("--check", action="store_true", help="rebuild into a temporary folder and compare with --out's checksums")
     b.add_argument("--quick", action="store_true", help="a few steps only (tests the command, not the models)")
+    b.add_argument("--only", choices=MODELS, action="append", help="rebuild only this model (repeatable); the others are kept")
     args = ap.parse_args(argv)
+    only = tuple(args.only) if args.only else MODELS
     if args.check:
         expected = read_checksums(args.out)
         if not expected:
             print(f"error: {args.out / CHECKSUMS} is missing: nothing to check against", file=sys.stderr)
             return 2
         with tempfile.TemporaryDirectory() as tmp:
-            meta = build(Path(tmp), quick=args.quick)
+            meta = build(Path(tmp), quick=args.quick, only=only)
             got = checksums(Path(tmp))
+        expected = {p: h for p, h in expected.items() if p.split("/")[0] in only}
         diff = sorted(p for p in set(expected) | set(got) if expected.get(p) != got.get(p))
         print(f"rebuilt in {meta['wall_seconds']:.0f} s; {len(got)} files, {len(diff)} differ")
         for p in diff:
             print(f"  differs: {p}  expected {expected.get(p, '-')[:12]}  got {got.get(p, '-')[:12]}")
         return 1 if diff else 0
-    meta = build(args.out, quick=args.quick)
-    print(f"built {', '.join(MODELS)} into {args.out} in {meta['wall_seconds']:.0f} s")
+    meta = build(args.out, quick=args.quick, only=only)
+    print(f"built {', '.join(only)} into {args.out} in {meta['wall_seconds']:.0f} s")
     return 0

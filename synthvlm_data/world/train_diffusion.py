@@ -38,8 +38,9 @@ LATENT = IMAGE_SIZE // 4  # 16
 class DiffusionTrainConfig:
     seed: int = 0
     n_train: int = 20000
-    vae_steps: int = 500
-    vae_batch: int = 16
+    vae_steps: int = 2000
+    vae_batch: int = 32
+    vae_crop: int = 32  # the VAE is fully convolutional: 32 px crops train it at a quarter of the cost
     vae_lr: float = 1e-3
     unet_steps: int = 2400
     unet_batch: int = 64
@@ -82,6 +83,13 @@ def _to_pixels(batch: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def _crops(batch: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    if size >= batch.shape[1]:
+        return batch
+    ys, xs = rng.integers(0, batch.shape[1] - size + 1, size=(2, len(batch)))
+    return np.stack([im[y : y + size, x : x + size] for im, y, x in zip(batch, ys, xs)])
+
+
 def train_vae(vae, images: np.ndarray, cfg: DiffusionTrainConfig, log=print) -> float:
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
@@ -92,7 +100,7 @@ def train_vae(vae, images: np.ndarray, cfg: DiffusionTrainConfig, log=print) -> 
     t0, losses = time.perf_counter(), []
     vae.train()
     for step in range(cfg.vae_steps):
-        x = _to_pixels(images[rng.choice(len(images), size=cfg.vae_batch, replace=False)])
+        x = _to_pixels(_crops(images[rng.choice(len(images), size=cfg.vae_batch, replace=False)], cfg.vae_crop, rng))
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
         rec = vae.decode(z).sample
