@@ -79,6 +79,11 @@ class SSIMConfig(StrictModel):
     def _odd_window(self) -> SSIMConfig:
         if self.win_size % 2 == 0:
             raise ValueError(f"win_size must be odd, got {self.win_size}")
+        if self.down >= self.size:
+            raise ValueError(
+                f"down ({self.down}) must be smaller than size ({self.size}): SSIM measures what survives "
+                f"the resize {self.size} -> down -> {self.size} (SynthVLM: 768 -> 336 -> 768); with down >= size "
+                "nothing is lost and every image scores ~1")
         return self
 
 
@@ -119,11 +124,12 @@ class ExportConfig(StrictModel):
 
 
 class Recipe(StrictModel):
-    """A full dataset recipe. `profile: tiny` marks recipes whose models have random weights."""
+    """A full dataset recipe. `profile: tiny` marks recipes whose models have random weights;
+    `profile: world` recipes use the miniature world's trained models and caption pool."""
 
     name: str = Field(min_length=1)
     description: str = ""
-    profile: Literal["full", "tiny"] = "full"
+    profile: Literal["full", "tiny", "world"] = "full"
     seed: int = Field(default=0, ge=0)
     rows_per_shard: int = Field(default=64, ge=1, description="Work-unit size of every stage.")
     captions: CaptionsConfig

@@ -88,6 +88,8 @@ RECIPE_MUTATIONS = {
     "missing_clip_model_path": (_set("score.clip.model.id", "./no/such/clip"), ["no/such/clip"]),
     "unknown_tiny_id": (_set("generate.model.id", "tiny:nope"), ["tiny:nope"]),
     "min_chars_over_max": (lambda d: _set("captions.max_chars", 5)(_set("captions.min_chars", 10)(d)), ["min_chars"]),
+    "ssim_down_equals_size": (_set("score.ssim.down", 64), ["down (64)", "size (64)"]),
+    "ssim_down_over_size": (_set("score.ssim.down", 96), ["down (96)", "size (64)"]),
 }
 
 
@@ -167,6 +169,19 @@ def test_bad_caption_files(tmp_path, case):
     assert_one_line_error(proc, *needles)
     assert not (tmp_path / "out").exists()
     assert not list((tmp_path / "work").glob("generate/*.parquet"))
+
+
+def test_an_empty_source_beside_a_good_one_is_an_error(tmp_path):
+    """An empty file among several sources used to build silently from the others."""
+    data = base_recipe()
+    good = dict(data["captions"]["sources"][0])
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    data["captions"]["sources"] = [good, {**good, "name": "second", "path": str(tmp_path / "empty.jsonl")}]
+    data["captions"]["limit"] = None
+    proc = build_cli(tmp_path, write_recipe(tmp_path, data))
+    assert_one_line_error(proc, "caption source 'second'", "empty.jsonl", "holds no captions")
+    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "work").glob("captions/*.parquet"))
 
 
 def test_skippable_bad_rows_are_counted(tmp_path):

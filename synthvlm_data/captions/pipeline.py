@@ -27,6 +27,7 @@ import numpy as np
 
 from synthvlm_data.captions import config as C
 from synthvlm_data.captions.config import CaptionsConfig
+from synthvlm_data.errors import InputDataError
 from synthvlm_data.captions.dedup import ExactDedup, NearDedup
 from synthvlm_data.captions.filters import BuildContext
 from synthvlm_data.captions.report import StepReport
@@ -70,8 +71,17 @@ def _build_steps(cfg: CaptionsConfig, models: ModelCache) -> list:
 
 
 def _all_sources(cfg: CaptionsConfig) -> Iterator[dict]:
+    """Every source's records in order; a source that holds no record at all is an error (an empty
+    file silently building a dataset of the other sources, or of synthesis alone, is a mistake)."""
     for src in cfg.sources:
-        yield from iter_source(src)
+        n = 0
+        for rec in iter_source(src):
+            n += 1
+            yield rec
+        if n == 0:
+            where = src.path or src.dataset or src.type
+            raise InputDataError(f"caption source '{src.name}' holds no captions ({where} is empty); "
+                                 "fix the file or remove the source from the recipe")
 
 
 def _apply_step(step, rows: list[dict], rep: StepReport) -> list[dict]:
