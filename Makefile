@@ -9,10 +9,12 @@ PYTEST_ARGS ?=
 # TORCH_SPEC="torch torchvision" to take your platform's build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help venv demo test test-all build-dataset publish bench clean
+.PHONY: help venv demo demo-tiny world-models test test-all build-dataset publish bench clean
 
 help:
-	@echo "make demo                      offline tiny recipe end to end -> synthvlm-tiny/"
+	@echo "make demo                      offline shapes recipe (miniature world, trained models) -> synthvlm-shapes/"
+	@echo "make demo-tiny                 offline tiny recipe (random-weight SDXL + refiner code path) -> synthvlm-tiny/"
+	@echo "make world-models              retrain the miniature world's models (about 60 min on 2 cores)"
 	@echo "make test                      the offline test suite (fast subset)"
 	@echo "make test-all                  including slow tests"
 	@echo "make build-dataset RECIPE=x    run any recipe (default synthvlm-100k; needs GPUs + Hub)"
@@ -32,8 +34,15 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 demo: venv
+	HF_HUB_OFFLINE=1 $(BIN)/synthvlm build --recipe shapes --out synthvlm-shapes
+	HF_HUB_OFFLINE=1 $(BIN)/synthvlm report synthvlm-shapes
+
+demo-tiny: venv
 	HF_HUB_OFFLINE=1 $(BIN)/synthvlm build --recipe tiny --out synthvlm-tiny
 	HF_HUB_OFFLINE=1 $(BIN)/synthvlm report synthvlm-tiny
+
+world-models: venv
+	$(BIN)/python -m synthvlm_data.world build-models
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)

@@ -52,7 +52,7 @@ def _with_limit(recipe: Recipe, n: int) -> Recipe:
 
 def full_caption_count(recipe: Recipe, work_dir: Path | None) -> int | None:
     """Curated captions of the full recipe, if known without running its curation: from a work
-    dir's captions manifest, else (tiny profile only, where curation takes seconds) by curating."""
+    dir's captions manifest, else (offline profiles only, where curation takes seconds) by curating."""
     from synthvlm_data.workdir import WorkDir
 
     given = [WorkDir(work_dir)] if work_dir is not None else []
@@ -60,9 +60,9 @@ def full_caption_count(recipe: Recipe, work_dir: Path | None) -> int | None:
         count = work.caption_count()
         if count is not None:
             return count
-    if recipe.captions.limit is not None and recipe.profile != "tiny":
+    if recipe.captions.limit is not None and recipe.profile == "full":
         return recipe.captions.limit
-    if recipe.profile == "tiny":
+    if recipe.profile != "full":
         from synthvlm_data.captions.pipeline import run_captions
 
         return len(run_captions(recipe.captions, seed=recipe.seed, profile=recipe.profile).rows)

@@ -250,6 +250,12 @@ class WorkDir:
         values = self.store.take(unit, "image", rows)
         return {r: decode_image(data, f"row {r} of {unit.name}") for r, data in values.items()}
 
+    def caption_table(self, columns: Sequence[str]) -> pa.Table:
+        """Some columns of every caption shard, in shard order (an empty table before the stage ran)."""
+        if self.manifest(CAPTIONS) is None:
+            return pa.table({c: pa.array([], pa.string()) for c in columns})
+        return pa.concat_tables([self.store.read(unit, list(columns)) for unit in self.units(CAPTIONS)])
+
     def captions_by_id(self) -> dict[str, str]:
         if self.manifest(CAPTIONS) is None:
             return {}

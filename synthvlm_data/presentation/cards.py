@@ -73,7 +73,7 @@ def dataset_card_data(
         task_categories=["image-to-text", "text-to-image"],
         size_categories=[size_category(num_rows)],
         annotations_creators=["machine-generated"],
-        tags=list(exp.tags) + ([] if recipe.profile == "full" else ["tiny-random-models"]),
+        tags=list(exp.tags) + {"full": [], "tiny": ["tiny-random-models"], "world": ["miniature-world"]}[recipe.profile],
         pretty_name=exp.pretty_name or exp.name,
     )
     MetadataConfigs({"default": {"data_files": [{"split": "train", "path": "data/train-*.parquet"}]}}).to_dataset_card_data(card_data)
@@ -186,6 +186,7 @@ def quality_section(report: dict, report_dir: Path, folder: Path) -> dict:
     return {
         "rows": table_rows(report),
         "notes": [str(n) for n in report.get("notes") or []],
+        "world": report.get("world"),
         "markdown": markdown.resolve().relative_to(Path(folder).resolve()).as_posix() if markdown.is_file() else None,
     }
 

@@ -84,5 +84,5 @@ def train_configs(recipe) -> list[str]:
         scale[path.stem] = tower.startswith("tiny:")
         if ((cfg.get("pretrain") or {}).get("data") or {}).get("dataset") == recipe.export.name:
             reads_it.append(path.stem)
-    chosen = reads_it or [name for name, tiny in scale.items() if tiny == (recipe.profile == "tiny")]
+    chosen = reads_it or [name for name, tiny in scale.items() if tiny == (recipe.profile != "full")]
     return sorted(chosen, key=lambda n: (int(m[1]) if (m := re.match(r"(\d+)", n)) else 0, n))

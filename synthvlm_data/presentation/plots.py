@@ -94,6 +94,28 @@ def plot_selection_clusters(div: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_selection_rules(selection: dict, path: Path, title: str = "") -> Path:
+    """Verifier alignment of the image each selection rule picks (mean, 95% bootstrap interval)."""
+    rows = selection["rows"]
+    fig = _figure(8, 0.45 * len(rows) + 1.4)
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    means = np.asarray([r["alignment"] for r in rows])
+    lo = means - np.asarray([r["alignment_ci"][0] for r in rows])
+    hi = np.asarray([r["alignment_ci"][1] for r in rows]) - means
+    ax.barh(y, means, xerr=np.vstack([lo, hi]), color="tab:blue", alpha=0.75, capsize=3)
+    for yi, m in zip(y, means, strict=True):
+        ax.text(m + 0.01, yi, f"{m:.3f}", va="center", fontsize=8)
+    ax.set_yticks(y, [r["rule"] for r in rows], fontsize=8)
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel(f"verifier alignment of the picked image (share of the caption's attributes seen; "
+                  f"k={selection['k']}, n={selection['n_captions']} captions)", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 # --------------------------------------------------------------------------- the caption report
 
 

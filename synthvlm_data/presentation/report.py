@@ -374,7 +374,12 @@ def write_quality_report(
         rejected = ScoreSet("rejected pool", np.zeros(0), np.zeros(0), np.zeros(0), note="n/a (no work dir)")
         notes.append("rejected pool: no work dir found; pass --work-dir with the build's work directory")
 
-    entries = builtin_reference() if reference == BUILTIN else hub_reference(reference, reference_split, reference_limit)
+    if reference == BUILTIN and recipe.profile == "world":
+        from synthvlm_data.world.measure import reference_entries as world_reference
+
+        entries = world_reference()
+    else:
+        entries = builtin_reference() if reference == BUILTIN else hub_reference(reference, reference_split, reference_limit)
     ref = score_reference(entries, recipe, scorer=scorer, device=device)
     sets = [selected, rejected, ref]
 
@@ -387,6 +392,14 @@ def write_quality_report(
         files["top_bottom_grid.png"] = plots.plot_top_bottom(top, bottom, out / "top_bottom_grid.png", title)
     else:
         notes.append("no top/bottom grid: the dataset stores latents, not images (decode them with `synthvlm decode`)")
+
+    world = None
+    if recipe.profile == "world":
+        if wd is None:
+            notes.append("world measurements (curation, selection by the verifier) need the build's work dir")
+        else:
+            world = world_measurements(recipe, WorkDir(wd), pool)
+            files["selection_rules.png"] = plots.plot_selection_rules(world["selection"], out / "selection_rules.png", title)
 
     stats_path = dataset_dir / "synthvlm_stats.json"
     diversity = None
@@ -407,12 +420,22 @@ def write_quality_report(
         "paper": [{"set": n, "clip_score_mean": c, "ssim_mean": s} for n, c, s in PAPER_ROWS],
         "reference_items": ref.items,
         "diversity": diversity,
+        "world": world,
         "notes": notes,
         "files": sorted([*files, "report.json", REPORT_MD]),
     }
     (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     return report
+
+
+def world_measurements(recipe: Recipe, work: WorkDir, pool: pa.Table) -> dict:
+    """Curation per corruption kind and verifier alignment per selection rule (`world.measure`)."""
+    from synthvlm_data.world.measure import curation, selection
+
+    captions = work.caption_table(["id", "caption", "source", "source_id"])
+    return {"curation": curation(recipe, captions),
+            "selection": selection(recipe, work, pool, image_stage(recipe), captions)}
 
 
 def report_into_dataset(dataset_dir: str | Path, work_dir: str | Path | None = None, out_dir: str | Path | None = None,
