@@ -32,7 +32,9 @@ class BuildResult:
 
 
 def preflight(recipe: Recipe) -> None:
-    """Check every model the recipe names can load here, before any stage runs."""
+    """Check every local caption file exists and every model the recipe names can load here,
+    before any stage runs (and `synthvlm validate` runs the same checks)."""
+    check_source_files(recipe)
     check_available(recipe.generate.model, "generate.model")
     if recipe.generate.refiner is not None:
         check_available(recipe.generate.refiner, "generate.refiner")
@@ -41,6 +43,17 @@ def preflight(recipe: Recipe) -> None:
 
     check_models(recipe.captions)
     check_accelerator(recipe)
+
+
+def check_source_files(recipe: Recipe) -> None:
+    """A local caption file that is missing is an error now, not after the models have loaded."""
+    from synthvlm_data.captions.sources import resolve_path
+    from synthvlm_data.errors import InputDataError
+
+    for src in recipe.captions.sources:
+        if src.type in ("file", "llava") and not src.dataset and not resolve_path(src.path or "").is_file():
+            raise InputDataError(f"caption source '{src.name}': file {resolve_path(src.path or '')} does not exist; "
+                                 "fix `path` in the recipe")
 
 
 def check_accelerator(recipe: Recipe) -> None:

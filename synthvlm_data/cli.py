@@ -89,10 +89,17 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from synthvlm_data.build import preflight
     from synthvlm_data.config import load_recipe
+    from synthvlm_data.workdir import WorkDir
 
     r = load_recipe(args.recipe)
-    print(f"recipe {args.recipe}: ok ({r.name}, fingerprint {r.fingerprint()})")
+    checked = "schema"
+    if not args.schema_only:
+        preflight(r)  # caption files, every model, the accelerator: what `build` checks first
+        checked = "schema, caption files, models"
+    print(f"recipe {args.recipe}: ok ({checked}; {r.name}, fingerprint {r.fingerprint()}); "
+          f"`synthvlm build` works in {WorkDir.default(r).root}/ and writes {r.export.name}/")
     return 0
 
 
@@ -192,8 +199,9 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--show", metavar="NAME", help="print a recipe's YAML")
     r.set_defaults(func=cmd_recipes)
 
-    v = sub.add_parser("validate", help="validate a recipe file without running it")
+    v = sub.add_parser("validate", help="check a recipe without running it: schema, caption files, models")
     v.add_argument("recipe")
+    v.add_argument("--schema-only", action="store_true", help="check the schema only (no file or model checks)")
     v.set_defaults(func=cmd_validate)
 
     q = sub.add_parser("report", help="data-quality table (CLIPScore/SSIM: selected, rejected, real reference) + PNGs")

@@ -159,7 +159,20 @@ def shipped_recipes() -> list[str]:
 def recipe_from_dict(data: object, where: str = "<dict>", overrides: dict | None = None) -> Recipe:
     if overrides and isinstance(data, dict):
         data = _deep_merge(data, overrides)
-    return validate(Recipe, data, where, "recipe", RecipeError, hint=". See `synthvlm recipes --show tiny`.")
+    return validate(Recipe, data, where, "recipe", RecipeError, hint=f". See `synthvlm recipes --show {_example_recipe(data)}`.")
+
+
+def _example_recipe(data: object) -> str:
+    """The shipped recipe to show next to an error: the one the file is named after, else the
+    shipped recipe of the same profile (a copy of synthvlm-100k is pointed at synthvlm-100k)."""
+    data = data if isinstance(data, dict) else {}
+    name, shipped = str(data.get("name", "")), shipped_recipes()
+    if name in shipped:
+        return name
+    export = data.get("export") if isinstance(data.get("export"), dict) else {}
+    if export.get("name") in shipped:
+        return export["name"]
+    return {"tiny": "tiny", "world": "shapes"}.get(str(data.get("profile", "full")), "synthvlm-100k")
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:

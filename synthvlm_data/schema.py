@@ -9,6 +9,9 @@ phrase per problem naming the key path (`generate.steps`) and the file.
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from pathlib import Path
 
 import yaml
@@ -29,13 +32,57 @@ class StrictModel(ConfigBase):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def validation_error_parts(err: ValidationError) -> list[str]:
-    """One short phrase per problem, each naming the key path (`generate.steps`)."""
+def _models_in(annotation) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, unions, lists, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _models_in(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, list, tuple, set, frozenset, dict):
+        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+def _tag(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("type")
+    args = typing.get_args(field.annotation) if field is not None else ()
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else None
+
+
+def _walk(cls: type[BaseModel] | None, loc: tuple) -> tuple[str, type[BaseModel] | None]:
+    """The key path as a user reads it (list entries 1-based, with their `type`:
+    `captions.filters #7 (perplexity).max_perplexity`) and the model that holds its last key."""
+    text, current, candidates = "", cls, [cls] if cls else []
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            text += f" #{part + 1}"
+            continue
+        tagged = {t: m for m in candidates if (t := _tag(m))}
+        if isinstance(part, str) and part in tagged and i > 0 and isinstance(loc[i - 1], int):
+            text += f" ({part})"
+            current, candidates = tagged[part], [tagged[part]]
+            continue
+        text += ("." if text else "") + str(part)
+        if i == len(loc) - 1:
+            break
+        field = current.model_fields.get(str(part)) if current is not None else None
+        candidates = _models_in(field.annotation) if field is not None else []
+        current = candidates[0] if len(candidates) == 1 else None
+    return text, current
+
+
+def validation_error_parts(err: ValidationError, cls: type[BaseModel] | None = None) -> list[str]:
+    """One short phrase per problem, each naming the key path (`generate.steps`); with the
+    validated class, an unknown key gets a "did you mean" from the keys allowed there."""
     parts = []
     for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        shown, holder = _walk(cls, tuple(e["loc"]))
+        loc = shown or "<root>"
         if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{loc}'")
+            key = str(e["loc"][-1]) if e["loc"] else ""
+            close = difflib.get_close_matches(key, list(holder.model_fields), n=1, cutoff=0.6) if holder else []
+            parts.append(f"unknown key '{loc}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         elif e["type"] == "missing":
             parts.append(f"missing key '{loc}'")
         else:
@@ -71,4 +118,4 @@ def validate(cls: type[BaseModel], data: object, where: str, kind: str, error: t
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise error(f"invalid {kind} {where}: " + "; ".join(validation_error_parts(err)) + hint) from None
+        raise error(f"invalid {kind} {where}: " + "; ".join(validation_error_parts(err, cls)) + hint) from None

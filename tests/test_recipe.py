@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -172,3 +173,41 @@ def test_cli_help_lists_every_subcommand():
         assert re.search(rf"^\s+{command}\s", proc.stdout, flags=re.M), command
     listed = subprocess.run([sys.executable, "-m", "synthvlm_data.cli", "recipes"], capture_output=True, text=True, timeout=60)
     assert [line.split()[0] for line in listed.stdout.splitlines()] == shipped_recipes()
+
+
+def _validate_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "synthvlm_data.cli", "validate", *args], capture_output=True,
+                          text=True, cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_validate_checks_files_and_models_and_names_the_work_dir(tmp_path):
+    """`validate` runs build's preflight: a missing caption file fails in one line (it used to
+    say ok, and build failed after loading models); an ok names the work dir build will use."""
+    from synthvlm_data.workdir import WorkDir
+
+    d = _tiny_dict()
+    d["captions"]["sources"][0]["path"] = str(tmp_path / "nope.jsonl")
+    proc = _validate_cli(str(_write(tmp_path, d)))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "nope.jsonl" in proc.stderr and "does not exist" in proc.stderr
+    assert _validate_cli("--schema-only", str(_write(tmp_path, d))).returncode == 0
+    ok = _validate_cli("tiny", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    work = WorkDir.default(load_recipe("tiny")).root
+    assert f"{work}/" in ok.stdout and "models" in ok.stdout
+    full = _validate_cli("synthvlm-100k", cwd=tmp_path)  # offline: its Hub models cannot load
+    assert full.returncode != 0 and "Traceback" not in full.stderr and "HF_HUB_OFFLINE" in full.stderr
+
+
+def test_unknown_keys_suggest_the_right_key_and_recipe():
+    """A typo gets a "did you mean", list entries are 1-based with their type, and the hint names
+    the shipped recipe the file comes from (not always tiny)."""
+    with pytest.raises(RecipeError) as err:
+        load_recipe("synthvlm-100k", overrides={"select": {"topn": 3}})
+    assert "unknown key 'select.topn' (did you mean 'top_n'?)" in str(err.value)
+    assert "recipes --show synthvlm-100k" in str(err.value)
+    filters = [{"type": "alnum_ratio"}, {"type": "perplexity", "max_perplexity": 9.0, "batch_sise": 2}]
+    with pytest.raises(RecipeError) as err:
+        load_recipe("tiny", overrides={"captions": {"filters": filters}})
+    assert "'captions.filters #2 (perplexity).batch_sise' (did you mean 'batch_size'?)" in str(err.value)
+    assert "recipes --show tiny" in str(err.value)
