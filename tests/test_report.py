@@ -228,3 +228,17 @@ def test_a_dataset_reference_is_streamed_and_limited(tmp_path, monkeypatch):
         rp.hub_reference(str(text_only))
     with pytest.raises(InputDataError, match="use --reference builtin offline"):
         rp.hub_reference(str(tmp_path / "missing"))
+
+
+def test_a_report_without_the_work_dir_never_replaces_a_richer_one(tiny_build, tmp_path, monkeypatch):
+    """A copied dataset folder (no runs/ beside it) keeps the card's report with its rejected pool:
+    re-running `report` without the work dir is refused in one line, and nothing changes."""
+    ds = tmp_path / "copy"
+    shutil.copytree(tiny_build.out_dir, ds)
+    rp.report_into_dataset(ds, tiny_build.work_dir)
+    before = {p.name: p.read_bytes() for p in [ds / "README.md", *sorted((ds / "plots").iterdir())]}
+    monkeypatch.chdir(tmp_path)  # no runs/ here
+    with pytest.raises(InputDataError, match=r"already has a report with the rejected pool.*--work-dir"):
+        rp.report_into_dataset(ds)
+    assert {p.name: p.read_bytes() for p in [ds / "README.md", *sorted((ds / "plots").iterdir())]} == before
+    rp.report_into_dataset(ds, tiny_build.work_dir)  # with the work dir it is redone

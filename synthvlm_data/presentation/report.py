@@ -371,6 +371,7 @@ def write_quality_report(
         rej_t = rejected_pool(pool, sel_t, recipe)
         rejected = ScoreSet("rejected pool", rej_t["clip_score"].to_numpy(), rej_t["ssim"].to_numpy(), rej_t["score"].to_numpy())
     else:
+        keep_richer_report(out)
         rejected = ScoreSet("rejected pool", np.zeros(0), np.zeros(0), np.zeros(0), note="n/a (no work dir)")
         notes.append("rejected pool: no work dir found; pass --work-dir with the build's work directory")
 
@@ -436,6 +437,25 @@ def world_measurements(recipe: Recipe, work: WorkDir, pool: pa.Table) -> dict:
     captions = work.caption_table(["id", "caption", "source", "source_id"])
     return {"curation": curation(recipe, captions),
             "selection": selection(recipe, work, pool, image_stage(recipe), captions)}
+
+
+def keep_richer_report(out: Path) -> None:
+    """A report made without the work dir lacks the rejected pool (and the world measurements):
+    it never replaces one that has them. Raises before anything is written."""
+    old = out / "report.json"
+    if not old.is_file():
+        return
+    try:
+        previous = json.loads(old.read_text(encoding="utf-8"))
+        rejected = next(r for r in previous["table"] if r["set"] == "rejected pool")
+        had = rejected["clip_score"].get("count", 0)
+    except (ValueError, KeyError, StopIteration, TypeError, AttributeError):
+        return  # not a report this package wrote: nothing richer to keep
+    if had:
+        where = previous.get("work_dir") or "the build's work dir"
+        raise InputDataError(
+            f"{old} already has a report with the rejected pool ({had} images, from {where}), and no work dir "
+            f"was found now: pass --work-dir {where}, or --out another folder; nothing was changed")
 
 
 def report_into_dataset(dataset_dir: str | Path, work_dir: str | Path | None = None, out_dir: str | Path | None = None,
