@@ -132,7 +132,7 @@ def test_md_cell_quotes_user_text():
     assert md_cell("x" * 50, 10) == "xxxxxxx..."
 
 
-@pytest.mark.parametrize("name", ["synthvlm-100k", "synth2", "tiny"])
+@pytest.mark.parametrize("name", ["synthvlm-100k", "synth2", "tiny", "shapes"])
 def test_card_describes_how_each_shipped_recipe_makes_its_data(tiny_build, tmp_path, name):
     """The intro and the selection line follow the recipe: curated vs LLM-written captions, pixels vs
     latents, global top-N vs per-cluster quotas (rendered with the tiny run's statistics)."""
@@ -149,7 +149,9 @@ def test_card_describes_how_each_shipped_recipe_makes_its_data(tiny_build, tmp_p
     synthetic_only = "Captions are written by an LLM, the same number for every concept" in text
     both = "curated from existing corpora and written by an LLM over a concept list" in text
     assert (curated, synthetic_only, both) == {
-        "synthvlm-100k": (True, False, False), "synth2": (False, True, False), "tiny": (False, False, True)}[name]
+        "synthvlm-100k": (True, False, False), "synth2": (False, True, False), "tiny": (False, False, True),
+        "shapes": (True, False, False)}[name]
+    assert ("A miniature-world build" in text) == (name == "shapes")
     assert ("a latent (the diffusion model's embedding space" in text) == (name == "synth2")
     quotas = "equal per-cluster quotas over caption embeddings are filled" in text
     assert quotas == (name == "synth2") and ("the top pairs by `score" in text) == (name != "synth2")
@@ -172,3 +174,22 @@ def test_card_templates_ship_with_the_package():
     assert tool["package-dir"]["synthvlm_data.card_templates"] == "cards"
     on_disk = {".".join(p.parent.relative_to(root).parts) for p in (root / "synthvlm_data").rglob("__init__.py")}
     assert on_disk | {"synthvlm_data.card_templates"} == set(tool["packages"])
+
+
+def test_caption_statistics_read_as_a_table_with_filter_notes(tiny_build, tmp_path):
+    """The caption report's figures are a labelled table (not a `counts.curated: 244; ...` dump),
+    and a filter that dropped captions explains itself (special_characters' lower bound)."""
+    from huggingface_hub import DatasetCardData
+
+    from synthvlm_data.presentation.cards import render_dataset_card
+
+    stats = json.loads(json.dumps(tiny_build.stats))
+    steps = stats["caption_report"]["steps"]
+    special = next(s for s in steps if s["name"] == "special_characters")
+    special["dropped"] = special["dropped"] or 1
+    text = render_dataset_card(tmp_path, DatasetCardData(), recipe=small_tiny_recipe(), stats=stats, num_rows=5,
+                               num_shards=1, columns=["id", "image", "caption"])
+    assert "| caption figure | value |" in text
+    assert f"| captions kept from the sources | {stats['caption_report']['counts']['curated']} |" in text
+    assert "counts.curated" not in text and "summary." not in text
+    assert "counting whitespace and punctuation" in text and "0.164" in text

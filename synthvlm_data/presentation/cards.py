@@ -142,8 +142,17 @@ def caption_steps(stats: dict, max_examples: int = 3) -> list[dict]:
             "params": _short_params(step.get("params") or {}),
             "reasons": dict(sorted((step.get("reasons") or {}).items())),
             "examples": [] if withheld else examples, "withheld": withheld and bool(step.get("examples")),
+            "note": _filter_note(step) if dropped else "",
         })
     return rows
+
+
+def _filter_note(step: dict) -> str:
+    """What a reader should know about a filter that dropped captions (its class's `card_note`)."""
+    from synthvlm_data.captions.filters import FILTERS
+
+    cls = FILTERS.get(str((step.get("params") or {}).get("type") or step.get("name")))
+    return getattr(cls, "card_note", "") if cls is not None else ""
 
 
 def _short_params(params: dict, max_len: int = 40) -> dict:
@@ -156,18 +165,46 @@ def _short_params(params: dict, max_len: int = 40) -> dict:
     return out
 
 
+# What a Hub reader is told each caption-report figure means (anything else keeps its key).
+FIGURE_LABELS = {
+    "counts.curated": "captions kept from the sources",
+    "counts.synthetic": "captions written by the LLM (Synth^2)",
+    "captions_out": "captions sent to image generation",
+    "duplicate_ids_dropped": "rows dropped as a repeated (source, id, caption)",
+    "summary.curated_concept_entropy": "concept balance of curated captions (normalised entropy, 1 = even)",
+    "summary.synthetic_concept_entropy": "concept balance of LLM captions (normalised entropy, 1 = even)",
+    "summary.curated_concept_coverage": "share of the concept list the curated captions name",
+    "summary.synthetic_concept_coverage": "share of the concept list the LLM captions name",
+    "summary.curated_concept_max_min_ratio": "most / least frequent concept among curated captions",
+    "summary.synthetic_concept_max_min_ratio": "most / least frequent concept among LLM captions",
+    "summary.curated_cluster_entropy": "cluster occupancy of curated captions (normalised entropy)",
+    "summary.synthetic_cluster_entropy": "cluster occupancy of LLM captions (normalised entropy)",
+    "summary.curated_cluster_coverage": "share of caption clusters the curated captions fill",
+    "summary.synthetic_cluster_coverage": "share of caption clusters the LLM captions fill",
+}
+# shown elsewhere in the card, or repeats of another figure
+_SKIPPED_FIGURES = {"profile", "seed", "counts.total", "summary.curated_captions", "summary.synthetic_captions",
+                    "summary.total_captions"}
+
+
 def caption_figures(stats: dict, limit: int = 24) -> list[tuple[str, object]]:
-    """Other scalar figures of the caption report (counts, duplicates, balance), flattened one level."""
+    """The caption report's other figures (sources, counts, balance) as (what it means, value)."""
     report = stats.get("caption_report") or {}
-    out: list[tuple[str, object]] = []
+    flat: list[tuple[str, object]] = []
     for key, value in sorted(report.items()):
         if key == "steps":
             continue
         if isinstance(value, (int, float, str, bool)):
-            out.append((key, value))
+            flat.append((key, value))
         elif isinstance(value, dict):
-            out.extend((f"{key}.{k}", v) for k, v in sorted(value.items()) if isinstance(v, (int, float, str, bool)))
-    return [(k, round(v, 4) if isinstance(v, float) else v) for k, v in out[:limit]]
+            flat.extend((f"{key}.{k}", v) for k, v in sorted(value.items()) if isinstance(v, (int, float, str, bool)))
+    out = []
+    for key, value in flat:
+        if key in _SKIPPED_FIGURES:
+            continue
+        label = f"captions read from source '{key[len('sources.'):]}'" if key.startswith("sources.") else FIGURE_LABELS.get(key, key)
+        out.append((label, round(value, 4) if isinstance(value, float) else value))
+    return out[:limit]
 
 
 def score_rows(stats: dict) -> list[tuple[str, dict]]:

@@ -14,7 +14,7 @@ import abc
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from PIL import Image
 from pydantic import Field
@@ -38,6 +38,8 @@ class Filter(StrictModel):
 
     name: str | None = Field(default=None, description="Label in the report (default: `type`).")
     enabled: bool = True
+    # What the dataset card tells a reader about this filter when it dropped captions.
+    card_note: ClassVar[str] = ""
 
     @property
     def label(self) -> str:
