@@ -163,6 +163,30 @@ def test_publish_model_folder(model_dir, online, api):
     assert result.paths == kwargs["allow_patterns"]
 
 
+def test_publishing_a_model_points_its_card_at_the_repo(model_dir, online, api):
+    """The card written at training time loads the model from the local output folder and may list
+    a local dataset folder; the published card loads it from the repo and lists Hub datasets only."""
+    card = ModelCard.load(model_dir / "README.md")
+    card.data.datasets = [REPO, "synthvlm-tiny"]
+    card.text += '\nmodel = AutoModelForImageTextToText.from_pretrained("outputs/tiny-pretrain")\n'
+    card.save(model_dir / "README.md")
+    publish_folder(model_dir, "someone/tiny-llava", repo_type="model", dry_run=True)
+    assert "outputs/tiny-pretrain" in (model_dir / "README.md").read_text()  # a dry run changes nothing
+    publish_folder(model_dir, "someone/tiny-llava", repo_type="model")
+    published = ModelCard.load(model_dir / "README.md")
+    assert published.data.datasets == [REPO]
+    assert 'from_pretrained("someone/tiny-llava")' in published.text and "outputs/tiny-pretrain" not in published.text
+
+
+def test_reproduce_command_records_a_cpu_launch():
+    from synthvlm_data.training.card import reproduce_command
+
+    cmd = "accelerate launch train/pretrain.py --config train/configs/tiny.yaml"
+    assert reproduce_command(cmd, "cpu", 1) == "accelerate launch --cpu train/pretrain.py --config train/configs/tiny.yaml"
+    assert reproduce_command(cmd, "cpu", 2).startswith("accelerate launch --config_file train/accelerate/cpu.yaml --num_processes 2 ")
+    assert reproduce_command(cmd, "cuda", 8) == cmd
+
+
 MODEL_FILES = ["README.md", "config.json", "loss_curve.png", "model.safetensors"]
 
 

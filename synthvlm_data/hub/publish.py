@@ -205,6 +205,10 @@ def publish_folder(
     if problems:
         raise HubError(problems[0])
 
+    if repo_type == "model":
+        from synthvlm_data.training.card import finalize_for_hub
+
+        finalize_for_hub(folder, repo_id)  # the card names its Hub repo, not the local folder
     api = HfApi()
     errors = _network_errors()
     action = "checking your token"

