@@ -55,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
     result = builder.build_result
     folder = result.out_dir if result else (args.out or builder.recipe.export.name)
     print(f"built {builder.recipe.name}: {ds.num_rows} rows")
-    if not args.no_report and (result is None or result.main_process):
+    kept = result is None and args.work_dir is None and (Path(folder) / "plots" / "report.json").is_file()
+    if kept:  # nothing was built now (an existing export was read): its card's report stays as it is
+        print(f"  quality report: kept ({Path(folder) / 'plots'}; `synthvlm report {folder} --work-dir DIR` redoes it)")
+    elif not args.no_report and (result is None or result.main_process):
         from synthvlm_data.cli import print_quality_table
         from synthvlm_data.presentation.report import report_into_dataset
 

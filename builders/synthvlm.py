@@ -64,6 +64,19 @@ def _shipped_configs() -> list[SynthVLMConfig]:
     return configs
 
 
+def _built_from(folder: Path, recipe: Recipe) -> bool:
+    """Whether `folder` is a complete `synthvlm build` export of `recipe` (same fingerprint)."""
+    from synthvlm_data.errors import SynthVLMError
+    from synthvlm_data.presentation.report import find_recipe
+
+    if not list((folder / "data").glob("train-*.parquet")):
+        return False
+    try:
+        return find_recipe(folder).fingerprint() == recipe.fingerprint()
+    except SynthVLMError:
+        return False
+
+
 class SynthVLM(datasets.GeneratorBasedBuilder):
     """Synthetic image-caption pairs (SynthVLM / Synth^2) built from a recipe.
 
@@ -117,10 +130,19 @@ class SynthVLM(datasets.GeneratorBasedBuilder):
         from synthvlm_data.build import build
 
         out_dir = self.out_dir or Path(self.recipe.export.name)
-        self.build_result = build(
-            self.recipe, out_dir, work_dir=self.work_dir, backend=self.backend, progress=self.progress
-        )
-        files = sorted((Path(self.build_result.out_dir) / "data").glob("train-*.parquet"))
+        if self.work_dir is None and _built_from(out_dir, self.recipe):
+            # A complete export of this very recipe (exports are renamed into place whole): read it as
+            # it is. Rebuilding would regenerate every image when the work dir is not at hand (a copied
+            # or cloned folder) and rewrite its card without its quality report.
+            print(f"synthvlm: {out_dir} already holds this recipe's dataset (fingerprint "
+                  f"{self.recipe.fingerprint()}): reading it; delete the folder or pass work_dir= to rebuild", flush=True)
+            data_dir = out_dir
+        else:
+            self.build_result = build(
+                self.recipe, out_dir, work_dir=self.work_dir, backend=self.backend, progress=self.progress
+            )
+            data_dir = Path(self.build_result.out_dir)
+        files = sorted((data_dir / "data").glob("train-*.parquet"))
         # The exported schema is the truth (e.g. whether a `concept` column exists).
         self.info.features = datasets.Features.from_arrow_schema(pq.read_schema(files[0]))
         return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"files": [str(f) for f in files]})]

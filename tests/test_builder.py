@@ -120,3 +120,27 @@ def test_builder_entry_writes_the_recipe_folder_with_its_quality_report(tiny_bui
     assert "### Quality report" in text and "](plots/score_hist.png)" in text
     assert "real reference" in capsys.readouterr().out
     assert load_dataset(folder.name, split="train", cache_dir=str(tmp_path / "c2")).num_rows == tiny_build.stats["selected"]
+
+
+def test_an_existing_export_of_the_recipe_is_read_not_rebuilt(tiny_build, tmp_path, monkeypatch, capsys):
+    """A copied dataset folder (no work dir beside it): the builder reads it instead of regenerating
+    every image, and its card keeps the quality report."""
+    import synthvlm_data.build
+    from synthvlm_data.presentation.report import report_into_dataset
+
+    folder = tmp_path / "synthvlm-copy"
+    shutil.copytree(tiny_build.out_dir, folder)
+    report_into_dataset(folder, tiny_build.work_dir)
+    card = (folder / "README.md").read_bytes()
+    monkeypatch.chdir(tmp_path)  # no runs/ here
+
+    def must_not_run(*a, **k):
+        raise AssertionError("the builder rebuilt an existing export")
+
+    monkeypatch.setattr(synthvlm_data.build, "build", must_not_run)
+    builder = SynthVLM(config_name="tiny", overrides=small_tiny_overrides(), out_dir=folder,
+                       cache_dir=str(tmp_path / "cache"), progress=False)
+    builder.download_and_prepare()
+    assert builder.as_dataset(split="train").num_rows == tiny_build.stats["selected"]
+    assert "already holds this recipe's dataset" in capsys.readouterr().out
+    assert (folder / "README.md").read_bytes() == card and "### Quality report" in card.decode()
