@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from synthvlm_data.models.text import LM
+from synthvlm_data.models.text import LM, cache_kwarg, output_cache
 from synthvlm_data.workunits import stable_hash
 
 MARK = "\x00CAPTION\x00"
@@ -66,7 +66,7 @@ class Judge:
         self.head_ids = tok(head, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
             out = lm.model(input_ids=torch.tensor([self.head_ids], device=lm.model.device), use_cache=True)
-        self.head_cache = out.past_key_values
+        self.head_cache = output_cache(out)
 
     MIN_CAPTION_TOKENS = 8
 
@@ -103,8 +103,8 @@ class Judge:
             dev = model.device
             x, mask, pos = x.to(dev), mask.to(dev), pos.to(dev)
             # only the last real position needs the (49k-wide) output layer
-            hidden = model.base_model(input_ids=x, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                                      use_cache=True).last_hidden_state
+            hidden = model.base_model(input_ids=x, attention_mask=mask, position_ids=pos, use_cache=True,
+                                      **{cache_kwarg(model.base_model): cache}).last_hidden_state
             last = torch.tensor([len(q) - 1 for q in seqs], device=dev)
             logits = model.get_output_embeddings()(hidden[torch.arange(len(seqs), device=dev), last])
             lp = torch.log_softmax(logits.float(), dim=-1).cpu()

@@ -19,7 +19,7 @@ import torch
 
 from synthvlm_data.captions.concepts import ConceptMatcher, load_concepts
 from synthvlm_data.captions.dedup import ExactDedup, NearDedup
-from synthvlm_data.models.text import LM, Embedder
+from synthvlm_data.models.text import LM, Embedder, cache_kwarg, output_cache
 from synthvlm_data.errors import InputDataError
 from synthvlm_data.workunits import stable_hash
 
@@ -126,8 +126,8 @@ class Generator:
         head, self.tail = chat_parts(tok, cfg)
         self.head_ids = tok(head, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
-            self.head_cache = lm.model(input_ids=torch.tensor([self.head_ids], device=lm.model.device),
-                                       use_cache=True).past_key_values
+            self.head_cache = output_cache(lm.model(input_ids=torch.tensor([self.head_ids], device=lm.model.device),
+                                                    use_cache=True))
         ends = lm.model.generation_config.eos_token_id
         self.stops = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
         self.stops |= set(ends if isinstance(ends, list) else [ends] if ends is not None else [])
@@ -153,7 +153,7 @@ class Generator:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)  # seeds the CUDA generator too; both restored on exit
             out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                 past_key_values=cache, do_sample=True, temperature=cfg.temperature,
+                                 **{cache_kwarg(model): cache}, do_sample=True, temperature=cfg.temperature,
                                  top_p=cfg.top_p, top_k=0, max_new_tokens=cfg.max_new_tokens, pad_token_id=pad)
         new = out[:, ids.shape[1] :].cpu()
         finished = [any(int(t) in self.stops for t in row) for row in new]

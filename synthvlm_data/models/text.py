@@ -211,3 +211,16 @@ class ModelCache:
         if key not in self._items:
             self._items[key] = build()
         return self._items[key]
+
+
+def cache_kwarg(model) -> str:
+    """The keyword a model's forward takes its KV cache by: `cache` in recent transformers 5
+    releases (`past_key_values` is then deprecated, with a warning per process), else `past_key_values`."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache of a model output, under either name (see `cache_kwarg`)."""
+    return out["cache"] if "cache" in out.keys() else out.past_key_values
