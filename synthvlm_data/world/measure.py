@@ -29,6 +29,7 @@ from synthvlm_data.world.text import caption
 from synthvlm_data.world.verify import verify
 
 REFERENCE_N = 64
+SSIM_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def world_sources(recipe) -> list:
@@ -102,5 +103,11 @@ def selection(recipe, work, pool: pa.Table, image_stage: str, captions: pa.Table
                 per_attr["real render"].setdefault(attr, []).extend(checks)
     table = selection_table(groups, recipe.select.w_clip, recipe.select.w_ssim, real=real or None, seed=recipe.seed)
     table["per_attribute"] = {who: {a: float(np.mean(v)) for a, v in sorted(attrs.items())} for who, attrs in per_attr.items()}
+    # how the SSIM weight moves the pick (SynthVLM uses 0.5): alignment of best-of-k by clip + w * ssim
+    table["w_ssim_sweep"] = []
+    for w in SSIM_WEIGHTS:
+        row = selection_table(groups, 1.0, w, seed=recipe.seed)
+        pick = next(r for r in row["rows"] if r["rule"] == "best clip + w*ssim")
+        table["w_ssim_sweep"].append({"w_ssim": w, "alignment": pick["alignment"], "alignment_ci": pick["alignment_ci"]})
     table["n_captions"] = len(groups)
     return table
