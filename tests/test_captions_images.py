@@ -52,7 +52,7 @@ def test_clip_similarity_scores_original_images_and_counts_the_rest(llava_dir):
     from synthvlm_data.models.clip import load_clip_scorer
     from synthvlm_data.models.refs import ModelRef
 
-    step = {"type": "clip_similarity", "model": {"id": "tiny:clip"}, "min_similarity": -1.0}
+    step = {"type": "clip_similarity", "model": {"id": "tiny:clip"}, "min_similarity": -1.0, "on_missing_image": "keep"}
     res = run_captions(models=CACHE, cfg=_cfg(llava_dir, step), seed=0)
     rep = res.report["steps"][1]
     assert rep["name"] == "clip_similarity" and rep["no_image"] == 3  # missing, unreadable, none
@@ -74,6 +74,19 @@ def test_clip_similarity_scores_original_images_and_counts_the_rest(llava_dir):
     assert r["reasons"] == {"no_image": 3} and [x["source_id"] for x in drop_missing.rows] == ["1", "2"]
 
 
+def test_missing_original_images_stop_the_build_by_default(llava_dir):
+    """Images not unpacked: an error naming the folder and the count (it used to keep every caption
+    silently); keeping or dropping them is an explicit choice."""
+    from synthvlm_data.errors import InputDataError
+
+    step = {"type": "clip_similarity", "model": {"id": "tiny:clip"}, "min_similarity": -1.0}
+    with pytest.raises(InputDataError) as err:
+        run_captions(models=CACHE, cfg=_cfg(llava_dir, step), seed=0)
+    msg = str(err.value)
+    assert "3 of 5 captions have no readable original image" in msg
+    assert f"in {llava_dir / 'img'}" in msg and "missing.png" in msg and "on_missing_image: keep or drop" in msg
+
+
 def test_blip_itm_from_a_local_checkpoint(llava_dir, tmp_path):
     from transformers import BertTokenizerFast, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor, BlipProcessor
 
@@ -92,7 +105,7 @@ def test_blip_itm_from_a_local_checkpoint(llava_dir, tmp_path):
     model = BlipForImageTextRetrieval(cfg).eval()
     model.save_pretrained(tmp_path / "blip")
     proc.save_pretrained(tmp_path / "blip")
-    step = {"type": "blip_itm", "model": {"id": str(tmp_path / "blip")}, "min_score": 0.0}
+    step = {"type": "blip_itm", "model": {"id": str(tmp_path / "blip")}, "min_score": 0.0, "on_missing_image": "keep"}
     res = run_captions(models=CACHE, cfg=_cfg(llava_dir, step), seed=0)
     rep = res.report["steps"][1]
     assert rep["no_image"] == 3 and rep["kept"] == 5

@@ -84,8 +84,27 @@ def _all_sources(cfg: CaptionsConfig) -> Iterator[dict]:
                                  "fix the file or remove the source from the recipe")
 
 
+def _missing_images_error(step, rows: list[dict], values: list) -> InputDataError:
+    missing = [r for r, v in zip(rows, values) if v is None]
+    paths = [r["image"] for r in missing if isinstance(r.get("image"), str)]
+    no_column = sum(1 for r in missing if r.get("image") is None)
+    if paths:
+        folders = sorted({str(Path(p).parent) for p in paths})
+        where = f"in {folders[0]}" + (f" and {len(folders) - 1} other folder(s)" if len(folders) > 1 else "")
+        detail = f"{len(paths)} image file(s) missing or unreadable {where} (e.g. {paths[0]})"
+        if no_column:
+            detail += f", {no_column} row(s) without an image"
+    else:
+        detail = f"{no_column} row(s) without an image (does the source set `image_column`?)"
+    return InputDataError(
+        f"{step.cfg.role}: {len(missing)} of {len(rows)} captions have no readable original image: {detail}; "
+        "unpack the original images there, or set on_missing_image: keep or drop for this filter")
+
+
 def _apply_step(step, rows: list[dict], rep: StepReport) -> list[dict]:
     values = step.values(rows)
+    if getattr(step.cfg, "on_missing_image", None) == "error" and any(v is None for v in values):
+        raise _missing_images_error(step, rows, values)
     out = []
     for row, v in zip(rows, values):
         if v is None:  # image steps: no (readable) original image

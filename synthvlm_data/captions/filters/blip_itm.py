@@ -19,7 +19,8 @@ class BlipItmFilter(Filter):
     min_score: float = Field(default=0.8, ge=0.0, le=1.0, description="SynthVLM Table 1: [0.8, 1.0].")
     max_score: float = Field(default=1.0, ge=0.0, le=1.0)
     batch_size: int = Field(default=16, ge=1)
-    on_missing_image: Literal["keep", "drop"] = "keep"
+    on_missing_image: Literal["error", "keep", "drop"] = Field(
+        default="error", description="As for clip_similarity: stop (default), keep or drop captions without an original image.")
 
     def models(self, captions) -> list[tuple[str, ModelRef | None]]:
         return [(self.role, self.model)]

@@ -24,9 +24,9 @@ class ClipSimilarityFilter(Filter):
     min_similarity: float = Field(default=0.28, ge=-1.0, le=1.0, description="SynthVLM Table 1: >= 0.28.")
     max_similarity: float = Field(default=1.0, ge=-1.0, le=1.0)
     batch_size: int = Field(default=32, ge=1)
-    on_missing_image: Literal["keep", "drop"] = Field(
-        default="keep", description="Captions whose source has no image (counted as `no_image`)."
-    )
+    on_missing_image: Literal["error", "keep", "drop"] = Field(
+        default="error", description="Captions without a readable original image: `error` (default: the "
+        "build stops naming the folder and how many are missing), or `keep` / `drop` them (counted as `no_image`).")
 
     def models(self, captions) -> list[tuple[str, ModelRef | None]]:
         return [(self.role, self.model)]
