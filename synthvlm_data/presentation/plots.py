@@ -104,8 +104,8 @@ def plot_selection_rules(selection: dict, path: Path, title: str = "") -> Path:
     lo = means - np.asarray([r["alignment_ci"][0] for r in rows])
     hi = np.asarray([r["alignment_ci"][1] for r in rows]) - means
     ax.barh(y, means, xerr=np.vstack([lo, hi]), color="tab:blue", alpha=0.75, capsize=3)
-    for yi, m in zip(y, means, strict=True):
-        ax.text(m + 0.01, yi, f"{m:.3f}", va="center", fontsize=8)
+    for yi, m, h in zip(y, means, hi, strict=True):
+        ax.text(m + h + 0.01, yi, f"{m:.3f}", va="center", fontsize=8)
     ax.set_yticks(y, [r["rule"] for r in rows], fontsize=8)
     ax.set_xlim(0, 1.05)
     ax.set_xlabel(f"verifier alignment of the picked image (share of the caption's attributes seen; "
