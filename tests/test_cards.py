@@ -150,7 +150,8 @@ def test_card_describes_how_each_shipped_recipe_makes_its_data(tiny_build, tmp_p
     both = "curated from existing corpora and written by an LLM over a concept list" in text
     assert (curated, synthetic_only, both) == {
         "synthvlm-100k": (True, False, False), "synth2": (False, True, False), "tiny": (False, False, True),
-        "shapes": (True, False, False)}[name]
+        "shapes": (False, False, False)}[name]
+    assert ("Captions are the miniature world's caption pool" in text) == (name == "shapes")
     assert ("A miniature-world build" in text) == (name == "shapes")
     assert ("a latent (the diffusion model's embedding space" in text) == (name == "synth2")
     quotas = "equal per-cluster quotas over caption embeddings are filled" in text
