@@ -500,6 +500,8 @@ def test_model_card_and_training_log(stage1_run):
     # a local dataset folder is named in the text, not in the `datasets:` header (Hub ids only)
     assert meta["license"] == "apache-2.0" and meta.get("datasets") is None and "`synthvlm-fixture`" in card.text
     assert "| vision tower | `tiny:clip-vit (built from a tiny config with random weights" in card.text
+    results = summary["results"]  # the card labels its times as the README does (run vs trainer)
+    assert f"{results['wall_seconds']:.1f} s from model load to saved model ({results['train_seconds']:.1f} s in the trainer" in card.text
     assert "![training loss curve](loss_curve.png)" in card.text
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| learning rate | 0.003 |" in card.text and "AutoModelForImageTextToText" in card.text
