@@ -77,6 +77,8 @@ def test_world_source_settings_are_validated():
     with pytest.raises(RecipeError, match="world pool is empty"):
         load_recipe("shapes", overrides={"captions": {"sources": [
             {"name": "w", "type": "world", "world": {"n_clean": 0, "n_per_corruption": 0}}]}})
+    default = load_recipe("shapes", overrides={"captions": {"sources": [{"name": "w", "type": "world"}]}})
+    assert default.captions.sources[0].world_pool.n_clean == 160  # WorldPool's defaults
     with pytest.raises(RecipeError, match="`world` settings need type: world"):
         load_recipe("shapes", overrides={"captions": {"sources": [{"name": "w", "path": "x.jsonl", "world": {}}]}})
 

@@ -75,15 +75,19 @@ class CaptionSource(StrictModel):
         default=None, description="Folder image paths are relative to (default: the file's folder)."
     )
     limit: int | None = Field(default=None, ge=1, description="Read at most this many rows.")
-    world: WorldPool | None = Field(default=None, description="type: world only: the pool's size and seed.")
+    world: WorldPool | None = Field(default=None, description="type: world only: the pool's size and seed "
+                                    "(default: WorldPool's defaults).")
+
+    @property
+    def world_pool(self) -> WorldPool:
+        """The world pool's settings of a `type: world` source (its defaults when not set)."""
+        return self.world or WorldPool()
 
     @model_validator(mode="after")
     def _where(self) -> CaptionSource:
         if self.type == "world":
             if self.path or self.dataset:
                 raise ValueError(f"source '{self.name}': type world generates its captions; remove `path`/`dataset`")
-            if self.world is None:
-                self.world = WorldPool()
             return self
         if self.world is not None:
             raise ValueError(f"source '{self.name}': `world` settings need type: world")

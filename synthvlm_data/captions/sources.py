@@ -253,7 +253,7 @@ def _iter_world(src: CaptionSource) -> Iterator[dict]:
     """The miniature world's pool: each caption with its original render as PNG bytes."""
     from synthvlm_data.world.pool import pool_rows
 
-    w = src.world
+    w = src.world_pool
     for row in pool_rows(w.n_clean, w.n_per_corruption, seed=w.seed):
         yield {"source": src.name, "source_id": row["id"], "caption": row["caption"], "concept": None,
                "image": row["image"]}

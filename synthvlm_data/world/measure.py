@@ -40,7 +40,7 @@ def pool_index(recipe) -> dict[tuple[str, str], dict]:
     """(source name, source_id) -> the pool row (kind, caption, original image bytes)."""
     out = {}
     for src in world_sources(recipe):
-        w = src.world
+        w = src.world_pool
         for row in pool_rows(w.n_clean, w.n_per_corruption, seed=w.seed):
             out[(src.name, row["id"])] = row
     return out
