@@ -88,14 +88,19 @@ def _missing_images_error(step, rows: list[dict], values: list) -> InputDataErro
     missing = [r for r, v in zip(rows, values) if v is None]
     paths = [r["image"] for r in missing if isinstance(r.get("image"), str)]
     no_column = sum(1 for r in missing if r.get("image") is None)
+    embedded = len(missing) - len(paths) - no_column  # images stored in the source itself that do not decode
     if paths:
         folders = sorted({str(Path(p).parent) for p in paths})
         where = f"in {folders[0]}" + (f" and {len(folders) - 1} other folder(s)" if len(folders) > 1 else "")
         detail = f"{len(paths)} image file(s) missing or unreadable {where} (e.g. {paths[0]})"
         if no_column:
             detail += f", {no_column} row(s) without an image"
-    else:
+    elif no_column:
         detail = f"{no_column} row(s) without an image (does the source set `image_column`?)"
+    else:
+        detail = ""
+    if embedded:
+        detail += (", " if detail else "") + f"{embedded} image(s) stored in the source that do not decode"
     return InputDataError(
         f"{step.cfg.role}: {len(missing)} of {len(rows)} captions have no readable original image: {detail}; "
         "unpack the original images there, or set on_missing_image: keep or drop for this filter")
