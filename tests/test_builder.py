@@ -84,6 +84,13 @@ def test_make_targets_go_through_builder_and_publish():
     pub = subprocess.run(["make", "-n", "publish", "DIR=x", "REPO_ID=o/n", "PUBLISH_ARGS=--dry-run"],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert "synthvlm publish x --repo-id o/n --dry-run" in pub.stdout
+    demo = subprocess.run(["make", "-n", "demo"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "synthvlm build --recipe shapes --out synthvlm-shapes" in demo.stdout
+    assert "synthvlm report synthvlm-shapes" in demo.stdout
+    tiny = subprocess.run(["make", "-n", "demo-tiny"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "synthvlm build --recipe tiny --out synthvlm-tiny" in tiny.stdout
+    world = subprocess.run(["make", "-n", "world-models"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "-m synthvlm_data.world build-models" in world.stdout
 
 
 def test_builder_entry_stops_early_offline(tmp_path):

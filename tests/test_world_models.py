@@ -160,16 +160,24 @@ def test_build_models_rebuilds_the_committed_bytes():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_build_models_quick_is_deterministic_and_staged(tmp_path):
-    """The retrain command at a few steps: twice the same bytes, the models in their folders, a
-    checksum file `--check` can compare against."""
-    from synthvlm_data.world.build_models import build, checksums
+def _world_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "synthvlm_data.world", *args], capture_output=True, text=True,
+                          timeout=600)
 
-    a = build(tmp_path / "a", quick=True)
-    b = build(tmp_path / "b", quick=True)
-    assert checksums(tmp_path / "a") == checksums(tmp_path / "b") != {}
-    assert read_checksums(tmp_path / "a") == checksums(tmp_path / "a")
-    assert (tmp_path / "a" / "sdxl" / "model_index.json").is_file()
-    assert (tmp_path / "a" / "clip" / "open_clip_model.safetensors").is_file()
-    assert not list(tmp_path.glob("a/.staging-*"))
-    assert a["models"].keys() == b["models"].keys() == {"clip", "sdxl"}
+
+def test_build_models_command_rebuilds_the_same_bytes_and_check_catches_a_change(tmp_path):
+    """The retrain command as a user types it, at a few steps (`--quick`): it writes both models
+    and their checksums; `--check` rebuilds and finds the same bytes; a changed checksum is caught
+    (here with `--only clip`, which rebuilds and compares that model alone)."""
+    out = tmp_path / "w"
+    built = _world_cli("build-models", "--quick", "--out", str(out))
+    assert built.returncode == 0, built.stderr[-2000:]
+    sums = read_checksums(out)
+    assert (out / "sdxl" / "model_index.json").is_file() and (out / "clip" / "open_clip_model.safetensors").is_file()
+    assert {p.split("/")[0] for p in sums} == {"clip", "sdxl"} and not list(out.glob(".staging-*"))
+    check = _world_cli("build-models", "--quick", "--check", "--out", str(out))
+    assert check.returncode == 0 and f"{len(sums)} files, 0 differ" in check.stdout, check.stdout + check.stderr[-2000:]
+    tampered = "clip/open_clip_model.safetensors"
+    (out / CHECKSUMS).write_text("".join(f"{'0' * 64 if p == tampered else h}  {p}\n" for p, h in sums.items()))
+    bad = _world_cli("build-models", "--quick", "--check", "--only", "clip", "--out", str(out))
+    assert bad.returncode == 1 and f"differs: {tampered}" in bad.stdout, bad.stdout + bad.stderr[-2000:]
