@@ -432,11 +432,12 @@ def write_quality_report(
 
 def world_measurements(recipe: Recipe, work: WorkDir, pool: pa.Table) -> dict:
     """Curation per corruption kind and verifier alignment per selection rule (`world.measure`)."""
-    from synthvlm_data.world.measure import curation, selection
+    from synthvlm_data.world.measure import curation, pool_index, selection
 
     captions = work.caption_table(["id", "caption", "source", "source_id"])
-    return {"curation": curation(recipe, captions),
-            "selection": selection(recipe, work, pool, image_stage(recipe), captions)}
+    index = pool_index(recipe)  # the pool is rendered once for both tables
+    return {"curation": curation(recipe, captions, index),
+            "selection": selection(recipe, work, pool, image_stage(recipe), captions, index)}
 
 
 def keep_richer_report(out: Path) -> None:

@@ -53,15 +53,16 @@ def reference_entries(n: int = REFERENCE_N, seed: int = 0) -> list[dict]:
             for i, s in enumerate(split_scenes("eval", n))]
 
 
-def curation(recipe, kept: pa.Table) -> dict:
-    """The curation table; `kept` holds the caption stage's (source, source_id) rows."""
-    index = pool_index(recipe)
+def curation(recipe, kept: pa.Table, index: dict | None = None) -> dict:
+    """The curation table; `kept` holds the caption stage's (source, source_id) rows; `index`:
+    the recipe's `pool_index`, when the caller already has it."""
+    index = pool_index(recipe) if index is None else index
     kinds = {f"{src}\x1f{sid}": row["kind"] for (src, sid), row in index.items()}
     kept_ids = {f"{s}\x1f{i}" for s, i in zip(kept["source"].to_pylist(), kept["source_id"].to_pylist(), strict=True)}
     return {"rows": curation_table(kinds, kept_ids), "n_pool": len(kinds), "n_kept": len(kept_ids & set(kinds))}
 
 
-def selection(recipe, work, pool: pa.Table, image_stage: str, captions: pa.Table) -> dict:
+def selection(recipe, work, pool: pa.Table, image_stage: str, captions: pa.Table, index: dict | None = None) -> dict:
     """The selection table over every caption whose k images were all scored.
 
     `pool`: the work dir's scored pool (id, repeat, clip_score, ssim, _unit, _row);
@@ -79,7 +80,7 @@ def selection(recipe, work, pool: pa.Table, image_stage: str, captions: pa.Table
         for _, _, u, row in by_id[i].values():
             wanted.setdefault(u, []).append(row)
     images = {u: work.images(image_stage, u, rows) for u, rows in wanted.items()}
-    index = pool_index(recipe)
+    index = pool_index(recipe) if index is None else index
     groups, real = [], []
     per_attr: dict[str, dict[str, list[bool]]] = {"random pick": {}, "recipe rule": {}, "real render": {}}
     for i in complete:
