@@ -41,7 +41,8 @@ def tiniest_recipe(**extra):
     from importlib import resources
 
     data = yaml.safe_load((resources.files("synthvlm_data.recipes") / "tiny.yaml").read_text())
-    data["captions"] = {"sources": data["captions"]["sources"], "limit": 8}
+    # units of 4 source rows: the caption map has 2 units to share from the start (more if the limit needs)
+    data["captions"] = {"sources": data["captions"]["sources"], "limit": 8, "chunk_size": 4}
     return recipe_from_dict(_deep_merge(data, _deep_merge(TINIEST, extra)), "tiny (tests)")
 
 
