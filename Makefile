@@ -17,7 +17,7 @@ help:
 	@echo "make world-models              retrain the miniature world's models (about 60 min on 2 cores)"
 	@echo "make test                      the offline test suite (fast subset)"
 	@echo "make test-all                  including slow tests"
-	@echo "make build-dataset RECIPE=x    run any recipe (default synthvlm-100k; needs GPUs + Hub)"
+	@echo "make build-dataset RECIPE=x    run any recipe (default synthvlm-100k; needs GPUs + Hub); NPROC=8: on 8 GPUs"
 	@echo "make publish DIR=x REPO_ID=o/n upload a dataset folder to the Hub (PUBLISH_ARGS=--dry-run, --private, ...)"
 	@echo "make bench                     benchmarks (print tables)"
 
@@ -53,8 +53,18 @@ test-all: venv
 # Through the `datasets` builder (builders/): runs or resumes `synthvlm build` into the recipe's
 # export.name folder (or OUT=dir), which load_dataset("<folder>") reads, prepares the builder's
 # Arrow cache, then writes the quality report into the folder's card.
+# NPROC=N (ranks in total, one per GPU) runs it on N ranks through `accelerate launch` (same bytes as one process);
+# several machines: run it on each with ACCELERATE_ARGS="--multi_gpu --num_machines M --machine_rank R
+# --main_process_ip HEAD --main_process_port 29500 --mixed_precision no --dynamo_backend no".
+NPROC ?= 1
+ACCELERATE_ARGS ?= --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no
+BUILD_ARGS = --recipe $(RECIPE) $(if $(OUT),--out $(OUT))
 build-dataset: venv
-	$(BIN)/python -m builders --recipe $(RECIPE) $(if $(OUT),--out $(OUT))
+ifeq ($(NPROC),1)
+	$(BIN)/python -m builders $(BUILD_ARGS)
+else
+	$(BIN)/accelerate launch $(ACCELERATE_ARGS) --num_processes $(NPROC) -m builders $(BUILD_ARGS) --backend accelerate
+endif
 
 # make publish DIR=synthvlm-100k REPO_ID=owner/synthvlm-100k [PUBLISH_ARGS="--private --revision v1 --dry-run"]
 publish: venv

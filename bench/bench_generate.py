@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from synthvlm_data.backends import BackendOptions, get_backend  # noqa: E402
 from synthvlm_data.build import execute  # noqa: E402
 from synthvlm_data.config import _deep_merge, recipe_from_dict  # noqa: E402
-from synthvlm_data.stages import CaptionsStage, DecodeStage, GenerateStage, RunContext  # noqa: E402
+from synthvlm_data.stages import CaptionsStage, CurateStage, DecodeStage, GenerateStage, RunContext  # noqa: E402
 from synthvlm_data.workdir import WorkDir  # noqa: E402
 
 
@@ -51,7 +51,8 @@ def bench_recipe(captions: int, batch: int, steps: int, output: str = "pixels"):
 
 def context(recipe, root: Path) -> RunContext:
     ctx = RunContext(recipe=recipe, work=WorkDir(root))
-    execute(CaptionsStage(), ctx, get_backend("local"), progress=False)
+    for stage in (CurateStage(), CaptionsStage()):
+        execute(stage, ctx, get_backend("local"), progress=False)
     return ctx
 
 

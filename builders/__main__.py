@@ -22,7 +22,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="dataset folder (default: the recipe's export.name)")
     p.add_argument("--work-dir", type=Path, help="stage shards (default: runs/<name>-<fingerprint>); re-running resumes")
     p.add_argument("--cache-dir", type=Path, help="datasets cache for the Arrow files (default: HF_DATASETS_CACHE)")
-    p.add_argument("--backend", default="local", help="execution backend")
+    p.add_argument("--backend", default="local",
+                   help="execution backend: local, accelerate (every rank of `accelerate launch`; "
+                        "`make build-dataset NPROC=N`), ray")
     p.add_argument("--limit", type=int, help="use at most N captions (a quick trial of a recipe)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true",
@@ -50,15 +52,17 @@ def run(args: argparse.Namespace) -> int:
         args.recipe, overrides, cache_dir=str(args.cache_dir) if args.cache_dir else None,
         work_dir=args.work_dir, out_dir=args.out, backend=args.backend, progress=not args.quiet,
     )
-    builder.download_and_prepare()
+    builder.download_and_prepare()  # under `accelerate launch`: every rank builds, the main one prepares
     ds = builder.as_dataset(split="train")
+    if not builder.main_process:  # the main process reports (and writes the quality report)
+        return 0
     result = builder.build_result
     folder = result.out_dir if result else (args.out or builder.recipe.export.name)
     print(f"built {builder.recipe.name}: {ds.num_rows} rows")
     kept = result is None and args.work_dir is None and (Path(folder) / "plots" / "report.json").is_file()
     if kept:  # nothing was built now (an existing export was read): its card's report stays as it is
         print(f"  quality report: kept ({Path(folder) / 'plots'}; `synthvlm report {folder} --work-dir DIR` redoes it)")
-    elif not args.no_report and (result is None or result.main_process):
+    elif not args.no_report:
         from synthvlm_data.cli import print_quality_table
         from synthvlm_data.presentation.report import report_into_dataset
 

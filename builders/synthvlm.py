@@ -11,10 +11,17 @@ directly (and is never published as a `.py`):
 "Downloading" runs (or resumes) the recipe's `synthvlm build` into the same work dir and dataset
 folder as the CLI, and the examples are the exported rows, read back from that folder's parquet
 shards: the builder and `synthvlm build` give the same rows, in the same order, with the same
-bytes. The build runs in `_split_generators` rather than inside `_generate_examples` so its
+bytes. The build runs in `download_and_prepare` before `datasets` prepares anything, so its
 errors reach the caller as the one-line `SynthVLMError`s they are (`datasets` wraps errors raised
 while generating examples in a generic `DatasetGenerationError`), and so `num_proc` can split the
 work over the exported shards.
+
+Under `accelerate launch` (`backend="accelerate"`, what `make build-dataset NPROC=N` runs) every
+rank runs `download_and_prepare`: all ranks build together (the stages' units are split over
+them), then the main process alone prepares the Arrow cache while the others wait, and then they
+open the cache it wrote. `datasets` holds a file lock on the cache for the whole of its own
+`download_and_prepare`; building inside it made one rank hold the lock while waiting for the other
+at the build's first barrier, and the other wait for the lock: a deadlock.
 """
 
 from __future__ import annotations
@@ -104,6 +111,8 @@ class SynthVLM(datasets.GeneratorBasedBuilder):
         self.backend = backend
         self.progress = progress
         self.build_result = None
+        self.main_process = True  # False on the other ranks of a multi-process launch
+        self._data_dir: Path | None = None
         super().__init__(*args, **kwargs)
 
     def _create_builder_config(self, config_name=None, custom_features=None, config_id=None, **config_kwargs):
@@ -126,7 +135,28 @@ class SynthVLM(datasets.GeneratorBasedBuilder):
             citation=CITATION,
         )
 
-    def _split_generators(self, dl_manager):
+    def download_and_prepare(self, *args, **kwargs):
+        """Build (or resume) the recipe's dataset folder, then prepare the Arrow cache from it.
+
+        With a multi-process backend every rank calls this: the build is collective, the cache is
+        prepared by the main process only (see the module docstring), and the other ranks then open it.
+        """
+        from synthvlm_data.backends import BackendOptions, get_backend
+
+        runner = get_backend(self.backend, BackendOptions.from_env())
+        main = self.main_process = runner.is_main_process()
+        self._build(main)
+        if main:
+            super().download_and_prepare(*args, **kwargs)
+        runner.wait_for_everyone()
+        if not main:  # the cache is complete now: this only reads its info
+            super().download_and_prepare(*args, **kwargs)
+
+    def _build(self, main: bool) -> None:
+        """Run or resume the build into the export folder, unless it already holds this recipe's dataset.
+
+        Every rank takes the same decision (it reads the same folder before any of them builds).
+        """
         from synthvlm_data.build import build
 
         out_dir = self.out_dir or Path(self.recipe.export.name)
@@ -134,14 +164,21 @@ class SynthVLM(datasets.GeneratorBasedBuilder):
             # A complete export of this very recipe (exports are renamed into place whole): read it as
             # it is. Rebuilding would regenerate every image when the work dir is not at hand (a copied
             # or cloned folder) and rewrite its card without its quality report.
-            print(f"synthvlm: {out_dir} already holds this recipe's dataset (fingerprint "
-                  f"{self.recipe.fingerprint()}): reading it; delete the folder or pass work_dir= to rebuild", flush=True)
-            data_dir = out_dir
-        else:
-            self.build_result = build(
-                self.recipe, out_dir, work_dir=self.work_dir, backend=self.backend, progress=self.progress
-            )
-            data_dir = Path(self.build_result.out_dir)
+            if main:
+                print(f"synthvlm: {out_dir} already holds this recipe's dataset (fingerprint "
+                      f"{self.recipe.fingerprint()}): reading it; delete the folder or pass work_dir= to rebuild",
+                      flush=True)
+            self._data_dir = out_dir
+            return
+        self.build_result = build(
+            self.recipe, out_dir, work_dir=self.work_dir, backend=self.backend, progress=self.progress
+        )
+        self._data_dir = Path(self.build_result.out_dir)
+
+    def _split_generators(self, dl_manager):
+        data_dir = self._data_dir
+        if data_dir is None:
+            raise RuntimeError("SynthVLM builds in download_and_prepare(); call that, not _split_generators")
         files = sorted((data_dir / "data").glob("train-*.parquet"))
         # The exported schema is the truth (e.g. whether a `concept` column exists).
         self.info.features = datasets.Features.from_arrow_schema(pq.read_schema(files[0]))

@@ -83,7 +83,7 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
     from synthvlm_data.backends import BackendOptions, get_backend, pinned_threads
     from synthvlm_data.build import execute, preflight
     from synthvlm_data.models.devices import resolve_device
-    from synthvlm_data.stages import CaptionsStage, GenerateStage, RunContext
+    from synthvlm_data.stages import CaptionsStage, CurateStage, GenerateStage, RunContext
     from synthvlm_data.workdir import WorkDir
 
     preflight(recipe)  # a full recipe offline stops here, with the usual one-line message
@@ -94,7 +94,8 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
     with tempfile.TemporaryDirectory(prefix="synthvlm-pilot-") as tmp:
         ctx = RunContext(recipe=small, work=WorkDir(tmp))
         options = BackendOptions.from_env()
-        execute(CaptionsStage(), ctx, get_backend("local", options), progress=False)
+        for caption_stage in (CurateStage(), CaptionsStage()):
+            execute(caption_stage, ctx, get_backend("local", options), progress=False)
         stage = GenerateStage()
         units = stage.plan(ctx)[:1]  # the first n captions (curated + synthesised)
         with pinned_threads(stage, ctx, options.cpu_threads):

@@ -31,7 +31,7 @@ from synthvlm_data.errors import InputDataError, ShardError, SynthVLMError, Work
 from synthvlm_data.shards import ShardStore, atomic_write_bytes
 from synthvlm_data.workunits import WorkUnit, plan_units
 
-CAPTIONS, GENERATE, DECODE, SCORE, SELECT = "captions", "generate", "decode", "score", "select"
+CURATE, CAPTIONS, GENERATE, DECODE, SCORE, SELECT = "curate", "captions", "generate", "decode", "score", "select"
 RUNS = Path("runs")
 
 RUN_FILE = "run.json"

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -40,7 +41,8 @@ def tiniest_recipe(**extra):
     from importlib import resources
 
     data = yaml.safe_load((resources.files("synthvlm_data.recipes") / "tiny.yaml").read_text())
-    data["captions"] = {"sources": data["captions"]["sources"], "limit": 8}
+    # units of 4 source rows: the caption map has 2 units to share from the start (more if the limit needs)
+    data["captions"] = {"sources": data["captions"]["sources"], "limit": 8, "chunk_size": 4}
     return recipe_from_dict(_deep_merge(data, _deep_merge(TINIEST, extra)), "tiny (tests)")
 
 
@@ -78,13 +80,19 @@ def _env(**extra) -> dict:
     return env
 
 
-def accelerate_build_cmd(recipe: Path, out: Path, work: Path, processes: int = 2) -> list[str]:
-    """The documented launch: `accelerate launch -m synthvlm_data.cli build --backend accelerate`
-    (`--multi_gpu` starts N ranks via torchrun; without GPUs they are CPU processes on gloo)."""
+def accelerate_launch(processes: int = 2) -> list[str]:
+    """`accelerate launch` as the Makefile runs it (`--multi_gpu` starts N ranks via torchrun;
+    without GPUs they are CPU processes on gloo)."""
     launcher = str(Path(sys.executable).with_name("accelerate"))
     return [
         launcher, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+    ]
+
+
+def accelerate_build_cmd(recipe: Path, out: Path, work: Path, processes: int = 2) -> list[str]:
+    """The documented launch: `accelerate launch -m synthvlm_data.cli build --backend accelerate`."""
+    return accelerate_launch(processes) + [
         "-m", "synthvlm_data.cli", "build", "--recipe", str(recipe), "--backend", "accelerate", "--quiet",
         "--out", str(out), "--work-dir", str(work),
     ]
@@ -93,12 +101,31 @@ def accelerate_build_cmd(recipe: Path, out: Path, work: Path, processes: int = 2
 # --------------------------------------------------------------------------- accelerate
 
 
+@pytest.mark.slow  # the builder test below runs the same build() on 2 ranks, through the datasets builder
 def test_accelerate_two_processes_same_bytes(local_run, tmp_path):
     cmd = accelerate_build_cmd(_recipe_file(tmp_path), tmp_path / "out", tmp_path / "work")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("synthvlm build") == 1  # only the main process reports
     assert run_checksums(tmp_path / "work", tmp_path / "out") == local_run
+
+
+def test_builder_under_accelerate_two_processes_same_bytes(local_run, tmp_path):
+    """`make build-dataset NPROC=2`: the datasets builder on 2 ranks. Both build (the units are split
+    over them), only the main process prepares the Arrow cache (datasets locks it for the whole of
+    download_and_prepare: building under that lock deadlocked), and the bytes equal one process's."""
+    cache = tmp_path / "cache"
+    cmd = accelerate_launch(2) + [
+        "-m", "builders", "--recipe", str(_recipe_file(tmp_path)), "--backend", "accelerate", "--quiet",
+        "--no-report", "--cache-dir", str(cache), "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert run_checksums(tmp_path / "work", tmp_path / "out") == local_run
+    assert len(list(cache.rglob("dataset_info.json"))) == 1  # one Arrow cache, prepared once
+    rows = sum(pq.read_metadata(f).num_rows for f in (tmp_path / "out" / "data").glob("*.parquet"))
+    assert proc.stdout.count("built ") == 1, proc.stdout  # only the main process reports
+    assert f"built {tiniest_recipe().name}: {rows} rows" in proc.stdout
 
 
 class _FakeState:

@@ -81,6 +81,11 @@ def test_make_targets_go_through_builder_and_publish():
     assert "-m builders --recipe tiny --out x" in dry.stdout
     default = subprocess.run(["make", "-n", "build-dataset"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert "-m builders --recipe synthvlm-100k" in default.stdout and "--out" not in default.stdout
+    assert "accelerate launch" not in default.stdout
+    multi = subprocess.run(["make", "-n", "build-dataset", "RECIPE=tiny", "NPROC=8"], capture_output=True, text=True,
+                           cwd=ROOT, timeout=60)
+    assert "accelerate launch --multi_gpu" in multi.stdout and "--num_processes 8 -m builders --recipe tiny" in multi.stdout
+    assert "--backend accelerate" in multi.stdout
     pub = subprocess.run(["make", "-n", "publish", "DIR=x", "REPO_ID=o/n", "PUBLISH_ARGS=--dry-run"],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert "synthvlm publish x --repo-id o/n --dry-run" in pub.stdout

@@ -405,3 +405,34 @@ def test_tiny_recipe_stage_report_and_determinism(models, tmp_path):
     assert saved == json.loads(json.dumps(res.report))
     assert (tmp_path / "a" / CLUSTERS_PNG).read_bytes()[:4] == b"\x89PNG"
     assert res.timings["total"] > 0 and "timings" not in res.report
+
+
+def test_judge_answers_are_kept_on_disk_so_a_resumed_stage_does_not_ask_again(lm, tmp_path):
+    """The caption stage's judge (in the reduce) writes each answer as it comes: after a kill, the
+    answered captions are read back (the same floats) and only the others go to the model."""
+    from synthvlm_data.captions.pipeline import CachedJudge
+
+    judge = Judge(JudgeConfig(**_tiny_judge()), lm, seed=0)
+    human = shipped_human_captions()[:4]
+    path = tmp_path / "judge.jsonl"
+    first = CachedJudge(judge, path).p_yes(human[:3])
+    assert first == judge.p_yes(human[:3])
+    with path.open("a") as fh:
+        fh.write('{"key": "cut by a kil')  # a line a SIGKILL cut short is ignored
+
+    asked: list[list[str]] = []
+
+    class Counting:  # the real judge, counting what it is asked
+        lm, cfg = judge.lm, judge.cfg
+
+        def p_yes(self, captions):
+            asked.append(list(captions))
+            return judge.p_yes(captions)
+
+        def decide(self, caption, p):
+            return judge.decide(caption, p)
+
+    again = CachedJudge(Counting(), path).p_yes(human)
+    assert again[:3] == first and asked == [[human[3]]]
+    assert again[3] == judge.p_yes([human[3]])[0]
+    assert CachedJudge(Counting(), path).p_yes(human) == again and len(asked) == 1  # all four on disk now

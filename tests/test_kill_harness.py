@@ -48,7 +48,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 STAGE_DIRS = ("captions", "generate", "score", "select")
-TARGETS = ("generate", "captions", "score", "export", "select")  # the order kills cycle through
+TARGETS = ("captions", "generate", "score", "export", "select")  # the order kills cycle through
 
 
 def _stage_at(work) -> str:
@@ -69,8 +69,8 @@ def _reached(target: str, work, out) -> bool:
     if not (work / "run.json").is_file():
         return False
     done = {s: (work / s / "manifest.json").is_file() for s in STAGE_DIRS}
-    if target == "captions":
-        return not done["captions"]
+    if target == "captions":  # mid-map: some curate units complete (the reduce follows them)
+        return not done["captions"] and _complete_shards(work, "curate") >= 1
     if target in ("generate", "score"):
         return not done[target] and _complete_shards(work, target) >= 1
     if target == "select":
@@ -81,7 +81,12 @@ def _reached(target: str, work, out) -> bool:
 def kill_harness(tmp_path, kills: int, seed: int) -> tuple[list[str], int]:
     """SIGKILL `synthvlm build` `kills` times, each time inside the next stage of TARGETS (after a
     seeded random extra delay), resuming on the same work dir; then compare with an uninterrupted run."""
-    recipe = small_tiny_recipe().model_dump(mode="json")  # 24 captions: 3 shards per sharded stage
+    # 24 captions: 3 shards per sharded stage; the caption stage with the perplexity filter over units
+    # of 4 source rows (6 units mapped first), so a kill lands between curate units
+    from importlib import resources
+
+    filters = yaml.safe_load((resources.files("synthvlm_data.recipes") / "tiny.yaml").read_text())["captions"]["filters"]
+    recipe = small_tiny_recipe(captions={"filters": filters, "chunk_size": 4}).model_dump(mode="json")
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -97,6 +102,7 @@ def kill_harness(tmp_path, kills: int, seed: int) -> tuple[list[str], int]:
     assert n_units >= 3
     rng = random.Random(seed)
     hit, runs = [], 0
+    curated: dict[str, tuple[int, int]] = {}  # complete curate units at a kill inside captions
     while True:
         runs += 1
         log = tmp_path / f"run-{runs}.stderr"
@@ -112,18 +118,36 @@ def kill_harness(tmp_path, kills: int, seed: int) -> tuple[list[str], int]:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             hit.append(stage)
+            if stage == "captions":
+                curated.update(_unit_files(work))
             if stage in ("generate", "score"):  # killed mid-stage: some shards done, not all
                 assert 0 <= partial[stage] < n_units
             assert not out.exists() or stage == "export"
             continue
         assert proc.wait(timeout=600) == 0, f"resume after kills at {hit} failed: {log.read_text()[-3000:]}"
         _check_same(tmp_path)
+        # curate units finished before a kill were not redone: the same files (inode, mtime)
+        now = _unit_files(work)
+        assert all(now.get(name) == stat for name, stat in curated.items()), (curated, now)
+        assert _complete_shards(work, "curate") == _complete_shards(tmp_path / "work-ref", "curate")
         if len(hit) >= kills:
             assert not list(work.rglob(".tmp-*")) and not list(tmp_path.glob(".out-k.*"))  # leftovers swept
             return hit, runs
         # the resumed run completed before all kills landed: start a fresh chain of kills
         shutil.rmtree(out)
         shutil.rmtree(work)
+        curated.clear()
+
+
+def _unit_files(work) -> dict[str, tuple[int, int]]:
+    """The complete curate units' parquet files: name -> (inode, mtime_ns)."""
+    out = {}
+    for sha in (work / "curate").glob("*.parquet.sha256"):
+        shard = sha.with_name(sha.name.removesuffix(".sha256"))
+        if shard.is_file():
+            st = shard.stat()
+            out[shard.name] = (st.st_ino, st.st_mtime_ns)
+    return out
 
 
 def _check_same(tmp_path) -> None:
@@ -138,7 +162,7 @@ def _check_same(tmp_path) -> None:
 def test_kill_harness_fast(tmp_path):
     hit, runs = kill_harness(tmp_path, kills=4, seed=0)
     print(f"kills: {len(hit)} at {hit}; runs {runs}")
-    assert len(hit) == 4 and {"generate", "score"} <= set(hit), hit
+    assert len(hit) == 4 and {"captions", "generate", "score"} <= set(hit), hit
 
 
 @pytest.mark.slow

@@ -1,17 +1,19 @@
 """The caption stage: sources -> validation -> filters -> dedup -> judge -> limit, then synthesis.
 
-Contract used by the build (`synthvlm_data.stages`): `run_captions(cfg, seed=..., profile=...)`
-returns rows `{"source", "source_id", "caption", "concept"}` in a deterministic order (curated
-captions in source order, then synthetic captions by concept-list order), plus a JSON-serialisable
-report: per step `seen`, `kept`, `dropped` and a few dropped `examples`, then balance and diversity
-statistics. With `report_dir`, the report (`captions_report.json`), the cluster PNG and the
-timings (`captions_timings.json`, kept apart because they are not reproducible) are written there.
-
-Curated captions are streamed in chunks of `chunk_size` rows (with a `limit`: of about the number
-still missing): every step sees the chunk's survivors, so memory stays bounded by the chunk (plus
-the kept captions) and batch composition is fixed by the config. Reading stops as soon as `limit`
-captions have passed every step. Dedup, judge and limit decide caption by caption (`_Gate`): a
-caption enters the dedup indices only once it is kept.
+It is a map and a reduce. The map (`UnitReader` + `Curator`) takes fixed units of source rows
+(`unit_size`: `chunk_size` rows, or about `limit` with a limit) through validation, the filters
+and the dedup embeddings; a unit's result depends on no other unit, so the build maps units on
+every rank and resumes unit by unit (`stages/captions.py`). The reduce (`Reducer`) takes the units
+in order through exact and near dedup, the judge and the limit (`_Gate`: caption by caption, a
+caption enters the dedup indices only once it is kept), then synthesis and the balance/diversity
+report. Memory stays bounded by a unit plus the kept captions, and batch composition is fixed by
+the config. `run_captions(cfg, seed=..., profile=...)` runs both in one process (reading stops
+once `limit` captions passed every step) and returns rows `{"source", "source_id", "caption",
+"concept"}` in a deterministic order (curated captions in source order, then synthetic captions by
+concept-list order), plus a JSON-serialisable report: per step `seen`, `kept`, `dropped` and a few
+dropped `examples`, then balance and diversity statistics. With `report_dir`, the report
+(`captions_report.json`), the cluster PNG and the timings (`captions_timings.json`, kept apart
+because they are not reproducible) are written there.
 """
 
 from __future__ import annotations
@@ -129,146 +131,367 @@ def _apply_step(step, rows: list[dict], rep: StepReport) -> list[dict]:
 
 def run_captions(cfg: CaptionsConfig, *, seed: int, profile: str = "full", report_dir: Path | None = None,
                  models: ModelCache | None = None) -> CaptionsResult:
+    """The whole caption stage in this process: every unit mapped in order, reduced as it comes
+    (with a `limit`, reading stops once enough captions passed every step)."""
     with torch_threads(cfg.num_threads):
-        return _run(cfg, seed=seed, profile=profile, report_dir=report_dir, models=models)
+        models = models if models is not None else ModelCache()
+        timings: dict[str, float] = {}
+        t_all = time.perf_counter()
 
+        def timed(name: str, t0: float) -> None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
-def _run(cfg: CaptionsConfig, *, seed: int, profile: str, report_dir: Path | None,
-         models: ModelCache | None) -> CaptionsResult:
-    models = models if models is not None else ModelCache()
-    if report_dir is not None:
-        report_dir = Path(report_dir)
-        report_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    t_all = time.perf_counter()
-
-    def timed(name: str, t0: float) -> None:
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    steps = _build_steps(cfg, models)
-    near_threshold = cfg.dedup.threshold if (cfg.dedup and cfg.dedup.near) else None
-    emb_ref = cfg.dedup.embedder if cfg.dedup and cfg.dedup.embedder else cfg.embedder
-    embedder = None
-    if near_threshold is not None:
-        embedder = models.embedder(emb_ref, "captions embedder", cfg.device)
-    div_embedder = None
-    if cfg.diversity is not None:
-        div_ref = cfg.diversity.embedder or cfg.embedder
-        div_embedder = models.embedder(div_ref, "captions diversity embedder", cfg.device)
-    # dedup embeddings (row["_emb"]) are reused by the diversity report when the embedder is the same
-    reuse_emb = cfg.diversity is not None and (cfg.diversity.embedder or cfg.embedder) == emb_ref
-    judge = None
-    if cfg.judge is not None and cfg.sources:
-        from synthvlm_data.captions.judge import Judge
-
-        judge = Judge(cfg.judge, models.lm(cfg.judge.model or cfg.lm, "captions judge", cfg.device, cfg.dtype), seed)
-    timed("load_models", t0)
-
-    ex = cfg.report_examples
-    validate = StepReport("validate", {"min_chars": cfg.min_chars, "max_chars": cfg.max_chars}, ex)
-    reps = [StepReport(s.label, s.params, ex) for s in steps]
-    exact = ExactDedup()
-    exact_rep = StepReport("exact_dedup", {"normalise": "lower-case, collapse whitespace/punctuation"}, ex)
-    near = NearDedup(near_threshold) if near_threshold is not None else None
-    near_rep = StepReport("near_dedup", {"embedder": getattr(embedder, "name", None), "threshold": near_threshold}, ex)
-    judge_rep = None
-    if judge is not None:
-        j = cfg.judge
-        judge_rep = StepReport("judge", {"model": judge.lm.name, "system_prompt": j.system_prompt, "prompt": j.prompt,
-                                         "min_p_yes": j.min_p_yes, "temperature": j.temperature,
-                                         "enforce": j.enforce, "max_captions": j.max_captions}, ex)
-        judge_rep.extra.update({"judged": 0, "answered_yes": 0, "unjudged": 0})
-    limit_rep = StepReport("limit", {"limit": cfg.limit}, ex)
-    gate = _Gate(cfg, exact if cfg.dedup is not None and cfg.dedup.exact else None, near, embedder, judge,
-                 exact_rep, near_rep, judge_rep, limit_rep)
-
-    curated: list[dict] = []
-    source_counts: dict[str, int] = {}
-    seen_ids: set[str] = set()  # (source, original id): a repeated id is a data error, the first row wins
-    stream = _all_sources(cfg)
-    while True:
-        # with a limit, read only about what is still missing (the model steps are the cost)
-        size = cfg.chunk_size if cfg.limit is None else min(cfg.chunk_size, max(cfg.limit - len(curated), 16))
-        chunk = list(islice(stream, size))
-        if not chunk:
-            break
         t0 = time.perf_counter()
-        rows = []
+        curator = Curator(cfg, models)
+        reducer = Reducer(cfg, seed=seed, profile=profile, models=models, timed=timed)
+        timed("load_models", t0)
+        reader = UnitReader(cfg)
+        while (unit := reader.next_unit()) is not None:
+            if reducer.add(curator.curate(unit, timed)):
+                break
+        return reducer.finish(report_dir, timings, t_all)
+
+
+def unit_size(cfg: CaptionsConfig) -> int:
+    """Source rows per unit: `chunk_size`, or with a `limit` about the limit (at least 16), so that a
+    small trial (`--limit`) reads little more than it needs."""
+    return cfg.chunk_size if cfg.limit is None else min(cfg.chunk_size, max(cfg.limit, 16))
+
+
+class UnitReader:
+    """The caption sources as fixed units of `unit_size` rows (unit i = rows i*size..(i+1)*size-1 of
+    the sources read in order), validated on the way.
+
+    Units are what the caption stage maps over (every rank maps its share, `stages/captions.py`).
+    Validation sees every row up to the unit (a repeated (source, id) is dropped wherever it is), so
+    a reader jumps forward by reading, and restarts if asked for an earlier unit."""
+
+    def __init__(self, cfg: CaptionsConfig):
+        self.cfg, self.size = cfg, unit_size(cfg)
+        self._restart()
+
+    def _restart(self) -> None:
+        self._stream = _all_sources(self.cfg)
+        self._next = 0
+        self._seen_ids: set[str] = set()
+
+    def next_unit(self) -> dict | None:
+        """The next unit (None once the sources are exhausted)."""
+        chunk = list(islice(self._stream, self.size))
+        if not chunk:
+            return None
+        self._next += 1
+        return self._validate(chunk)
+
+    def unit(self, index: int) -> dict:
+        """Unit `index` (an error if the sources hold fewer units)."""
+        if index < self._next:
+            self._restart()
+        while self._next < index:  # rows before the unit: read for their ids only
+            chunk = list(islice(self._stream, self.size))
+            if not chunk:
+                break
+            self._next += 1
+            for row in chunk:
+                if _validate(row, self.cfg) is None:
+                    self._seen_ids.add(f"{row['source']}\x1f{row['source_id']}")
+        unit = self.next_unit() if self._next == index else None
+        if unit is None:
+            raise InputDataError(f"the caption sources hold fewer than {index + 1} units of {self.size} "
+                                 "rows: they changed since the caption stage was planned; use a new work dir")
+        return unit
+
+    def _validate(self, chunk: list[dict]) -> dict:
+        cfg = self.cfg
+        rep = StepReport("validate", {"min_chars": cfg.min_chars, "max_chars": cfg.max_chars}, cfg.report_examples)
+        rows, counts = [], {}
         for row in chunk:
-            source_counts[row["source"]] = source_counts.get(row["source"], 0) + 1
+            counts[row["source"]] = counts.get(row["source"], 0) + 1
             why = _validate(row, cfg)
             ident = f"{row['source']}\x1f{row['source_id']}"
-            if why is None and ident in seen_ids:
+            if why is None and ident in self._seen_ids:
                 why = "duplicate_id"
             if why:
-                validate.drop(row, reason=why)
+                rep.drop(row, reason=why)
             else:
-                seen_ids.add(ident)
-                validate.keep()
+                self._seen_ids.add(ident)
+                rep.keep()
                 rows.append(row)
-        timed("validate", t0)
-        for step, rep in zip(steps, reps):
+        return {"rows": rows, "validate": rep, "sources": counts}
+
+
+def count_units(cfg: CaptionsConfig) -> int:
+    """How many units the caption sources hold (they are read once; an empty source is an error)."""
+    n = sum(1 for _ in _all_sources(cfg))
+    return -(-n // unit_size(cfg))
+
+
+class Curator:
+    """The per-caption steps, unit by unit: the filters in order (rules, perplexity, CLIP/BLIP
+    against the original image), then the embeddings near dedup needs. Pure per unit: a unit's
+    result does not depend on any other unit, so units map over ranks and resume one by one."""
+
+    def __init__(self, cfg: CaptionsConfig, models: ModelCache):
+        self.cfg = cfg
+        self.steps = _build_steps(cfg, models)
+        self.embedder = None
+        if cfg.dedup is not None and cfg.dedup.near:
+            self.embedder = models.embedder(_dedup_embedder(cfg), "captions embedder", cfg.device)
+
+    def curate(self, unit: dict, timed=None) -> UnitResult:
+        """A validated unit (`UnitReader`) through every filter; survivors carry their embedding."""
+        timed = timed or (lambda name, t0: None)
+        rows = unit["rows"]
+        reps = [StepReport(s.label, s.params, self.cfg.report_examples) for s in self.steps]
+        for step, rep in zip(self.steps, reps):
             if not rows:
                 break
             t0 = time.perf_counter()
             rows = _apply_step(step, rows, rep)
             timed(f"filter:{step.label}", t0)
-        if rows and gate.run(rows, curated, timed):
-            break
+        if self.embedder is not None and rows:
+            t0 = time.perf_counter()
+            emb = self.embedder.encode([r["caption"] for r in rows], self.cfg.dedup.batch_size)
+            for row, e in zip(rows, emb):
+                row["_emb"] = e
+            timed("near_dedup", t0)
+        out = [{"source": r["source"], "source_id": r["source_id"], "caption": r["caption"],
+                **({"_emb": r["_emb"]} if "_emb" in r else {})} for r in rows]
+        return UnitResult(out, unit["validate"].as_dict(), [r.as_dict() for r in reps], unit["sources"])
 
-    step_dicts = [validate.as_dict()] + [r.as_dict() for r in reps]
-    if cfg.dedup is not None and cfg.dedup.exact:
-        step_dicts.append(exact_rep.as_dict())
-    if near is not None:
-        step_dicts.append(near_rep.as_dict())
-    if judge_rep is not None:
-        step_dicts.append(judge_rep.as_dict())
-    if cfg.limit is not None:
-        step_dicts.append(limit_rep.as_dict())
 
-    report: dict = {"profile": profile, "seed": seed, "sources": source_counts}
-    synthetic: list[dict] = []
-    if cfg.synthesis is not None:
-        from synthvlm_data.captions.synthesis import synthesize
+@dataclass
+class UnitResult:
+    """One unit's surviving captions (with their dedup embedding, if any) and its step counts."""
 
-        t0 = time.perf_counter()
-        s = cfg.synthesis
-        lm = models.lm(s.model or cfg.lm, "captions synthesis", cfg.device, cfg.dtype)
-        syn_near = s.near_dup_threshold or near_threshold
-        syn_emb = (embedder or models.embedder(emb_ref, "captions embedder", cfg.device)) if syn_near else None
-        synthetic, syn_rep = synthesize(
-            s, lm, seed=seed, embedder=syn_emb,
-            near_threshold=s.near_dup_threshold or near_threshold,
-            rule_steps=[st for st in steps if getattr(st, "kind", "") == "rule"] if s.apply_rule_filters else [],
-            exact=exact, min_chars=cfg.min_chars, max_chars=cfg.max_chars, max_examples=ex)
-        step_dicts.append(syn_rep)
-        timed("synthesis", t0)
-        if syn_rep["shortfall"] and s.on_shortfall == "error":
-            from synthvlm_data.errors import SynthVLMError
+    rows: list[dict]
+    validate: dict
+    filters: list[dict]
+    sources: dict[str, int]
 
-            raise SynthVLMError(
-                f"caption synthesis kept fewer than {s.n_per_concept} captions for "
-                f"{len(syn_rep['shortfall'])} concept(s) ({', '.join(list(syn_rep['shortfall'])[:5])}) after "
-                f"{s.max_rounds} rounds; raise synthesis.max_rounds/oversample or set on_shortfall: warn"
-            )
-    report["steps"] = step_dicts
-    report["counts"] = {"curated": len(curated), "synthetic": len(synthetic), "total": len(curated) + len(synthetic)}
+    META_KEY = b"synthvlm.caption_unit"
 
-    if cfg.diversity is not None:
-        t0 = time.perf_counter()
-        report.update(_diversity(cfg, curated, synthetic, div_embedder, reuse_emb, seed, report_dir))
-        timed("diversity", t0)
-    report["summary"] = _summary(report)
+    def to_table(self):
+        """The unit as a shard (its report in the schema metadata): bytes fixed by the unit."""
+        import pyarrow as pa
 
-    rows = [{"source": r["source"], "source_id": r["source_id"], "caption": r["caption"], "concept": r.get("concept")}
-            for r in curated + synthetic]
-    timings["total"] = time.perf_counter() - t_all
-    timings = {k: round(v, 3) for k, v in timings.items()}
-    if report_dir is not None:
-        (report_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (report_dir / TIMINGS_FILE).write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
-    return CaptionsResult(rows=rows, report=report, timings=timings)
+        cols = {"source": [r["source"] for r in self.rows], "source_id": [str(r["source_id"]) for r in self.rows],
+                "caption": [r["caption"] for r in self.rows]}
+        fields = [pa.field("source", pa.string()), pa.field("source_id", pa.string()), pa.field("caption", pa.string())]
+        if self.rows and "_emb" in self.rows[0]:
+            cols["emb"] = [np.asarray(r["_emb"], dtype=np.float32).tolist() for r in self.rows]
+            fields.append(pa.field("emb", pa.list_(pa.float32())))
+        meta = {"validate": self.validate, "filters": self.filters, "sources": self.sources}
+        schema = pa.schema(fields, metadata={self.META_KEY: json.dumps(meta, sort_keys=True, ensure_ascii=False)})
+        return pa.table(cols, schema=schema)
+
+    @classmethod
+    def from_table(cls, table) -> UnitResult:
+        meta = json.loads(table.schema.metadata[cls.META_KEY])
+        data = table.to_pydict()
+        embs = data.get("emb")
+        rows = [{"source": s, "source_id": i, "caption": c,
+                 **({"_emb": np.asarray(embs[k], dtype=np.float32)} if embs is not None else {})}
+                for k, (s, i, c) in enumerate(zip(data["source"], data["source_id"], data["caption"]))]
+        return cls(rows, meta["validate"], meta["filters"], meta["sources"])
+
+
+def _dedup_embedder(cfg: CaptionsConfig):
+    return cfg.dedup.embedder if cfg.dedup and cfg.dedup.embedder else cfg.embedder
+
+
+class Reducer:
+    """The global steps, unit after unit in order: exact and near dedup, the judge and the limit
+    (`_Gate`), then synthesis, the balance and diversity report. Runs on one process."""
+
+    def __init__(self, cfg: CaptionsConfig, *, seed: int, profile: str, models: ModelCache, timed=None,
+                 judge_cache: Path | None = None):
+        self.cfg, self.seed, self.profile, self.models = cfg, seed, profile, models
+        self.timed = timed or (lambda name, t0: None)
+        near_threshold = cfg.dedup.threshold if (cfg.dedup and cfg.dedup.near) else None
+        self.near_threshold = near_threshold
+        judge = None
+        if cfg.judge is not None and cfg.sources:
+            from synthvlm_data.captions.judge import Judge
+
+            judge = Judge(cfg.judge, models.lm(cfg.judge.model or cfg.lm, "captions judge", cfg.device, cfg.dtype),
+                          seed)
+            if judge_cache is not None:
+                judge = CachedJudge(judge, judge_cache)
+        self.judge = judge
+        ex = cfg.report_examples
+        self.validate_rep: StepReport | None = None
+        self.filter_reps: list[StepReport] | None = None
+        self.exact = ExactDedup()
+        self.exact_rep = StepReport("exact_dedup", {"normalise": "lower-case, collapse whitespace/punctuation"}, ex)
+        self.near = NearDedup(near_threshold) if near_threshold is not None else None
+        name = None
+        if near_threshold is not None:
+            name = getattr(models.embedder(_dedup_embedder(cfg), "captions embedder", cfg.device), "name", None)
+        self.near_rep = StepReport("near_dedup", {"embedder": name, "threshold": near_threshold}, ex)
+        self.judge_rep = None
+        if judge is not None:
+            j = cfg.judge
+            self.judge_rep = StepReport("judge", {"model": judge.lm.name, "system_prompt": j.system_prompt,
+                                                  "prompt": j.prompt, "min_p_yes": j.min_p_yes,
+                                                  "temperature": j.temperature, "enforce": j.enforce,
+                                                  "max_captions": j.max_captions}, ex)
+            self.judge_rep.extra.update({"judged": 0, "answered_yes": 0, "unjudged": 0})
+        self.limit_rep = StepReport("limit", {"limit": cfg.limit}, ex)
+        self.gate = _Gate(cfg, self.exact if cfg.dedup is not None and cfg.dedup.exact else None, self.near, judge,
+                          self.exact_rep, self.near_rep, self.judge_rep, self.limit_rep)
+        self.curated: list[dict] = []
+        self.source_counts: dict[str, int] = {}
+        self.done = False
+
+    def add(self, unit: UnitResult) -> bool:
+        """Take the next unit's survivors; True once the limit is reached (later units are not needed)."""
+        ex = self.cfg.report_examples
+        if self.validate_rep is None:
+            self.validate_rep = StepReport("validate", unit.validate.get("params", {}), ex)
+            self.filter_reps = [StepReport(d["name"], d.get("params", {}), ex) for d in unit.filters]
+        _merge(self.validate_rep, unit.validate)
+        for rep, d in zip(self.filter_reps, unit.filters):
+            _merge(rep, d)
+        for src, n in unit.sources.items():
+            self.source_counts[src] = self.source_counts.get(src, 0) + n
+        if unit.rows and self.gate.run(unit.rows, self.curated, self.timed):
+            self.done = True
+        return self.done
+
+    def finish(self, report_dir: Path | None, timings: dict | None = None, t_all: float | None = None) -> CaptionsResult:
+        cfg, seed, models, timed = self.cfg, self.seed, self.models, self.timed
+        timings = timings if timings is not None else {}
+        if report_dir is not None:
+            report_dir = Path(report_dir)
+            report_dir.mkdir(parents=True, exist_ok=True)
+        if self.validate_rep is None:  # no unit at all (synthesis only): the steps, each having seen nothing
+            ex = cfg.report_examples
+            self.validate_rep = StepReport("validate", {"min_chars": cfg.min_chars, "max_chars": cfg.max_chars}, ex)
+            self.filter_reps = [StepReport(st.label, st.params, ex) for st in _build_steps(cfg, models)]
+        step_dicts = [self.validate_rep.as_dict()] + [r.as_dict() for r in self.filter_reps]
+        if cfg.dedup is not None and cfg.dedup.exact:
+            step_dicts.append(self.exact_rep.as_dict())
+        if self.near is not None:
+            step_dicts.append(self.near_rep.as_dict())
+        if self.judge_rep is not None:
+            step_dicts.append(self.judge_rep.as_dict())
+        if cfg.limit is not None:
+            step_dicts.append(self.limit_rep.as_dict())
+
+        curated = self.curated
+        report: dict = {"profile": self.profile, "seed": seed, "sources": self.source_counts}
+        synthetic: list[dict] = []
+        near_threshold = self.near_threshold
+        emb_ref = _dedup_embedder(cfg)
+        if cfg.synthesis is not None:
+            from synthvlm_data.captions.filters.base import RuleFilter
+            from synthvlm_data.captions.synthesis import synthesize
+
+            t0 = time.perf_counter()
+            s = cfg.synthesis
+            lm = models.lm(s.model or cfg.lm, "captions synthesis", cfg.device, cfg.dtype)
+            syn_near = s.near_dup_threshold or near_threshold
+            syn_emb = models.embedder(emb_ref, "captions embedder", cfg.device) if syn_near else None
+            rules = []
+            if s.apply_rule_filters:
+                ctx = BuildContext(captions=cfg, models=models, device=resolve_device(cfg.device))
+                rules = [f.build(ctx) for f in cfg.filters if f.enabled and isinstance(f, RuleFilter)]
+            synthetic, syn_rep = synthesize(
+                s, lm, seed=seed, embedder=syn_emb,
+                near_threshold=s.near_dup_threshold or near_threshold,
+                rule_steps=rules, exact=self.exact, min_chars=cfg.min_chars, max_chars=cfg.max_chars,
+                max_examples=cfg.report_examples)
+            step_dicts.append(syn_rep)
+            timed("synthesis", t0)
+            if syn_rep["shortfall"] and s.on_shortfall == "error":
+                from synthvlm_data.errors import SynthVLMError
+
+                raise SynthVLMError(
+                    f"caption synthesis kept fewer than {s.n_per_concept} captions for "
+                    f"{len(syn_rep['shortfall'])} concept(s) ({', '.join(list(syn_rep['shortfall'])[:5])}) after "
+                    f"{s.max_rounds} rounds; raise synthesis.max_rounds/oversample or set on_shortfall: warn"
+                )
+        report["steps"] = step_dicts
+        report["counts"] = {"curated": len(curated), "synthetic": len(synthetic),
+                            "total": len(curated) + len(synthetic)}
+
+        if cfg.diversity is not None:
+            t0 = time.perf_counter()
+            div_ref = cfg.diversity.embedder or cfg.embedder
+            div_embedder = models.embedder(div_ref, "captions diversity embedder", cfg.device)
+            # dedup embeddings (row["_emb"]) are reused when the embedder is the same
+            reuse_emb = div_ref == emb_ref
+            report.update(_diversity(cfg, curated, synthetic, div_embedder, reuse_emb, seed, report_dir))
+            timed("diversity", t0)
+        report["summary"] = _summary(report)
+
+        rows = [{"source": r["source"], "source_id": r["source_id"], "caption": r["caption"],
+                 "concept": r.get("concept")} for r in curated + synthetic]
+        if t_all is not None:
+            timings["total"] = time.perf_counter() - t_all
+        timings = {k: round(v, 3) for k, v in timings.items()}
+        if report_dir is not None:
+            (report_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
+            (report_dir / TIMINGS_FILE).write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
+        return CaptionsResult(rows=rows, report=report, timings=timings)
+
+
+def _merge(rep: StepReport, d: dict) -> None:
+    """Add one unit's counts (a `StepReport.as_dict`) to the stage's: units are merged in order, so
+    the first examples are the ones one process would have kept."""
+    rep.seen += d["seen"]
+    rep.kept += d["kept"]
+    rep.dropped += d["dropped"]
+    rep.reasons.update(d.get("reasons", {}))
+    rep.examples.extend(d["examples"][: max(0, rep.max_examples - len(rep.examples))])
+    for k, v in d.items():
+        if k not in ("name", "seen", "kept", "dropped", "reasons", "examples", "params"):
+            rep.extra[k] = rep.extra.get(k, 0) + v
+
+
+class CachedJudge:
+    """The judge with its answers kept on disk (one JSON line per caption), so a caption stage that
+    is killed while judging resumes without asking the judge again about any caption it answered."""
+
+    def __init__(self, judge, path: Path):
+        self.judge, self.path = judge, Path(path)
+        self.lm, self.cfg = judge.lm, judge.cfg
+        self.cache: dict[str, float] = {}
+        self._newline = False  # the last line was cut by a kill: start the next answer on a new line
+        if self.path.is_file():
+            text = self.path.read_text(encoding="utf-8")
+            self._newline = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a kill
+                    continue
+                self.cache[rec["key"]] = rec["p_yes"]
+
+    @staticmethod
+    def _key(caption: str) -> str:
+        import hashlib
+
+        return hashlib.sha256(caption.encode("utf-8")).hexdigest()
+
+    def p_yes(self, captions: list[str]) -> list[float]:
+        keys = [self._key(c) for c in captions]
+        todo = list(dict.fromkeys(c for c, k in zip(captions, keys) if k not in self.cache))
+        if todo:
+            answers = self.judge.p_yes(todo)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                if self._newline:
+                    fh.write("\n")
+                    self._newline = False
+                for c, p in zip(todo, answers):
+                    self.cache[self._key(c)] = p
+                    fh.write(json.dumps({"key": self._key(c), "p_yes": p}) + "\n")
+        return [self.cache[k] for k in keys]
+
+    def decide(self, caption: str, p: float) -> bool:
+        return self.judge.decide(caption, p)
 
 
 class _Gate:
@@ -279,14 +502,14 @@ class _Gate:
     copy of an absent curated one: synthesis shares the exact index). The model work stays batched
     per chunk: embeddings and p_yes are per caption and do not depend on the batch."""
 
-    def __init__(self, cfg: CaptionsConfig, exact, near, embedder, judge, exact_rep, near_rep, judge_rep, limit_rep):
-        self.cfg, self.exact, self.near, self.embedder, self.judge = cfg, exact, near, embedder, judge
+    def __init__(self, cfg: CaptionsConfig, exact, near, judge, exact_rep, near_rep, judge_rep, limit_rep):
+        self.cfg, self.exact, self.near, self.judge = cfg, exact, near, judge
         self.exact_rep, self.near_rep, self.judge_rep, self.limit_rep = exact_rep, near_rep, judge_rep, limit_rep
 
     def run(self, rows: list[dict], curated: list[dict], timed) -> bool:
         """Append the kept rows to `curated`; True once the limit is reached."""
         t0 = time.perf_counter()
-        emb = self.embedder.encode([r["caption"] for r in rows], self.cfg.dedup.batch_size) if self.near else None
+        emb = np.stack([r["_emb"] for r in rows]) if self.near else None  # computed per unit (Curator)
         batch = self.near.batch(emb) if self.near else None
         timed("near_dedup", t0)
         t0 = time.perf_counter()
@@ -306,7 +529,6 @@ class _Gate:
                 self.exact.add(row["caption"], ident)
             if batch is not None:
                 batch.add(i, ident)
-                row["_emb"] = emb[i]
             curated.append(row)
         timed("dedup_judge_limit", t0)  # the per-row decisions (and any p_yes scored on its own)
         return limit is not None and len(curated) >= limit

@@ -1,22 +1,99 @@
-"""Stage 1, captions: sources -> validation -> filters -> dedup -> judge -> limit, then synthesis
-(`synthvlm_data.captions`), as fixed shards of (id, caption, prompt, source, source_id, concept).
+"""Stage 1, captions, in two parts: `curate` maps the per-caption steps over fixed units of the
+sources on every rank; `captions` reduces them on the main process into the caption shards.
 
-The stage is global: curation filters and dedup decide over the whole caption set, so `prepare`
-runs the caption pipeline once, on the main process, and writes every shard; its shards are the
-plan of every later stage (one unit per caption shard). It is deterministic, so a re-run rewrites
-identical bytes, and a build whose caption shards are complete skips it.
+    curate   (units of `captions.chunk_size` source rows; every rank/worker maps its share, resumable per unit):
+             validation -> filters in order (rules, perplexity, CLIP/BLIP vs the original image)
+             -> dedup embeddings; one shard per unit with its survivors and its step counts
+    captions (main process, units in order): exact + near dedup -> judge -> limit, then synthesis and
+             the balance/diversity report -> fixed shards of (id, caption, prompt, source, source_id, concept)
+
+Both are deterministic and their units are fixed before anything runs, so the caption shards have
+the same bytes whatever the number of ranks, and a killed build resumes without redoing a finished
+unit. The judge decides in the reduce (it sees only captions that survived dedup, and `max_captions`
+is global); its answers are kept in `captions/judge.jsonl` as they come, so a kill while judging
+does not ask again. A large judge runs behind a serving engine, which gives it its parallelism.
+
+With `captions.limit` (units of about `limit` rows then), `curate` first maps only the units that could hold `limit` captions; if the
+reduce needs more, the main process maps the following units itself (written as shards too).
 """
 
 from __future__ import annotations
+
+import json
+import time
 
 import pyarrow as pa
 
 from synthvlm_data.columns import CAPTION_SCHEMA
 from synthvlm_data.errors import ShardError
-from synthvlm_data.models.devices import resolve_device
+from synthvlm_data.shards import atomic_write_bytes
+from synthvlm_data.models.devices import resolve_device, torch_threads
 from synthvlm_data.stages.base import RunContext, Stage
-from synthvlm_data.workdir import CAPTIONS
+from synthvlm_data.workdir import CAPTIONS, CURATE
 from synthvlm_data.workunits import WorkUnit, choose_prompt, chunk, plan_units, sample_id
+
+PLAN_FILE = "plan.json"  # in curate/: how many units the sources hold and how many to map now
+JUDGE_CACHE = "judge.jsonl"  # in captions/
+
+
+def _plan(ctx: RunContext) -> dict:
+    return json.loads((ctx.work.stage_dir(CURATE) / PLAN_FILE).read_text())
+
+
+def curate_units(ctx: RunContext) -> list[WorkUnit]:
+    """Every unit of the caption sources (the plan is written by `CurateStage.prepare`)."""
+    return plan_units(CURATE, _plan(ctx)["units"])
+
+
+class CurateStage(Stage):
+    """The per-caption steps of the caption stage over fixed units of the sources (`Curator`)."""
+
+    name = CURATE
+
+    def __init__(self):
+        self._curator = None
+        self._reader = None
+
+    def device(self, ctx: RunContext) -> str:
+        return resolve_device(ctx.recipe.captions.device)
+
+    def prepare(self, ctx: RunContext) -> None:
+        """Count the units (reads the sources once) and decide how many to map on the ranks."""
+        path = ctx.work.stage_dir(CURATE) / PLAN_FILE
+        if path.is_file() or ctx.work.is_complete(CAPTIONS):
+            return
+        from synthvlm_data.captions.pipeline import count_units, unit_size
+
+        cfg = ctx.recipe.captions
+        n, size = count_units(cfg), unit_size(cfg)
+        # with a limit: the units that would hold `limit` captions if all passed (the reduce maps more if needed)
+        first = n if cfg.limit is None else min(n, max(1, -(-cfg.limit // size)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, (json.dumps({"units": n, "mapped": first, "unit_rows": size}) + "\n").encode())
+
+    def plan(self, ctx: RunContext) -> list[WorkUnit]:
+        if not (ctx.work.stage_dir(CURATE) / PLAN_FILE).is_file():  # captions complete before the stage existed
+            return []
+        return curate_units(ctx)[: _plan(ctx)["mapped"]]
+
+    def setup(self, ctx: RunContext) -> None:
+        self._curator = self._reader = None  # loaded with the first unit (in the stage's thread setting)
+
+    def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
+        return self.curate(ctx, unit).to_table()
+
+    def curate(self, ctx: RunContext, unit: WorkUnit):
+        from synthvlm_data.captions.pipeline import Curator, UnitReader
+        from synthvlm_data.models.text import ModelCache
+
+        cfg = ctx.recipe.captions
+        with torch_threads(cfg.num_threads):
+            if self._curator is None:
+                self._curator, self._reader = Curator(cfg, ModelCache()), UnitReader(cfg)
+            return self._curator.curate(self._reader.unit(unit.index))
+
+    def manifest_extra(self, ctx: RunContext) -> dict:
+        return _plan(ctx) if (ctx.work.stage_dir(CURATE) / PLAN_FILE).is_file() else {}
 
 
 class CaptionsStage(Stage):
@@ -31,7 +108,7 @@ class CaptionsStage(Stage):
         return resolve_device(ctx.recipe.captions.device)
 
     def prepare(self, ctx: RunContext) -> None:
-        """Run the caption pipeline and write every shard and the caption report (unless complete)."""
+        """Reduce the curated units and write every shard and the caption report (unless complete)."""
         if ctx.work.is_complete(CAPTIONS):
             return
         for unit, table in zip(self._units(len(self.tables(ctx))), self.tables(ctx), strict=True):
@@ -59,12 +136,45 @@ class CaptionsStage(Stage):
         return self._tables
 
     @staticmethod
-    def _compute(ctx: RunContext) -> list[pa.Table]:
-        from synthvlm_data.captions.pipeline import run_captions
+    def _reduce(ctx: RunContext):
+        """The curated units, in order, through the global steps (mapping any unit still missing here)."""
+        from synthvlm_data.captions.pipeline import Reducer, UnitResult
+        from synthvlm_data.models.text import ModelCache
 
+        recipe, cfg = ctx.recipe, ctx.recipe.captions
+        report_dir = ctx.work.caption_report_dir()
+        report_dir.mkdir(parents=True, exist_ok=True)
+        curate = CurateStage()
+        timings: dict[str, float] = {}
+        t_all = time.perf_counter()
+
+        def timed(name: str, t0: float) -> None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+        with torch_threads(cfg.num_threads):
+            reducer = Reducer(cfg, seed=recipe.seed, profile=recipe.profile, models=ModelCache(), timed=timed,
+                              judge_cache=report_dir / JUDGE_CACHE)
+            used = []
+            for unit in curate_units(ctx):
+                if ctx.store.is_complete(unit):
+                    result = UnitResult.from_table(ctx.store.read(unit))
+                else:  # past the units mapped on the ranks (a limit not reached yet): map it here
+                    result = curate.curate(ctx, unit)
+                    ctx.store.write(unit, result.to_table())
+                used.append(unit)
+                if reducer.add(result):
+                    break
+            plan = _plan(ctx)
+            if len(used) > plan["mapped"]:  # the units mapped here belong to the curate stage from now on
+                plan["mapped"] = len(used)
+                atomic_write_bytes(ctx.work.stage_dir(CURATE) / PLAN_FILE, (json.dumps(plan) + "\n").encode())
+                ctx.work.write_manifest(CURATE, curate_units(ctx)[: len(used)], plan)
+            return reducer.finish(report_dir, timings, t_all)  # timings: the reduce's
+
+    @classmethod
+    def _compute(cls, ctx: RunContext) -> list[pa.Table]:
         recipe = ctx.recipe
-        result = run_captions(recipe.captions, seed=recipe.seed, profile=recipe.profile,
-                              report_dir=ctx.work.caption_report_dir())
+        result = cls._reduce(ctx)
         rows, seen, duplicates = [], set(), 0
         for r in result.rows:
             sid = sample_id(r["source"], str(r["source_id"]), r["caption"])
