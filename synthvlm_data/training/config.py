@@ -190,7 +190,8 @@ class TrainingArgs(Section):
 
 
 class PretrainStage(Section):
-    """LLaVA stage 1: vision tower and LLM frozen, projector trained on image-caption pairs."""
+    """LLaVA stage 1: vision tower and LLM frozen, projector trained on image-caption pairs
+    (a synthvlm `captions` dataset, or a LLaVA JSON file of one-turn records such as LCS-558K)."""
 
     data: DataSource
     eval_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Held-out share (seeded split).")
@@ -198,14 +199,19 @@ class PretrainStage(Section):
 
     @field_validator("data")
     @classmethod
-    def _captions_only(cls, value: DataSource) -> DataSource:
-        if value.format != "captions":
-            raise ValueError("stage 1 trains on image-caption pairs: data.format must be 'captions'")
+    def _caption_pairs(cls, value: DataSource) -> DataSource:
+        if value.format == "messages":
+            raise ValueError("stage 1 trains on image-caption pairs: data.format must be 'captions' (a synthvlm "
+                             "dataset) or 'llava_json' (e.g. LCS-558K's blip_laion_cc_sbu_558k.json + image_folder)")
         return value
 
 
 class FinetuneStage(Section):
-    """LLaVA stage 2: projector + LLM trained on instruction data mixed with synthetic pairs."""
+    """LLaVA stage 2: projector + LLM trained on instruction data.
+
+    The paper fine-tunes on LLaVA-665K alone, and so do the shipped configs; mixing synthetic pairs
+    in is an explicit second `data` source (`*-synthmix.yaml`, the default before issue 14).
+    """
 
     init_from: ComponentRef | None = Field(
         default=None, description="The stage-1 model (default: pretrain.training.output_dir)."

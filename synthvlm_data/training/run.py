@@ -23,7 +23,7 @@ from synthvlm_data.training.freezing import freeze_for_stage, parameter_counts, 
 
 STAGE_TITLES = {
     "pretrain": ("stage 1: feature alignment", "vision tower and LLM frozen, projector trained on image-caption pairs"),
-    "finetune": ("stage 2: visual instruction tuning", "projector and LLM trained on instruction data mixed with synthetic pairs"),
+    "finetune": ("stage 2: visual instruction tuning", "projector and LLM trained on instruction data"),
 }
 
 
