@@ -101,18 +101,41 @@ def _prompt_completion_batch(batch: dict[str, list]) -> dict[str, list]:
     }
 
 
-def pretrain_dataset(src: DataSource):
+def pretrain_dataset(src: DataSource, latents=None):
     """Load a synthvlm caption dataset (or a LLaVA JSON file of image-caption records, LCS-558K) and
-    present it lazily as prompt-completion rows."""
+    present it lazily as prompt-completion rows. With `latents` (the config's `model.latents`) the
+    rows carry the `latent` column of a latent-mode build instead of `image`."""
     ds = load_source(src, "pretrain")
-    require_columns(ds, CAPTION_COLUMNS, f"'{src.dataset}'")
+    where = f"'{src.dataset}'"
+    pixels, stored = "image" in ds.column_names, "latent" in ds.column_names
+    if latents is not None and not stored:
+        raise InputDataError(f"dataset {where} has no 'latent' column: model.latents trains on a latent-mode build "
+                             "(generate.output: latents); remove model.latents to train on its images")
+    if latents is None and stored and not pixels:
+        raise InputDataError(f"dataset {where} holds VAE latents, not images: train it with model.latents "
+                             "(train/configs/tiny-latent.yaml), or decode it first with `synthvlm decode`")
+    image_col = "latent" if latents is not None else "image"
+    require_columns(ds, (image_col, "caption"), where)
+    if latents is not None:
+        from synthvlm_data.training.latent import check_latent_shape
+
+        check_latent_shape(ds, latents, where)
     if "prompt" not in ds.column_names:
-        require_columns(ds, ("id",), f"'{src.dataset}' (without a 'prompt' column)")
-    keep = [c for c in ("image", "caption", "prompt", "id") if c in ds.column_names]
+        require_columns(ds, ("id",), f"{where} (without a 'prompt' column)")
+    keep = [c for c in (image_col, "caption", "prompt", "id") if c in ds.column_names]
     return ds.select_columns(keep)
 
 
+def _latent_prompt_completion_batch(batch: dict[str, list]) -> dict[str, list]:
+    from synthvlm_data.training.latent import latent_batch
+
+    return _prompt_completion_batch(latent_batch(batch))
+
+
 def as_prompt_completion(ds):
+    """Prompt-completion rows; a latent dataset's `latent` becomes the row's `image` tensor (no decode)."""
+    if "latent" in ds.column_names:
+        return ds.with_transform(_latent_prompt_completion_batch)
     return ds.with_transform(_prompt_completion_batch)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from synthvlm_data.training import card as card_lib
 from synthvlm_data.training import data as data_lib
 from synthvlm_data.training.config import Stage, TrainConfig
-from synthvlm_data.training.errors import CheckpointError
+from synthvlm_data.training.errors import CheckpointError, InputDataError
 from synthvlm_data.training.freezing import freeze_for_stage, parameter_counts, trainable_modules
 
 STAGE_TITLES = {
@@ -152,11 +152,15 @@ def load_model(cfg: TrainConfig, stage: Stage):
 def load_datasets(cfg: TrainConfig, stage: Stage):
     section = cfg.stage(stage)
     if stage == "pretrain":
-        ds = data_lib.pretrain_dataset(section.data)
+        ds = data_lib.pretrain_dataset(section.data, cfg.model.latents)
         train, evaluation = data_lib.split_eval(ds, section.eval_ratio, cfg.seed)
         train = data_lib.as_prompt_completion(train)
         evaluation = data_lib.as_prompt_completion(evaluation) if evaluation is not None else None
         return train, evaluation
+    if cfg.model.latents is not None:
+        raise InputDataError("stage 2 on latents is not supported: model.latents is a stage-1 (feature alignment) "
+                             "input; fine-tune a latent model's images through latent.LatentEncoder yourself, or "
+                             "remove model.latents")
     ds = data_lib.finetune_dataset(section.data, cfg.seed, section.stopping_strategy)
     return data_lib.split_eval(ds, section.eval_ratio, cfg.seed)
 
@@ -224,8 +228,17 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
     args = build_sft_config(cfg, stage, output_dir, state.num_processes, eval_ds is not None)
     trackers = AccelerateTrackers(targs.trackers, targs.project, args.run_name, output_dir / "logs",
                                   flat_config(cfg.model_dump(mode="json", include={"name", "seed", "model", stage})))
+    collator = None
+    if cfg.model.latents is not None:  # Synth^2: latents are the pixel_values, nothing is decoded
+        from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+        from synthvlm_data.training.latent import LatentProcessor, image_token_count
+
+        collator = DataCollatorForVisionLanguageModeling(
+            processor=LatentProcessor(processor, image_token_count(model)), max_length=args.max_length,
+            completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=processor, callbacks=[trackers])
+                         processing_class=processor, data_collator=collator, callbacks=[trackers])
     load_seconds = time.perf_counter() - started
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -241,6 +254,10 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
     summary = {}
     if state.is_main_process:
         processor.save_pretrained(str(output_dir))
+        if cfg.model.latents is not None:
+            from synthvlm_data.training.latent import write_latent_info
+
+            write_latent_info(output_dir, cfg.model.latents)
         summary = write_artifacts(cfg, stage, output_dir, trainer, metrics, counts, modules,
                                   num_processes=state.num_processes, accumulation=accumulation,
                                   seconds={"load": load_seconds, "train": train_seconds,
