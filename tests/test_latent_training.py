@@ -113,6 +113,19 @@ def test_checkpoint_evaluates_real_images_through_the_vae_encoder(latent_run):
         out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 4
 
+    # held-out caption loss on the real renders with their true captions, batched as in training
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from synthvlm_data.training.data import caption_to_prompt_completion
+    from synthvlm_data.world.text import caption
+
+    collator = DataCollatorForVisionLanguageModeling(processor=processor, max_length=256, completion_only_loss=True)
+    rows = [{"image": z, **caption_to_prompt_completion("Describe the picture.", caption(s, np.random.default_rng(0)))}
+            for z, s in zip(inputs["pixel_values"], scenes, strict=True)]
+    with torch.no_grad():
+        loss = model(**collator(rows)).loss
+    assert torch.isfinite(loss) and 0 < float(loss) < 20
+
     # the encoder is the exact inverse of the decode path's un-normalisation: a real render comes back
     # within a few uint8 levels (measured 4.3-7.1 mean abs on 4 eval renders), a mis-scaled latent does not
     gen_cfg = tiniest_recipe(captions={"limit": 4}, generate=WORLD_LATENTS).generate
