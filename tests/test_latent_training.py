@@ -22,7 +22,7 @@ from test_backends import tiniest_recipe
 ROOT = Path(__file__).resolve().parents[1]
 TINY_LATENT = ROOT / "train" / "configs" / "tiny-latent.yaml"
 WORLD_LATENTS = {"output": "latents", "model": {"id": "world:sdxl"}, "refiner": None, "pipeline": "sdxl",
-                 "steps": 2, "guidance_scale": 3.0, "height": 64, "width": 64, "images_per_caption": 2}
+                 "steps": 2, "guidance_scale": 3.0, "height": 64, "width": 64, "images_per_caption": 1}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -90,6 +90,8 @@ def test_latent_rows_are_the_pixel_values_and_nothing_is_decoded(latent_build, l
     assert len(losses) == 3 and all(np.isfinite(losses))
     assert losses[-1] < losses[0], losses  # the same 2-row batch every step
     assert (latent_run["out"] / "latent_input.json").is_file()
+    card = (latent_run["out"] / "README.md").read_text()
+    assert "input: 16x16 VAE latents of world:sdxl, not pixels" in card
 
 
 def test_checkpoint_evaluates_real_images_through_the_vae_encoder(latent_run):

@@ -298,6 +298,14 @@ def _hyperparameters(cfg: TrainConfig, stage: Stage, num_processes: int, accumul
     return hp
 
 
+def _latent_note(cfg: TrainConfig) -> str:
+    lat = cfg.model.latents
+    if lat is None:
+        return ""
+    return (f"; input: {lat.size}x{lat.size} VAE latents of {lat.vae.id}, not pixels (real images: that VAE's "
+            "encoder, synthvlm_data.training.latent.load_latent_llava)")
+
+
 def write_artifacts(cfg: TrainConfig, stage: Stage, output_dir: Path, trainer, metrics: dict, counts: dict,
                     modules: list[str], *, num_processes: int, accumulation: int, seconds: dict, command: str,
                     repo_id: str | None, n_train: int, n_eval: int, device: str, threads: int) -> dict:
@@ -335,7 +343,7 @@ def write_artifacts(cfg: TrainConfig, stage: Stage, output_dir: Path, trainer, m
         "is_tiny": cfg.model.llm.is_tiny or cfg.model.vision_tower.is_tiny,
         "llm": base_model_id(cfg.model.llm) or cfg.model.llm.id,
         "llm_revision": cfg.model.llm.revision,
-        "vision_tower": card_lib.describe_component(cfg.model.vision_tower),
+        "vision_tower": card_lib.describe_component(cfg.model.vision_tower) + _latent_note(cfg),
         "vision_tower_revision": cfg.model.vision_tower.revision,
         "projector": cfg.model.projector,
         "vision_feature_layer": config.vision_feature_layer,
