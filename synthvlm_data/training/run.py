@@ -158,9 +158,8 @@ def load_datasets(cfg: TrainConfig, stage: Stage):
         evaluation = data_lib.as_prompt_completion(evaluation) if evaluation is not None else None
         return train, evaluation
     if cfg.model.latents is not None:
-        raise InputDataError("stage 2 on latents is not supported: model.latents is a stage-1 (feature alignment) "
-                             "input; fine-tune a latent model's images through latent.LatentEncoder yourself, or "
-                             "remove model.latents")
+        raise InputDataError("stage 2 on latents is not supported (model.latents is a stage-1 input); "
+                             "remove model.latents to fine-tune a pixel model")
     ds = data_lib.finetune_dataset(section.data, cfg.seed, section.stopping_strategy)
     return data_lib.split_eval(ds, section.eval_ratio, cfg.seed)
 
