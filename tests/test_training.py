@@ -28,6 +28,7 @@ from synthvlm_data.training.validation import validate_config
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "train" / "configs"
 TINY = CONFIGS / "tiny.yaml"
+TINY_MIX = CONFIGS / "tiny-synthmix.yaml"  # stage 2 mixes synthetic pairs in (the pre-issue-14 default)
 PROJECTOR = "model.multi_modal_projector."
 
 
@@ -182,7 +183,13 @@ def test_shipped_full_scale_configs_validate_without_download(monkeypatch):
                     t.warmup_ratio, t.bf16, t.weight_decay) == (1e-3, 256, 1, "cosine", 0.03, True, 0.0)
             f = cfg.finetune.training
             assert (f.learning_rate, f.global_batch_size, f.num_train_epochs) == (2e-5, 128, 1)
-            assert sum(s.probability for s in cfg.finetune.data) == pytest.approx(1.0)
+            # stage 2 as the paper: LLaVA-665K alone; <size>-synthmix.yaml mixes the synthetic pairs in
+            assert [(s.format, Path(s.dataset).name) for s in cfg.finetune.data] == [
+                ("llava_json", "llava_v1_5_mix665k.json")]
+            mix = load_config(CONFIGS / f"{size}-synthmix.yaml")
+            assert [(s.dataset, s.probability) for s in mix.finetune.data] == [
+                (cfg.finetune.data[0].dataset, 0.87), ("synthvlm-100k", 0.13)]
+            assert mix.model == cfg.model and mix.pretrain == cfg.pretrain
             for stage in ("pretrain", "finetune"):
                 plan = validate_config(cfg, stage, num_processes=8)
                 assert plan.projector_params == projector_params
@@ -256,7 +263,7 @@ def test_command_line_overrides():
     assert t.trackers == ["tensorboard", "wandb"]
     assert cfg.pretrain.data.dataset == "some/hub-dataset"
     assert cfg.model.llm.id == "lmsys/vicuna-7b-v1.5" and cfg.seed == 7
-    ft = load_config(TINY, ["--output_dir", "/tmp/y", "--finetune.data.1.probability", "0.5",
+    ft = load_config(TINY_MIX, ["--output_dir", "/tmp/y", "--finetune.data.1.probability", "0.5",
                             "--finetune.data.0.probability", "0.5"], stage="finetune")
     assert ft.finetune.training.output_dir == "/tmp/y" and ft.pretrain.training.output_dir != "/tmp/y"
     with pytest.raises(TrainConfigError, match="ambiguous"):
@@ -372,7 +379,8 @@ def test_llava_json_source(tmp_path):
     assert ds[0]["messages"][0] == {"role": "user", "content": "What colour is it?"}
     assert [m["role"] for m in ds[0]["messages"]] == ["user", "assistant", "user", "assistant"]
     assert ds[0]["images"][0].size == (32, 24) and ds[1]["images"] == []
-    with pytest.raises(InputDataError, match="image files missing"):
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(InputDataError, match=r"mix.json: record 0 \(id .1.\): image coco/1.jpg not found under image_folder"):
         data_lib.load_llava_json(str(tmp_path / "mix.json"), str(tmp_path / "elsewhere"))
 
 
@@ -638,7 +646,7 @@ def test_stage2_trains_llm_and_projector_not_the_vision_tower(stage1_run, captio
     from synthvlm_data.training.run import run_stage
 
     out = tmp_path / "tiny-finetune"
-    cfg = load_config(TINY, [
+    cfg = load_config(TINY_MIX, [
         "--init_from", str(stage1_run["out"]), "--output_dir", str(out),
         "--finetune.data.0.dataset", str(instruct_folder), "--finetune.data.0.max_samples", "2",
         "--finetune.data.1.dataset", str(caption_folder), "--finetune.data.1.max_samples", "2",

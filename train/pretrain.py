@@ -1,4 +1,5 @@
-"""LLaVA stage 1 (feature alignment) on a synthetic image-caption dataset.
+"""LLaVA stage 1 (feature alignment) on image-caption pairs: a synthvlm dataset (images or, with
+model.latents, VAE latents) or a LLaVA JSON file + image folder (LCS-558K).
 
     accelerate launch train/pretrain.py --config train/configs/tiny.yaml
     accelerate launch --config_file train/accelerate/zero2.yaml train/pretrain.py --config train/configs/7b.yaml

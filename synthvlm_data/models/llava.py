@@ -24,10 +24,10 @@ from synthvlm_data.models.refs import (
     offline_hint,
     package_path,
 )
-from synthvlm_data.models.tiny import TINY_VISION_TOWER, build_tiny_vision_tower
+from synthvlm_data.models.tiny import TINY_LATENT_TOWER, TINY_VISION_TOWER, build_tiny_vision_tower
 
 # The tiny builders a training config may name, per component.
-TINY_COMPONENTS = {"vision_tower": (TINY_VISION_TOWER,)}
+TINY_COMPONENTS = {"vision_tower": (TINY_VISION_TOWER, TINY_LATENT_TOWER)}
 
 
 def config_key(role: str) -> str:

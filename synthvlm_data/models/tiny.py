@@ -23,6 +23,7 @@ TINY_SDXL_REFINER = "tiny:sdxl-refiner"
 TINY_SD3 = "tiny:sd3"
 TINY_CLIP = "tiny:clip"
 TINY_VISION_TOWER = "tiny:clip-vit"
+TINY_LATENT_TOWER = "tiny:latent-vit"  # the same ViT over VAE latents (Synth^2), see latent_vision_config
 # Every tiny builder and what it builds (a recipe or config may name only these).
 TINY_MODELS = {
     TINY_SDXL_BASE: "SDXL base pipeline",
@@ -264,3 +265,19 @@ def build_tiny_vision_tower(seed: int = 0):
 
     with seeded(seed):
         return CLIPVisionModel(tiny_vision_config())
+
+
+def latent_vision_config(channels: int, size: int, patch_size: int):
+    """`tiny_vision_config` reading VAE latents: the patch embedding (a conv) takes `channels` latent
+    channels over a `size` x `size` latent, `patch_size` latent pixels per token."""
+    config = tiny_vision_config()
+    config.num_channels, config.image_size, config.patch_size = channels, size, patch_size
+    return config
+
+
+def build_latent_vision_tower(channels: int, size: int, patch_size: int, seed: int = 0):
+    """A real transformers `CLIPVisionModel` from `latent_vision_config`, seeded random weights."""
+    from transformers import CLIPVisionModel
+
+    with seeded(seed):
+        return CLIPVisionModel(latent_vision_config(channels, size, patch_size))

@@ -143,6 +143,12 @@ def build_model(model_cfg: ModelSection, *, seed: int = 0):
     llava.check_component(model_cfg.llm, "llm")
     llava.check_component(model_cfg.vision_tower, "vision_tower")
     llm, tokenizer = llava.load_llm(model_cfg.llm, model_cfg.dtype, model_cfg.attn_implementation)
-    vision_tower = llava.load_vision_tower(model_cfg.vision_tower, model_cfg.dtype, seed=seed)
+    if model_cfg.latents is not None:  # Synth^2: a ViT over the generator's VAE latents
+        from synthvlm_data.models.devices import DTYPES
+        from synthvlm_data.training.latent import build_latent_tower
+
+        vision_tower = build_latent_tower(model_cfg.latents, seed=seed).to(DTYPES[model_cfg.dtype])
+    else:
+        vision_tower = llava.load_vision_tower(model_cfg.vision_tower, model_cfg.dtype, seed=seed)
     stats = llava.load_image_stats(model_cfg.vision_tower)
     return assemble_llava(vision_tower, llm, tokenizer, model_cfg, seed=seed, image_stats=stats)

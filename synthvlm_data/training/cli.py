@@ -25,7 +25,7 @@ from synthvlm_data.training.errors import SynthVLMError
 
 DESCRIPTIONS = {
     "pretrain": "LLaVA stage 1: train the projector on image-caption pairs (vision tower and LLM frozen).",
-    "finetune": "LLaVA stage 2: train projector + LLM on instruction data mixed with synthetic pairs.",
+    "finetune": "LLaVA stage 2: train projector + LLM on instruction data (LLaVA-665K; *-synthmix.yaml mixes synthetic pairs in).",
 }
 
 

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from synthvlm_data.models.refs import ModelRef
-from synthvlm_data.models.tiny import TINY_VISION_TOWER
+from synthvlm_data.models.tiny import TINY_LATENT_TOWER as LATENT_TOWER, TINY_VISION_TOWER
 from synthvlm_data.schema import ConfigBase, load_yaml, read_text, validate
 from synthvlm_data.training.errors import TrainConfigError
 
@@ -61,6 +61,26 @@ class ComponentRef(ModelRef):
         return {"id": value} if isinstance(value, str) else value
 
 
+class LatentInput(Section):
+    """Synth^2's embedding path: the model reads the generator's VAE latents, not pixels.
+
+    The vision tower (`tiny:latent-vit`) is a CLIP ViT whose patch embedding is a conv over the
+    latent's channels (`synthvlm_data.training.latent`); training rows carry the `latent` column a
+    latent-mode build exports, and real images reach the model through the same VAE's encoder.
+    """
+
+    vae: ComponentRef = Field(description="The generator whose AutoencoderKL made the latents (its `vae/`), "
+                                          "e.g. world:sdxl; it encodes real images at evaluation.")
+    size: int = Field(ge=1, description="Latent height = width (world:sdxl at 64 px: 16).")
+    patch_size: int = Field(default=4, ge=1, description="Latent patch per image token: (size/patch_size)^2 tokens.")
+
+    @model_validator(mode="after")
+    def _divides(self) -> LatentInput:
+        if self.size % self.patch_size:
+            raise ValueError(f"latents.size ({self.size}) must be a multiple of latents.patch_size ({self.patch_size})")
+        return self
+
+
 class ModelSection(Section):
     """How the LLaVA model is assembled (LLaVA-1.5: mlp2x_gelu projector on CLIP layer -2)."""
 
@@ -77,6 +97,15 @@ class ModelSection(Section):
     chat_template: Literal["chatml", "vicuna_v1"] = "vicuna_v1"
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = "sdpa"
+    latents: LatentInput | None = Field(
+        default=None, description=f"Train on VAE latents (Synth^2) instead of pixels; needs vision_tower '{LATENT_TOWER}'.")
+
+    @model_validator(mode="after")
+    def _latent_tower(self) -> ModelSection:
+        if (self.latents is not None) != (self.vision_tower.id == LATENT_TOWER):
+            raise ValueError(f"model.latents and vision_tower '{LATENT_TOWER}' go together: a latent-mode model reads "
+                             f"VAE latents with that tower (set both, or neither to train on pixels)")
+        return self
 
 
 class DataSource(Section):
@@ -190,7 +219,8 @@ class TrainingArgs(Section):
 
 
 class PretrainStage(Section):
-    """LLaVA stage 1: vision tower and LLM frozen, projector trained on image-caption pairs."""
+    """LLaVA stage 1: vision tower and LLM frozen, projector trained on image-caption pairs
+    (a synthvlm `captions` dataset, or a LLaVA JSON file of one-turn records such as LCS-558K)."""
 
     data: DataSource
     eval_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Held-out share (seeded split).")
@@ -198,14 +228,19 @@ class PretrainStage(Section):
 
     @field_validator("data")
     @classmethod
-    def _captions_only(cls, value: DataSource) -> DataSource:
-        if value.format != "captions":
-            raise ValueError("stage 1 trains on image-caption pairs: data.format must be 'captions'")
+    def _caption_pairs(cls, value: DataSource) -> DataSource:
+        if value.format == "messages":
+            raise ValueError("stage 1 trains on image-caption pairs: data.format must be 'captions' (a synthvlm "
+                             "dataset) or 'llava_json' (e.g. LCS-558K's blip_laion_cc_sbu_558k.json + image_folder)")
         return value
 
 
 class FinetuneStage(Section):
-    """LLaVA stage 2: projector + LLM trained on instruction data mixed with synthetic pairs."""
+    """LLaVA stage 2: projector + LLM trained on instruction data.
+
+    The paper fine-tunes on LLaVA-665K alone, and so do the shipped configs; mixing synthetic pairs
+    in is an explicit second `data` source (`*-synthmix.yaml`, the default before issue 14).
+    """
 
     init_from: ComponentRef | None = Field(
         default=None, description="The stage-1 model (default: pretrain.training.output_dir)."

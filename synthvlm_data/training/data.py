@@ -25,12 +25,12 @@ CAPTION_COLUMNS = ("image", "caption")  # `prompt` too, but it can be derived (s
 # --------------------------------------------------------------------------- loading
 
 
-def load_source(src: DataSource):
+def load_source(src: DataSource, stage: str = "finetune"):
     """`load_dataset` on a folder or Hub id (or a LLaVA JSON file), with errors a user can act on."""
     from datasets import load_dataset
 
     if src.format == "llava_json":
-        ds = load_llava_json(src.dataset, src.image_folder or ".")
+        ds = llava_json_captions(src) if stage == "pretrain" else load_llava_json(src.dataset, src.image_folder or ".")
     else:
         path = Path(src.dataset).expanduser()
         if not path.exists() and ("/" not in src.dataset or src.dataset.startswith((".", "/", "~"))):
@@ -101,17 +101,41 @@ def _prompt_completion_batch(batch: dict[str, list]) -> dict[str, list]:
     }
 
 
-def pretrain_dataset(src: DataSource):
-    """Load a synthvlm caption dataset and present it lazily as prompt-completion rows."""
-    ds = load_source(src)
-    require_columns(ds, CAPTION_COLUMNS, f"'{src.dataset}'")
+def pretrain_dataset(src: DataSource, latents=None):
+    """Load a synthvlm caption dataset (or a LLaVA JSON file of image-caption records, LCS-558K) and
+    present it lazily as prompt-completion rows. With `latents` (the config's `model.latents`) the
+    rows carry the `latent` column of a latent-mode build instead of `image`."""
+    ds = load_source(src, "pretrain")
+    where = f"'{src.dataset}'"
+    pixels, stored = "image" in ds.column_names, "latent" in ds.column_names
+    if latents is not None and not stored:
+        raise InputDataError(f"dataset {where} has no 'latent' column: model.latents trains on a latent-mode build "
+                             "(generate.output: latents); remove model.latents to train on its images")
+    if latents is None and stored and not pixels:
+        raise InputDataError(f"dataset {where} holds VAE latents, not images: train it with model.latents "
+                             "(train/configs/tiny-latent.yaml), or decode it first with `synthvlm decode`")
+    image_col = "latent" if latents is not None else "image"
+    require_columns(ds, (image_col, "caption"), where)
+    if latents is not None:
+        from synthvlm_data.training.latent import check_latent_shape
+
+        check_latent_shape(ds, latents, where)
     if "prompt" not in ds.column_names:
-        require_columns(ds, ("id",), f"'{src.dataset}' (without a 'prompt' column)")
-    keep = [c for c in ("image", "caption", "prompt", "id") if c in ds.column_names]
+        require_columns(ds, ("id",), f"{where} (without a 'prompt' column)")
+    keep = [c for c in (image_col, "caption", "prompt", "id") if c in ds.column_names]
     return ds.select_columns(keep)
 
 
+def _latent_prompt_completion_batch(batch: dict[str, list]) -> dict[str, list]:
+    from synthvlm_data.training.latent import latent_batch
+
+    return _prompt_completion_batch(latent_batch(batch))
+
+
 def as_prompt_completion(ds):
+    """Prompt-completion rows; a latent dataset's `latent` becomes the row's `image` tensor (no decode)."""
+    if "latent" in ds.column_names:
+        return ds.with_transform(_latent_prompt_completion_batch)
     return ds.with_transform(_prompt_completion_batch)
 
 
@@ -140,38 +164,101 @@ def _text_of(content) -> str:
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
-def _llava_turns(conversations: list[dict]) -> list[dict[str, str]]:
-    turns = []
-    for turn in conversations:
-        role = _ROLES.get(turn.get("from", turn.get("role", "")))
-        if role is None:
-            raise InputDataError(f"LLaVA conversation turn with unknown speaker {turn.get('from')!r}")
-        turns.append({"role": role, "content": _strip_image_tag(turn.get("value", turn.get("content", "")))})
-    return turns
+def _record_error(path: str, index: int, rec: Any, problem: str, fix: str) -> InputDataError:
+    rid = f" (id {rec.get('id')!r})" if isinstance(rec, dict) and rec.get("id") is not None else ""
+    return InputDataError(f"{path}: record {index}{rid}: {problem}; {fix}")
+
+
+def read_llava_json(path: str, image_folder: str, *, require_image: bool = False) -> list[dict[str, Any]]:
+    """LLaVA's JSON records, checked one by one: [{id, image (path relative to image_folder) or
+    None, messages: [{role, content}]}].
+
+    The LCS-558K (`blip_laion_cc_sbu_558k.json`) and LLaVA-665K (`llava_v1_5_mix665k.json`) shape:
+    `conversations` alternate human/gpt turns, the first human turn holds `<image>` when the record
+    has an image; 665K has text-only records (no `image` key), which `require_image` (stage 1)
+    refuses. Every image file is checked to exist, so a run never fails hours in on a missing file.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InputDataError(f"LLaVA JSON file {path} does not exist (data.dataset names the .json file)")
+    try:
+        records = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputDataError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(records, list):
+        raise InputDataError(f"{path}: a LLaVA JSON file is a list of records, found a {type(records).__name__}")
+    root = Path(image_folder).expanduser()
+    if not root.is_dir():
+        raise InputDataError(f"{path}: image_folder {image_folder} is not a directory; set data.image_folder "
+                             "to the folder the records' `image` paths are relative to")
+    fix_conv = "each record needs `conversations`: a list of {\"from\": \"human\"|\"gpt\", \"value\": text} turns"
+    out = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or not isinstance(rec.get("conversations"), list) or not rec["conversations"]:
+            raise _record_error(path, i, rec, "no `conversations` list", fix_conv)
+        turns = []
+        for j, turn in enumerate(rec["conversations"]):
+            if not isinstance(turn, dict):
+                raise _record_error(path, i, rec, f"turn {j} is not an object", fix_conv)
+            role = _ROLES.get(turn.get("from", turn.get("role", "")))
+            text = turn.get("value", turn.get("content"))
+            if role is None or not isinstance(text, str):
+                raise _record_error(path, i, rec, f"turn {j} has speaker {turn.get('from')!r} and value "
+                                    f"{type(text).__name__}", fix_conv)
+            turns.append({"role": role, "content": _strip_image_tag(text)})
+        if not any(t["role"] == "assistant" for t in turns):
+            raise _record_error(path, i, rec, "no gpt turn to train on", "add the answer or drop the record")
+        image = rec.get("image")
+        if image is None and require_image:
+            raise _record_error(path, i, rec, "no `image` (a text-only record)",
+                                "stage 1 trains on image-caption pairs; drop it or use the file in stage 2")
+        if image is not None:
+            if not isinstance(image, str) or not image:
+                raise _record_error(path, i, rec, f"`image` is {image!r}, not a relative path", "fix the record")
+            if not (root / image).is_file():
+                raise _record_error(path, i, rec, f"image {image} not found under image_folder {image_folder}",
+                                    "fetch the image or point data.image_folder at the folder the paths are relative to")
+        out.append({"id": str(rec.get("id", i)), "image": image, "messages": turns})
+    if not out:
+        raise InputDataError(f"{path} holds no records")
+    return out
 
 
 def load_llava_json(path: str, image_folder: str):
-    """LLaVA's JSON ({id, image?, conversations}) as a Dataset; images are referenced, not copied."""
+    """LLaVA's JSON ({id, image?, conversations}) as a stage-2 {messages, images} Dataset; images are
+    referenced, not copied."""
     from datasets import Dataset
 
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise InputDataError(f"LLaVA JSON file {path} does not exist")
-    try:
-        records = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputDataError(f"{path} is not valid JSON: {err}") from None
     root = Path(image_folder).expanduser()
-    rows = {"messages": [], "images": []}
-    for rec in records:
-        rows["messages"].append(_llava_turns(rec["conversations"]))
-        image = rec.get("image")
-        rows["images"].append([{"path": str(root / image), "bytes": None}] if image else [])
-    ds = Dataset.from_dict(rows, features=messages_features())
-    missing = [p["path"] for imgs in rows["images"][:50] for p in imgs if not Path(p["path"]).is_file()]
-    if missing:
-        raise InputDataError(f"{path}: image files missing under {image_folder}, e.g. {missing[0]}")
-    return ds
+    records = read_llava_json(path, image_folder)
+    rows = {
+        "messages": [r["messages"] for r in records],
+        "images": [[{"path": str(root / r["image"]), "bytes": None}] if r["image"] else [] for r in records],
+    }
+    return Dataset.from_dict(rows, features=messages_features())
+
+
+def llava_json_captions(src: DataSource):
+    """A LLaVA JSON file as stage-1 caption rows {id, image, prompt, caption} (LCS-558K: one human
+    instruction + `<image>`, one gpt caption per record)."""
+    from datasets import Dataset, Features, Image, Value
+
+    root = Path(src.image_folder or ".").expanduser()
+    records = read_llava_json(src.dataset, src.image_folder or ".", require_image=True)
+    rows: dict[str, list] = {"id": [], "image": [], "prompt": [], "caption": []}
+    for i, r in enumerate(records):
+        roles = [t["role"] for t in r["messages"] if t["role"] != "system"]
+        if roles != ["user", "assistant"]:
+            raise _record_error(src.dataset, i, r, f"{len(roles)} turns ({', '.join(roles)})",
+                                "stage 1 takes one human instruction and one gpt caption per record (LCS-558K); "
+                                "multi-turn records (LLaVA-665K) belong in stage 2 (finetune.data)")
+        user, answer = (t["content"] for t in r["messages"] if t["role"] != "system")
+        rows["id"].append(r["id"])
+        rows["image"].append({"path": str(root / r["image"]), "bytes": None})
+        rows["prompt"].append(user or _prompt_for(r["id"]))
+        rows["caption"].append(answer)
+    features = Features({"id": Value("string"), "image": Image(), "prompt": Value("string"), "caption": Value("string")})
+    return Dataset.from_dict(rows, features=features)
 
 
 def _captions_to_messages(batch: dict[str, list]) -> dict[str, list]:

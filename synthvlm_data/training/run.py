@@ -18,12 +18,12 @@ from typing import Any
 from synthvlm_data.training import card as card_lib
 from synthvlm_data.training import data as data_lib
 from synthvlm_data.training.config import Stage, TrainConfig
-from synthvlm_data.training.errors import CheckpointError
+from synthvlm_data.training.errors import CheckpointError, InputDataError
 from synthvlm_data.training.freezing import freeze_for_stage, parameter_counts, trainable_modules
 
 STAGE_TITLES = {
     "pretrain": ("stage 1: feature alignment", "vision tower and LLM frozen, projector trained on image-caption pairs"),
-    "finetune": ("stage 2: visual instruction tuning", "projector and LLM trained on instruction data mixed with synthetic pairs"),
+    "finetune": ("stage 2: visual instruction tuning", "projector and LLM trained on instruction data"),
 }
 
 
@@ -152,11 +152,14 @@ def load_model(cfg: TrainConfig, stage: Stage):
 def load_datasets(cfg: TrainConfig, stage: Stage):
     section = cfg.stage(stage)
     if stage == "pretrain":
-        ds = data_lib.pretrain_dataset(section.data)
+        ds = data_lib.pretrain_dataset(section.data, cfg.model.latents)
         train, evaluation = data_lib.split_eval(ds, section.eval_ratio, cfg.seed)
         train = data_lib.as_prompt_completion(train)
         evaluation = data_lib.as_prompt_completion(evaluation) if evaluation is not None else None
         return train, evaluation
+    if cfg.model.latents is not None:
+        raise InputDataError("stage 2 on latents is not supported (model.latents is a stage-1 input); "
+                             "remove model.latents to fine-tune a pixel model")
     ds = data_lib.finetune_dataset(section.data, cfg.seed, section.stopping_strategy)
     return data_lib.split_eval(ds, section.eval_ratio, cfg.seed)
 
@@ -224,8 +227,17 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
     args = build_sft_config(cfg, stage, output_dir, state.num_processes, eval_ds is not None)
     trackers = AccelerateTrackers(targs.trackers, targs.project, args.run_name, output_dir / "logs",
                                   flat_config(cfg.model_dump(mode="json", include={"name", "seed", "model", stage})))
+    collator = None
+    if cfg.model.latents is not None:  # Synth^2: latents are the pixel_values, nothing is decoded
+        from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+        from synthvlm_data.training.latent import LatentProcessor, image_token_count
+
+        collator = DataCollatorForVisionLanguageModeling(
+            processor=LatentProcessor(processor, image_token_count(model)), max_length=args.max_length,
+            completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=processor, callbacks=[trackers])
+                         processing_class=processor, data_collator=collator, callbacks=[trackers])
     load_seconds = time.perf_counter() - started
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -241,6 +253,10 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
     summary = {}
     if state.is_main_process:
         processor.save_pretrained(str(output_dir))
+        if cfg.model.latents is not None:
+            from synthvlm_data.training.latent import write_latent_info
+
+            write_latent_info(output_dir, cfg.model.latents)
         summary = write_artifacts(cfg, stage, output_dir, trainer, metrics, counts, modules,
                                   num_processes=state.num_processes, accumulation=accumulation,
                                   seconds={"load": load_seconds, "train": train_seconds,
@@ -281,6 +297,14 @@ def _hyperparameters(cfg: TrainConfig, stage: Stage, num_processes: int, accumul
     return hp
 
 
+def _latent_note(cfg: TrainConfig) -> str:
+    lat = cfg.model.latents
+    if lat is None:
+        return ""
+    return (f"; input: {lat.size}x{lat.size} VAE latents of {lat.vae.id}, not pixels (real images: that VAE's "
+            "encoder, synthvlm_data.training.latent.load_latent_llava)")
+
+
 def write_artifacts(cfg: TrainConfig, stage: Stage, output_dir: Path, trainer, metrics: dict, counts: dict,
                     modules: list[str], *, num_processes: int, accumulation: int, seconds: dict, command: str,
                     repo_id: str | None, n_train: int, n_eval: int, device: str, threads: int) -> dict:
@@ -318,7 +342,7 @@ def write_artifacts(cfg: TrainConfig, stage: Stage, output_dir: Path, trainer, m
         "is_tiny": cfg.model.llm.is_tiny or cfg.model.vision_tower.is_tiny,
         "llm": base_model_id(cfg.model.llm) or cfg.model.llm.id,
         "llm_revision": cfg.model.llm.revision,
-        "vision_tower": card_lib.describe_component(cfg.model.vision_tower),
+        "vision_tower": card_lib.describe_component(cfg.model.vision_tower) + _latent_note(cfg),
         "vision_tower_revision": cfg.model.vision_tower.revision,
         "projector": cfg.model.projector,
         "vision_feature_layer": config.vision_feature_layer,

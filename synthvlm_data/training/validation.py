@@ -12,6 +12,7 @@ from pathlib import Path
 
 from synthvlm_data.models.llava import TINY_COMPONENTS
 from synthvlm_data.models.refs import PACKAGED
+from synthvlm_data.models.tiny import TINY_VISION_TOWER
 from synthvlm_data.training.config import KNOWN_SHAPES, ComponentRef, Stage, TrainConfig
 from synthvlm_data.training.errors import TrainConfigError
 
@@ -89,6 +90,10 @@ def validate_config(cfg: TrainConfig, stage: Stage, num_processes: int | None = 
     plan.lines.append(f"vision_tower: {cfg.model.vision_tower.id} ({vt_note})")
     llm_shape = KNOWN_SHAPES.get(cfg.model.llm.id)
     vt_shape = KNOWN_SHAPES.get(cfg.model.vision_tower.id)
+    if cfg.model.latents is not None:  # tiny:latent-vit: the tiny ViT over size x size latents
+        lat = cfg.model.latents
+        vt_shape = {**KNOWN_SHAPES[TINY_VISION_TOWER], "image_size": lat.size, "patch_size": lat.patch_size}
+        plan.lines.append(f"latents: {lat.vae.id}'s VAE, {lat.size}x{lat.size} latents, {lat.patch_size}-pixel patches")
     if llm_shape and vt_shape:
         plan.projector_params = projector_params(vt_shape["hidden_size"], llm_shape["hidden_size"])
         patches = (vt_shape["image_size"] // vt_shape["patch_size"]) ** 2
