@@ -151,11 +151,11 @@ def run_lmms(checkpoint: Path, tasks: list[str], items: Items | None, work_dir: 
                              f"{', '.join(suite_tasks())}; local: {WORLD_TASK})")
     model = SynthVLMLlava(pretrained=str(checkpoint))
     t0 = time.time()
-    results = {}
+    results, samples = {}, {}
     for task, spec in zip(tasks, specs):
         try:
             out = simple_evaluate(model=model, tasks=[spec], task_manager=manager, batch_size=1, device="cpu",
-                                  limit=limit, bootstrap_iters=bootstrap_iters, log_samples=False, random_seed=seed,
+                                  limit=limit, bootstrap_iters=bootstrap_iters, log_samples=True, random_seed=seed,
                                   numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
         except Exception as err:  # noqa: BLE001 - lmms-eval wraps the Hub failure in tenacity's RetryError
             chain, e = [], err
@@ -169,12 +169,23 @@ def run_lmms(checkpoint: Path, tasks: list[str], items: Items | None, work_dir: 
         if out is None:  # non-main ranks
             continue
         results.update(out["results"])
+        for name, rows in (out.get("samples") or {}).items():
+            samples[name] = [_sample(r) for r in sorted(rows, key=lambda r: r["doc_id"])]
         n_samples = {k: v.get("effective", v.get("original")) for k, v in out.get("n-samples", {}).items()}
         results.setdefault("_n", {}).update(n_samples)
     n = results.pop("_n", {})
-    return {"suite": "lmms", "tasks": tasks, "results": results, "n_samples": n, "limit": limit,
+    return {"suite": "lmms", "tasks": tasks, "results": results, "n_samples": n, "limit": limit, "samples": samples,
             "lmms_eval_version": getattr(lmms_eval, "__version__", None) or _version("lmms_eval"),
             "seconds": round(time.time() - t0, 1)}
+
+
+def _sample(row: dict) -> dict:
+    """One logged lmms-eval sample: doc id, target, the model's (filtered) response, its metrics."""
+    resp = row.get("filtered_resps")
+    while isinstance(resp, (list, tuple)) and resp:
+        resp = resp[0]
+    metrics = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "doc_id"}
+    return {"doc_id": row["doc_id"], "target": row.get("target"), "prediction": resp, **metrics}
 
 
 def _version(dist: str) -> str | None:

@@ -91,6 +91,11 @@ def evaluate(checkpoint: Path, suite: str = "world", n: int = 100, seed: int = 0
                           dataset_paths=parse_dataset_paths(dataset_paths), seed=seed)
         result["checkpoint_name"] = checkpoint.name
         result.pop("seconds", None)
+        samples = result.pop("samples")
         files = report.write_results(result, out)
+        path = out / "eval-lmms-samples.jsonl"
+        path.write_text("".join(json.dumps({"task": t, **r}, sort_keys=True, default=str) + "\n"
+                                for t, rows in samples.items() for r in rows), encoding="utf-8")
+        files.append(path)
     card = report.update_card(checkpoint, result) if update_card else None
     return EvalOutcome(result=result, files=files, card=card, seconds=time.time() - t0)
