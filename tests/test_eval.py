@@ -156,7 +156,7 @@ def test_eval_errors_are_one_line(tmp_path, capsys, checkpoint):
     assert "lmms-lab-encoder/POPE" in err and "--dataset-path pope=DIR" in err and "Hub" in err
 
 
-def test_eval_world_suite_end_to_end(checkpoint, world_run, tmp_path, capsys):
+def test_eval_world_suite_end_to_end(checkpoint, world_run):
     from huggingface_hub import ModelCard
 
     code, first = world_run
@@ -174,7 +174,6 @@ def test_eval_world_suite_end_to_end(checkpoint, world_run, tmp_path, capsys):
     card = (checkpoint / "README.md").read_text()
     assert card.count("<!-- synthvlm-eval:world -->") == 1 and "| vqa | exact match (all) |" in card
     assert "Not evaluated yet" not in card and ModelCard.load(checkpoint / "README.md").data.pipeline_tag
-    assert "synthvlm eval" in capsys.readouterr().out
     assert not (checkpoint / "eval-world.json").exists()  # --out: the files went there, the card still updated
 
 
@@ -206,3 +205,21 @@ def test_lmms_eval_runs_offline_on_the_world_task(checkpoint, world_run, tmp_pat
     assert task["exact_match,none"] == pytest.approx(ws.score_vqa(items, world_answers)["all"]["score"])
     assert "| synthvlm_world_vqa | exact_match |" in (tmp_path / "eval-lmms.md").read_text()
     assert "<!-- synthvlm-eval:lmms -->" in (checkpoint / "README.md").read_text()
+
+
+def test_adapter_manifest_resolves_in_lmms_eval():
+    """What the pyproject's `lmms_eval.models` entry point hands lmms-eval resolves to the adapter
+    (the entry point itself needs an install of this checkout, which the shared venv is not)."""
+    import tomllib
+
+    from lmms_eval.models import MODEL_REGISTRY_V2, get_model
+
+    from synthvlm_data.evaluation import lmms
+    from synthvlm_data.evaluation.lmms_adapter import SynthVLMLlava
+
+    eps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["lmms_eval.models"]
+    module, _, attr = eps["synthvlm"].partition(":")
+    assert (module, attr) == (lmms.__name__, "manifests")
+    for manifest in lmms.manifests():
+        MODEL_REGISTRY_V2.register_manifest(manifest)
+    assert get_model(lmms.MODEL_ID) is SynthVLMLlava
