@@ -157,12 +157,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     res = evaluate(args.checkpoint, args.suite, n=args.n, seed=args.seed, out=args.out, tasks=args.tasks,
                    limit=args.limit, dataset_paths=args.dataset_path, update_card=not args.no_card_update)
-    if res.result["suite"] == "world":
-        rows = [(f"{r['task']} {r['metric']} (n={r['n']})", f"{r['model']} {r['ci']}  maj {r['majority']}  chance {r['chance']}")
-                for r in world_rows(res.result)]
-    else:
-        rows = [(f"{r['task']} {r['metric']} (n={r['n']})", r["score"]) for r in lmms_rows(res.result)]
-    _print_table(f"synthvlm eval: {res.result['checkpoint_name']} ({res.result['suite']}, {res.seconds:.0f} s)", rows)
+    from rich.console import Console
+    from rich.table import Table
+
+    world = res.result["suite"] == "world"
+    cols = ("task", "metric", "n", "model", "95% CI", "majority", "chance") if world else ("task", "metric", "n", "score", "stderr")
+    keys = ("task", "metric", "n", "model", "ci", "majority", "chance") if world else ("task", "metric", "n", "score", "stderr")
+    table = Table(title=f"synthvlm eval: {res.result['checkpoint_name']} ({res.result['suite']}, {res.seconds:.0f} s)")
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("task", "metric") else "right")
+    for r in (world_rows if world else lmms_rows)(res.result):
+        table.add_row(*(str(r[k]) for k in keys))
+    Console(width=max(Console().width, 100)).print(table)
     print(f"wrote {', '.join(str(f) for f in res.files)}")
     if res.card is not None:
         print(f"updated {res.card}: its Evaluation section shows the table")

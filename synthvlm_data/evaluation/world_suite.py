@@ -21,8 +21,10 @@ not say is wrong):
 count, background tone), scored by exact match after VQAv2's answer normalisation (lmms-eval's
 `EvalAIAnswerProcessor`: lower case, punctuation, articles, number words -> digits).
 
-Every score is a mean over items with a bootstrap 95% CI over items; majority and chance
-baselines go through the same scorer (`score_captions`, `score_vqa`).
+Every score is a mean over items with a bootstrap 95% CI over items. Baselines: majority (each
+question answered with its type's most frequent answer over 500 train-split scenes, the prior a
+model could learn; one caption of their most frequent attributes) through the same scorers
+(`score_captions`, `score_vqa`), and chance (a uniform guess among the type's answers).
 """
 
 from __future__ import annotations
@@ -227,10 +229,28 @@ def score_vqa(items: Items, predictions: list[str]) -> dict[str, dict]:
 # --------------------------------------------------------------------------- baselines
 
 
+REFERENCE_SCENES = 500  # the majority baseline's prior: the first 500 scenes of the world's train split
+
+
+@functools.cache
+def reference_items(seed: int) -> Items:
+    """Questions about train-split scenes (what a model could learn as a prior; never eval items)."""
+    scenes = split_scenes("train", REFERENCE_SCENES)
+    items = Items(n=len(scenes), seed=seed, scenes=scenes)
+    for i, scene in enumerate(scenes):
+        items.questions.extend(scene_questions(scene, i, np.random.default_rng([seed, i])))
+    return items
+
+
+def _top(values):
+    return Counter(values).most_common(1)[0][0]
+
+
 def majority_answers(items: Items) -> list[str]:
-    """Each question answered with its type's most frequent true answer in this item set."""
-    top = {t: Counter(q.answer for q in items.questions if q.qtype == t).most_common(1) for t in QUESTION_TYPES}
-    return [top[q.qtype][0][0] for q in items.questions]
+    """Each question answered with its type's most frequent answer over the reference (train) scenes."""
+    ref = reference_items(items.seed)
+    top = {t: _top(q.answer for q in ref.questions if q.qtype == t) for t in QUESTION_TYPES}
+    return [top[q.qtype] for q in items.questions]
 
 
 def chance_scores(items: Items) -> dict[str, dict]:
@@ -244,16 +264,13 @@ def chance_scores(items: Items) -> dict[str, dict]:
 
 
 def majority_caption(items: Items) -> str:
-    """One caption for every scene: the most frequent size, colour, shape, tone and pattern."""
-    objs = [o for s in items.scenes for o in s.objects]
-
-    def top(values):
-        return Counter(values).most_common(1)[0][0]
-
-    claims = Claims(objects=[{"colour": top(o.colour for o in objs), "shape": top(o.shape for o in objs),
-                              "size": top(o.size for o in objs)}],
-                    tone=top(s.background.tone for s in items.scenes),
-                    pattern=top(s.background.pattern for s in items.scenes))
+    """One caption for every scene: the most frequent size, colour, shape, tone and pattern of the
+    reference (train) scenes."""
+    scenes = reference_items(items.seed).scenes
+    objs = [o for s in scenes for o in s.objects]
+    claims = Claims(objects=[{"colour": _top(o.colour for o in objs), "shape": _top(o.shape for o in objs),
+                              "size": _top(o.size for o in objs)}],
+                    tone=_top(s.background.tone for s in scenes), pattern=_top(s.background.pattern for s in scenes))
     return canonical(claims)
 
 
