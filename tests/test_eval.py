@@ -45,6 +45,7 @@ def checkpoint(tmp_path_factory):
         run_stage(cfg, "pretrain", command="pytest")
     finally:
         torch.set_num_threads(before)
+    assert "Not evaluated yet" in (out / "README.md").read_text()  # the card's stub, replaced by the first eval
     return out
 
 
@@ -149,6 +150,7 @@ def test_eval_errors_are_one_line(tmp_path, capsys, checkpoint):
         (["eval", str(tmp_path)], "not a model folder written by train/"),
         (["eval", str(checkpoint), "--suite", "mmmu"], "--suite mmmu: unknown suite; known: world, lmms"),
         (["eval", str(checkpoint), "--n", "0"], "--n 0"),
+        (["eval", str(checkpoint), "--tasks", "pope"], "--tasks applies to --suite lmms only"),
         (["eval", str(checkpoint), "--suite", "lmms", "--tasks", "pope"], "lmms task pope"),
     ):
         assert main(argv) == 2

@@ -18,7 +18,6 @@ from synthvlm_data.evaluation.checkpoint import CheckpointModel, EvalInputError,
 from synthvlm_data.evaluation.world_suite import (
     BOOTSTRAP,
     CAPTION_PROMPT,
-    EvalError,
     baselines,
     build_items,
     caption_scores,
@@ -70,10 +69,11 @@ def evaluate(checkpoint: Path, suite: str = "world", n: int = 100, seed: int = 0
         raise EvalInputError(f"--suite {suite}: unknown suite; known: {', '.join(SUITES)}")
     checkpoint = check_checkpoint(Path(checkpoint))
     out = Path(out) if out is not None else checkpoint
-    try:
-        items = build_items(n, seed)
-    except EvalError as err:
-        raise EvalInputError(str(err)) from None
+    if suite == "world":
+        given = [flag for flag, v in (("--tasks", tasks), ("--limit", limit), ("--dataset-path", dataset_paths)) if v]
+        if given:
+            raise EvalInputError(f"{given[0]} applies to --suite lmms only (the world suite takes --n and --seed)")
+    items = build_items(n, seed)
     t0 = time.time()
     if suite == "world":
         model = CheckpointModel(checkpoint)

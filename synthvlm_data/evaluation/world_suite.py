@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from synthvlm_data.evaluation.checkpoint import EvalInputError
 from synthvlm_data.world.data import SPLIT_OFFSET, WORLD_SEED, split_scenes
 from synthvlm_data.world.scene import COLOURS, INVERSE, SHAPES, SIZES, TONES, Scene
 from synthvlm_data.world.text import Claims, canonical, caption, parse, truth_claims
@@ -50,10 +51,6 @@ QUESTION_TYPES = ("colour", "shape", "size", "relation", "count", "background")
 BOOTSTRAP = 1000
 _REL_PHRASE = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 _SYNONYMS = {"grey": ["grey", "gray"]}
-
-
-class EvalError(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,7 @@ class Items:
 def build_items(n: int, seed: int = 0) -> Items:
     """`n` held-out scenes and their questions (every question type a scene allows)."""
     if n < 1:
-        raise EvalError(f"--n {n}: the world suite needs at least 1 scene")
+        raise EvalInputError(f"--n {n}: the world suite needs at least 1 scene")
     scenes = split_scenes(SPLIT, n)
     items = Items(n=n, seed=seed, scenes=scenes)
     for i, scene in enumerate(scenes):
@@ -144,7 +141,7 @@ def _answer_processor():
     package to reach it takes ~18 s (its task registry), the file itself imports only `re`."""
     spec = importlib.util.find_spec("lmms_eval")
     if spec is None or not spec.submodule_search_locations:
-        raise EvalError("synthvlm eval needs lmms-eval (VQAv2 answer normalisation, the lmms suite): "
+        raise EvalInputError("synthvlm eval needs lmms-eval (VQAv2 answer normalisation, the lmms suite): "
                         "pip install 'synthvlm-data[eval]'")
     path = Path(spec.submodule_search_locations[0]) / "tasks" / "_task_utils" / "vqa_eval_metric.py"
     mod_spec = importlib.util.spec_from_file_location("_synthvlm_vqa_eval_metric", path)
