@@ -151,6 +151,9 @@ def test_eval_errors_are_one_line(tmp_path, capsys, checkpoint):
         (["eval", str(checkpoint), "--suite", "mmmu"], "--suite mmmu: unknown suite; known: world, lmms"),
         (["eval", str(checkpoint), "--n", "0"], "--n 0"),
         (["eval", str(checkpoint), "--tasks", "pope"], "--tasks applies to --suite lmms only"),
+        (["eval", str(checkpoint), "--suite", "lmms", "--dataset-path", f"pope={tmp_path / 'no'}"], "no such directory"),
+        (["eval", str(checkpoint), "--suite", "lmms"], "lmms tasks vqav2_val, gqa, scienceqa_img, textvqa_val, "
+                                                        "mmbench_en_dev, mme, pope: their datasets are on the Hugging Face Hub"),
         (["eval", str(checkpoint), "--suite", "lmms", "--tasks", "pope"], "lmms task pope"),
     ):
         assert main(argv) == 2

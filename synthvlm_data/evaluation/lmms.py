@@ -95,13 +95,19 @@ def _hub_of(task: str) -> str | None:
     return next((t["hub"] for t in llava15_suite()["lmms_eval"] if t["task"] == task), None)
 
 
-def offline_error(task: str, reason: str) -> EvalInputError:
-    hub = _hub_of(task)
-    where = f" ({hub})" if hub else ""
+def offline_error(tasks: str | list[str], reason: str) -> EvalInputError:
+    """One line: which tasks need the Hub, and the two ways out."""
+    tasks = [tasks] if isinstance(tasks, str) else tasks
+    if len(tasks) == 1:
+        hub = _hub_of(tasks[0])
+        what = f"lmms task {tasks[0]}: its dataset{f' ({hub})' if hub else ''} is"
+        flag, it = f"--dataset-path {tasks[0]}=DIR", "it"
+    else:
+        what = f"lmms tasks {', '.join(tasks)}: their datasets are"
+        flag, it = "--dataset-path TASK=DIR for each", "them"
     return EvalInputError(
-        f"lmms task {task}: its dataset{where} is on the Hugging Face Hub, which cannot be reached here ({reason}); "
-        f"run where the Hub is reachable, or save it once elsewhere with datasets' save_to_disk and pass "
-        f"--dataset-path {task}=DIR")
+        f"{what} on the Hugging Face Hub, which cannot be reached here ({reason}); run where the Hub is reachable, "
+        f"or save {it} once elsewhere with datasets' save_to_disk and pass {flag}")
 
 
 def _patch_lmms_eval() -> None:
@@ -123,9 +129,9 @@ def run_lmms(checkpoint: Path, tasks: list[str], items: Items | None, work_dir: 
     unknown = [t for t in dataset_paths if t not in tasks]
     if unknown:
         raise EvalInputError(f"--dataset-path {unknown[0]}: not among the tasks run ({', '.join(tasks)})")
-    for task in tasks:
-        if task != WORLD_TASK and task not in dataset_paths and hub_offline():
-            raise offline_error(task, "HF_HUB_OFFLINE is set")
+    need_hub = [t for t in tasks if t != WORLD_TASK and t not in dataset_paths]
+    if need_hub and hub_offline():
+        raise offline_error(need_hub, "HF_HUB_OFFLINE is set")
 
     import lmms_eval
     from lmms_eval.evaluator import simple_evaluate
