@@ -161,7 +161,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     world = res.result["suite"] == "world"
-    cols = ("task", "metric", "n", "model", "95% CI", "majority", "chance") if world else ("task", "metric", "n", "score", "stderr")
+    cols = ("task", "metric", "n", "model", "95% CI", "majority", "chance") if world else \
+        ("task", "metric", "n", "score", "stderr")
     keys = ("task", "metric", "n", "model", "ci", "majority", "chance") if world else ("task", "metric", "n", "score", "stderr")
     table = Table(title=f"synthvlm eval: {res.result['checkpoint_name']} ({res.result['suite']}, {res.seconds:.0f} s)")
     for c in cols:

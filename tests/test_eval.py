@@ -107,7 +107,8 @@ def test_oracle_scores_one_constant_scores_its_rate_majority_baseline(items):
         top = Counter(q.answer for q in ref.questions if q.qtype == t).most_common(1)[0][0]
         answers = [q.answer for q in items.questions if q.qtype == t]
         assert base["majority"]["vqa"][t]["score"] == pytest.approx(answers.count(top) / len(answers))
-        assert base["chance"]["vqa"][t]["score"] == pytest.approx(1 / len(items.questions[[q.qtype for q in items.questions].index(t)].options))
+        n_options = len(next(q for q in items.questions if q.qtype == t).options)
+        assert base["chance"]["vqa"][t]["score"] == pytest.approx(1 / n_options)
     two = ws.normalize_answer("Two."), ws.normalize_answer("The gray"), ws.normalize_answer("Yes, it is.")
     assert two == ("2", "gray", "yes it is")
 

@@ -17,7 +17,8 @@ def check_checkpoint(path: Path) -> Path:
     if not path.is_dir():
         raise EvalInputError(f"checkpoint {path}: no such directory; pass the output_dir of train/pretrain.py or "
                              "train/finetune.py")
-    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file() and not any(path.glob("model-*.safetensors")):
+    weights = (path / "model.safetensors").is_file() or any(path.glob("model-*.safetensors"))
+    if not (path / "config.json").is_file() or not weights:
         raise EvalInputError(f"checkpoint {path}: not a model folder written by train/ (needs config.json and "
                              "model*.safetensors); pass the output_dir of train/pretrain.py or train/finetune.py")
     return path
