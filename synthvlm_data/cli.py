@@ -151,6 +151,31 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from synthvlm_data.evaluation.report import lmms_rows, world_rows
+    from synthvlm_data.evaluation.run import evaluate
+
+    res = evaluate(args.checkpoint, args.suite, n=args.n, seed=args.seed, out=args.out, tasks=args.tasks,
+                   limit=args.limit, dataset_paths=args.dataset_path, update_card=not args.no_card_update)
+    from rich.console import Console
+    from rich.table import Table
+
+    world = res.result["suite"] == "world"
+    cols = ("task", "metric", "n", "model", "95% CI", "majority", "chance") if world else \
+        ("task", "metric", "n", "score", "stderr")
+    keys = ("task", "metric", "n", "model", "ci", "majority", "chance") if world else ("task", "metric", "n", "score", "stderr")
+    table = Table(title=f"synthvlm eval: {res.result['checkpoint_name']} ({res.result['suite']}, {res.seconds:.0f} s)")
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("task", "metric") else "right")
+    for r in (world_rows if world else lmms_rows)(res.result):
+        table.add_row(*(str(r[k]) for k in keys))
+    Console(width=max(Console().width, 100)).print(table)
+    print(f"wrote {', '.join(str(f) for f in res.files)}")
+    if res.card is not None:
+        print(f"updated {res.card}: its Evaluation section shows the table")
+    return 0
+
+
 def _add_backend_options(p: argparse.ArgumentParser) -> None:
     from synthvlm_data.backends import ADDRESS_ENV, CPU_THREADS_ENV, WORKERS_ENV
 
@@ -226,6 +251,23 @@ def make_parser() -> argparse.ArgumentParser:
     pb.add_argument("--revision", metavar="BRANCH", help="push to this branch (created if missing; default main)")
     pb.add_argument("--dry-run", action="store_true", help="check the folder and list what would be uploaded; no network")
     pb.set_defaults(func=cmd_publish)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint from train/: the world suite (offline) or lmms-eval")
+    e.add_argument("checkpoint", type=Path, help="the output_dir of train/pretrain.py or train/finetune.py")
+    e.add_argument("--suite", default="world",
+                   help="world: held-out world renders, captioning + VQA against exact ground truth (default); "
+                        "lmms: lmms-eval on the LLaVA-1.5 suite (pip install 'synthvlm-data[eval]')")
+    e.add_argument("--n", type=int, default=100, help="world scenes (each: one caption + up to 6 questions; default 100)")
+    e.add_argument("--seed", type=int, default=0, help="which objects the questions ask about, and the bootstrap")
+    e.add_argument("--out", type=Path, help="results folder (default: the checkpoint folder)")
+    e.add_argument("--tasks", nargs="+", metavar="TASK",
+                   help="lmms: lmms-eval task names (default: the LLaVA-1.5 suite; synthvlm_world_vqa = the world "
+                        "questions as a local lmms-eval task)")
+    e.add_argument("--limit", type=int, help="lmms: at most N items per task")
+    e.add_argument("--dataset-path", action="append", metavar="TASK=DIR",
+                   help="lmms: read TASK's data from a datasets save_to_disk folder instead of the Hub (repeatable)")
+    e.add_argument("--no-card-update", action="store_true", help="do not add the table to CHECKPOINT/README.md")
+    e.set_defaults(func=cmd_eval)
     return p
 
 

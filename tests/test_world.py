@@ -40,7 +40,8 @@ def test_scenes_are_seeded_and_splits_disjoint():
     train_pixels = render_array(split_scenes("train", 5)).tobytes()
     assert hashlib.sha256(train_pixels).hexdigest() == "60e752b142f14164699c30c995f193ba2ed3753dfe6e6a4ff788a78f847f780a"
     seeds = {split: {s.seed for s in split_scenes(split, 200)} for split in SPLIT_OFFSET}
-    assert not seeds["train"] & seeds["eval"] and not seeds["train"] & seeds["pool"] and not seeds["eval"] & seeds["pool"]
+    assert set(seeds) >= {"train", "eval", "pool", "test"}
+    assert all(not seeds[a] & seeds[b] for a in seeds for b in seeds if a < b)  # disjoint splits
 
 
 def test_scene_ground_truth_is_unambiguous(eval_scenes):

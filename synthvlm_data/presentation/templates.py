@@ -15,7 +15,13 @@ QUALITY_REPORT = "quality_report.md.j2"
 
 
 def templates_dir() -> Path:
-    """The card templates: `cards/` of the checkout, installed as `synthvlm_data.card_templates`."""
+    """The card templates: `cards/` of the checkout, installed as `synthvlm_data.card_templates`.
+
+    A source checkout's own `cards/` wins: with several checkouts (git worktrees) on one editable
+    install, the installed mapping points at the checkout that was installed, not this one."""
+    checkout = Path(__file__).resolve().parents[2] / "cards"
+    if (checkout / MODEL_CARD).is_file() and (checkout.parent / "synthvlm_data" / "__init__.py").is_file():
+        return checkout
     return Path(str(resources.files("synthvlm_data.card_templates")))
 
 

@@ -12,7 +12,8 @@ from synthvlm_data.world.render import render
 from synthvlm_data.world.scene import Scene, sample_scenes
 
 WORLD_SEED = 0
-SPLIT_OFFSET = {"train": 0, "eval": 10_000_000, "pool": 20_000_000}
+# test: the held-out scenes `synthvlm eval` scores trained VLMs on (no model or dataset is built from them)
+SPLIT_OFFSET = {"train": 0, "eval": 10_000_000, "pool": 20_000_000, "test": 30_000_000}
 
 
 def split_scenes(split: str, n: int, world_seed: int = WORLD_SEED) -> list[Scene]:

@@ -1,0 +1,1 @@
+"""Evaluation of trained checkpoints: the offline world suite and lmms-eval (`synthvlm eval`)."""

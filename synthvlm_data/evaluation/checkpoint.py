@@ -1,0 +1,52 @@
+"""A checkpoint written by `train/` (stage 1 or 2 output_dir: LlavaForConditionalGeneration +
+processor + README.md) as something that answers a prompt about an image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synthvlm_data.errors import SynthVLMError
+
+
+class EvalInputError(SynthVLMError):
+    """A checkpoint, suite or option `synthvlm eval` cannot use."""
+
+
+def check_checkpoint(path: Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise EvalInputError(f"checkpoint {path}: no such directory; pass the output_dir of train/pretrain.py or "
+                             "train/finetune.py")
+    weights = (path / "model.safetensors").is_file() or any(path.glob("model-*.safetensors"))
+    if not (path / "config.json").is_file() or not weights:
+        raise EvalInputError(f"checkpoint {path}: not a model folder written by train/ (needs config.json and "
+                             "model*.safetensors); pass the output_dir of train/pretrain.py or train/finetune.py")
+    return path
+
+
+class CheckpointModel:
+    """Greedy generation from a saved LLaVA checkpoint, with its own processor's chat template."""
+
+    def __init__(self, path: Path | str, dtype: str = "float32", device: str = "cpu"):
+        from synthvlm_data.models.llava import load_llava
+        from synthvlm_data.models.refs import ModelRef
+
+        self.path = check_checkpoint(Path(path))
+        model, self.processor = load_llava(ModelRef(id=str(self.path.resolve())), dtype, role="checkpoint")
+        self.model = model.to(device).eval()
+        self.device = device
+
+    def prompt(self, text: str, n_images: int = 1) -> str:
+        content = [{"type": "image"}] * n_images + [{"type": "text", "text": text}]
+        return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+
+    def generate(self, images: list, text: str, max_new_tokens: int = 32) -> str:
+        import torch
+
+        inputs = self.processor(images=images or None, text=self.prompt(text, len(images)), return_tensors="pt")
+        inputs = inputs.to(self.device)
+        tok = self.processor.tokenizer
+        with torch.no_grad():
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                      pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        return self.processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()

@@ -1,0 +1,12 @@
+"""Evaluate a checkpoint written by train/pretrain.py or train/finetune.py (same as `synthvlm eval`).
+
+    python train/eval.py outputs/tiny-pretrain --suite world --n 100
+    python train/eval.py outputs/llava-7b-finetune --suite lmms   # the LLaVA-1.5 suite (Hub access)
+"""
+
+import sys
+
+from synthvlm_data.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(["eval", *sys.argv[1:]]))
