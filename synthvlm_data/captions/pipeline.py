@@ -160,9 +160,12 @@ def _run(cfg: CaptionsConfig, *, seed: int, profile: str, report_dir: Path | Non
     reuse_emb = cfg.diversity is not None and (cfg.diversity.embedder or cfg.embedder) == emb_ref
     judge = None
     if cfg.judge is not None and cfg.sources:
-        from synthvlm_data.captions.judge import Judge
+        from synthvlm_data.captions.judge import EndpointJudge, Judge
 
-        judge = Judge(cfg.judge, models.lm(cfg.judge.model or cfg.lm, "captions judge", cfg.device, cfg.dtype), seed)
+        if (ep := cfg.step_endpoint(cfg.judge)) is not None:
+            judge = EndpointJudge(cfg.judge, models.endpoint(ep, "captions judge", report_dir), seed)
+        else:
+            judge = Judge(cfg.judge, models.lm(cfg.judge.model or cfg.lm, "captions judge", cfg.device, cfg.dtype), seed)
     timed("load_models", t0)
 
     ex = cfg.report_examples
@@ -175,7 +178,7 @@ def _run(cfg: CaptionsConfig, *, seed: int, profile: str, report_dir: Path | Non
     judge_rep = None
     if judge is not None:
         j = cfg.judge
-        judge_rep = StepReport("judge", {"model": judge.lm.name, "system_prompt": j.system_prompt, "prompt": j.prompt,
+        judge_rep = StepReport("judge", {"model": judge.name, "system_prompt": j.system_prompt, "prompt": j.prompt,
                                          "min_p_yes": j.min_p_yes, "temperature": j.temperature,
                                          "enforce": j.enforce, "max_captions": j.max_captions}, ex)
         judge_rep.extra.update({"judged": 0, "answered_yes": 0, "unjudged": 0})
@@ -223,6 +226,7 @@ def _run(cfg: CaptionsConfig, *, seed: int, profile: str, report_dir: Path | Non
     if near is not None:
         step_dicts.append(near_rep.as_dict())
     if judge_rep is not None:
+        judge_rep.extra.update(judge.report_extra())
         step_dicts.append(judge_rep.as_dict())
     if cfg.limit is not None:
         step_dicts.append(limit_rep.as_dict())
@@ -234,7 +238,9 @@ def _run(cfg: CaptionsConfig, *, seed: int, profile: str, report_dir: Path | Non
 
         t0 = time.perf_counter()
         s = cfg.synthesis
-        lm = models.lm(s.model or cfg.lm, "captions synthesis", cfg.device, cfg.dtype)
+        ep = cfg.step_endpoint(s)
+        lm = (models.endpoint(ep, "captions synthesis", report_dir) if ep is not None
+              else models.lm(s.model or cfg.lm, "captions synthesis", cfg.device, cfg.dtype))
         syn_near = s.near_dup_threshold or near_threshold
         syn_emb = (embedder or models.embedder(emb_ref, "captions embedder", cfg.device)) if syn_near else None
         synthetic, syn_rep = synthesize(
@@ -430,9 +436,9 @@ def _summary(report: dict) -> dict:
 def model_refs(cfg: CaptionsConfig) -> list[tuple[str, object]]:
     """(role, ModelRef) of every model this config will load."""
     refs = [ref for f in cfg.filters if f.enabled for ref in f.models(cfg)]
-    if cfg.judge is not None and cfg.sources:
+    if cfg.judge is not None and cfg.sources and cfg.step_endpoint(cfg.judge) is None:
         refs.append(("captions judge", cfg.judge.model or cfg.lm))
-    if cfg.synthesis is not None:
+    if cfg.synthesis is not None and cfg.step_endpoint(cfg.synthesis) is None:
         refs.append(("captions synthesis", cfg.synthesis.model or cfg.lm))
     near = cfg.dedup is not None and cfg.dedup.near
     if near or (cfg.synthesis is not None and cfg.synthesis.near_dup_threshold):
@@ -444,8 +450,18 @@ def model_refs(cfg: CaptionsConfig) -> list[tuple[str, object]]:
 
 def check_models(cfg: CaptionsConfig) -> None:
     """Preflight for the build: raise ModelUnavailableError (one line) before any stage runs if a
-    model of the caption stage cannot be loaded here. Loads nothing."""
+    model of the caption stage cannot be loaded here, or an LLM server it names does not answer
+    (one GET /models each, no retries). Loads nothing."""
+    from synthvlm_data.models.endpoint import check_endpoint
     from synthvlm_data.models.refs import check_available
 
     for role, ref in model_refs(cfg):
         check_available(ref, role)
+    for role, ep in endpoints(cfg):
+        check_endpoint(ep, role)
+
+
+def endpoints(cfg: CaptionsConfig) -> list[tuple[str, object]]:
+    """(role, EndpointConfig) of every LLM step this config runs on a server."""
+    steps = [("captions judge", cfg.judge if cfg.sources else None), ("captions synthesis", cfg.synthesis)]
+    return [(role, ep) for role, step in steps if step is not None and (ep := cfg.step_endpoint(step)) is not None]
