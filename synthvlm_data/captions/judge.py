@@ -14,11 +14,12 @@ tail of the template (3-4x cheaper than running the full prompt).
 applies the chat template) for one greedy token with `top_logprobs`, and reads p_yes from them the
 same way (the answer tokens' probabilities, renormalised over the two). A server that returns no
 logprobs (`transformers serve` 5.24 ignores the field) gives only its greedy token: p_yes is then 1
-for a yes token and 0 otherwise, which is the same decision as the in-process rule at the default
-min_p_yes 0.5 whenever the greedy token is an answer token (then it is the more likely of the two);
-other answers count as `not_yes_no` in the report. That path refuses temperature > 0 and
-min_p_yes != 0.5, which need the probability. Captions are not token-truncated there (`max_tokens`
-is the in-process budget); the server's context length applies.
+for a yes and 0 otherwise. With `endpoint.tokenizer` (the served model's tokenizer) that token is
+restricted to the answer tokens by `logit_bias`, so it is the more likely answer: the in-process
+rule p_yes >= 0.5. Without it, an answer that is neither counts as no (`not_yes_no` in the
+report). That path refuses temperature > 0 and min_p_yes != 0.5, which need the probability.
+Captions are not token-truncated there (`max_tokens` is the in-process budget); the server's
+context length applies.
 """
 
 from __future__ import annotations
