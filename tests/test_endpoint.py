@@ -280,7 +280,7 @@ def test_persistent_503_is_one_line_after_the_retries(server):
 
 
 def test_synthesis_through_server_passes_the_same_checks_and_replays(server, tmp_path):
-    cfg = SynthesisConfig(concepts=["dog"], n_per_concept=1, oversample=1, max_rounds=2,
+    cfg = SynthesisConfig(concepts=["dog"], n_per_concept=1, oversample=1, max_rounds=4,
                           max_new_tokens=32, on_shortfall="warn")
     rec = tmp_path / "rec"
     rec.mkdir()

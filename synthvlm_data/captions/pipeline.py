@@ -458,6 +458,8 @@ def check_models(cfg: CaptionsConfig) -> None:
     for role, ref in model_refs(cfg):
         check_available(ref, role)
     for role, ep in endpoints(cfg):
+        if ep.tokenizer is not None:
+            check_available(ep.tokenizer, f"{role} endpoint.tokenizer")
         check_endpoint(ep, role)
 
 

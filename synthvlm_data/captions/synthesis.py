@@ -207,6 +207,7 @@ def synthesize(cfg, lm, *, seed: int, embedder: Embedder | None, near_threshold:
     matcher = ConceptMatcher(concepts)
     patterns = [re.compile(p) for p in cfg.reject_patterns]
     remote = not isinstance(lm, LM)  # an Endpoint (synthvlm_data.models.endpoint)
+    reused_before = lm.reused if remote else 0  # the judge may share the endpoint
     gen = EndpointGenerator(lm, cfg) if remote else Generator(lm, cfg)
     kept: dict[str, list[str]] = {c: [] for c in concepts}
     near = {c: NearDedup(near_threshold) for c in concepts} if (embedder and near_threshold) else {}
@@ -291,5 +292,5 @@ def synthesize(cfg, lm, *, seed: int, embedder: Embedder | None, near_threshold:
     }
     if remote:
         report["params"]["endpoint"] = lm.cfg.url
-        report["recorded_answers_reused"] = lm.reused
+        report["recorded_answers_reused"] = lm.reused - reused_before
     return rows, report
