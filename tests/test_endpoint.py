@@ -9,7 +9,6 @@ import http.server
 import json
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
