@@ -303,3 +303,11 @@ def test_synthesis_through_server_passes_the_same_checks_and_replays(server, tmp
     (rows2, rep2), ep2 = run()
     assert rows2 == rows and ep2.reused == rep["seen"] == rep2["recorded_answers_reused"]
     print(f"synthesis {rep['seen']} requests in {took:.1f} s: {[r['caption'] for r in rows]}")
+
+
+def test_sampled_judge_on_a_server_without_logprobs_is_refused(server):
+    """temperature > 0 needs p(yes); transformers serve returns no logprobs: one line, not a guess."""
+    ep = Endpoint(EndpointConfig(url=server["url"]), "captions judge")
+    with pytest.raises(ModelUnavailableError, match="returns no logprobs.*judge.temperature") as e:
+        EndpointJudge(JudgeConfig(temperature=0.7), ep, 0).p_yes([CAPTIONS[0]])
+    assert server["url"] in str(e.value) and "\n" not in str(e.value)
