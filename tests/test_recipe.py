@@ -129,7 +129,8 @@ def test_synth2_recipe_is_llm_captions_in_latent_space():
     assert r.profile == "full" and r.captions.sources == []
     syn = r.captions.synthesis
     assert syn is not None and syn.concepts_file == "package://concepts.txt" and syn.n_per_concept >= 1
-    assert r.captions.lm.id.startswith("meta-llama/") and "Instruct" in r.captions.lm.id
+    ep = r.captions.step_endpoint(syn)  # Llama-3-70B-Instruct on a tensor-parallel server
+    assert ep is not None and ep.model.startswith("meta-llama/") and "70B-Instruct" in ep.model
     assert r.generate.output == "latents" and r.generate.refiner is None
     assert r.select.diversity is not None and r.select.diversity.quota == "uniform"
     from synthvlm_data.captions.concepts import load_concepts

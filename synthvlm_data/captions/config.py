@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 from synthvlm_data.captions.filters import FilterStep
 from synthvlm_data.captions.filters.regex import compile_patterns
 from synthvlm_data.clustering import MINILM_HUB, CaptionDiversityConfig
+from synthvlm_data.models.endpoint import EndpointConfig
 from synthvlm_data.models.refs import ModelRef
 from synthvlm_data.schema import StrictModel
 
@@ -125,6 +126,11 @@ class DedupConfig(StrictModel):
     batch_size: int = Field(default=64, ge=1)
 
 
+def _one_of_model_endpoint(step, name: str) -> None:
+    if step.model is not None and step.endpoint is not None:
+        raise ValueError(f"{name}: set `model` (in-process) or `endpoint` (a server), not both")
+
+
 JUDGE_SYSTEM = "You are a strict data curator for text-to-image training data."
 JUDGE_PROMPT = (
     "Is the following image caption detailed, coherent and clear enough to guide a diffusion "
@@ -137,7 +143,11 @@ class JudgeConfig(StrictModel):
     next-token distribution restricted to the two answer tokens: greedy for temperature 0, else
     sampled with a per-caption seed, so the decision does not depend on batch composition."""
 
-    model: ModelRef | None = Field(default=None, description="Instruction LM (default: captions.lm).")
+    model: ModelRef | None = Field(default=None, description="Instruction LM run in-process (default: "
+                                   "captions.endpoint, else captions.lm).")
+    endpoint: EndpointConfig | None = Field(default=None, description="Ask an OpenAI-compatible server "
+                                            "instead (default: captions.endpoint). p(yes) comes from the answer "
+                                            "token's top_logprobs; a server without logprobs gives the greedy token.")
     system_prompt: str = JUDGE_SYSTEM
     prompt: str = Field(default=JUDGE_PROMPT, description="Template with `{caption}`.")
     yes: str = "Yes"
@@ -167,6 +177,7 @@ class JudgeConfig(StrictModel):
     def _template(self) -> JudgeConfig:
         if "{caption}" not in self.prompt:
             raise ValueError("judge.prompt must contain {caption}")
+        _one_of_model_endpoint(self, "judge")
         return self
 
 
@@ -204,7 +215,11 @@ class SynthesisConfig(StrictModel):
     concepts: list[str] | None = Field(default=None, min_length=1, description="Inline list (overrides the file).")
     max_concepts: int | None = Field(default=None, ge=1, description="Use the first N concepts.")
     n_per_concept: int = Field(default=10, ge=1)
-    model: ModelRef | None = Field(default=None, description="Instruction LM (default: captions.lm).")
+    model: ModelRef | None = Field(default=None, description="Instruction LM run in-process (default: "
+                                   "captions.endpoint, else captions.lm).")
+    endpoint: EndpointConfig | None = Field(default=None, description="Ask an OpenAI-compatible server "
+                                            "instead (default: captions.endpoint); one request per candidate "
+                                            "with its own `seed`.")
     system_prompt: str = SYNTH_SYSTEM
     prompt: str = Field(default=SYNTH_PROMPT, description="Template with `{concept}` (`{article}`: a/an).")
     few_shot: list[FewShot] = Field(
@@ -240,6 +255,7 @@ class SynthesisConfig(StrictModel):
     def _template(self) -> SynthesisConfig:
         if "{concept}" not in self.prompt:
             raise ValueError("synthesis.prompt must contain {concept}")
+        _one_of_model_endpoint(self, "synthesis")
         compile_patterns(self.reject_patterns, "synthesis.reject_patterns")
         return self
 
@@ -255,6 +271,9 @@ class CaptionsConfig(StrictModel):
     max_chars: int = Field(default=2000, ge=1, description="Longer captions are rejected (counted).")
     lm: ModelRef | None = Field(default=None, description="Default causal/instruction LM of the "
                                 "perplexity filter, judge and synthesis.")
+    endpoint: EndpointConfig | None = Field(default=None, description="Default OpenAI-compatible server of the "
+                                            "judge and synthesis (a step's own `model` runs in-process instead). "
+                                            "The perplexity filter always runs in-process.")
     embedder: ModelRef = Field(
         default=ModelRef(id=MINILM_HUB),
         description="Sentence embedder (dedup, synthesis dedup, diversity). The Hub id falls back "
@@ -288,14 +307,20 @@ class CaptionsConfig(StrictModel):
         if self.min_chars > self.max_chars:
             raise ValueError("min_chars must be <= max_chars")
         needs_lm = [f.label for f in self.filters if any(ref is None for _, ref in f.models(self))]
-        if self.judge is not None and self.judge.model is None:
+        if self.judge is not None and self.judge.model is None and self.step_endpoint(self.judge) is None:
             needs_lm.append("judge")
-        if self.synthesis is not None and self.synthesis.model is None:
+        if self.synthesis is not None and self.synthesis.model is None and self.step_endpoint(self.synthesis) is None:
             needs_lm.append("synthesis")
         if needs_lm and self.lm is None:
             raise ValueError(f"{', '.join(needs_lm)} need a model: set captions.lm (e.g. "
-                             f"{{id: {SMOLLM2}}} offline) or the step's own `model`")
+                             f"{{id: {SMOLLM2}}} offline), the step's own `model`, or an `endpoint`")
         labels = [f.label for f in self.filters]
         if len(set(labels)) != len(labels):
             raise ValueError(f"filter names must be unique (set `name`), got {labels}")
         return self
+
+    def step_endpoint(self, step) -> EndpointConfig | None:
+        """The server an LLM step (judge, synthesis) asks, or None when it runs in-process."""
+        if step.endpoint is not None:
+            return step.endpoint
+        return self.endpoint if step.model is None else None

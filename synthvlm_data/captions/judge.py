@@ -9,16 +9,29 @@ with a generator seeded by (seed, caption), so a decision never depends on its b
 The part of the prompt before `{caption}` is identical for every caption: it is run through the LM
 once and its KV cache reused for each batch, so a caption costs only its own tokens plus the short
 tail of the template (3-4x cheaper than running the full prompt).
+
+`EndpointJudge` asks an OpenAI-compatible server the same chat (system + user turn; the server
+applies the chat template) for one greedy token with `top_logprobs`, and reads p_yes from them the
+same way (the answer tokens' probabilities, renormalised over the two). A server that returns no
+logprobs (`transformers serve` 5.24 ignores the field) gives only its greedy token: p_yes is then 1
+for a yes and 0 otherwise. With `endpoint.tokenizer` (the served model's tokenizer) that token is
+restricted to the answer tokens by `logit_bias`, so it is the more likely answer: the in-process
+rule p_yes >= 0.5. Without it, an answer that is neither counts as no (`not_yes_no` in the
+report). That path refuses temperature > 0 and min_p_yes != 0.5, which need the probability.
+Captions are not token-truncated there (`max_tokens` is the in-process budget); the server's
+context length applies.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections import Counter
 
 import numpy as np
 import torch
 
+from synthvlm_data.errors import ModelUnavailableError
 from synthvlm_data.models.text import LM, cache_kwarg, output_cache
 from synthvlm_data.workunits import stable_hash
 
@@ -34,10 +47,15 @@ def _answer_ids(tok, word: str) -> list[int]:
     return sorted(ids)
 
 
+def judge_messages(system: str, template: str, caption: str) -> list[dict]:
+    """The judge's chat: the system prompt (if any) and the user turn asking about `caption`."""
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": template.replace("{caption}", caption)}]
+
+
 def _split_prompt(tok, system: str, template: str) -> tuple[str, str]:
     """The chat-formatted prompt as (text before the caption, text after it)."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": template.replace("{caption}", MARK)}]
+    messages = judge_messages(system, template, MARK)
     if getattr(tok, "chat_template", None):
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
@@ -114,10 +132,116 @@ class Judge:
                 out[i] = p
         return out
 
+    @property
+    def name(self) -> str:
+        return self.lm.name
+
     def decide(self, caption: str, p: float) -> bool:
-        if self.cfg.temperature == 0.0:
-            return p >= self.cfg.min_p_yes
-        t = self.cfg.temperature
-        ly, ln = math.log(max(p, 1e-12)) / t, math.log(max(1 - p, 1e-12)) / t
-        p_t = 1.0 / (1.0 + math.exp(ln - ly))
-        return bool(np.random.default_rng(caption_seed(self.seed, caption)).random() < p_t)
+        return decide(self.cfg, self.seed, caption, p)
+
+    def report_extra(self) -> dict:
+        return {}
+
+
+def decide(cfg, seed: int, caption: str, p: float) -> bool:
+    """Keep a caption: p_yes >= min_p_yes at temperature 0, else a seeded draw at temperature t."""
+    if cfg.temperature == 0.0:
+        return p >= cfg.min_p_yes
+    t = cfg.temperature
+    ly, ln = math.log(max(p, 1e-12)) / t, math.log(max(1 - p, 1e-12)) / t
+    p_t = 1.0 / (1.0 + math.exp(ln - ly))
+    return bool(np.random.default_rng(caption_seed(seed, caption)).random() < p_t)
+
+
+def _word(token: str) -> str:
+    return token.strip().strip(".,!:;\"'").lower()
+
+
+class EndpointJudge:
+    """The judge through an OpenAI-compatible server (`synthvlm_data.models.endpoint`).
+
+    The first answer decides how p_yes is read: from `top_logprobs` when the server returns them;
+    otherwise from the greedy token, restricted to the answer tokens with `logit_bias` when
+    `endpoint.tokenizer` names the served model's tokenizer (then greedy = the more likely of the
+    two answers, the in-process rule at min_p_yes 0.5), else unrestricted (an answer that is
+    neither Yes nor No counts as no, and as `not_yes_no` in the report)."""
+
+    def __init__(self, cfg, endpoint, seed: int):
+        self.cfg, self.endpoint, self.seed = cfg, endpoint, seed
+        self.yes, self.no = _word(cfg.yes), _word(cfg.no)
+        if self.yes == self.no:
+            raise ValueError(f"judge: answers {cfg.yes!r} and {cfg.no!r} are the same word")
+        self.mode: str | None = None  # logprobs / answer_tokens / greedy_token, set by the first answer
+        self.bias: dict[str, float] = {}
+        if endpoint.cfg.tokenizer is not None:
+            from transformers import AutoTokenizer
+
+            from synthvlm_data.models.text import pretrained_dir
+
+            tok = AutoTokenizer.from_pretrained(pretrained_dir(endpoint.cfg.tokenizer, "judge endpoint tokenizer"))
+            yes_ids, no_ids = _answer_ids(tok, cfg.yes), _answer_ids(tok, cfg.no)
+            if set(yes_ids) & set(no_ids):
+                raise ValueError(f"judge: answers {cfg.yes!r} and {cfg.no!r} share a first token")
+            self.bias = {str(i): 100.0 for i in yes_ids + no_ids}
+        self.sources: Counter = Counter()
+        self.not_yes_no = 0
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+    def request(self, caption: str) -> dict:
+        body = {"messages": judge_messages(self.cfg.system_prompt, self.cfg.prompt, caption), "max_tokens": 1,
+                "temperature": 0.0, "logprobs": True, "top_logprobs": self.endpoint.cfg.top_logprobs}
+        return {**body, "logit_bias": self.bias} if self.mode == "answer_tokens" else body
+
+    def p_yes(self, captions: list[str]) -> list[float]:
+        if captions and self.mode is None:
+            first = self.endpoint.chat([self.request(captions[0])])[0]
+            if _top_logprobs(first) is not None:
+                self.mode = "logprobs"  # the first answer is reused below (same request)
+            elif self.cfg.temperature != 0.0 or self.cfg.min_p_yes != 0.5:
+                raise ModelUnavailableError(
+                    f"judge: endpoint {self.endpoint.cfg.url} returns no logprobs, so p(yes) is unknown and "
+                    "judge.temperature > 0 / min_p_yes != 0.5 cannot be honoured; use a server that returns them "
+                    "(vLLM, SGLang, TGI) or set judge.temperature: 0 and min_p_yes: 0.5 (the greedy answer)")
+            else:
+                self.mode = "answer_tokens" if self.bias else "greedy_token"
+        return [self._p_yes(r) for r in self.endpoint.chat([self.request(c) for c in captions])]
+
+    def _p_yes(self, response: dict) -> float:
+        self.sources[self.mode] += 1
+        if self.mode == "logprobs":
+            py = pn = 0.0
+            for alt in _top_logprobs(response) or []:
+                w = _word(alt["token"])
+                if w == self.yes:
+                    py += math.exp(alt["logprob"])
+                elif w == self.no:
+                    pn += math.exp(alt["logprob"])
+            if py + pn == 0.0:
+                self.not_yes_no += 1
+                return 0.0
+            return py / (py + pn)
+        w = _word((response["choices"][0].get("message") or {}).get("content") or "")
+        if w not in (self.yes, self.no):
+            self.not_yes_no += 1
+        return 1.0 if w == self.yes else 0.0
+
+    def decide(self, caption: str, p: float) -> bool:
+        return decide(self.cfg, self.seed, caption, p)
+
+    def report_extra(self) -> dict:
+        extra = {"endpoint": self.endpoint.cfg.url, "p_yes_from": self.mode, "not_yes_no": self.not_yes_no,
+                 "recorded_answers_reused": self.endpoint.reused}
+        if self.mode in ("answer_tokens", "greedy_token"):
+            extra["note"] = ("the server returned no logprobs: p_yes is 1 or 0 from its greedy answer"
+                             + (" restricted to the Yes/No tokens (logit_bias)" if self.mode == "answer_tokens"
+                                else "; set endpoint.tokenizer to restrict it to the Yes/No tokens"))
+        return extra
+
+
+def _top_logprobs(response: dict) -> list[dict] | None:
+    """The first answer token's alternatives, or None when the server returned no logprobs."""
+    content = (response["choices"][0].get("logprobs") or {}).get("content") or []
+    return content[0].get("top_logprobs") or None if content else None

@@ -143,7 +143,7 @@ def run_captions(cfg: CaptionsConfig, *, seed: int, profile: str = "full", repor
 
         t0 = time.perf_counter()
         curator = Curator(cfg, models)
-        reducer = Reducer(cfg, seed=seed, profile=profile, models=models, timed=timed)
+        reducer = Reducer(cfg, seed=seed, profile=profile, models=models, timed=timed, report_dir=report_dir)
         timed("load_models", t0)
         reader = UnitReader(cfg)
         while (unit := reader.next_unit()) is not None:
@@ -305,17 +305,21 @@ class Reducer:
     (`_Gate`), then synthesis, the balance and diversity report. Runs on one process."""
 
     def __init__(self, cfg: CaptionsConfig, *, seed: int, profile: str, models: ModelCache, timed=None,
-                 judge_cache: Path | None = None):
+                 judge_cache: Path | None = None, report_dir: Path | None = None):
         self.cfg, self.seed, self.profile, self.models = cfg, seed, profile, models
+        self.report_dir = report_dir  # where LLM steps on a server record their answers
         self.timed = timed or (lambda name, t0: None)
         near_threshold = cfg.dedup.threshold if (cfg.dedup and cfg.dedup.near) else None
         self.near_threshold = near_threshold
         judge = None
         if cfg.judge is not None and cfg.sources:
-            from synthvlm_data.captions.judge import Judge
+            from synthvlm_data.captions.judge import EndpointJudge, Judge
 
-            judge = Judge(cfg.judge, models.lm(cfg.judge.model or cfg.lm, "captions judge", cfg.device, cfg.dtype),
-                          seed)
+            if (ep := cfg.step_endpoint(cfg.judge)) is not None:
+                judge = EndpointJudge(cfg.judge, models.endpoint(ep, "captions judge", report_dir), seed)
+            else:
+                judge = Judge(cfg.judge, models.lm(cfg.judge.model or cfg.lm, "captions judge", cfg.device,
+                                                   cfg.dtype), seed)
             if judge_cache is not None:
                 judge = CachedJudge(judge, judge_cache)
         self.judge = judge
@@ -332,7 +336,7 @@ class Reducer:
         self.judge_rep = None
         if judge is not None:
             j = cfg.judge
-            self.judge_rep = StepReport("judge", {"model": judge.lm.name, "system_prompt": j.system_prompt,
+            self.judge_rep = StepReport("judge", {"model": judge.name, "system_prompt": j.system_prompt,
                                                   "prompt": j.prompt, "min_p_yes": j.min_p_yes,
                                                   "temperature": j.temperature, "enforce": j.enforce,
                                                   "max_captions": j.max_captions}, ex)
@@ -375,6 +379,7 @@ class Reducer:
         if self.near is not None:
             step_dicts.append(self.near_rep.as_dict())
         if self.judge_rep is not None:
+            self.judge_rep.extra.update(self.judge.report_extra())
             step_dicts.append(self.judge_rep.as_dict())
         if cfg.limit is not None:
             step_dicts.append(self.limit_rep.as_dict())
@@ -390,7 +395,9 @@ class Reducer:
 
             t0 = time.perf_counter()
             s = cfg.synthesis
-            lm = models.lm(s.model or cfg.lm, "captions synthesis", cfg.device, cfg.dtype)
+            ep = cfg.step_endpoint(s)
+            lm = (models.endpoint(ep, "captions synthesis", report_dir or self.report_dir) if ep is not None
+                  else models.lm(s.model or cfg.lm, "captions synthesis", cfg.device, cfg.dtype))
             syn_near = s.near_dup_threshold or near_threshold
             syn_emb = models.embedder(emb_ref, "captions embedder", cfg.device) if syn_near else None
             rules = []
@@ -457,7 +464,7 @@ class CachedJudge:
 
     def __init__(self, judge, path: Path):
         self.judge, self.path = judge, Path(path)
-        self.lm, self.cfg = judge.lm, judge.cfg
+        self.name, self.cfg = judge.name, judge.cfg
         self.cache: dict[str, float] = {}
         self._newline = False  # the last line was cut by a kill: start the next answer on a new line
         if self.path.is_file():
@@ -492,6 +499,9 @@ class CachedJudge:
 
     def decide(self, caption: str, p: float) -> bool:
         return self.judge.decide(caption, p)
+
+    def report_extra(self) -> dict:
+        return self.judge.report_extra()
 
 
 class _Gate:
@@ -652,9 +662,9 @@ def _summary(report: dict) -> dict:
 def model_refs(cfg: CaptionsConfig) -> list[tuple[str, object]]:
     """(role, ModelRef) of every model this config will load."""
     refs = [ref for f in cfg.filters if f.enabled for ref in f.models(cfg)]
-    if cfg.judge is not None and cfg.sources:
+    if cfg.judge is not None and cfg.sources and cfg.step_endpoint(cfg.judge) is None:
         refs.append(("captions judge", cfg.judge.model or cfg.lm))
-    if cfg.synthesis is not None:
+    if cfg.synthesis is not None and cfg.step_endpoint(cfg.synthesis) is None:
         refs.append(("captions synthesis", cfg.synthesis.model or cfg.lm))
     near = cfg.dedup is not None and cfg.dedup.near
     if near or (cfg.synthesis is not None and cfg.synthesis.near_dup_threshold):
@@ -666,8 +676,20 @@ def model_refs(cfg: CaptionsConfig) -> list[tuple[str, object]]:
 
 def check_models(cfg: CaptionsConfig) -> None:
     """Preflight for the build: raise ModelUnavailableError (one line) before any stage runs if a
-    model of the caption stage cannot be loaded here. Loads nothing."""
+    model of the caption stage cannot be loaded here, or an LLM server it names does not answer
+    (one GET /models each, no retries). Loads nothing."""
+    from synthvlm_data.models.endpoint import check_endpoint
     from synthvlm_data.models.refs import check_available
 
     for role, ref in model_refs(cfg):
         check_available(ref, role)
+    for role, ep in endpoints(cfg):
+        if ep.tokenizer is not None:
+            check_available(ep.tokenizer, f"{role} endpoint.tokenizer")
+        check_endpoint(ep, role)
+
+
+def endpoints(cfg: CaptionsConfig) -> list[tuple[str, object]]:
+    """(role, EndpointConfig) of every LLM step this config runs on a server."""
+    steps = [("captions judge", cfg.judge if cfg.sources else None), ("captions synthesis", cfg.synthesis)]
+    return [(role, ep) for role, step in steps if step is not None and (ep := cfg.step_endpoint(step)) is not None]

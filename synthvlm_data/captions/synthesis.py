@@ -7,6 +7,14 @@ from (seed, r, b) inside `fork_rng`, so the result depends only on the config an
 the caller's RNG state. A candidate is kept when it is a clean one-line caption within the length
 bounds, names its concept, passes the recipe's rule filters, and is neither an exact duplicate of
 any caption nor a near-duplicate (embedding cosine) of a caption kept for the same concept.
+
+Through an OpenAI-compatible server (`synthesis.endpoint`), each candidate is one chat request (the
+same messages) with its own `seed` = request_seed(batch seed, index in batch); `finished` is
+finish_reason == "stop". Servers differ in seed support: vLLM and llama.cpp seed each request;
+`transformers serve` sets the global torch seed, so concurrent sampled requests are not
+reproducible there (and it samples only when the served folder's generation_config has
+`do_sample: true`). Every answer is recorded in the caption stage's folder, so a resumed stage is
+byte-identical whatever the server does.
 """
 
 from __future__ import annotations
@@ -31,6 +39,12 @@ def batch_seed(seed: int, round_: int, start: int) -> int:
     """torch seed of the synthesis batch starting at candidate `start` of round `round_` (the
     project's `stable_hash`, as first written: '\\x1f'-joined, little-endian, modulo 2^63 - 1)."""
     return stable_hash(seed, "synthesis", round_, start, sep="\x1f", byteorder="little") % (2**63 - 1)
+
+
+def request_seed(batch_seed_: int, index: int) -> int:
+    """The `seed` of candidate `index` of a synthesis batch sent to a server (31 bits: every
+    server's seed type holds it)."""
+    return stable_hash(batch_seed_, index, sep="\x1f", byteorder="little") % (2**31 - 1)
 
 
 def slug(concept: str) -> str:
@@ -97,18 +111,24 @@ def concepts_of(cfg) -> list[str]:
 _MARK = "\x00REQUEST\x00"
 
 
+def chat_messages(cfg, request: str) -> list[dict]:
+    """System prompt, few-shot turns, then the user turn `request`."""
+    msgs = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    for ex in cfg.few_shot:
+        msgs += [{"role": "user", "content": user_turn(cfg, ex.concept)}, {"role": "assistant", "content": ex.caption}]
+    return msgs + [{"role": "user", "content": request}]
+
+
+def user_turn(cfg, concept: str) -> str:
+    return cfg.prompt.format(concept=concept, article=article(concept))
+
+
 def chat_parts(tok, cfg) -> tuple[str, str]:
     """The chat prompt split around the final request: (shared head, tail template with {request}).
 
     The head (system prompt + few-shot turns) is identical for every concept; its KV cache is
     computed once and reused, so a candidate costs only its request's tokens plus generation."""
-    def user(c: str) -> str:
-        return cfg.prompt.format(concept=c, article=article(c))
-
-    msgs = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-    for ex in cfg.few_shot:
-        msgs += [{"role": "user", "content": user(ex.concept)}, {"role": "assistant", "content": ex.caption}]
-    msgs.append({"role": "user", "content": _MARK})
+    msgs = chat_messages(cfg, _MARK)
     if getattr(tok, "chat_template", None):
         text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     else:
@@ -160,13 +180,35 @@ class Generator:
         return list(zip(tok.batch_decode(new, skip_special_tokens=True), finished))
 
 
-def synthesize(cfg, lm: LM, *, seed: int, embedder: Embedder | None, near_threshold: float | None,
+class EndpointGenerator:
+    """The same chats through an OpenAI-compatible server: one request per candidate, each with its
+    own seed (see the module docstring)."""
+
+    def __init__(self, endpoint, cfg):
+        self.endpoint, self.cfg = endpoint, cfg
+        self.name = endpoint.name
+
+    def __call__(self, concepts: list[str], seed: int) -> list[tuple[str, bool]]:
+        cfg = self.cfg
+        reqs = [{"messages": chat_messages(cfg, user_turn(cfg, c)), "max_tokens": cfg.max_new_tokens,
+                 "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": request_seed(seed, i)}
+                for i, c in enumerate(concepts)]
+        out = []
+        for r in self.endpoint.chat(reqs):
+            choice = r["choices"][0]
+            out.append(((choice.get("message") or {}).get("content") or "", choice.get("finish_reason") == "stop"))
+        return out
+
+
+def synthesize(cfg, lm, *, seed: int, embedder: Embedder | None, near_threshold: float | None,
                rule_steps: list, exact: ExactDedup, min_chars: int, max_chars: int,
                max_examples: int = 5) -> tuple[list[dict], dict]:
     concepts = concepts_of(cfg)
     matcher = ConceptMatcher(concepts)
     patterns = [re.compile(p) for p in cfg.reject_patterns]
-    gen = Generator(lm, cfg)
+    remote = not isinstance(lm, LM)  # an Endpoint (synthvlm_data.models.endpoint)
+    reused_before = lm.reused if remote else 0  # the judge may share the endpoint
+    gen = EndpointGenerator(lm, cfg) if remote else Generator(lm, cfg)
     kept: dict[str, list[str]] = {c: [] for c in concepts}
     near = {c: NearDedup(near_threshold) for c in concepts} if (embedder and near_threshold) else {}
     reasons: Counter = Counter()
@@ -240,10 +282,15 @@ def synthesize(cfg, lm: LM, *, seed: int, embedder: Embedder | None, near_thresh
                    "system_prompt": cfg.system_prompt, "prompt": cfg.prompt,
                    "few_shot": [fs.model_dump() for fs in cfg.few_shot], "reject_patterns": cfg.reject_patterns,
                    "seed": seed,
-                   "seeding": "torch.manual_seed(batch_seed(seed, round, batch_start)) in fork_rng",
+                   "seeding": ("request seed = request_seed(batch_seed(seed, round, batch_start), index); answers "
+                               "recorded for resume" if remote else
+                               "torch.manual_seed(batch_seed(seed, round, batch_start)) in fork_rng"),
                    "batch_size": cfg.batch_size, "oversample": cfg.oversample, "max_rounds": cfg.max_rounds,
                    "near_dup_threshold": near_threshold if near else None},
         "rounds": rounds_used,
         "shortfall": short,
     }
+    if remote:
+        report["params"]["endpoint"] = lm.cfg.url
+        report["recorded_answers_reused"] = lm.reused - reused_before
     return rows, report

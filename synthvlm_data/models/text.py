@@ -207,6 +207,13 @@ class ModelCache:
         key = ("emb", ref.id, ref.revision, resolve_device(device))
         return self.get(key, lambda: Embedder(ref, role, device))
 
+    def endpoint(self, cfg, role: str, record_dir: Path | None = None):
+        """An OpenAI-compatible server (`synthvlm_data.models.endpoint.Endpoint`), checked on first use."""
+        from synthvlm_data.models.endpoint import Endpoint
+
+        key = ("endpoint", cfg.model_dump_json(), str(record_dir))
+        return self.get(key, lambda: Endpoint(cfg, role, record_dir))
+
     def get(self, key, build):
         if key not in self._items:
             self._items[key] = build()

@@ -32,7 +32,7 @@ def revision(ref: ModelRef) -> str:
 def models(recipe) -> list[dict]:
     """Every model that shaped the data: role(s), id and revision (generation, scoring, captions,
     selection). A caption model used for several steps is one row naming them all."""
-    from synthvlm_data.captions.pipeline import model_refs
+    from synthvlm_data.captions.pipeline import endpoints, model_refs
 
     rows = [("generator", recipe.generate.model)]
     if recipe.generate.refiner is not None:
@@ -44,7 +44,11 @@ def models(recipe) -> list[dict]:
     rows += [(", ".join(roles), ref) for ref, roles in captions.values()]
     if recipe.select.diversity is not None:
         rows.append(("selection clusters (select.diversity)", recipe.select.diversity.embedder))
-    return [{"role": role, "id": ref.id, "revision": revision(ref)} for role, ref in rows]
+    out = [{"role": role, "id": ref.id, "revision": revision(ref)} for role, ref in rows]
+    # LLM steps on an OpenAI-compatible server: the served model's name; its weights are the server's
+    out += [{"role": f"{role} (OpenAI-compatible server)", "id": ep.model or f"the model served at {ep.url}",
+             "revision": "as served (the server's checkpoint)"} for role, ep in endpoints(recipe.captions)]
+    return out
 
 
 def ssim(cfg) -> dict:

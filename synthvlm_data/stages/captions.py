@@ -153,7 +153,7 @@ class CaptionsStage(Stage):
 
         with torch_threads(cfg.num_threads):
             reducer = Reducer(cfg, seed=recipe.seed, profile=recipe.profile, models=ModelCache(), timed=timed,
-                              judge_cache=report_dir / JUDGE_CACHE)
+                              judge_cache=report_dir / JUDGE_CACHE, report_dir=report_dir)
             used = []
             for unit in curate_units(ctx):
                 if ctx.store.is_complete(unit):
