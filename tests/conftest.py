@@ -65,3 +65,14 @@ def parquet_checksums(folder: Path) -> dict[str, str]:
     from synthvlm_data.shards import sha256_file
 
     return {p.name: sha256_file(p) for p in sorted(Path(folder).glob("data/*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """torch on one intra-op thread for a test module (bit-stable CPU results, no oversubscription)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -25,12 +25,7 @@ WORLD_LATENTS = {"output": "latents", "model": {"id": "world:sdxl"}, "refiner": 
                  "steps": 2, "guidance_scale": 3.0, "height": 64, "width": 64, "images_per_caption": 1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # conftest: torch on 1 thread
 
 
 @pytest.fixture(scope="module")

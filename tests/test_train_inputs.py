@@ -24,12 +24,7 @@ TINY = ROOT / "train" / "configs" / "tiny.yaml"
 LCS_PROMPT = "Give a brief description of the image.\n<image>"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # conftest: torch on 1 thread
 
 
 def write_world_llava_json(out: Path, n: int, *, multi_turn: bool = False) -> Path:
