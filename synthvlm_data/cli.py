@@ -140,6 +140,16 @@ def print_quality_table(report: dict) -> None:
         print(f"note: {note}")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from synthvlm_data.stages.formats import export_formats
+
+    done = export_formats(args.dataset, args.format, shard_size=args.shard_size, out=args.out)
+    for fmt, res in done.items():
+        what = f"{len(res['shards'])} tar shards" if fmt == "webdataset" else f"{Path(res['json']).name} + images/"
+        print(f"{fmt}: {res['rows']} rows -> {res['out']} ({what})")
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from synthvlm_data.hub.publish import format_result, publish_folder
 
@@ -217,6 +227,15 @@ def make_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-card-update", action="store_true",
                    help="do not re-render DATASET/README.md (by default it is, when the report is inside DATASET)")
     q.set_defaults(func=cmd_report)
+
+    ex = sub.add_parser("export", help="write a built dataset as LLaVA JSON + image folder, or WebDataset tar shards")
+    ex.add_argument("dataset", type=Path, help="a dataset folder written by `synthvlm build`")
+    ex.add_argument("--format", action="append", required=True, choices=["llava-json", "webdataset"],
+                    help="llava-json: DATASET-llava-json/<name>.json + images/; webdataset: DATASET-webdataset/<name>-NNNNNN.tar "
+                         "(repeat the flag for both)")
+    ex.add_argument("--out", type=Path, help="output folder (one --format only; default: next to DATASET, as above)")
+    ex.add_argument("--shard-size", type=int, default=1000, help="webdataset: samples per tar shard (default 1000)")
+    ex.set_defaults(func=cmd_export)
 
     pb = sub.add_parser("publish", help="upload a dataset folder (or a model checkpoint) to the Hugging Face Hub")
     pb.add_argument("folder", type=Path, help="a dataset folder from `synthvlm build` (or a model folder)")

@@ -121,6 +121,12 @@ class ExportConfig(StrictModel):
     rows_per_shard: int = Field(default=5000, ge=1)
     language: list[str] = ["en"]
     tags: list[str] = ["synthetic", "image-captioning", "vision-language"]
+    formats: list[Literal["llava-json", "webdataset"]] = Field(
+        default=[],
+        description="Also write these next to the dataset folder: <name>-llava-json/ (LLaVA-Pretrain JSON + "
+        "images/), <name>-webdataset/ (tar shards).",
+    )
+    webdataset_shard_size: int = Field(default=1000, ge=1, description="Samples per WebDataset tar shard.")
 
 
 class Recipe(StrictModel):
