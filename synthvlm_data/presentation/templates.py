@@ -15,7 +15,13 @@ QUALITY_REPORT = "quality_report.md.j2"
 
 
 def templates_dir() -> Path:
-    """The card templates: `cards/` of the checkout, installed as `synthvlm_data.card_templates`."""
+    """The card templates: `cards/` of the checkout, installed as `synthvlm_data.card_templates`.
+
+    A source checkout's own `cards/` wins: with a checkout on PYTHONPATH next to an editable install
+    of another checkout, `synthvlm_data.card_templates` resolves to the other one's templates."""
+    checkout = Path(__file__).resolve().parents[2] / "cards"
+    if (checkout / DATASET_CARD).is_file():
+        return checkout
     return Path(str(resources.files("synthvlm_data.card_templates")))
 
 
