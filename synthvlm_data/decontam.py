@@ -270,10 +270,10 @@ def check_dataset(dataset_dir: Path, cfg: DecontamConfig, *, remove: bool = Fals
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from synthvlm_data.stages.formats import _shards
+    from synthvlm_data.stages.formats import dataset_shards
 
     dataset_dir = Path(dataset_dir)
-    shards = _shards(dataset_dir)
+    shards = dataset_shards(dataset_dir)
     index = build_index(cfg)
     caption_hits: dict[str, int] = {s["name"]: 0 for s in index.sets}
     image_hits: dict[str, int] = {s["name"]: 0 for s in index.sets}

@@ -121,7 +121,7 @@ def test_cli_removes_rows_and_card_reports(tiny_build, tmp_path, capsys):
 
     folder = tmp_path / "ds"
     shutil.copytree(tiny_build.out_dir, folder)
-    rows = pq.read_table(sorted(folder.glob("data/*.parquet"))[0]).to_pylist()
+    rows = pq.read_table(min(folder.glob("data/*.parquet"))).to_pylist()
     n_before = sum(pq.read_metadata(p).num_rows for p in folder.glob("data/*.parquet"))
     (tmp_path / "eval.txt").write_text("\n".join(r["caption"] for r in rows[:2]) + "\n")
     (tmp_path / "imgs").mkdir()

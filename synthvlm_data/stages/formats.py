@@ -38,7 +38,7 @@ def default_out(dataset_dir: Path, fmt: str) -> Path:
     return dataset_dir.with_name(f"{dataset_dir.name}-{fmt}")
 
 
-def _shards(dataset_dir: Path) -> list[Path]:
+def dataset_shards(dataset_dir: Path) -> list[Path]:
     dataset_dir = Path(dataset_dir)
     shards = sorted(dataset_dir.glob("data/*.parquet"))
     if not shards:
@@ -51,7 +51,7 @@ def iter_rows(dataset_dir: Path, batch_size: int = 64) -> Iterator[dict]:
     """The published rows in order, a few at a time (image bytes are never all in memory)."""
     import pyarrow.parquet as pq
 
-    for path in _shards(dataset_dir):
+    for path in dataset_shards(dataset_dir):
         pf = pq.ParquetFile(path)
         if "image" not in pf.schema_arrow.names:
             what = "latents (a latent-mode run)" if "latent" in pf.schema_arrow.names else "no image column"

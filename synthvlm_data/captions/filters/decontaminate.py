@@ -6,20 +6,10 @@ built dataset's captions and images (perceptual hash) and writes the card's cont
 
 from __future__ import annotations
 
-import json
 from typing import Literal
 
 from synthvlm_data.captions.filters.base import RuleFilter, RuleStep
-from synthvlm_data.decontam import EvalIndex, TextDecontamConfig, build_index
-
-_INDEXES: dict[str, EvalIndex] = {}  # one index per evaluation config in a process (steps are rebuilt per shard)
-
-
-def _index(cfg: TextDecontamConfig) -> EvalIndex:
-    key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
-    if key not in _INDEXES:
-        _INDEXES[key] = build_index(cfg, images=False)
-    return _INDEXES[key]
+from synthvlm_data.decontam import TextDecontamConfig, build_index
 
 
 class DecontaminateFilter(RuleFilter, TextDecontamConfig):
@@ -32,7 +22,7 @@ class DecontaminateFilter(RuleFilter, TextDecontamConfig):
 
     def step(self) -> RuleStep:
         cfg = TextDecontamConfig.model_validate(self.model_dump(include=set(TextDecontamConfig.model_fields)))
-        index = _index(cfg)
+        index = build_index(cfg, images=False)  # once per run: the caption stage builds its steps once
         checked = "; ".join(f"{s['name']} ({s['captions']} texts)" for s in index.sets)
         return RuleStep(self, lambda t: 0.0 if index.caption_hit(t) is None else 1.0, 0.0, 0.0,
                         {"ngram": self.ngram, "min_ngram": self.min_ngram, "minhash_threshold": self.minhash_threshold,
