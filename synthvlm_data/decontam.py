@@ -359,25 +359,30 @@ def _rewrite_without(folder: Path, shards: list[Path], drop: set[str], report: d
     import pyarrow.parquet as pq
     from huggingface_hub import DatasetCard
 
+    from synthvlm_data.presentation.cards import size_category
     from synthvlm_data.stages.export import _replace_dir
 
     staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     shutil.copytree(folder, staging, ignore=shutil.ignore_patterns("*.parquet"))
     try:
-        kept = 0
+        kept = num_bytes = 0
         for shard in shards:
             table = pq.read_table(shard)
             table = table.filter(pc.invert(pc.is_in(table["id"], value_set=pa.array(sorted(drop), pa.string()))))
             kept += table.num_rows
+            num_bytes += table.nbytes  # what the export records (the Arrow size of the rows)
             pq.write_table(table, staging / shard.relative_to(folder))
         report["removed"] = report["rows_checked"] - kept
         card_path = staging / "README.md"
         if card_path.is_file():
             card = DatasetCard.load(card_path)
             info = card.data.dataset_info
-            for split in (info or {}).get("splits", []) if isinstance(info, dict) else []:
-                if split.get("name") == "train":
-                    split["num_examples"] = kept
+            if isinstance(info, dict):
+                for split in info.get("splits", []):
+                    if split.get("name") == "train":
+                        split["num_examples"], split["num_bytes"] = kept, num_bytes
+                info["dataset_size"] = num_bytes
+                card.data.size_categories = [size_category(kept)]
             card.save(card_path)
         _write_report(staging, report)
         _replace_dir(staging, folder)
