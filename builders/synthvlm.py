@@ -129,7 +129,8 @@ class SynthVLM(datasets.GeneratorBasedBuilder):
         recipe = self.recipe
         return datasets.DatasetInfo(
             description=recipe.description.strip(),
-            features=dataset_features(with_concept=recipe.captions.synthesis is not None),
+            features=dataset_features(with_concept=recipe.captions.synthesis is not None,
+                                      with_safety=recipe.score.safety is not None),
             homepage=HOMEPAGE,
             license=recipe.export.license,
             citation=CITATION,

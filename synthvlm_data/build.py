@@ -95,9 +95,11 @@ def sweep_leftovers(work: WorkDir, out_dir: Path) -> list[Path]:
     each one is a whole copy of the dataset.
     """
     from synthvlm_data.stages.export import stale_export_dirs
+    from synthvlm_data.stages.formats import FORMATS, default_out
 
     removed = work.sweep_temporaries()
-    for path in stale_export_dirs(out_dir):
+    stale = stale_export_dirs(out_dir) + [p for f in FORMATS for p in stale_export_dirs(default_out(out_dir, f))]
+    for path in stale:
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
@@ -155,6 +157,10 @@ def build(
             from synthvlm_data.stages.export import export_dataset
 
             export_dataset(ctx, out_dir, collect_stats(work))
+            if recipe.export.formats:
+                from synthvlm_data.stages.formats import export_formats
+
+                export_formats(out_dir, recipe.export.formats, shard_size=recipe.export.webdataset_shard_size)
         timings["export"] = time.perf_counter() - t0
         runner.wait_for_everyone()
         stats = collect_stats(work)

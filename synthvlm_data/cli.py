@@ -140,6 +140,32 @@ def print_quality_table(report: dict) -> None:
         print(f"note: {note}")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from synthvlm_data.stages.formats import export_formats
+
+    done = export_formats(args.dataset, args.format, shard_size=args.shard_size, out=args.out)
+    for fmt, res in done.items():
+        what = f"{len(res['shards'])} tar shards" if fmt == "webdataset" else f"{Path(res['json']).name} + images/"
+        print(f"{fmt}: {res['rows']} rows -> {res['out']} ({what})")
+    return 0
+
+
+def cmd_decontaminate(args: argparse.Namespace) -> int:
+    from synthvlm_data.decontam import check_dataset, config_from_cli
+
+    cfg = config_from_cli(args.against, config=args.config, caption_column=args.caption_column,
+                          image_column=args.image_column, split=args.split, ngram=args.ngram, min_ngram=args.min_ngram,
+                          max_distance=args.max_distance, minhash_threshold=args.minhash)
+    report = check_dataset(args.dataset, cfg, remove=args.remove)
+    _print_table(f"contamination: {report['dataset']} ({report['rows_checked']} rows)", [
+        *((f"{s['name']} ({s['captions']} texts, {s['images']} images)",
+           f"{report['caption_hits'][s['name']]} caption / {report['image_hits'][s['name']]} image hits") for s in report["sets"]),
+        ("rows with a hit", str(report["contaminated"])), ("removed", str(report["removed"])),
+    ])
+    print(f"wrote {Path(args.dataset) / 'decontamination.json'}; the card shows the report")
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from synthvlm_data.hub.publish import format_result, publish_folder
 
@@ -242,6 +268,31 @@ def make_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-card-update", action="store_true",
                    help="do not re-render DATASET/README.md (by default it is, when the report is inside DATASET)")
     q.set_defaults(func=cmd_report)
+
+    ex = sub.add_parser("export", help="write a built dataset as LLaVA JSON + image folder, or WebDataset tar shards")
+    ex.add_argument("dataset", type=Path, help="a dataset folder written by `synthvlm build`")
+    ex.add_argument("--format", action="append", required=True, choices=["llava-json", "webdataset"],
+                    help="llava-json: DATASET-llava-json/<name>.json + images/; webdataset: DATASET-webdataset/<name>-NNNNNN.tar "
+                         "(repeat the flag for both)")
+    ex.add_argument("--out", type=Path, help="output folder (one --format only; default: next to DATASET, as above)")
+    ex.add_argument("--shard-size", type=int, default=1000, help="webdataset: samples per tar shard (default 1000)")
+    ex.set_defaults(func=cmd_export)
+
+    dc = sub.add_parser("decontaminate", help="check a dataset's captions (13-gram) and images (pHash) against evaluation sets")
+    dc.add_argument("dataset", type=Path, help="a dataset folder written by `synthvlm build`")
+    dc.add_argument("--against", action="append", default=[], metavar="SET",
+                    help="an evaluation set: a caption file (json/jsonl/csv/parquet/txt), an image folder, or a Hub "
+                         "dataset OWNER/NAME@REVISION (repeat for several)")
+    dc.add_argument("--config", type=Path, help="YAML with `against:` (caption sources + `images:` folders) and thresholds")
+    dc.add_argument("--caption-column", default="caption", help="caption column of --against files / Hub sets")
+    dc.add_argument("--image-column", help="image column of --against Hub sets / files")
+    dc.add_argument("--split", default="test", help="split of --against Hub sets (default test)")
+    dc.add_argument("--ngram", type=int, help="n-gram length (default 13, GPT-3)")
+    dc.add_argument("--min-ngram", type=int, help="shorter evaluation texts are matched whole from this length (default 8)")
+    dc.add_argument("--max-distance", type=int, help="pHash Hamming distance of an image near-duplicate (default 4)")
+    dc.add_argument("--minhash", type=float, metavar="JACCARD", help="also MinHash LSH at this Jaccard threshold")
+    dc.add_argument("--remove", action="store_true", help="rewrite the dataset without the contaminated rows")
+    dc.set_defaults(func=cmd_decontaminate)
 
     pb = sub.add_parser("publish", help="upload a dataset folder (or a model checkpoint) to the Hugging Face Hub")
     pb.add_argument("folder", type=Path, help="a dataset folder from `synthvlm build` (or a model folder)")

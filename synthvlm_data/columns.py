@@ -53,6 +53,14 @@ LATENT_SCHEMA = _latents_instead_of_image(GENERATE_SCHEMA)
 SCORE_SCHEMA = pa.schema(
     [("id", pa.string()), ("repeat", pa.int32()), ("clip_score", pa.float64()), ("ssim", pa.float64())]
 )
+# With `score.safety`: the detector's verdict, appended to score and selection shards (and the dataset).
+SAFETY_FIELDS = [("nsfw_score", pa.float64()), ("safe", pa.bool_())]
+
+
+def score_schema(safety: bool) -> pa.Schema:
+    return pa.schema(list(SCORE_SCHEMA) + [pa.field(n, t) for n, t in SAFETY_FIELDS]) if safety else SCORE_SCHEMA
+
+
 SELECTION_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -87,9 +95,10 @@ def _published():
     }
 
 
-def dataset_features(with_concept: bool, latent_shape: tuple[int, ...] | None = None):
+def dataset_features(with_concept: bool, latent_shape: tuple[int, ...] | None = None, with_safety: bool = False):
     """The published columns (`datasets.Features`). Synth^2 runs add `concept`; latent-mode runs carry
-    `latent` (Array3D float16, (C, H, W)) in place of `image`."""
+    `latent` (Array3D float16, (C, H, W)) in place of `image`; runs with `score.safety` add
+    `nsfw_score` and `safe`."""
     import datasets
 
     feats = _published()
@@ -98,6 +107,9 @@ def dataset_features(with_concept: bool, latent_shape: tuple[int, ...] | None = 
         feats = {("latent" if k == "image" else k): (latent if k == "image" else v) for k, v in feats.items()}
     if with_concept:
         feats["concept"] = datasets.Value("string")
+    if with_safety:
+        feats["nsfw_score"] = datasets.Value("float64")
+        feats["safe"] = datasets.Value("bool")
     return datasets.Features(feats)
 
 

@@ -19,6 +19,7 @@ from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.clustering import DiversityConfig
 from synthvlm_data.errors import RecipeError
 from synthvlm_data.models.refs import ModelRef
+from synthvlm_data.scoring.safety import SafetyConfig
 from synthvlm_data.schema import StrictModel, load_yaml, read_text, validate
 
 RECIPES_PACKAGE = "synthvlm_data.recipes"
@@ -91,6 +92,8 @@ class ScoreConfig(StrictModel):
     clip: ClipScoreConfig = ClipScoreConfig()
     ssim: SSIMConfig = SSIMConfig()
     batch_size: int = Field(default=32, ge=1)
+    safety: SafetyConfig | None = Field(default=None, description="Image safety detector (nudenet, offline): "
+                                        "per-row nsfw_score and safe columns. Off when null.")
 
 
 class SelectConfig(StrictModel):
@@ -106,6 +109,7 @@ class SelectConfig(StrictModel):
     min_clip: float | None = None
     min_ssim: float | None = None
     diversity: DiversityConfig | None = None
+    drop_unsafe: bool = Field(default=True, description="With score.safety: images judged unsafe are never selected.")
 
     @model_validator(mode="after")
     def _one_size_rule(self) -> SelectConfig:
@@ -121,6 +125,12 @@ class ExportConfig(StrictModel):
     rows_per_shard: int = Field(default=5000, ge=1)
     language: list[str] = ["en"]
     tags: list[str] = ["synthetic", "image-captioning", "vision-language"]
+    formats: list[Literal["llava-json", "webdataset"]] = Field(
+        default=[],
+        description="Also write these next to the dataset folder: <name>-llava-json/ (LLaVA-Pretrain JSON + "
+        "images/), <name>-webdataset/ (tar shards).",
+    )
+    webdataset_shard_size: int = Field(default=1000, ge=1, description="Samples per WebDataset tar shard.")
 
 
 class Recipe(StrictModel):

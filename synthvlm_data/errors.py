@@ -53,3 +53,13 @@ def os_error_message(err: OSError) -> str:
         f"file system error on{where}: {err.strerror or err} (errno {err.errno}); complete shards and an "
         "existing dataset folder are kept: fix the disk (free space, permissions) and re-run the same command to resume"
     )
+
+
+def import_optional(module: str, extra: str, purpose: str):
+    """Import a package of an optional extra, or raise one line naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SynthVLMError(f"{purpose} needs the '{module}' package: pip install 'synthvlm-data[{extra}]'") from None

@@ -228,6 +228,24 @@ def quality_section(report: dict, report_dir: Path, folder: Path) -> dict:
     }
 
 
+def contamination_section(folder: Path, stats: dict) -> dict | None:
+    """The card's contamination report: `synthvlm decontaminate`'s file in the folder, and the
+    caption stage's `decontaminate` filter steps (sets checked, captions removed)."""
+    from synthvlm_data.decontam import REPORT_FILE
+
+    path = Path(folder) / REPORT_FILE
+    check = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    filters = [
+        {"name": str(step.get("name")), "checked": str((step.get("params") or {}).get("checked", "")),
+         "seen": step.get("seen") or 0, "removed": step.get("dropped") or 0}
+        for step in (stats.get("caption_report") or {}).get("steps") or []
+        if (step.get("params") or {}).get("type") == "decontaminate"
+    ]
+    if check is None and not filters:
+        return None
+    return {"check": check, "filters": filters}
+
+
 def body_context(folder: Path, *, recipe, stats: dict, quality: dict | None = None, **context) -> dict:
     """Everything the template needs; explicit `context` entries win over the derived ones.
     `quality`: `quality_section` of the dataset's quality report, when it has one."""
@@ -244,6 +262,7 @@ def body_context(folder: Path, *, recipe, stats: dict, quality: dict | None = No
         "plots": find_plots(folder),
         "quality": quality,
         "diversity": diversity_figures(stats),
+        "contamination": contamination_section(folder, stats),
         "train_configs": describe.train_configs(recipe),
         "has_concept": False,
         "synthvlm_bibtex": SYNTHVLM_BIBTEX,

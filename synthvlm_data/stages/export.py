@@ -61,6 +61,7 @@ def _iter_selected_rows(ctx: RunContext, selection: dict):
                 "source_id": cap["source_id"],
                 "generator": row["generator"],
                 "concept": cap["concept"],
+                **({"nsfw_score": sel["nsfw_score"], "safe": sel["safe"]} if "safe" in sel else {}),
             }
 
 
@@ -79,7 +80,7 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
     if recipe.generate.output == "latents":
         first = ctx.store.read(WorkUnit(GENERATE, 0, len(ctx.caption_units())), ["latent_shape"])
         latent_shape = tuple(first["latent_shape"][0].as_py())
-    features = dataset_features(has_concept, latent_shape)
+    features = dataset_features(has_concept, latent_shape, with_safety=recipe.score.safety is not None)
     per_shard = recipe.export.rows_per_shard
     n_shards = max(1, math.ceil(n_rows / per_shard))
 

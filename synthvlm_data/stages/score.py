@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from synthvlm_data.columns import SCORE_SCHEMA, decode_image
+from synthvlm_data.columns import decode_image, score_schema
 from synthvlm_data.stages.base import RunContext, ShardwiseStage
 from synthvlm_data.workdir import CAPTIONS, SCORE, image_stage
 from synthvlm_data.workunits import WorkUnit, chunk
@@ -21,6 +21,13 @@ class ScoreStage(ShardwiseStage):
         from synthvlm_data.scoring.clipscore import ClipScorer
 
         self.clip = ClipScorer(ctx.recipe.score.clip, ctx.recipe.generate.device)
+        self.safety = None
+        if ctx.recipe.score.safety is not None:
+            import torch
+
+            from synthvlm_data.scoring.safety import SafetyScorer
+
+            self.safety = SafetyScorer(ctx.recipe.score.safety, threads=torch.get_num_threads())
 
     def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
         """Every image of every caption is scored (k images per caption -> k rows).
@@ -43,4 +50,8 @@ class ScoreStage(ShardwiseStage):
             images = [decode_image(blobs[j], f"{ids[j]} in {unit.name}") for j in part]
             clip[part.start : part.stop] = self.clip(images, [caption_of[i] for i in ids[part.start : part.stop]])
             ssim[part.start : part.stop] = ssim_roundtrip(images, ctx.recipe.score.ssim)
-        return pa.table({"id": ids, "repeat": gen["repeat"], "clip_score": clip, "ssim": ssim}, schema=SCORE_SCHEMA)
+        cols = {"id": ids, "repeat": gen["repeat"], "clip_score": clip, "ssim": ssim}
+        if self.safety is not None:  # on the stored bytes, one image at a time (the detector decodes them)
+            nsfw = np.asarray(self.safety(blobs), dtype=np.float64)
+            cols.update(nsfw_score=nsfw, safe=nsfw < ctx.recipe.score.safety.threshold)
+        return pa.table(cols, schema=score_schema(self.safety is not None))

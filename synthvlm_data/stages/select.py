@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from synthvlm_data.clustering import DiversityConfig, cluster_captions, histogram, occupancy_metrics
-from synthvlm_data.columns import SELECTION_SCHEMA
+from synthvlm_data.columns import SAFETY_FIELDS, SELECTION_SCHEMA
 from synthvlm_data.config import SelectConfig
 from synthvlm_data.models.devices import resolve_device
 from synthvlm_data.stages.base import RunContext, Stage
@@ -152,8 +152,12 @@ def select_best(
     if not np.all(np.isfinite(score)):
         bad = ids[~np.isfinite(score)][:3].tolist()
         raise ValueError(f"non-finite scores for samples {bad}: the score stage must not produce NaN")
+    safety = "safe" in scores.column_names
+    safe = scores["safe"].to_numpy(zero_copy_only=False) if safety else np.ones(score.size, dtype=bool)
+    allowed = safe if cfg.drop_unsafe else np.ones(score.size, dtype=bool)
 
-    best = best_of_k(ids, repeat, score)
+    # Best of k among the allowed images (an unsafe best image gives way to the caption's next one).
+    best = np.flatnonzero(allowed)[best_of_k(ids[allowed], repeat[allowed], score[allowed])]
     keep = np.ones(best.size, dtype=bool)
     if cfg.min_clip is not None:
         keep &= clip[best] >= cfg.min_clip
@@ -183,17 +187,19 @@ def select_best(
         diversity = diversity_stats(k, pool_labels, cand_labels, chosen_labels, cfg.diversity)
     rejected = np.setdiff1d(np.arange(score.size), chosen)
 
-    table = pa.table(
-        {
-            "id": ids[chosen].tolist(),
-            "repeat": repeat[chosen].astype(np.int32),
-            "clip_score": clip[chosen],
-            "ssim": ssim[chosen],
-            "score": score[chosen],
-            "rank": np.arange(n, dtype=np.int64),
-        },
-        schema=SELECTION_SCHEMA,
-    )
+    cols = {
+        "id": ids[chosen].tolist(),
+        "repeat": repeat[chosen].astype(np.int32),
+        "clip_score": clip[chosen],
+        "ssim": ssim[chosen],
+        "score": score[chosen],
+        "rank": np.arange(n, dtype=np.int64),
+    }
+    schema = SELECTION_SCHEMA
+    if safety:
+        cols.update(nsfw_score=scores["nsfw_score"].to_numpy()[chosen], safe=safe[chosen])
+        schema = pa.schema(list(SELECTION_SCHEMA) + [pa.field(k, t) for k, t in SAFETY_FIELDS])
+    table = pa.table(cols, schema=schema)
     stats = {
         "images_scored": int(score.size),
         "captions_scored": int(best.size),
@@ -205,6 +211,9 @@ def select_best(
         "rejected_scores": {"clip_score": summarize(clip[rejected]), "ssim": summarize(ssim[rejected]), "score": summarize(score[rejected])},
         "weights": {"w_clip": cfg.w_clip, "w_ssim": cfg.w_ssim},
     }
+    if safety:
+        stats["safety"] = {"images_unsafe": int((~safe).sum()), "dropped": bool(cfg.drop_unsafe),
+                           "captions_without_safe_image": int(np.unique(ids).size - np.unique(ids[allowed]).size)}
     if diversity is not None:
         # What the quotas cost: the score the global top-N would have had.
         diversity["global_top_n_mean_score"] = float(score[by_score[:n]].mean()) if n else None

@@ -1,0 +1,162 @@
+"""Other formats of an exported dataset: LLaVA JSON + image folder, and WebDataset shards.
+
+Both are written from the dataset folder's parquet shards (never from the work dir), so they carry
+exactly the published rows, in the published order, and can be made later with
+`synthvlm export DIR --format ...` as well as by the build (`export.formats` in the recipe).
+
+- `llava-json`: LLaVA-Pretrain's layout (LCS-558K `blip_laion_cc_sbu_558k.json`):
+  `<out>/<name>.json`, a list of `{"id", "image", "conversations"}` records, and `<out>/images/`,
+  the folder LLaVA's `--image_folder` points at (`image` is relative to it). The human turn is the
+  row's `prompt` (LLaVA's brief-caption instruction chosen by seed hash, `workunits.choose_prompt`)
+  followed by a newline and `<image>`, as in LCS-558K; the gpt turn is the caption.
+- `webdataset`: tar shards `<out>/<name>-NNNNNN.tar` written by the `webdataset` library, one
+  sample per row: `<id>.png` (or `.jpg`/`.webp`, the image bytes as published) and `<id>.json`
+  (every other column). Tar headers get a fixed mtime, so the same dataset gives the same bytes.
+
+Each output folder is assembled under a temporary name and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from synthvlm_data.errors import InputDataError, import_optional
+
+FORMATS = ("llava-json", "webdataset")
+IMAGE_EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}  # PIL format -> file / WebDataset extension
+
+
+def default_out(dataset_dir: Path, fmt: str) -> Path:
+    """`<dataset>-llava-json/` or `<dataset>-webdataset/` next to the dataset folder: outside it, so
+    `load_dataset(<dataset>)` and `publish` see only the parquet dataset."""
+    dataset_dir = Path(dataset_dir)
+    return dataset_dir.with_name(f"{dataset_dir.name}-{fmt}")
+
+
+def dataset_shards(dataset_dir: Path) -> list[Path]:
+    dataset_dir = Path(dataset_dir)
+    shards = sorted(dataset_dir.glob("data/*.parquet"))
+    if not shards:
+        raise InputDataError(f"{dataset_dir} has no data/*.parquet shards; pass a dataset folder written by "
+                             "`synthvlm build`")
+    return shards
+
+
+def iter_rows(dataset_dir: Path, batch_size: int = 64) -> Iterator[dict]:
+    """The published rows in order, a few at a time (image bytes are never all in memory)."""
+    import pyarrow.parquet as pq
+
+    for path in dataset_shards(dataset_dir):
+        pf = pq.ParquetFile(path)
+        if "image" not in pf.schema_arrow.names:
+            what = "latents (a latent-mode run)" if "latent" in pf.schema_arrow.names else "no image column"
+            raise InputDataError(f"{dataset_dir} holds {what}; LLaVA JSON and WebDataset need images: decode the "
+                                 "run first (`synthvlm decode --work-dir ...`) and export a pixel dataset")
+        for batch in pf.iter_batches(batch_size=batch_size):
+            yield from batch.to_pylist()
+
+
+def image_ext(data: bytes, where: str) -> str:
+    """The file extension of encoded image bytes (from their magic number, not a guess)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    raise InputDataError(f"image of {where} is not PNG, JPEG or WebP; re-export the dataset")
+
+
+def _meta(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in ("image", "latent")}
+
+
+def _staging(out: Path) -> Path:
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    return staging
+
+
+def write_llava_json(dataset_dir: Path, out: Path, name: str | None = None) -> dict:
+    """`<out>/<name>.json` + `<out>/images/<id>.<ext>`; returns {"rows", "json", "images"}."""
+    from synthvlm_data.stages.export import _replace_dir
+
+    dataset_dir, out = Path(dataset_dir), Path(out)
+    name = name or dataset_dir.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging(out)
+    try:
+        (staging / "images").mkdir()
+        records = []
+        for row in iter_rows(dataset_dir):
+            data = row["image"]["bytes"]
+            file = f"{row['id']}.{image_ext(data, row['id'])}"
+            (staging / "images" / file).write_bytes(data)
+            records.append({
+                "id": row["id"],
+                "image": file,
+                "conversations": [
+                    {"from": "human", "value": f"{row['prompt']}\n<image>"},
+                    {"from": "gpt", "value": row["caption"]},
+                ],
+            })
+        (staging / f"{name}.json").write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        _replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {"rows": len(records), "json": str(out / f"{name}.json"), "images": str(out / "images")}
+
+
+def write_webdataset(dataset_dir: Path, out: Path, shard_size: int = 1000, name: str | None = None) -> dict:
+    """`<out>/<name>-NNNNNN.tar` shards of at most `shard_size` samples; returns {"rows", "shards"}."""
+    from synthvlm_data.stages.export import _replace_dir
+
+    wds = import_optional("webdataset", "formats", "WebDataset export")
+
+    if shard_size < 1:
+        raise InputDataError(f"webdataset shard size must be >= 1, got {shard_size}")
+    dataset_dir, out = Path(dataset_dir), Path(out)
+    name = name or dataset_dir.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging(out)
+    n = 0
+    try:
+        pattern = str(staging / f"{name}-%06d.tar")
+        # mtime fixed: reproducible tars. maxsize is not a limit here: shards are cut by count only.
+        with wds.ShardWriter(pattern, maxcount=shard_size, maxsize=float("inf"), verbose=0, mtime=0.0,
+                             encoder=False) as sink:
+            for row in iter_rows(dataset_dir):
+                data = row["image"]["bytes"]
+                meta = json.dumps(_meta(row), sort_keys=True, ensure_ascii=False).encode("utf-8")
+                sink.write({"__key__": row["id"], image_ext(data, row["id"]): data, "json": meta})
+                n += 1
+        shards = sorted(p.name for p in staging.glob("*.tar"))
+        _replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {"rows": n, "shards": [str(out / s) for s in shards]}
+
+
+def export_formats(dataset_dir: Path, formats, *, shard_size: int = 1000, out: Path | None = None) -> dict[str, dict]:
+    """Write each of `formats` next to the dataset (or into `out` when there is one format)."""
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise InputDataError(f"unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    if out is not None and len(formats) > 1:
+        raise InputDataError("--out names one folder: pass one --format with it")
+    done = {}
+    for fmt in formats:
+        target = Path(out) if out is not None else default_out(dataset_dir, fmt)
+        if fmt == "llava-json":
+            done[fmt] = {"out": str(target), **write_llava_json(dataset_dir, target)}
+        else:
+            done[fmt] = {"out": str(target), **write_webdataset(dataset_dir, target, shard_size)}
+    return done

@@ -1,0 +1,87 @@
+"""LLaVA JSON and WebDataset exports of a built dataset load back with the libraries users read them with."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from synthvlm_data.cli import main
+from synthvlm_data.shards import sha256_file
+from synthvlm_data.stages.formats import write_llava_json, write_webdataset
+
+
+def _published(folder):
+    rows = []
+    for path in sorted(folder.glob("data/*.parquet")):
+        rows += pq.read_table(path).to_pylist()
+    return rows
+
+
+def test_llava_json_loads_back(tiny_build, tmp_path):
+    rows = _published(tiny_build.out_dir)
+    out = tmp_path / "llava"
+    assert main(["export", str(tiny_build.out_dir), "--format", "llava-json", "--out", str(out)]) == 0
+    records = json.loads((out / f"{tiny_build.out_dir.name}.json").read_text())
+    assert len(records) == len(rows) > 0
+    for rec, row in zip(records, rows, strict=True):
+        assert set(rec) == {"id", "image", "conversations"} and rec["id"] == row["id"]
+        human, gpt = rec["conversations"]
+        assert human == {"from": "human", "value": f"{row['prompt']}\n<image>"}
+        assert gpt == {"from": "gpt", "value": row["caption"]}
+        path = out / "images" / rec["image"]  # relative to the image folder, as LLaVA's --image_folder
+        assert path.read_bytes() == row["image"]["bytes"]
+        with Image.open(path) as im:
+            im.load()
+            assert im.size[0] > 0
+    # Deterministic: the same dataset gives the same files.
+    again = write_llava_json(tiny_build.out_dir, tmp_path / "again", name=tiny_build.out_dir.name)
+    assert again["rows"] == len(rows)
+    assert sha256_file(out / f"{tiny_build.out_dir.name}.json") == sha256_file(tmp_path / "again" / f"{tiny_build.out_dir.name}.json")
+
+
+def test_webdataset_loads_back(tiny_build, tmp_path):
+    import datasets
+    import webdataset as wds
+
+    rows = _published(tiny_build.out_dir)
+    out = tmp_path / "wds"
+    res = write_webdataset(tiny_build.out_dir, out, shard_size=3)
+    assert res["rows"] == len(rows) and len(res["shards"]) == -(-len(rows) // 3)
+    # Same bytes on a second write (fixed tar mtime).
+    res2 = write_webdataset(tiny_build.out_dir, tmp_path / "wds2", shard_size=3)
+    assert [sha256_file(Path(p)) for p in res["shards"]] == [sha256_file(Path(p)) for p in res2["shards"]]
+
+    by_id = {r["id"]: r for r in rows}
+    seen = []
+    for sample in wds.WebDataset(res["shards"], shardshuffle=False, empty_check=False).decode("pil"):
+        meta = sample["json"]
+        row = by_id[sample["__key__"]]
+        assert meta["caption"] == row["caption"] and meta["clip_score"] == row["clip_score"]
+        assert sample["png"].size == Image.open(io.BytesIO(row["image"]["bytes"])).size
+        seen.append(sample["__key__"])
+    assert seen == [r["id"] for r in rows]
+
+    ds = datasets.load_dataset("webdataset", data_files={"train": res["shards"]}, split="train")
+    assert len(ds) == len(rows)
+    assert [r["caption"] for r in ds["json"]] == [r["caption"] for r in rows]
+    assert ds[0]["png"].size == Image.open(io.BytesIO(rows[0]["image"]["bytes"])).size
+
+
+def test_export_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope"), "--format", "webdataset"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no data/*.parquet" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "nope-webdataset").exists()
+
+
+@pytest.mark.parametrize("formats", [["llava-json", "webdataset"]])
+def test_recipe_formats_default_off(formats):
+    from synthvlm_data.config import load_recipe
+
+    assert load_recipe("tiny").export.formats == []
+    assert load_recipe("tiny", overrides={"export": {"formats": formats}}).export.formats == formats
