@@ -85,3 +85,23 @@ def test_recipe_formats_default_off(formats):
 
     assert load_recipe("tiny").export.formats == []
     assert load_recipe("tiny", overrides={"export": {"formats": formats}}).export.formats == formats
+
+
+def test_llava_json_export_is_the_trainers_stage1_input(tiny_build, tmp_path):
+    """The exported LLaVA JSON + images/ is what `train/pretrain.py` reads with
+    `data: {format: llava_json, image_folder: ...}`: same ids, prompts, captions and image bytes."""
+    from synthvlm_data.training.config import DataSource
+    from synthvlm_data.training.data import llava_json_captions, pretrain_dataset
+
+    rows = _published(tiny_build.out_dir)
+    out = tmp_path / "llava"
+    assert main(["export", str(tiny_build.out_dir), "--format", "llava-json", "--out", str(out)]) == 0
+    src = DataSource(dataset=str(out / f"{tiny_build.out_dir.name}.json"), format="llava_json",
+                     image_folder=str(out / "images"))
+    ds = llava_json_captions(src)
+    assert ds["id"] == [r["id"] for r in rows] and ds["caption"] == [r["caption"] for r in rows]
+    assert ds["prompt"] == [r["prompt"] for r in rows]
+    first = ds.cast_column("image", ds.features["image"].__class__(decode=False))[0]["image"]
+    assert Path(first["path"]).read_bytes() == rows[0]["image"]["bytes"]
+    train = pretrain_dataset(src)  # the stage-1 rows the trainer consumes
+    assert train.num_rows == len(rows)
