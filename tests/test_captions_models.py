@@ -423,7 +423,7 @@ def test_judge_answers_are_kept_on_disk_so_a_resumed_stage_does_not_ask_again(lm
     asked: list[list[str]] = []
 
     class Counting:  # the real judge, counting what it is asked
-        lm, cfg = judge.lm, judge.cfg
+        name, cfg = judge.name, judge.cfg
 
         def p_yes(self, captions):
             asked.append(list(captions))
