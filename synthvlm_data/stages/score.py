@@ -48,6 +48,7 @@ class ScoreStage(ShardwiseStage):
             ssim.append(np.asarray(ssim_roundtrip(images, ctx.recipe.score.ssim), dtype=np.float64))
             ids += part
             repeats += batch["repeat"].chunks
+            del batch, images  # before the next batch is read: one batch of images alive, not two
         return pa.table(
             {
                 "id": pa.array(ids, pa.string()),
