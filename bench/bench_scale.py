@@ -36,9 +36,6 @@ import sys
 import time
 from pathlib import Path
 
-WORDS = ("a man woman child dog cat bicycle car bus train boat pizza table chair lamp tree street field beach "
-         "kitchen window red blue green small large old young wooden white black sitting standing riding "
-         "holding next to on top of under near in front behind with and the of two three several").split()
 TEMPLATES = ("{a} {n1} {v} {p} {b} {n2}.", "{A} {n1} and {b} {n2} {v} {p} the {n3}.",
              "Close-up of {a} {adj} {n1} {p} {b} {n2}.", "{Num} {adj} {n1}s {v} {p} {b} {n2} at {t}.")
 NOUNS = "man woman child dog cat bicycle car bus train boat pizza table chair lamp tree street field beach kitchen".split()
@@ -285,7 +282,7 @@ def measure_images(work: Path, n: int) -> dict:
 def child(args: list[str], code: str | None = None) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env["PYTHONPATH"] = code or str(Path(__file__).resolve().parents[1])
-    res = subprocess.run([sys.executable, __file__, "--child", *args], env=env, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, __file__, "--child", *args], env=env, capture_output=True, text=True, check=False)
     if res.returncode:
         sys.exit(f"bench child {args} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])

@@ -10,15 +10,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import small_tiny_recipe
 from PIL import Image
 
-from synthvlm_data.columns import CAPTION_SCHEMA, GENERATE_SCHEMA, dataset_features, decode_image
+from synthvlm_data.columns import (
+    CAPTION_SCHEMA,
+    GENERATE_SCHEMA,
+    dataset_features,
+    decode_image,
+)
 from synthvlm_data.shards import ShardStore, iter_batches
 from synthvlm_data.stages.base import RunContext
 from synthvlm_data.workdir import CAPTIONS, GENERATE, SCORE, SELECT, WorkDir
 from synthvlm_data.workunits import WorkUnit, chunk
-
-from conftest import small_tiny_recipe
 
 N_CAPTIONS, K = 13, 2  # 26 images: several score batches, a last short one
 
