@@ -16,7 +16,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -51,10 +51,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
+PAGE_ROWS = 8  # rows per page of a binary (image / latent) column: the unit a reader streams
+
+
 def table_to_parquet_bytes(table: pa.Table) -> bytes:
-    """Deterministic parquet bytes (fixed writer options; no timestamps in the file)."""
+    """Deterministic parquet bytes (fixed writer options; no timestamps in the file).
+
+    Binary columns (images, latents) are written plain, a page per `PAGE_ROWS` rows: dictionary
+    encoding would put a whole row group of images into one dictionary page (and the writer
+    checks page sizes only every `write_batch_size` rows), so a reader would have to hold a row
+    group of 1024-px images, gigabytes, at once. Other columns keep dictionary encoding. Tables
+    without a binary column are written exactly as before.
+    """
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", row_group_size=max(1, min(table.num_rows, 1024)))
+    binary = {f.name for f in table.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)}
+    pq.write_table(
+        table, buf, compression="zstd", row_group_size=max(1, min(table.num_rows, 1024)),
+        use_dictionary=[n for n in table.column_names if n not in binary] if binary else True,
+        write_batch_size=PAGE_ROWS if binary else None,
+    )
     return buf.getvalue()
 
 
@@ -73,6 +88,34 @@ def take_rows(path: Path, column: str, rows: Sequence[int]) -> dict[int, object]
             if starts[group] <= r < starts[group + 1]:
                 out[r] = values[r - starts[group]]
     return out
+
+
+READ_BUFFER = 1 << 20  # bytes: column chunks are read through a buffer this size, never whole
+
+
+def iter_batches(path: Path, columns: list[str] | None, batch_size: int) -> Iterator[pa.Table]:
+    """Consecutive tables of exactly `batch_size` rows (the last may be shorter) of a parquet file,
+    whatever its row groups: batch composition never depends on the file layout.
+
+    `buffer_size` makes the reader stream each column chunk through a small buffer instead of
+    loading it whole, and no row group is pre-buffered; with `table_to_parquet_bytes`' page layout
+    a reader holds one batch plus a page per column.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    with pq.ParquetFile(path, buffer_size=READ_BUFFER, pre_buffer=False) as f:
+        for batch in f.iter_batches(batch_size=batch_size, columns=columns, use_threads=False):
+            while batch.num_rows:
+                take = min(batch_size - held, batch.num_rows)
+                pending.append(batch.slice(0, take))
+                held, batch = held + take, batch.slice(take)
+                if held == batch_size:
+                    yield pa.Table.from_batches(pending)
+                    pending, held = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
 
 
 class ShardStore:
@@ -130,6 +173,13 @@ class ShardStore:
     def read(self, unit: WorkUnit, columns: list[str] | None = None) -> pa.Table:
         self._check(unit)
         return pq.read_table(self.path(unit), columns=columns)
+
+    def iter_batches(self, unit: WorkUnit, columns: list[str] | None, batch_size: int) -> Iterator[pa.Table]:
+        """A verified shard as tables of `batch_size` rows (`iter_batches`), read page by page: a
+        shard of 1024-px images (a row group of 1024 of them is gigabytes) never sits in memory
+        whole, only one batch (plus one page per column) at a time."""
+        self._check(unit)
+        return iter_batches(self.path(unit), columns, batch_size)
 
     def take(self, unit: WorkUnit, column: str, rows: Sequence[int]) -> dict[int, object]:
         """Values of one column at some rows of a verified shard (`take_rows`)."""

@@ -93,30 +93,29 @@ def _copy_run(tiny_build, tmp_path):
 def test_disk_full_during_export_keeps_the_old_folder_and_resumes(tiny_build, tmp_path, monkeypatch, capsys):
     """ENOSPC while writing the second dataset shard: one line, exit 2, the existing dataset folder
     untouched, no staging folder left; once the disk is fixed the same command gives the same bytes."""
-    import datasets
-
     from synthvlm_data.cli import main
+    from synthvlm_data.stages.export import ShardWriter
 
     work, out = _copy_run(tiny_build, tmp_path)
     before = parquet_checksums(out)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(small_tiny_recipe().model_dump(mode="json")))
-    real, calls = datasets.Dataset.to_parquet, {"n": 0}
+    real, calls = ShardWriter.close, {"n": 0}  # writes one published shard
 
-    def full_disk(self, path, *a, **kw):
+    def full_disk(self):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real(self, path, *a, **kw)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        return real(self)
 
-    monkeypatch.setattr(datasets.Dataset, "to_parquet", full_disk)
+    monkeypatch.setattr(ShardWriter, "close", full_disk)
     argv = ["build", "--recipe", str(recipe), "--work-dir", str(work), "--out", str(out), "--quiet"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "No space left on device" in err and "re-run the same command" in err
     assert parquet_checksums(out) == before
     assert not list(tmp_path.glob(".synthvlm-tiny.*"))  # the staging folder was removed
-    monkeypatch.setattr(datasets.Dataset, "to_parquet", real)
+    monkeypatch.setattr(ShardWriter, "close", real)
     assert main(argv) == 0
     assert parquet_checksums(out) == parquet_checksums(tiny_build.out_dir)
 

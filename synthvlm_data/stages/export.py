@@ -18,6 +18,7 @@ from glob import escape as glob_escape
 from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 import yaml
 
 from synthvlm_data.columns import dataset_features, latent_from_bytes
@@ -31,42 +32,137 @@ def shard_name(i: int, n: int) -> str:
     return f"train-{i:05d}-of-{n:05d}.parquet"
 
 
+READ_ROWS = 64  # generate-shard rows read at a time (images stream; a shard never sits in memory)
+
+
 def _iter_selected_rows(ctx: RunContext, selection: dict):
-    """Selected rows in generation order (caption shard, position), streaming image bytes."""
+    """Selected rows in generation order (caption shard, position), streaming image bytes: the
+    generate shards are read `READ_ROWS` rows at a time."""
     store: ShardStore = ctx.store
     units = ctx.caption_units()
     for cu in units:
         caps = {r["id"]: r for r in store.read(cu).to_pylist()}
-        gen = store.read(WorkUnit(GENERATE, cu.index, cu.num_units))
-        for row in gen.to_pylist():
-            sel = selection.get((row["id"], row["repeat"]))
-            if sel is None:
-                continue
-            cap = caps[row["id"]]
-            if "latent" in row:  # latent-mode run
-                pixels = {"latent": latent_from_bytes(row["latent"], row["latent_shape"]).numpy()}
-            else:
-                pixels = {"image": {"bytes": row["image"], "path": None}}
-            yield {
-                "id": row["id"],
-                **pixels,
-                "caption": cap["caption"],
-                "prompt": cap["prompt"],
-                "clip_score": sel["clip_score"],
-                "ssim": sel["ssim"],
-                "score": sel["score"],
-                "seed": row["seed"],
-                "repeat": row["repeat"],
-                "source": cap["source"],
-                "source_id": cap["source_id"],
-                "generator": row["generator"],
-                "concept": cap["concept"],
-                **({"nsfw_score": sel["nsfw_score"], "safe": sel["safe"]} if "safe" in sel else {}),
-            }
+        for batch in store.iter_batches(WorkUnit(GENERATE, cu.index, cu.num_units), None, READ_ROWS):
+            for row in batch.to_pylist():
+                sel = selection.get((row["id"], row["repeat"]))
+                if sel is None:
+                    continue
+                cap = caps[row["id"]]
+                if "latent" in row:  # latent-mode run
+                    pixels = {"latent": latent_from_bytes(row["latent"], row["latent_shape"]).numpy()}
+                else:
+                    pixels = {"image": {"bytes": row["image"], "path": None}}
+                yield {
+                    "id": row["id"],
+                    **pixels,
+                    "caption": cap["caption"],
+                    "prompt": cap["prompt"],
+                    "clip_score": sel["clip_score"],
+                    "ssim": sel["ssim"],
+                    "score": sel["score"],
+                    "seed": row["seed"],
+                    "repeat": row["repeat"],
+                    "source": cap["source"],
+                    "source_id": cap["source_id"],
+                    "generator": row["generator"],
+                    "concept": cap["concept"],
+                    **({"nsfw_score": sel["nsfw_score"], "safe": sel["safe"]} if "safe" in sel else {}),
+                }
+
+
+class ShardWriter:
+    """One published parquet file, written with the bytes `datasets.Dataset.to_parquet` gives for
+    all its rows at once, without holding their images: image bytes are spilled to a temporary
+    file as rows arrive and read back one writer batch (row group) at a time.
+
+    `Dataset.to_parquet` picks its row-group size from the whole table's estimated size and
+    records the table's `nbytes`; both are computed here from the same table with 1-byte
+    placeholder images plus the real image lengths (binary buffers are exactly sized).
+    `tests/test_export_streaming.py` checks the bytes and `nbytes` against `to_parquet`.
+    Latent-mode rows (small arrays, not images) are kept in memory and written by `to_parquet`.
+    """
+
+    def __init__(self, path: Path, features: datasets.Features):
+        self.path, self.features = Path(path), features
+        self.rows: list[dict] = []
+        self.spans: list[tuple[int, int]] = []  # (offset, length) of each row's image in the spill
+        self.spill_path = self.path.with_name(f".{self.path.name}.images")
+        self.spill = None
+        self.max_rows_held = 0  # most rows' image bytes in memory at once while writing (tests)
+
+    def add(self, row: dict) -> None:
+        image = row.get("image")
+        if image is not None:
+            if self.spill is None:
+                self.spill = self.spill_path.open("w+b")
+            data = image["bytes"]
+            self.spans.append((self.spill.tell(), len(data)))
+            self.spill.write(data)
+            row = {**row, "image": None}
+        self.rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _columns(self, rows: list[dict], images: list[dict] | None) -> dict:
+        cols = {k: [r.get(k) for r in rows] for k in self.features}
+        if images is not None:
+            cols["image"] = images
+        return cols
+
+    def close(self) -> int:
+        """Write the file; returns the table's nbytes (what the dataset card records)."""
+        from datasets import config as ds_config
+        from datasets.arrow_writer import (
+            get_parquet_column_options,
+            get_writer_batch_size_from_data_size,
+            get_writer_batch_size_from_features,
+        )
+
+        try:
+            if self.spill is None:  # latent rows (or no rows): in memory, as `to_parquet` writes them
+                ds = datasets.Dataset.from_dict(self._columns(self.rows, None), features=self.features)
+                self.max_rows_held = len(self.rows)
+                with _no_datasets_progress():
+                    ds.to_parquet(str(self.path))
+                return ds.data.nbytes
+            n = len(self.rows)
+            extra = sum(length for _, length in self.spans) - n
+            placeholder = [{"bytes": b"\0", "path": None}] * n
+            skeleton = datasets.Dataset.from_dict(self._columns(self.rows, placeholder), features=self.features)
+            nbytes = skeleton.data.nbytes + extra
+            batch_size = get_writer_batch_size_from_features(self.features) or get_writer_batch_size_from_data_size(
+                n, skeleton._estimate_nbytes() + extra)
+            del skeleton
+            schema = self.features.arrow_schema
+            cdc = ds_config.DEFAULT_CDC_OPTIONS  # `to_parquet`'s default (use_content_defined_chunking=True)
+            with self.path.open("wb") as fh:
+                writer = pq.ParquetWriter(fh, schema=schema, use_content_defined_chunking=cdc, write_page_index=True,
+                                          **get_parquet_column_options(self.features, schema))
+                for start in range(0, n, batch_size):
+                    stop = min(n, start + batch_size)
+                    images = []
+                    for offset, length in self.spans[start:stop]:
+                        self.spill.seek(offset)
+                        images.append({"bytes": self.spill.read(length), "path": None})
+                    self.max_rows_held = max(self.max_rows_held, len(images))
+                    batch = datasets.Dataset.from_dict(self._columns(self.rows[start:stop], images), features=self.features)
+                    writer.write_table(batch.data.table)
+                    del batch, images
+                writer.add_key_value_metadata({"content_defined_chunking": json.dumps(cdc)})
+                writer.close()
+            return nbytes
+        finally:
+            if self.spill is not None:
+                self.spill.close()
+                self.spill_path.unlink(missing_ok=True)
 
 
 def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
-    """Write the published folder for a completed run; returns its path."""
+    """Write the published folder for a completed run; returns its path.
+
+    Rows stream from the generate shards into one `ShardWriter` per published shard, so memory
+    holds one read batch and one writer batch of images, whatever the shard sizes."""
     from synthvlm_data.presentation.cards import dataset_card_data, write_dataset_card
 
     recipe = ctx.recipe
@@ -88,23 +184,16 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
     staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     (staging / "data").mkdir(parents=True)
     try:
-        num_bytes, buffer, written = 0, [], 0
-
-        def flush() -> None:
-            nonlocal num_bytes, buffer, written
-            cols = {k: [r.get(k) for r in buffer] for k in features}
-            ds = datasets.Dataset.from_dict(cols, features=features)
-            num_bytes += ds.data.nbytes
-            with _no_datasets_progress():  # one bar per shard is noise; the build reports progress
-                ds.to_parquet(str(staging / "data" / shard_name(written, n_shards)))
-            written, buffer = written + 1, []
-
+        num_bytes, written = 0, 0
+        shard = ShardWriter(staging / "data" / shard_name(0, n_shards), features)
         for row in _iter_selected_rows(ctx, selection):
-            buffer.append(row)
-            if len(buffer) == per_shard:
-                flush()
-        if buffer or written == 0:
-            flush()
+            shard.add(row)
+            if len(shard) == per_shard:
+                num_bytes += shard.close()
+                written += 1
+                shard = ShardWriter(staging / "data" / shard_name(written, n_shards), features)
+        if len(shard) or written == 0:
+            num_bytes += shard.close()
         _copy_caption_plot(ctx.work.caption_plot(), staging / "plots")
         card_data = dataset_card_data(
             recipe=recipe, features=features, num_rows=n_rows, num_bytes=num_bytes, num_shards=n_shards

@@ -9,7 +9,7 @@ import pyarrow as pa
 from synthvlm_data.columns import decode_image, score_schema
 from synthvlm_data.stages.base import RunContext, ShardwiseStage
 from synthvlm_data.workdir import CAPTIONS, SCORE, image_stage
-from synthvlm_data.workunits import WorkUnit, chunk
+from synthvlm_data.workunits import WorkUnit
 
 
 class ScoreStage(ShardwiseStage):
@@ -32,26 +32,41 @@ class ScoreStage(ShardwiseStage):
     def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
         """Every image of every caption is scored (k images per caption -> k rows).
 
-        Images are decoded max(score.batch_size, score.clip.batch_size) at a time, so a shard of
-        1000 captions x 5 images at 1024 px never sits decoded in memory all at once. SSIM stays on
-        the CPU even on GPU workers: it is a small share of the stage (PIL resizes dominate), and
-        CPU integer window sums give the same bytes on every machine.
+        The generate shard is streamed max(score.batch_size, score.clip.batch_size) rows at a time
+        (`ShardStore.iter_batches`): a shard of 1000 captions x 5 images at 1024 px is never in
+        memory whole, encoded or decoded. SSIM stays on the CPU even on GPU workers: it is a small
+        share of the stage (PIL resizes dominate), and CPU integer window sums give the same bytes
+        on every machine.
         """
         from synthvlm_data.scoring.ssim import ssim_roundtrip
 
-        gen = ctx.store.read(WorkUnit(image_stage(ctx.recipe), unit.index, unit.num_units), ["id", "repeat", "image"])
         caps = ctx.store.read(WorkUnit(CAPTIONS, unit.index, unit.num_units), ["id", "caption"])
         caption_of = dict(zip(caps["id"].to_pylist(), caps["caption"].to_pylist(), strict=True))
-        ids = gen["id"].to_pylist()
-        blobs = gen["image"].to_pylist()
         step = max(ctx.recipe.score.batch_size, ctx.recipe.score.clip.batch_size)
-        clip, ssim = np.zeros(len(ids)), np.zeros(len(ids))
-        for part in chunk(len(ids), step):
-            images = [decode_image(blobs[j], f"{ids[j]} in {unit.name}") for j in part]
-            clip[part.start : part.stop] = self.clip(images, [caption_of[i] for i in ids[part.start : part.stop]])
-            ssim[part.start : part.stop] = ssim_roundtrip(images, ctx.recipe.score.ssim)
-        cols = {"id": ids, "repeat": gen["repeat"], "clip_score": clip, "ssim": ssim}
-        if self.safety is not None:  # on the stored bytes, one image at a time (the detector decodes them)
-            nsfw = np.asarray(self.safety(blobs), dtype=np.float64)
-            cols.update(nsfw_score=nsfw, safe=nsfw < ctx.recipe.score.safety.threshold)
+        gen = WorkUnit(image_stage(ctx.recipe), unit.index, unit.num_units)
+        ids: list[str] = []
+        repeats: list[pa.Array] = []  # chunks of the int32 column
+        clip: list[np.ndarray] = []
+        ssim: list[np.ndarray] = []
+        nsfw: list[np.ndarray] = []
+        for batch in ctx.store.iter_batches(gen, ["id", "repeat", "image"], step):
+            part = batch["id"].to_pylist()
+            blobs = batch["image"].to_pylist()
+            images = [decode_image(b, f"{i} in {unit.name}") for i, b in zip(part, blobs, strict=True)]
+            clip.append(np.asarray(self.clip(images, [caption_of[i] for i in part]), dtype=np.float64))
+            ssim.append(np.asarray(ssim_roundtrip(images, ctx.recipe.score.ssim), dtype=np.float64))
+            if self.safety is not None:  # on the stored bytes, one image at a time (the detector decodes them)
+                nsfw.append(np.asarray(self.safety(blobs), dtype=np.float64))
+            ids += part
+            repeats += batch["repeat"].chunks
+            del batch, blobs, images  # before the next batch is read: one batch of images alive, not two
+        cols = {
+            "id": pa.array(ids, pa.string()),
+            "repeat": pa.chunked_array(repeats, pa.int32()),
+            "clip_score": np.concatenate(clip) if clip else np.zeros(0),
+            "ssim": np.concatenate(ssim) if ssim else np.zeros(0),
+        }
+        if self.safety is not None:
+            scores = np.concatenate(nsfw) if nsfw else np.zeros(0)
+            cols.update(nsfw_score=scores, safe=scores < ctx.recipe.score.safety.threshold)
         return pa.table(cols, schema=score_schema(self.safety is not None))
