@@ -18,6 +18,7 @@ from synthvlm_data.columns import GENERATE_SCHEMA, LATENT_SCHEMA
 from synthvlm_data.errors import ShardError
 from synthvlm_data.stages import (
     CAPTIONS,
+    CURATE,
     DECODE,
     GENERATE,
     SCORE,
@@ -55,7 +56,7 @@ def _pixels(data: bytes) -> np.ndarray:
 
 def test_latent_runs_decode_before_scoring():
     names = [s.name for s in stages_for(tiniest_recipe(generate={"output": "latents"}))]
-    assert names == [CAPTIONS, GENERATE, DECODE, SCORE, "select"]
+    assert names == [CURATE, CAPTIONS, GENERATE, DECODE, SCORE, "select"]
     assert DECODE not in [s.name for s in stages_for(tiniest_recipe())]
 
 
