@@ -6,7 +6,7 @@ Two parts, every measurement in a fresh process (peak RSS = that process's ru_ma
 
 1. captions: N synthetic captions (word-sampled from templates, seeded; about 1 in 8 breaks a
    SynthVLM Table-1 rule: repeated words or characters, URLs, symbol runs, flagged words, too
-   few letters) go through the real caption stage (`CaptionsStage.prepare`: source reading,
+   few letters) go through the real caption stage (`CurateStage` units then `CaptionsStage`'s reduce: source reading,
    validation, the Table-1 rule filters + regex, exact dedup, ids, seeded prompts, caption
    shards of 1000 = the work-unit plan), then selection (`SelectStage`, top 10%, as the paper's
    100K of 1M) and export (`export_dataset`) of the selected rows. Generate and score shards for
@@ -189,7 +189,9 @@ def measure_captions(work: Path, n: int) -> dict:
     from synthvlm_data.build import collect_stats
     from synthvlm_data.columns import GENERATE_SCHEMA, SCORE_SCHEMA
     from synthvlm_data.stages.base import RunContext
-    from synthvlm_data.stages.captions import CaptionsStage
+    from synthvlm_data.backends import get_backend
+    from synthvlm_data.build import execute
+    from synthvlm_data.stages.captions import CaptionsStage, CurateStage
     from synthvlm_data.stages.export import export_dataset
     from synthvlm_data.stages.select import SelectStage
     from synthvlm_data.workdir import CAPTIONS, GENERATE, SCORE, SELECT, WorkDir
@@ -201,19 +203,15 @@ def measure_captions(work: Path, n: int) -> dict:
     wd.init(rc)
     ctx = RunContext(rc, wd)
     out["rules_cpu_s"] = rule_filters_cpu(rc, work / "captions.jsonl")
-    stage = CaptionsStage()
     t, c = time.perf_counter(), time.process_time()
-    stage.prepare(ctx)  # the caption pipeline + ids + prompts + shards
-    units = stage.plan(ctx)
-    wd.write_manifest(CAPTIONS, units, stage.manifest_extra(ctx))
+    for stage in (CurateStage(), CaptionsStage()):  # the map (curate units) and the reduce, one process
+        execute(stage, ctx, get_backend("local"), progress=False)
+    units = ctx.caption_units()
     out["caption_stage_s"], out["caption_stage_cpu_s"] = time.perf_counter() - t, time.process_time() - c
-    timings = json.loads((wd.caption_report_dir() / "captions_timings.json").read_text())
-    out["rules_s"] = sum(v for k, v in timings.items() if k.startswith("filter:"))
-    out["pipeline_s"] = timings["total"]
     out["kept"] = wd.caption_report()["captions_out"]
     out["units"] = len(units)
     out["rss_captions_mb"] = peak_mb()
-    stage._tables = None  # what a resumed build holds: nothing
+    del stage  # what a resumed build holds: nothing
 
     # the generate and score shards of k=1 image per caption (bench-made, not timed)
     for u in units:
