@@ -141,27 +141,40 @@ class SynthVLM(datasets.GeneratorBasedBuilder):
 
         With a multi-process backend every rank calls this: the build is collective, the cache is
         prepared by the main process only (see the module docstring), and the other ranks then open it.
+        Decisions and failures of the main process reach every rank by broadcast, so no rank takes
+        another path or waits at a barrier the main process will never reach.
         """
         from synthvlm_data.backends import BackendOptions, get_backend
+        from synthvlm_data.errors import SynthVLMError
 
         runner = get_backend(self.backend, BackendOptions.from_env())
         main = self.main_process = runner.is_main_process()
-        self._build(main)
+        self._build(runner, main)
+        failure = None
         if main:
-            super().download_and_prepare(*args, **kwargs)
-        runner.wait_for_everyone()
+            try:
+                super().download_and_prepare(*args, **kwargs)
+            except BaseException as exc:
+                failure = exc
+        message = runner.broadcast(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise SynthVLMError(f"the main process failed to prepare the Arrow cache ({message}); see its output")
         if not main:  # the cache is complete now: this only reads its info
             super().download_and_prepare(*args, **kwargs)
 
-    def _build(self, main: bool) -> None:
+    def _build(self, runner, main: bool) -> None:
         """Run or resume the build into the export folder, unless it already holds this recipe's dataset.
 
-        Every rank takes the same decision (it reads the same folder before any of them builds).
+        The main process decides and every rank follows (a rank reading the folder on its own could
+        see it in another state, e.g. on a shared file system while it is being renamed into place).
         """
         from synthvlm_data.build import build
 
         out_dir = self.out_dir or Path(self.recipe.export.name)
-        if self.work_dir is None and _built_from(out_dir, self.recipe):
+        built = runner.broadcast((self.work_dir is None and _built_from(out_dir, self.recipe)) if main else None)
+        if built:
             # A complete export of this very recipe (exports are renamed into place whole): read it as
             # it is. Rebuilding would regenerate every image when the work dir is not at hand (a copied
             # or cloned folder) and rewrite its card without its quality report.

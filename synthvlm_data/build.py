@@ -134,13 +134,14 @@ def build(
     """
     preflight(recipe)
     work = WorkDir(work_dir) if work_dir else WorkDir.default(recipe)
-    runner = get_backend(backend, options if options is not None else BackendOptions.from_env())
+    options = options if options is not None else BackendOptions.from_env()
+    runner = get_backend(backend, options)
     # Multi-process backends (accelerate) run build() on every rank: global steps run on the
     # main process between barriers, and only it holds the work-dir lock (the others work under it).
     main = runner.is_main_process()
     if main:
         work.root.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(recipe=recipe, work=work)
+    ctx = RunContext(recipe=recipe, work=work, cpu_threads=options.cpu_threads)
     timings: dict[str, float] = {}
     # The lock comes first: a refused second build must not touch the work dir (run.json, recipe).
     with work.lock() if main else contextlib.nullcontext():

@@ -92,8 +92,8 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
         total_captions, count_from = full_caption_count(recipe, work_dir)
     small = _with_limit(recipe, n)
     with tempfile.TemporaryDirectory(prefix="synthvlm-pilot-") as tmp:
-        ctx = RunContext(recipe=small, work=WorkDir(tmp))
         options = BackendOptions.from_env()
+        ctx = RunContext(recipe=small, work=WorkDir(tmp), cpu_threads=options.cpu_threads)
         for caption_stage in (CurateStage(), CaptionsStage()):
             execute(caption_stage, ctx, get_backend("local", options), progress=False)
         stage = GenerateStage()

@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:  # `builders/` is a top-level folder, not an insta
 from builders import SynthVLM, SynthVLMConfig  # noqa: E402
 from conftest import parquet_checksums, small_tiny_overrides, small_tiny_recipe  # noqa: E402
 from synthvlm_data.config import shipped_recipes  # noqa: E402
+from synthvlm_data.errors import SynthVLMError  # noqa: E402
 from synthvlm_data.stages import GenerateStage, ScoreStage  # noqa: E402
 
 
@@ -156,3 +157,60 @@ def test_an_existing_export_of_the_recipe_is_read_not_rebuilt(tiny_build, tmp_pa
     assert builder.as_dataset(split="train").num_rows == tiny_build.stats["selected"]
     assert "already holds this recipe's dataset" in capsys.readouterr().out
     assert (folder / "README.md").read_bytes() == card and "### Quality report" in card.decode()
+
+
+class _Rank:
+    """One rank of a launch as the builder sees it (the `Backend` protocol): `broadcast` hands out
+    what the main process sent, as accelerate's broadcast_object_list does."""
+
+    name = "accelerate"
+
+    def __init__(self, main: bool, sent: list):
+        self.main, self.sent = main, sent
+
+    def is_main_process(self) -> bool:
+        return self.main
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+    def broadcast(self, obj):
+        if self.main:
+            self.sent.append(obj)
+            return obj
+        return self.sent.pop(0)
+
+
+def test_ranks_follow_the_main_process_decision_and_failure(tiny_build, tmp_path, monkeypatch):
+    """The main process decides whether the folder is already built and alone prepares the cache;
+    when that fails, the other ranks stop with one line instead of waiting at a barrier for ever."""
+    import synthvlm_data.backends
+    import synthvlm_data.build
+
+    folder = tmp_path / "synthvlm-copy"
+    shutil.copytree(tiny_build.out_dir, folder)
+    monkeypatch.setattr(synthvlm_data.build, "build", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("a rank rebuilt although the main process read the folder")))
+    prepared = []
+
+    def prepare(self, *a, **k):
+        prepared.append(self.main_process)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(datasets.GeneratorBasedBuilder, "download_and_prepare", prepare)
+    sent: list = []
+    for main in (True, False):
+        monkeypatch.setattr(synthvlm_data.backends, "get_backend", lambda *a, m=main, **k: _Rank(m, sent))
+        builder = SynthVLM(config_name="tiny", overrides=small_tiny_overrides(), out_dir=folder,
+                           cache_dir=str(tmp_path / "cache"), progress=False, backend="accelerate")
+        if main:
+            with pytest.raises(OSError, match="No space left"):
+                builder.download_and_prepare()
+            assert sent == [True, "OSError: No space left on device"]
+            shutil.rmtree(folder / "data")  # what the other rank would see now cannot change its path
+        else:
+            with pytest.raises(SynthVLMError, match=r"main process failed to prepare the Arrow cache "
+                                                    r"\(OSError: No space left on device\)") as e:
+                builder.download_and_prepare()
+            assert "\n" not in str(e.value)
+    assert prepared == [True] and sent == []

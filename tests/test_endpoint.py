@@ -302,6 +302,15 @@ def test_synthesis_through_server_passes_the_same_checks_and_replays(server, tmp
     # recorded answers: a second run is byte-identical without asking the server
     (rows2, rep2), ep2 = run()
     assert rows2 == rows and ep2.reused == rep["seen"] == rep2["recorded_answers_reused"]
+    # a kill cut the last record in half: that one answer is asked again, and the next record
+    # starts on a line of its own (a third run finds every answer)
+    path = rec / "llm_responses.jsonl"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1], encoding="utf-8")
+    (rows3, _), ep3 = run()
+    assert rows3 == rows and ep3.reused == rep["seen"] - 1
+    (rows4, _), ep4 = run()
+    assert rows4 == rows and ep4.reused == rep["seen"]
     print(f"synthesis {rep['seen']} requests in {took:.1f} s: {[r['caption'] for r in rows]}")
 
 

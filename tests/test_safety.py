@@ -64,6 +64,11 @@ def test_select_drops_unsafe_and_takes_the_next_image():
     kept, _ = select_best(_scores([False, True, True, True]), SelectConfig(drop_unsafe=False))
     assert kept.select(["id", "repeat"]).to_pylist()[0] == {"id": "a", "repeat": 0}
     assert kept["safe"].to_pylist()[0] is False
+    # a caption whose every image is unsafe is counted, whether or not unsafe images are dropped
+    for drop in (True, False):
+        _, stats = select_best(_scores([False, False, True, True]), SelectConfig(drop_unsafe=drop))
+        assert stats["safety"]["captions_without_safe_image"] == 1
+        assert stats["safety"]["images_unsafe"] == 2
     # Without the columns (safety off) the selection table is the plain one.
     plain, stats = select_best(_scores([True] * 4).drop_columns(["nsfw_score", "safe"]), SelectConfig())
     assert "safe" not in plain.column_names and "safety" not in stats

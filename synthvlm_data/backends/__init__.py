@@ -89,6 +89,9 @@ class Backend(Protocol):
     def wait_for_everyone(self) -> None:
         """A barrier across the build's processes (nothing to wait for with one driver)."""
 
+    def broadcast(self, obj):
+        """The main process's `obj` on every process (a barrier too); one driver: `obj` itself."""
+
     def run_stage(self, stage, ctx, units, progress: bool = True) -> int:
         """Run the stage's pending units and return once every process is done; returns how many ran here."""
 

@@ -66,6 +66,10 @@ class AccelerateBackend:
     def wait_for_everyone(self) -> None:
         self._state().wait_for_everyone()
 
+    def broadcast(self, obj):
+        self._state()  # the process group exists before the collective
+        return _broadcast(obj)
+
     def run_stage(self, stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bool = True) -> int:
         """Run this rank's share of the pending units, then wait for all ranks; returns how many ran here."""
         st = self._state()

@@ -31,6 +31,9 @@ class LocalBackend:
     def wait_for_everyone(self) -> None:
         """One process: nothing to wait for."""
 
+    def broadcast(self, obj):
+        return obj
+
     def run_stage(self, stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bool = True) -> int:
         """Run the stage's pending units; returns how many ran."""
         todo = pending(ctx, units)

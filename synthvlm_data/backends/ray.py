@@ -77,6 +77,9 @@ class RayBackend:
     def wait_for_everyone(self) -> None:
         """One driver: `run_stage` returns when every unit is written."""
 
+    def broadcast(self, obj):
+        return obj
+
     def init(self) -> None:
         """Join the configured cluster, or start a local Ray instance (once per driver process)."""
         ray = _ray()

@@ -134,8 +134,11 @@ class Endpoint:
         self.recorded: dict[str, dict] = {}
         self.loaded: set[str] = set()  # keys of answers recorded by an earlier run
         self.record = Path(record_dir) / RECORD_FILE if record_dir is not None else None
+        self._newline = False  # the file's last line was cut by a kill: the next record starts a new line
         if self.record is not None and self.record.is_file():
-            for line in self.record.read_text(encoding="utf-8").splitlines():
+            text = self.record.read_text(encoding="utf-8")
+            self._newline = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
                 try:  # a line cut by a kill is not a record: that request is asked again
                     item = json.loads(line)
                     self.recorded[item["key"]] = item["response"]
@@ -176,5 +179,6 @@ class Endpoint:
             self.recorded[key] = out
             if self.record is not None:
                 with open(self.record, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"key": key, "response": out}, sort_keys=True) + "\n")
+                    fh.write(("\n" if self._newline else "") + json.dumps({"key": key, "response": out}, sort_keys=True) + "\n")
+                self._newline = False
         return out

@@ -23,10 +23,13 @@ from synthvlm_data.workunits import WorkUnit, plan_units
 
 @dataclass
 class RunContext:
-    """What every stage may read: the recipe and the run's work directory."""
+    """What every stage may read: the recipe, the run's work directory and the CPU thread budget
+    (`--cpu-threads`: for CPU-side models of a stage that otherwise runs on a GPU, e.g. the safety
+    detector next to CLIP, so they neither take every core nor vary with the machine)."""
 
     recipe: Recipe
     work: WorkDir
+    cpu_threads: int = 1
 
     @property
     def store(self) -> ShardStore:

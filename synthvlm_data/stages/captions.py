@@ -50,9 +50,10 @@ class CurateStage(Stage):
 
     name = CURATE
 
-    def __init__(self):
+    def __init__(self, models=None):
         self._curator = None
         self._reader = None
+        self._models = models  # a ModelCache to share (the reduce's, when it maps units itself)
 
     def device(self, ctx: RunContext) -> str:
         return resolve_device(ctx.recipe.captions.device)
@@ -89,7 +90,7 @@ class CurateStage(Stage):
         cfg = ctx.recipe.captions
         with torch_threads(cfg.num_threads):
             if self._curator is None:
-                self._curator, self._reader = Curator(cfg, ModelCache()), UnitReader(cfg)
+                self._curator, self._reader = Curator(cfg, self._models or ModelCache()), UnitReader(cfg)
             return self._curator.curate(self._reader.unit(unit.index))
 
     def manifest_extra(self, ctx: RunContext) -> dict:
@@ -138,29 +139,33 @@ class CaptionsStage(Stage):
     @staticmethod
     def _reduce(ctx: RunContext):
         """The curated units, in order, through the global steps (mapping any unit still missing here)."""
+        from synthvlm_data.backends import pinned_threads
         from synthvlm_data.captions.pipeline import Reducer, UnitResult
         from synthvlm_data.models.text import ModelCache
 
         recipe, cfg = ctx.recipe, ctx.recipe.captions
         report_dir = ctx.work.caption_report_dir()
         report_dir.mkdir(parents=True, exist_ok=True)
-        curate = CurateStage()
+        models = ModelCache()  # one load of each model for the units mapped here and the global steps
+        curate = CurateStage(models)
         timings: dict[str, float] = {}
         t_all = time.perf_counter()
 
         def timed(name: str, t0: float) -> None:
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
-        with torch_threads(cfg.num_threads):
-            reducer = Reducer(cfg, seed=recipe.seed, profile=recipe.profile, models=ModelCache(), timed=timed,
+        # the thread setting the backends give the map (pinned_threads), so a unit mapped here gives the same bytes
+        with pinned_threads(curate, ctx, ctx.cpu_threads), torch_threads(cfg.num_threads):
+            reducer = Reducer(cfg, seed=recipe.seed, profile=recipe.profile, models=models, timed=timed,
                               judge_cache=report_dir / JUDGE_CACHE, report_dir=report_dir)
             used = []
             for unit in curate_units(ctx):
                 if ctx.store.is_complete(unit):
                     result = UnitResult.from_table(ctx.store.read(unit))
                 else:  # past the units mapped on the ranks (a limit not reached yet): map it here
-                    result = curate.curate(ctx, unit)
-                    ctx.store.write(unit, result.to_table())
+                    table = curate.curate(ctx, unit).to_table()
+                    ctx.store.write(unit, table)
+                    result = UnitResult.from_table(table)  # as if read back: the same report either way
                 used.append(unit)
                 if reducer.add(result):
                     break

@@ -23,11 +23,9 @@ class ScoreStage(ShardwiseStage):
         self.clip = ClipScorer(ctx.recipe.score.clip, ctx.recipe.generate.device)
         self.safety = None
         if ctx.recipe.score.safety is not None:
-            import torch
-
             from synthvlm_data.scoring.safety import SafetyScorer
 
-            self.safety = SafetyScorer(ctx.recipe.score.safety, threads=torch.get_num_threads())
+            self.safety = SafetyScorer(ctx.recipe.score.safety, threads=ctx.cpu_threads)
 
     def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
         """Every image of every caption is scored (k images per caption -> k rows).

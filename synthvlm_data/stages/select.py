@@ -213,7 +213,7 @@ def select_best(
     }
     if safety:
         stats["safety"] = {"images_unsafe": int((~safe).sum()), "dropped": bool(cfg.drop_unsafe),
-                           "captions_without_safe_image": int(np.unique(ids).size - np.unique(ids[allowed]).size)}
+                           "captions_without_safe_image": int(np.unique(ids).size - np.unique(ids[safe]).size)}
     if diversity is not None:
         # What the quotas cost: the score the global top-N would have had.
         diversity["global_top_n_mean_score"] = float(score[by_score[:n]].mean()) if n else None
