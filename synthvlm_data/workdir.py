@@ -159,7 +159,9 @@ class WorkDir:
         manifest = self.manifest(stage)
         if manifest is None:
             raise ShardError(f"{self.stage_dir(stage) / 'manifest.json'} is missing: run the {stage} stage first")
-        return plan_units(stage, manifest["num_shards"])
+        # a stage that ran a prefix of its units (curate under a caption limit) records the total as
+        # `units`: its shards are named "-of-<total>"
+        return plan_units(stage, manifest.get("units", manifest["num_shards"]))[: manifest["num_shards"]]
 
     def write_manifest(self, stage: str, units: list[WorkUnit], extra: dict | None = None) -> Path:
         return self.store.write_manifest(stage, units, extra)

@@ -98,3 +98,16 @@ def test_manifest_refuses_incomplete_stage(tmp_path):
     store.write(WorkUnit("captions", 0, 2), _table())
     with pytest.raises(ShardError, match="not complete"):
         store.write_manifest("captions", plan_units("captions", 2))
+
+
+def test_curate_units_from_the_manifest_name_the_shards_written(tiny_build):
+    """curate maps a prefix of its units under a caption limit; the manifest's units are those shards."""
+    import json
+
+    from synthvlm_data.workdir import WorkDir
+
+    work = WorkDir(tiny_build.work_dir)
+    manifest = json.loads((work.stage_dir("curate") / "manifest.json").read_text())
+    units = work.units("curate")
+    assert sorted(work.store.path(u).name for u in units) == sorted(manifest["shards"])
+    assert all(u.num_units == manifest["units"] for u in units) and work.is_complete("curate")

@@ -153,9 +153,14 @@ class ShardWriter:
                 writer.close()
             return nbytes
         finally:
-            if self.spill is not None:
-                self.spill.close()
-                self.spill_path.unlink(missing_ok=True)
+            self.abort()
+
+    def abort(self) -> None:
+        """Close and delete the image spill (after `close`, or when the export fails mid-shard)."""
+        if self.spill is not None:
+            self.spill.close()
+            self.spill = None
+            self.spill_path.unlink(missing_ok=True)
 
 
 def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
@@ -183,6 +188,7 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
     out_dir = Path(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     (staging / "data").mkdir(parents=True)
+    shard = None
     try:
         num_bytes, written = 0, 0
         shard = ShardWriter(staging / "data" / shard_name(0, n_shards), features)
@@ -212,6 +218,8 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
         (staging / "synthvlm_stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True, default=str))
         _replace_dir(staging, out_dir)
     except BaseException:
+        if shard is not None:
+            shard.abort()  # its spill file handle, before the folder goes
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
