@@ -25,7 +25,7 @@ from synthvlm_data.captions import synthesis as SY
 from synthvlm_data.captions.config import CaptionsConfig, JudgeConfig, SynthesisConfig
 from synthvlm_data.captions.dedup import ExactDedup
 from synthvlm_data.captions.judge import EndpointJudge, Judge
-from synthvlm_data.captions.pipeline import check_models, run_captions
+from synthvlm_data.captions.pipeline import CachedJudge, check_models, run_captions
 from synthvlm_data.errors import ModelUnavailableError
 from synthvlm_data.models.devices import torch_threads
 from synthvlm_data.models.endpoint import RECORD_FILE, Endpoint, EndpointConfig
@@ -210,7 +210,7 @@ def test_p_yes_from_top_logprobs_is_the_two_way_softmax():
 # --------------------------------------------------------------------------- the real server
 
 
-def test_judge_through_server_agrees_with_in_process_and_resumes_from_records(server, models, tmp_path):
+def test_judge_through_server_agrees_with_in_process_and_resumes_from_records(server, models, tmp_path, capsys):
     src = tmp_path / "caps.jsonl"
     src.write_text("".join(json.dumps({"id": i, "caption": c}) + "\n" for i, c in enumerate(CAPTIONS)))
     judge = {"system_prompt": SYSTEM, "prompt": PROMPT}
@@ -247,9 +247,31 @@ def test_judge_through_server_agrees_with_in_process_and_resumes_from_records(se
     assert proxy.posts == 0
     step = next(s for s in b.report["steps"] if s["name"] == "judge")
     assert step["p_yes_from"] == "answer_tokens" and step["endpoint"] == proxy.url
-    assert step["recorded_answers_reused"] == n_asked
+    assert "recorded_answers_reused" not in step  # where the last run stopped: logged, not in the report
+    assert f"captions judge: {n_asked} answers replayed" in capsys.readouterr().err
     assert [r["caption"] for r in a.rows] == [r["caption"] for r in b.rows]
     assert 0 < len(b.rows) < len(CAPTIONS)
+
+
+def test_judge_report_is_the_same_after_a_resume(server, tmp_path):
+    """A caption stage killed while judging answers the judged captions from judge.jsonl on resume;
+    the judge step's report (which the published folder carries) must not show where it stopped."""
+    ep = EndpointConfig(url=server["url"], tokenizer=SMOL, max_concurrency=4)
+    judge_cfg = JudgeConfig(system_prompt=SYSTEM, prompt=PROMPT)
+
+    def judge(folder: Path) -> CachedJudge:
+        folder.mkdir(exist_ok=True)
+        return CachedJudge(EndpointJudge(judge_cfg, Endpoint(ep, "captions judge", folder), 0), folder / "judge.jsonl")
+
+    fresh = judge(tmp_path / "fresh")
+    p_fresh = fresh.p_yes(CAPTIONS)
+    for done in (4, len(CAPTIONS)):  # killed after judging some captions, or all of them
+        first = judge(tmp_path / f"resumed-{done}")
+        first.p_yes(CAPTIONS[:done])
+        resumed = judge(tmp_path / f"resumed-{done}")
+        assert resumed.p_yes(CAPTIONS) == p_fresh
+        assert resumed.report_extra() == fresh.report_extra()
+    assert fresh.report_extra()["p_yes_from"] == "answer_tokens"
 
 
 def test_retries_on_503_then_answers(server):
@@ -301,16 +323,27 @@ def test_synthesis_through_server_passes_the_same_checks_and_replays(server, tmp
     assert rep["params"]["endpoint"] == server["url"] and "request_seed" in rep["params"]["seeding"]
     # recorded answers: a second run is byte-identical without asking the server
     (rows2, rep2), ep2 = run()
-    assert rows2 == rows and ep2.reused == rep["seen"] == rep2["recorded_answers_reused"]
+    assert rows2 == rows and ep2.reused == rep["seen"] and rep2 == rep  # the report does not depend on the replay
     # a kill cut the last record in half: that one answer is asked again, and the next record
     # starts on a line of its own (a third run finds every answer)
     path = rec / "llm_responses.jsonl"
     text = path.read_text(encoding="utf-8")
     path.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1], encoding="utf-8")
-    (rows3, _), ep3 = run()
-    assert rows3 == rows and ep3.reused == rep["seen"] - 1
-    (rows4, _), ep4 = run()
-    assert rows4 == rows and ep4.reused == rep["seen"]
+    # (transformers serve's seeded sampling is not reproducible across requests, so the re-asked
+    # answer, and what follows from it, may differ: the records, not the server, make runs repeat)
+    (rows3, rep3), ep3 = run()
+    assert ep3.reused <= rep["seen"] - 1 and len(ep3.recorded) >= rep3["seen"]
+    def readable(line: str) -> bool:
+        try:
+            return "key" in json.loads(line)
+        except ValueError:
+            return False
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    # only the cut record is unreadable: the answers asked again are lines of their own
+    assert [readable(ln) for ln in lines].count(False) == 1 and sum(map(readable, lines)) == len(ep3.recorded)
+    (rows4, rep4), ep4 = run()
+    assert rows4 == rows3 and ep4.reused == rep3["seen"] and rep4 == rep3
     print(f"synthesis {rep['seen']} requests in {took:.1f} s: {[r['caption'] for r in rows]}")
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections import Counter
 
 import numpy as np
@@ -207,7 +208,14 @@ class EndpointJudge:
                     "(vLLM, SGLang, TGI) or set judge.temperature: 0 and min_p_yes: 0.5 (the greedy answer)")
             else:
                 self.mode = "answer_tokens" if self.bias else "greedy_token"
-        return [self._p_yes(r) for r in self.endpoint.chat([self.request(c) for c in captions])]
+        odd_before = self.not_yes_no
+        out = []
+        self.answer_info = []  # per caption, kept by CachedJudge so that a resumed run reports the same counts
+        for r in self.endpoint.chat([self.request(c) for c in captions]):
+            out.append(self._p_yes(r))
+            self.answer_info.append({"from": self.mode, "not_yes_no": self.not_yes_no > odd_before})
+            odd_before = self.not_yes_no
+        return out
 
     def _p_yes(self, response: dict) -> float:
         self.sources[self.mode] += 1
@@ -231,12 +239,21 @@ class EndpointJudge:
     def decide(self, caption: str, p: float) -> bool:
         return decide(self.cfg, self.seed, caption, p)
 
-    def report_extra(self) -> dict:
-        extra = {"endpoint": self.endpoint.cfg.url, "p_yes_from": self.mode, "not_yes_no": self.not_yes_no,
-                 "recorded_answers_reused": self.endpoint.reused}
-        if self.mode in ("answer_tokens", "greedy_token"):
+    def report_extra(self, answers: list[dict] | None = None) -> dict:
+        """The judge step's report; `answers` (`answer_info` of every caption judged, kept by
+        CachedJudge) makes it count over the whole stage rather than over this run's requests."""
+        # how many answers came from llm_responses.jsonl depends on where the last run stopped: the log says
+        # it, the report (which the published folder carries) does not
+        if self.endpoint.reused:
+            print(f"captions judge: {self.endpoint.reused} answers replayed from {self.endpoint.record}",
+                  file=sys.stderr, flush=True)
+        mode, odd = self.mode, self.not_yes_no
+        if answers:
+            mode, odd = "/".join(sorted({a["from"] for a in answers})), sum(bool(a["not_yes_no"]) for a in answers)
+        extra = {"endpoint": self.endpoint.cfg.url, "p_yes_from": mode, "not_yes_no": odd}
+        if mode in ("answer_tokens", "greedy_token"):
             extra["note"] = ("the server returned no logprobs: p_yes is 1 or 0 from its greedy answer"
-                             + (" restricted to the Yes/No tokens (logit_bias)" if self.mode == "answer_tokens"
+                             + (" restricted to the Yes/No tokens (logit_bias)" if mode == "answer_tokens"
                                 else "; set endpoint.tokenizer to restrict it to the Yes/No tokens"))
         return extra
 

@@ -466,6 +466,8 @@ class CachedJudge:
         self.judge, self.path = judge, Path(path)
         self.name, self.cfg = judge.name, judge.cfg
         self.cache: dict[str, float] = {}
+        self.info: dict[str, dict] = {}  # an endpoint judge's per-answer facts (EndpointJudge.answer_info)
+        self.served: set[str] = set()  # the captions asked about in this stage, answered now or from the file
         self._newline = False  # the last line was cut by a kill: start the next answer on a new line
         if self.path.is_file():
             text = self.path.read_text(encoding="utf-8")
@@ -476,6 +478,8 @@ class CachedJudge:
                 except json.JSONDecodeError:  # a line cut by a kill
                     continue
                 self.cache[rec["key"]] = rec["p_yes"]
+                if "info" in rec:
+                    self.info[rec["key"]] = rec["info"]
 
     @staticmethod
     def _key(caption: str) -> str:
@@ -488,19 +492,28 @@ class CachedJudge:
         todo = list(dict.fromkeys(c for c, k in zip(captions, keys) if k not in self.cache))
         if todo:
             answers = self.judge.p_yes(todo)
+            infos = getattr(self.judge, "answer_info", None) or [None] * len(todo)
             with open(self.path, "a", encoding="utf-8") as fh:
                 if self._newline:
                     fh.write("\n")
                     self._newline = False
-                for c, p in zip(todo, answers):
-                    self.cache[self._key(c)] = p
-                    fh.write(json.dumps({"key": self._key(c), "p_yes": p}) + "\n")
+                for c, p, info in zip(todo, answers, infos):
+                    key = self._key(c)
+                    self.cache[key] = p
+                    rec = {"key": key, "p_yes": p}
+                    if info is not None:
+                        self.info[key] = rec["info"] = info
+                    fh.write(json.dumps(rec) + "\n")
+        self.served.update(keys)
         return [self.cache[k] for k in keys]
 
     def decide(self, caption: str, p: float) -> bool:
         return self.judge.decide(caption, p)
 
     def report_extra(self) -> dict:
+        infos = [self.info[k] for k in sorted(self.served) if k in self.info]
+        if infos:  # an endpoint judge: counted over every caption judged in the stage, whichever run asked
+            return self.judge.report_extra(infos)
         return self.judge.report_extra()
 
 
