@@ -40,11 +40,11 @@ LATENT_SIZE, LATENT_PATCH = 16, 4  # world:sdxl at 64 px: 4 x 16 x 16 latents, 4
 class Settings:
     n: int = 800                # captions per arm (a, b, c, e); d gets n // 5
     k: int = 4                  # images per caption in the synthetic pool
-    n_eval: int = 200           # held-out test scenes (captions + every question type they allow)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    n_eval: int = 250           # held-out test scenes (captions + every question type they allow)
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
     arms: list[str] = field(default_factory=lambda: list(D.ARMS))
-    stage1_steps: int = 150
-    stage2_steps: int = 150
+    stage1_steps: int = 300
+    stage2_steps: int = 200
     batch: int = 16
     lr1: float = 1e-3
     lr2: float = 3e-4
