@@ -85,3 +85,26 @@ def test_experiment_micro_run_is_deterministic(tmp_path, capsys):
     # resumable: a finished arm is reused
     assert main(["--out", str(second), *MICRO]) == 0
     assert "done before" in capsys.readouterr().out
+
+
+def test_pretrain_can_train_the_llm_and_a_new_tower():
+    from synthvlm_data.models.tiny import build_tiny_vision_tower
+    from synthvlm_data.training.assembly import assemble_llava
+    from synthvlm_data.training.config import ModelSection
+    from synthvlm_data.training.freezing import freeze_for_pretrain
+    from synthvlm_data.world.lm import build_lm, build_tokenizer
+
+    tok = build_tokenizer()
+    cfg = ModelSection(llm="tiny:none", vision_tower="tiny:clip-vit", chat_template="chatml", dtype="float32")
+    model, _ = assemble_llava(build_tiny_vision_tower(0), build_lm(tok, 64, 1), tok, cfg)
+
+    def trained():
+        return {n.split(".")[1] if n.startswith("model.") else n.split(".")[0]
+                for n, p in model.named_parameters() if p.requires_grad}
+
+    freeze_for_pretrain(model)
+    assert trained() == {"multi_modal_projector"}  # LLaVA stage 1
+    freeze_for_pretrain(model, train_llm=True)
+    assert trained() == {"multi_modal_projector", "language_model"}  # lm_head is tied to the embeddings
+    freeze_for_pretrain(model, train_llm=True, train_vision_tower=True)
+    assert trained() == {"multi_modal_projector", "language_model", "vision_tower"}
