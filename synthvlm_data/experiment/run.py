@@ -203,7 +203,9 @@ def run_arm(s: Settings, arm: str, seed: int, shared: dict, run_dir: Path, log) 
     answers = [m2.generate([images[q.scene_index]], q.prompt, max_new_tokens=ANSWER_TOKENS) for q in items.questions]
     secs["eval"] = time.perf_counter() - t0
     result, samples = world_result(items, captions, answers, f"{arm}-seed{seed}")
-    n_train = len(__import__("datasets").load_dataset(str(shared["data"] / arm), split="train"))
+    from datasets import load_dataset
+
+    n_train = len(load_dataset(str(shared["data"] / arm), split="train"))
     out = {"arm": arm, "seed": seed, "n_train": n_train, "captioning": result["captioning"], "vqa": result["vqa"],
            "baselines": result["baselines"], "items": result["items"],
            "training": {st: {k: summaries[st]["results"].get(k) for k in ("steps", "first_loss", "last_loss")}

@@ -25,7 +25,7 @@ def load_open_clip(ref: str = WORLD_CLIP):
     return model.eval(), preprocess
 
 
-def vision_config(visual, mean, std):
+def vision_config(visual):
     from transformers import CLIPVisionConfig
 
     width = visual.conv1.out_channels
@@ -44,7 +44,7 @@ def convert_visual(visual):
     """open_clip `VisionTransformer` -> transformers `CLIPVisionModel` with the same weights."""
     from transformers import CLIPVisionModel
 
-    cfg = vision_config(visual, None, None)
+    cfg = vision_config(visual)
     model = CLIPVisionModel(cfg).eval()
     sd = {}
     emb = "vision_model.embeddings."

@@ -130,7 +130,7 @@ def pretrain_lm(out: str | Path, *, n_scenes: int = 4000, steps: int = 600, batc
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     model.eval()
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
