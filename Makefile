@@ -9,12 +9,13 @@ PYTEST_ARGS ?=
 # TORCH_SPEC="torch torchvision" to take your platform's build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help venv demo demo-tiny world-models test test-all build-dataset publish bench clean
+.PHONY: help venv demo demo-tiny world-models experiment test test-all build-dataset publish bench clean
 
 help:
 	@echo "make demo                      offline shapes recipe (miniature world, trained models) -> synthvlm-shapes/"
 	@echo "make demo-tiny                 offline tiny recipe (random-weight SDXL + refiner code path) -> synthvlm-tiny/"
 	@echo "make world-models              retrain the miniature world's models (about 60 min on 2 cores)"
+	@echo "make experiment                issue 14: real vs synthetic vs selected vs latent data, tiny LLaVA, world suite (~45 min)"
 	@echo "make test                      the offline test suite (fast subset)"
 	@echo "make test-all                  including slow tests"
 	@echo "make build-dataset RECIPE=x    run any recipe (default synthvlm-100k; needs GPUs + Hub); NPROC=8: on 8 GPUs"
@@ -43,6 +44,12 @@ demo-tiny: venv
 
 world-models: venv
 	$(BIN)/python -m synthvlm_data.world build-models
+
+# The README's table "The experiment in miniature": EXPERIMENT_ARGS="--n 800 --seeds 0,1 ..." (see --help);
+# resumable (finished arms are reused), deterministic (same settings -> same results.json bytes).
+EXPERIMENT_ARGS ?=
+experiment: venv
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m synthvlm_data.experiment $(EXPERIMENT_ARGS)
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)

@@ -152,5 +152,5 @@ def test_latent_config_and_data_mismatches_are_one_line_errors(latent_build):
         data_lib.pretrain_dataset(cfg.pretrain.data, cfg.model.latents)
     from synthvlm_data.training.run import load_datasets
 
-    with pytest.raises(InputDataError, match="stage 2 on latents is not supported"):
+    with pytest.raises(InputDataError, match="stage 2 on latents takes one `captions`-format source"):
         load_datasets(load_config(TINY_LATENT).model_copy(update={"finetune": pixel_cfg.finetune}), "finetune")

@@ -225,6 +225,10 @@ class PretrainStage(Section):
     data: DataSource
     eval_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Held-out share (seeded split).")
     training: TrainingArgs
+    train_llm: bool = Field(default=False, description="Also train the LLM (LLaVA freezes it; a tiny LM "
+                                                       "that cannot caption through a frozen LM needs it).")
+    train_vision_tower: bool = Field(default=False, description="Also train the vision tower (a new tower, "
+                                                                "e.g. Synth^2's latent ViT, has no pretraining).")
 
     @field_validator("data")
     @classmethod

@@ -2,14 +2,20 @@
 
 Stage 1 (feature alignment): only the projector; the vision tower and the LLM stay frozen.
 Stage 2 (visual instruction tuning): projector + LLM; the vision tower stays frozen (LLaVA-1.5).
+Either stage may also train what its config says (`pretrain.train_llm`, `train_vision_tower`).
 """
 
 from __future__ import annotations
 
 
-def freeze_for_pretrain(model) -> None:
+def freeze_for_pretrain(model, train_llm: bool = False, train_vision_tower: bool = False) -> None:
     model.requires_grad_(False)
     model.model.multi_modal_projector.requires_grad_(True)
+    if train_llm:
+        model.model.language_model.requires_grad_(True)
+        model.lm_head.requires_grad_(True)
+    if train_vision_tower:
+        model.model.vision_tower.requires_grad_(True)
 
 
 def freeze_for_finetune(model, train_vision_tower: bool = False) -> None:
@@ -18,9 +24,9 @@ def freeze_for_finetune(model, train_vision_tower: bool = False) -> None:
         model.model.vision_tower.requires_grad_(False)
 
 
-def freeze_for_stage(model, stage: str, train_vision_tower: bool = False) -> None:
+def freeze_for_stage(model, stage: str, train_vision_tower: bool = False, train_llm: bool = False) -> None:
     if stage == "pretrain":
-        freeze_for_pretrain(model)
+        freeze_for_pretrain(model, train_llm, train_vision_tower)
     else:
         freeze_for_finetune(model, train_vision_tower)
 

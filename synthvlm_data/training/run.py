@@ -90,8 +90,10 @@ def build_sft_config(cfg: TrainConfig, stage: Stage, output_dir: Path, num_proce
         run_name=targs.run_name or f"{cfg.name}-{stage}",
         seed=cfg.seed,
         remove_unused_columns=False,  # stage-1 rows are a lazy transform; the collator picks its keys
-        completion_only_loss=True if stage == "pretrain" else None,
-        assistant_only_loss=stage == "finetune",  # LLaVA trains on answers only
+        # LLaVA trains on answers only: the completion of prompt-completion rows (stage 1, and stage 2 on
+        # latents), the assistant turns of conversations (stage 2)
+        completion_only_loss=True if stage == "pretrain" or cfg.model.latents is not None else None,
+        assistant_only_loss=stage == "finetune" and cfg.model.latents is None,
         use_cpu=use_cpu(),
         # Stage 1: every row has an image, so the projector is always used; skip DDP's unused-parameter
         # scan. Stage 2 may see text-only batches: None lets TRL turn the scan on.
@@ -157,9 +159,15 @@ def load_datasets(cfg: TrainConfig, stage: Stage):
         train = data_lib.as_prompt_completion(train)
         evaluation = data_lib.as_prompt_completion(evaluation) if evaluation is not None else None
         return train, evaluation
-    if cfg.model.latents is not None:
-        raise InputDataError("stage 2 on latents is not supported (model.latents is a stage-1 input); "
-                             "remove model.latents to fine-tune a pixel model")
+    if cfg.model.latents is not None:  # Synth^2: single-turn instruction rows over latents (prompt-completion)
+        if len(section.data) != 1 or section.data[0].format != "captions":
+            raise InputDataError("stage 2 on latents takes one `captions`-format source with a `latent` column "
+                                 "(prompt = instruction, caption = answer); remove model.latents to fine-tune a "
+                                 "pixel model on other data")
+        ds = data_lib.pretrain_dataset(section.data[0], cfg.model.latents)
+        train, evaluation = data_lib.split_eval(ds, section.eval_ratio, cfg.seed)
+        return (data_lib.as_prompt_completion(train),
+                data_lib.as_prompt_completion(evaluation) if evaluation is not None else None)
     ds = data_lib.finetune_dataset(section.data, cfg.seed, section.stopping_strategy)
     return data_lib.split_eval(ds, section.eval_ratio, cfg.seed)
 
@@ -216,7 +224,7 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
     with state.main_process_first():  # builds the datasets cache / SmolLM2 cache once; data first: fails faster
         train_ds, eval_ds = load_datasets(cfg, stage)
         model, processor = load_model(cfg, stage)
-    freeze_for_stage(model, stage, getattr(section, "train_vision_tower", False))
+    freeze_for_stage(model, stage, section.train_vision_tower, getattr(section, "train_llm", False))
     counts = parameter_counts(model)
     modules = trainable_modules(model)
     _print(state, f"{stage}: {counts['trainable']:,} / {counts['total']:,} parameters trained ({', '.join(modules)}); "

@@ -1,0 +1,375 @@
+"""`python -m synthvlm_data.experiment` (`make experiment`): build the arms' data, train the same
+tiny LLaVA on each (the package's trainer, configs written here), score each on the world suite,
+write `results.json` (scores and CIs only: the same settings give the same bytes), `results.md`
+and `timings.json` into `--out`.
+
+Resumable per arm and seed: a finished `arms/<arm>-seed<s>/result.json` is reused; the pools,
+datasets, vision tower and LM are built once under `<out>/work/` and reused.
+
+Protocol (LLaVA in miniature, identical for every arm): stage 1 on the arm's caption pairs
+(projector + LM trained, vision tower frozen; the latent arm also trains its new tower) for a fixed
+number of optimisation steps (the fifth-size arm gets the same steps, so more epochs: the
+comparison is data, not compute); then the shared stage 2 on real-render VQA (projector + LM).
+Captioning is scored on the stage-1 model (what the caption data taught), VQA on the stage-2 model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from synthvlm_data.experiment import data as D
+
+ARM_TITLES = {
+    "real": "(a) real renders + clean captions",
+    "random": "(b) synthetic, random pick of k",
+    "selected": "(c) synthetic, best of k by clip + 0.5 ssim",
+    "selected_fifth": "(d) (c) at one fifth of the size",
+    "latents": "(e) Synth^2: world:sdxl latents",
+}
+LATENT_SIZE, LATENT_PATCH = 16, 4  # world:sdxl at 64 px: 4 x 16 x 16 latents, 4x4 patches -> 16 tokens
+
+
+@dataclass
+class Settings:
+    n: int = 800                # captions per arm (a, b, c, e); d gets n // 5
+    k: int = 4                  # images per caption in the synthetic pool
+    n_eval: int = 250           # held-out test scenes (captions + every question type they allow)
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    arms: list[str] = field(default_factory=lambda: list(D.ARMS))
+    stage1_steps: int = 300
+    stage2_steps: int = 200
+    batch: int = 16
+    lr1: float = 1e-3
+    lr2: float = 3e-4
+    vqa_scenes: int = 600       # stage-2 scenes (about 5 questions each)
+    lm_steps: int = 600
+    lm_scenes: int = 4000
+    eval_seed: int = 0
+
+    def fingerprint(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- shared parts
+
+
+def prepare(s: Settings, work: Path, log) -> dict:
+    """Vision tower, LM, pools and every dataset (each skipped when already there)."""
+    from synthvlm_data.world.clip_vit import save_world_clip_vit
+    from synthvlm_data.world.lm import pretrain_lm
+
+    t = {}
+    t0 = time.perf_counter()
+    tower = save_world_clip_vit(work / "clip-vit")
+    lm_info = pretrain_lm(work / "lm", n_scenes=s.lm_scenes, steps=s.lm_steps)
+    t["tower_and_lm"] = time.perf_counter() - t0
+    log(f"LM: {lm_info['parameters']:,} parameters, loss {lm_info['first_loss']} -> {lm_info['last_loss']}")
+    data = work / "data"
+    t0 = time.perf_counter()
+    pixel_arms = [a for a in s.arms if a != "latents"]
+    if pixel_arms:
+        pool = D.build_pool(work, s.n, s.k)
+        rows = None
+        for arm in pixel_arms:
+            if not (data / arm / "data").is_dir():
+                rows = rows or D.arm_rows(pool, s.n, s.k)
+                D.write_dataset(rows[arm], data / arm)
+    if "latents" in s.arms:
+        lpool = D.build_pool(work, s.n, 1, "latents")
+        if not (data / "latents" / "data").is_dir():
+            D.write_dataset(D.latent_rows(lpool), data / "latents", (4, LATENT_SIZE, LATENT_SIZE))
+    t["pools"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if not (data / "vqa" / "data").is_dir() or ("latents" in s.arms and not (data / "vqa-latents" / "data").is_dir()):
+        vqa, images = D.vqa_rows(s.vqa_scenes)
+        D.write_dataset(vqa, data / "vqa")
+        if "latents" in s.arms:
+            z = encode_latents(images)
+            D.write_dataset({**vqa, "latent": [z[i] for i in vqa["scene"]]}, data / "vqa-latents",
+                            (4, LATENT_SIZE, LATENT_SIZE))
+    t["vqa_data"] = time.perf_counter() - t0
+    return {"tower": tower, "lm": work / "lm", "data": data, "lm_info": lm_info, "seconds": t}
+
+
+def encode_latents(images, batch: int = 64) -> list[np.ndarray]:
+    """Real renders -> world:sdxl latents (the VAE encoder, as the latent arm is evaluated)."""
+    from synthvlm_data.models.refs import ModelRef
+    from synthvlm_data.training.latent import LatentEncoder, load_vae
+
+    enc = LatentEncoder(load_vae(ModelRef(id="world:sdxl")), LATENT_SIZE)
+    out = []
+    for i in range(0, len(images), batch):
+        out.extend(z.numpy().astype(np.float16) for z in enc(images[i:i + batch]))
+    return out
+
+
+# --------------------------------------------------------------------------- one arm
+
+
+def train_config(s: Settings, arm: str, seed: int, shared: dict, run_dir: Path) -> dict:
+    latent = arm == "latents"
+    model = {"llm": str(shared["lm"]), "vision_tower": "tiny:latent-vit" if latent else str(shared["tower"]),
+             "projector": "mlp2x_gelu", "vision_feature_layer": -2, "vision_feature_select_strategy": "default",
+             "image_aspect_ratio": "pad", "chat_template": "chatml", "dtype": "float32", "attn_implementation": "sdpa"}
+    if latent:
+        model["latents"] = {"vae": "world:sdxl", "size": LATENT_SIZE, "patch_size": LATENT_PATCH}
+
+    def training(out: str, steps: int, lr: float) -> dict:
+        return {"output_dir": str(run_dir / out), "learning_rate": lr, "global_batch_size": s.batch,
+                "per_device_train_batch_size": s.batch, "max_steps": steps, "lr_scheduler_type": "cosine",
+                "warmup_ratio": 0.03, "weight_decay": 0.0, "max_length": 256, "logging_steps": 10,
+                "eval_strategy": "no", "save_strategy": "no", "trackers": []}
+
+    return {
+        "name": f"experiment-{arm}-seed{seed}", "seed": seed,
+        "description": f"issue 14 experiment, arm {ARM_TITLES[arm]}, seed {seed}",
+        "model": model,
+        "pretrain": {"data": {"dataset": str(shared["data"] / arm), "format": "captions"}, "eval_ratio": 0.0,
+                     "train_llm": True, "train_vision_tower": latent,
+                     "training": training("stage1", s.stage1_steps, s.lr1)},
+        "finetune": {"init_from": str(run_dir / "stage1"), "train_vision_tower": False,
+                     "data": [{"dataset": str(shared["data"] / ("vqa-latents" if latent else "vqa")),
+                               "format": "captions"}],
+                     "eval_ratio": 0.0, "training": training("stage2", s.stage2_steps, s.lr2)},
+        "card": {"license": "apache-2.0", "tags": ["llava", "synthvlm", "experiment", "tiny"]},
+    }
+
+
+class LatentModel:
+    """A latent-mode checkpoint answering about real images (through the VAE encoder), with
+    `CheckpointModel.generate`'s interface and decoding (greedy)."""
+
+    def __init__(self, path: Path):
+        from synthvlm_data.training.latent import load_latent_llava
+
+        self.model, self.processor, self.encoder = load_latent_llava(path)
+
+    def generate(self, images: list, text: str, max_new_tokens: int = 32) -> str:
+        import torch
+
+        from synthvlm_data.training.latent import latent_inputs
+
+        inputs = latent_inputs(self.processor, self.encoder, images, [text])
+        tok = self.processor.tokenizer
+        with torch.no_grad():
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                      pad_token_id=tok.pad_token_id)
+        return tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def load_for_eval(path: Path, latent: bool):
+    from synthvlm_data.evaluation.checkpoint import CheckpointModel
+
+    return LatentModel(path) if latent else CheckpointModel(path)
+
+
+def run_arm(s: Settings, arm: str, seed: int, shared: dict, run_dir: Path, log) -> dict:
+    """Train stage 1 and 2, score captions (stage 1) and VQA (stage 2); write result.json + samples."""
+    from synthvlm_data.evaluation.run import ANSWER_TOKENS, CAPTION_TOKENS, world_result
+    from synthvlm_data.evaluation.world_suite import build_items
+    from synthvlm_data.training.config import config_from_dict
+    from synthvlm_data.training.run import run_stage
+    from synthvlm_data.world.render import render
+
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        log(f"{arm} seed {seed}: done before, reusing {result_path}")
+        return json.loads(result_path.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = config_from_dict(train_config(s, arm, seed, shared, run_dir), f"experiment arm {arm}")
+    secs = {}
+    summaries = {}
+    for stage in ("pretrain", "finetune"):
+        if (cfg.output_dir(stage) / "training_log.json").is_file():
+            summaries[stage] = json.loads((cfg.output_dir(stage) / "training_log.json").read_text())
+            continue
+        t0 = time.perf_counter()
+        summaries[stage] = run_stage(cfg, stage, command="make experiment")
+        secs[stage] = time.perf_counter() - t0
+    items = build_items(s.n_eval, s.eval_seed)
+    images = [render(sc) for sc in items.scenes]
+    t0 = time.perf_counter()
+    latent = arm == "latents"
+    m1 = load_for_eval(cfg.output_dir("pretrain"), latent)
+    captions = [m1.generate([im], D.CAPTION_PROMPT, max_new_tokens=CAPTION_TOKENS) for im in images]
+    m2 = load_for_eval(cfg.output_dir("finetune"), latent)
+    answers = [m2.generate([images[q.scene_index]], q.prompt, max_new_tokens=ANSWER_TOKENS) for q in items.questions]
+    secs["eval"] = time.perf_counter() - t0
+    result, samples = world_result(items, captions, answers, f"{arm}-seed{seed}")
+    from datasets import load_dataset
+
+    n_train = len(load_dataset(str(shared["data"] / arm), split="train"))
+    out = {"arm": arm, "seed": seed, "n_train": n_train, "captioning": result["captioning"], "vqa": result["vqa"],
+           "baselines": result["baselines"], "items": result["items"],
+           "training": {st: {k: summaries[st]["results"].get(k) for k in ("steps", "first_loss", "last_loss")}
+                        for st in summaries},
+           "per_item": {"captioning": [x["scores"] for x in samples if x["task"] == "captioning"],
+                        "vqa": [float(x["correct"]) for x in samples if x["task"] == "vqa"]},
+           "examples": [x["prediction"] for x in samples if x["task"] == "captioning"][:5]}
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(x, sort_keys=True) + "\n" for x in samples))
+    (run_dir / "timings.json").write_text(json.dumps({k: round(v, 1) for k, v in secs.items()}, indent=2) + "\n")
+    tmp = run_dir / ".result.json.tmp"
+    tmp.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    tmp.rename(result_path)
+    log(f"{arm} seed {seed}: exact {out['captioning']['exact']['score']:.3f}, colour "
+        f"{out['captioning']['colour']['score']:.3f}, VQA {out['vqa']['all']['score']:.3f} "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in secs.items())})")
+    return out
+
+
+# --------------------------------------------------------------------------- the table
+
+
+TABLE_CAPTION = ("exact", "colour", "shape", "size", "count", "relation", "background")
+
+
+def aggregate(s: Settings, results: list[dict]) -> dict:
+    """Per arm: the mean over seeds of each score, a bootstrap 95% CI over eval items of the
+    per-item mean across seeds, and the per-seed scores (their spread)."""
+    from synthvlm_data.evaluation.world_suite import BOOTSTRAP, bootstrap_ci
+
+    arms = {}
+    for arm in s.arms:
+        runs = sorted((r for r in results if r["arm"] == arm), key=lambda r: r["seed"])
+        if not runs:
+            continue
+        row = {"title": ARM_TITLES[arm], "n_train": runs[0]["n_train"], "seeds": [r["seed"] for r in runs],
+               "captioning": {}, "vqa": {}, "training": {str(r["seed"]): r["training"] for r in runs},
+               "examples": runs[0]["examples"]}
+        for attr in TABLE_CAPTION:
+            per_seed = [[it[attr] for it in r["per_item"]["captioning"] if attr in it] for r in runs]
+            row["captioning"][attr] = _cell(per_seed, s.eval_seed, bootstrap_ci)
+        vqa_types = list(runs[0]["vqa"])
+        for qt in vqa_types:
+            row["vqa"][qt] = {"score": float(np.mean([r["vqa"][qt]["score"] for r in runs])),
+                              "per_seed": [r["vqa"][qt]["score"] for r in runs]}
+        row["vqa"]["all"] = _cell([r["per_item"]["vqa"] for r in runs], s.eval_seed, bootstrap_ci)
+        arms[arm] = row
+    first = results[0]
+    return {"experiment": "issue 14: real vs synthetic vs selected vs latent training data, miniature world",
+            "settings": s.fingerprint(), "bootstrap": BOOTSTRAP, "eval_items": first["items"],
+            "arms": arms, "baselines": {"majority": {
+                "captioning": {a: first["baselines"]["majority"]["captioning"][a]["score"] for a in TABLE_CAPTION},
+                "vqa": first["baselines"]["majority"]["vqa"]["all"]["score"]},
+                "chance": {"vqa": first["baselines"]["chance"]["vqa"]["all"]["score"]}}}
+
+
+def _cell(per_seed: list[list[float]], seed: int, ci) -> dict:
+    mat = np.asarray(per_seed, dtype=float)  # seeds x items
+    lo, hi = ci(mat.mean(axis=0), seed)
+    scores = mat.mean(axis=1)
+    return {"score": round(float(scores.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)],
+            "per_seed": [round(float(x), 4) for x in scores], "n_items": int(mat.shape[1])}
+
+
+def _fmt(cell: dict) -> str:
+    text = f"{cell['score']:.3f} [{cell['ci95'][0]:.2f}, {cell['ci95'][1]:.2f}]"
+    if len(cell["per_seed"]) > 1:
+        text += f" ±{np.std(cell['per_seed']):.3f}"
+    return text
+
+
+def markdown(agg: dict, timings: dict) -> str:
+    cols = ["arm", "n train", *[f"caption {a}" for a in TABLE_CAPTION], "VQA (all)", "train s"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for arm, row in agg["arms"].items():
+        secs = timings.get(arm)
+        lines.append("| " + " | ".join([row["title"], str(row["n_train"]),
+                                        *[_fmt(row["captioning"][a]) for a in TABLE_CAPTION],
+                                        _fmt(row["vqa"]["all"]), f"{secs:.0f}" if secs is not None else "-"]) + " |")
+    b = agg["baselines"]
+    lines.append("| majority baseline | - | " + " | ".join(f"{b['majority']['captioning'][a]:.3f}" for a in TABLE_CAPTION)
+                 + f" | {b['majority']['vqa']:.3f} | - |")
+    lines.append("| chance | - | " + " | ".join("-" for _ in TABLE_CAPTION) + f" | {b['chance']['vqa']:.3f} | - |")
+    seeds = agg["settings"]["seeds"]
+    note = (f"\nScores: mean over seeds {seeds}; [95% bootstrap CI over the {agg['arms'][next(iter(agg['arms']))]['captioning']['exact']['n_items']} "
+            f"eval scenes ({agg['bootstrap']} resamples) of the per-item mean across seeds]"
+            + ("; ± = std across seeds" if len(seeds) > 1 else "") + ". Captioning: stage-1 model; VQA: after the "
+            "shared stage 2. train s = stage 1 + stage 2 training seconds per seed (mean).\n")
+    vqa_types = [t for t in next(iter(agg["arms"].values()))["vqa"] if t != "all"]
+    per_type = ["", "| arm | " + " | ".join(f"VQA {t}" for t in vqa_types) + " |", "|---|" + "---|" * len(vqa_types)]
+    for arm, row in agg["arms"].items():
+        per_type.append(f"| {row['title']} | " + " | ".join(f"{row['vqa'][t]['score']:.3f}" for t in vqa_types) + " |")
+    return "\n".join(lines) + "\n" + note + "\n".join(per_type) + "\n"
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def parse(argv=None) -> tuple[Settings, Path]:
+    env = os.environ.get
+    d = Settings()
+    p = argparse.ArgumentParser(prog="python -m synthvlm_data.experiment", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=env("EXPERIMENT_OUT", "outputs/experiment"))
+    p.add_argument("--n", type=int, default=int(env("EXPERIMENT_N", d.n)))
+    p.add_argument("--k", type=int, default=d.k)
+    p.add_argument("--n-eval", type=int, default=int(env("EXPERIMENT_N_EVAL", d.n_eval)))
+    p.add_argument("--seeds", default=env("EXPERIMENT_SEEDS", ",".join(map(str, d.seeds))), help="comma-separated")
+    p.add_argument("--arms", default=env("EXPERIMENT_ARMS", ",".join(d.arms)), help="comma-separated")
+    p.add_argument("--stage1-steps", type=int, default=int(env("EXPERIMENT_STAGE1_STEPS", d.stage1_steps)))
+    p.add_argument("--stage2-steps", type=int, default=int(env("EXPERIMENT_STAGE2_STEPS", d.stage2_steps)))
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--vqa-scenes", type=int, default=int(env("EXPERIMENT_VQA_SCENES", d.vqa_scenes)))
+    p.add_argument("--lm-steps", type=int, default=int(env("EXPERIMENT_LM_STEPS", d.lm_steps)))
+    p.add_argument("--lm-scenes", type=int, default=d.lm_scenes)
+    a = p.parse_args(argv)
+    arms = [x for x in a.arms.split(",") if x]
+    bad = [x for x in arms if x not in D.ARMS]
+    if bad:
+        p.error(f"unknown arm(s) {', '.join(bad)}; known: {', '.join(D.ARMS)}")
+    s = Settings(n=a.n, k=a.k, n_eval=a.n_eval, seeds=[int(x) for x in a.seeds.split(",") if x], arms=arms,
+                 stage1_steps=a.stage1_steps, stage2_steps=a.stage2_steps, batch=a.batch, vqa_scenes=a.vqa_scenes,
+                 lm_steps=a.lm_steps, lm_scenes=a.lm_scenes)
+    return s, Path(a.out)
+
+
+def run(s: Settings, out: Path) -> dict:
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(int(os.environ.get("SYNTHVLM_CPU_THREADS", "1")))
+    out.mkdir(parents=True, exist_ok=True)
+    settings_file = out / "settings.json"
+    if settings_file.is_file() and json.loads(settings_file.read_text()) != s.fingerprint():
+        raise SystemExit(f"{out} holds a run with other settings ({settings_file}); pass another --out or delete it")
+    settings_file.write_text(json.dumps(s.fingerprint(), indent=2, sort_keys=True) + "\n")
+    started = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[experiment {time.perf_counter() - started:7.0f} s] {msg}", flush=True)
+
+    shared = prepare(s, out / "work", log)
+    log(f"data ready ({', '.join(f'{k} {v:.0f} s' for k, v in shared['seconds'].items())})")
+    results = [run_arm(s, arm, seed, shared, out / "arms" / f"{arm}-seed{seed}", log)
+               for seed in s.seeds for arm in s.arms]
+    agg = aggregate(s, results)
+    train_secs = {}
+    for arm in s.arms:
+        ts = [json.loads((out / "arms" / f"{arm}-seed{sd}" / "timings.json").read_text()) for sd in s.seeds]
+        if all("pretrain" in t and "finetune" in t for t in ts):
+            train_secs[arm] = float(np.mean([t["pretrain"] + t["finetune"] for t in ts]))
+    (out / "results.json").write_text(json.dumps(agg, indent=2, sort_keys=True) + "\n")
+    table = markdown(agg, train_secs)
+    (out / "results.md").write_text(table)
+    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
+    timings.update({"last_invocation_seconds": round(time.perf_counter() - started, 1),
+                    "prepare": {k: round(v, 1) for k, v in shared["seconds"].items()},
+                    "train_seconds_per_arm": {k: round(v, 1) for k, v in train_secs.items()}})
+    (out / "timings.json").write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+    print(table, flush=True)
+    log(f"wrote {out / 'results.json'}, {out / 'results.md'}")
+    return agg
+
+
+def main(argv=None) -> int:
+    s, out = parse(argv)
+    run(s, out)
+    return 0
