@@ -19,6 +19,7 @@ from synthvlm_data.clustering import DiversityConfig
 from synthvlm_data.errors import RecipeError
 from synthvlm_data.models.refs import ModelRef
 from synthvlm_data.recipe_extends import RECIPES_PACKAGE, RecipeFile, Resolved, locate, resolve, resolve_data, shipped_recipes
+from synthvlm_data.recipe_extends import merge as _deep_merge
 from synthvlm_data.scoring.safety import SafetyConfig
 from synthvlm_data.schema import StrictModel, validate
 
@@ -191,16 +192,6 @@ def _example_recipe(data: object) -> str:
     if export.get("name") in shipped:
         return export["name"]
     return {"tiny": "tiny", "world": "shapes"}.get(str(data.get("profile", "full")), "synthvlm-100k")
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
 
 
 def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> Recipe:

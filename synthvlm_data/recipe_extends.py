@@ -4,8 +4,11 @@ A recipe file may name a base (a shipped recipe name, or a path relative to the 
 and write only what differs. The merge is deliberately small and predictable:
 - mappings merge key by key, recursively; any other value (a scalar, a list) replaces the base's
   whole, so a list of filters is always read in one place;
-- an explicit `null` deletes the inherited key: the field falls back to its schema default (null for
-  every optional section, e.g. `refiner: null` for a pipeline without a refiner);
+- `null` is a value like any other, as in a recipe without a base: it turns an inherited optional
+  section off (`refiner: null`, `judge: null`). There is no separate "delete": null already is the
+  default of every optional field, and where a field has another default, writing that value is
+  explicit (a delete that silently picked a default would change `id_column: null`, row numbers,
+  into `id`);
 - chains are allowed (a base may extend another); a cycle is an error naming the chain.
 
 Only the merged mapping is validated, and only it is recorded (work dir, dataset card): it has no
@@ -143,13 +146,11 @@ def resolve_data(data: object, file: RecipeFile, _seen: tuple[RecipeFile, ...] =
 
 
 def merge(base: dict, child: dict) -> dict:
-    """`child` over `base`: mappings merge recursively, other values replace, `null` deletes."""
+    """`child` over `base`: mappings merge recursively, any other value (lists, null) replaces."""
     out = dict(base)
     for key, value in child.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict):  # a new mapping too: its nulls mean "absent" as well
-            out[key] = merge(out[key] if isinstance(out.get(key), dict) else {}, value)
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -160,14 +161,13 @@ def _origins(data: object, file: RecipeFile, prefix: tuple[str, ...] = ()) -> di
     if isinstance(data, dict):
         for key, value in data.items():
             path = (*prefix, str(key))
-            if value is not None:
-                out[path] = file
-                out.update(_origins(value, file, path))
+            out[path] = file
+            out.update(_origins(value, file, path))
     return out
 
 
 def _drop_deleted(origins: dict, child: dict, prefix: tuple[str, ...] = ()) -> None:
-    """Forget the origins of what `child` replaces (a list, a scalar) or deletes (null)."""
+    """Forget the origins of what `child` replaces (a list, a scalar, null)."""
     for key, value in child.items():
         path = (*prefix, str(key))
         if isinstance(value, dict):
