@@ -5,9 +5,9 @@ and write only what differs. The merge is deliberately small and predictable:
 - mappings merge key by key, recursively; any other value (a scalar, a list) replaces the base's
   whole, so a list of filters is always read in one place;
 - `null` is a value like any other, as in a recipe without a base: it turns an inherited optional
-  section off (`refiner: null`, `judge: null`). There is no separate "delete": null already is the
-  default of every optional field, and where a field has another default, writing that value is
-  explicit (a delete that silently picked a default would change `id_column: null`, row numbers,
+  section off (`refiner: null`, `judge: null`). There is no separate "delete": null is the default
+  of nearly every optional field, and where a field has another default, writing that value is
+  explicit (a delete that silently picked the default would turn `id_column: null`, row numbers,
   into `id`);
 - chains are allowed (a base may extend another); a cycle is an error naming the chain.
 
@@ -140,7 +140,7 @@ def resolve_data(data: object, file: RecipeFile, _seen: tuple[RecipeFile, ...] =
                           "the top level must be a mapping of keys")
     child = {k: v for k, v in data.items() if k != EXTENDS}
     origins = dict(base.origins)
-    _drop_deleted(origins, child)
+    _drop_replaced(origins, child)
     origins.update(_origins(child, file))
     return Resolved(merge(base.data, child), [file, *base.chain], origins)
 
@@ -166,12 +166,12 @@ def _origins(data: object, file: RecipeFile, prefix: tuple[str, ...] = ()) -> di
     return out
 
 
-def _drop_deleted(origins: dict, child: dict, prefix: tuple[str, ...] = ()) -> None:
+def _drop_replaced(origins: dict, child: dict, prefix: tuple[str, ...] = ()) -> None:
     """Forget the origins of what `child` replaces (a list, a scalar, null)."""
     for key, value in child.items():
         path = (*prefix, str(key))
         if isinstance(value, dict):
-            _drop_deleted(origins, value, path)
+            _drop_replaced(origins, value, path)
         else:
             for p in [p for p in origins if p[: len(path)] == path]:
                 del origins[p]
