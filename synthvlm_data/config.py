@@ -18,10 +18,18 @@ from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.clustering import DiversityConfig
 from synthvlm_data.errors import RecipeError
 from synthvlm_data.models.refs import ModelRef
-from synthvlm_data.recipe_extends import RECIPES_PACKAGE, RecipeFile, Resolved, locate, resolve, resolve_data, shipped_recipes
+from synthvlm_data.recipe_extends import (
+    RECIPES_PACKAGE,
+    RecipeFile,
+    Resolved,
+    locate,
+    resolve,
+    resolve_data,
+    shipped_recipes,
+)
 from synthvlm_data.recipe_extends import merge as _deep_merge
-from synthvlm_data.scoring.safety import SafetyConfig
 from synthvlm_data.schema import StrictModel, validate
+from synthvlm_data.scoring.safety import SafetyConfig
 
 __all__ = ["RECIPES_PACKAGE", "Recipe", "load_recipe", "load_recipe_mapping", "recipe_from_dict", "shipped_recipes"]
 

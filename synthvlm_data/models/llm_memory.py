@@ -107,7 +107,7 @@ def _config_file(ref: ModelRef) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(ref.id, "config.json", revision=ref.revision)
-    except Exception:  # a malformed id, no cache: the table decides
+    except Exception:  # noqa: BLE001 - a malformed id, no cache: the table decides
         return None
     return Path(found) if isinstance(found, str) else None
 
@@ -123,7 +123,7 @@ def _count_from_config(path: Path) -> float | None:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
         return float(sum(p.numel() for p in model.parameters()))
-    except Exception:  # not a causal LM config this transformers knows: the table decides
+    except Exception:  # noqa: BLE001 - not a causal LM config this transformers knows: the table decides
         return None
 
 
