@@ -43,6 +43,7 @@ def preflight(recipe: Recipe) -> None:
 
     check_models(recipe.captions)
     check_accelerator(recipe)
+    check_llm_memory(recipe)
 
 
 def check_source_files(recipe: Recipe) -> None:
@@ -71,6 +72,15 @@ def check_accelerator(recipe: Recipe) -> None:
         f"'{recipe.generate.model.id}' and needs a CUDA GPU, but none is visible; run it on a GPU machine, "
         "set generate.device: cpu in the recipe to run on the CPU anyway, or use RECIPE=tiny"
     )
+
+
+def check_llm_memory(recipe: Recipe) -> None:
+    """An in-process LLM step (perplexity LM, judge, synthesis) whose model does not fit the device
+    it would run on is refused now, before its weights download (`models.llm_memory`)."""
+    from synthvlm_data.models.devices import resolve_device
+    from synthvlm_data.models.llm_memory import check_lm_memory
+
+    check_lm_memory(recipe.captions, resolve_device)
 
 
 def execute(stage: Stage, ctx: RunContext, runner, progress: bool = True) -> list[WorkUnit]:

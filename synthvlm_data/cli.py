@@ -76,16 +76,29 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from synthvlm_data.config import _read_recipe_text, load_recipe, shipped_recipes
+    from synthvlm_data.config import load_recipe, load_recipe_mapping, shipped_recipes
 
     if args.show:
-        load_recipe(args.show)  # validate first
-        print(_read_recipe_text(args.show)[0])
+        resolved = load_recipe_mapping(args.show)  # validated
+        print(_recipe_text(resolved, raw=args.raw))
         return 0
     for name in shipped_recipes():
         r = load_recipe(name)
         print(f"{name:16s} {r.profile:5s} {r.description.strip().splitlines()[0] if r.description else ''}")
     return 0
+
+
+def _recipe_text(resolved, raw: bool = False) -> str:
+    """A recipe as a person reads it: the file itself (with its comments) when it extends nothing
+    or with `--raw`; else the merged mapping, headed by the chain of files it came from."""
+    import yaml
+
+    if raw or len(resolved.chain) == 1:
+        return resolved.chain[0].read().rstrip("\n")
+    chain = " <- ".join(f.label for f in reversed(resolved.chain))
+    head = (f"# {resolved.chain[0].label}: merged from {chain} (`extends`); the file as written: "
+            f"`synthvlm recipes --show {resolved.chain[0].label} --raw`\n")
+    return head + yaml.safe_dump(resolved.data, sort_keys=False, allow_unicode=True, width=100).rstrip("\n")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -248,7 +261,8 @@ def make_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_decode)
 
     r = sub.add_parser("recipes", help="list the shipped recipes, or print one")
-    r.add_argument("--show", metavar="NAME", help="print a recipe's YAML")
+    r.add_argument("--show", metavar="NAME", help="print a recipe (shipped name or YAML path), its `extends` merged")
+    r.add_argument("--raw", action="store_true", help="with --show: the file as written, `extends` unresolved")
     r.set_defaults(func=cmd_recipes)
 
     v = sub.add_parser("validate", help="check a recipe without running it: schema, caption files, models")

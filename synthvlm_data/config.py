@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -19,10 +18,20 @@ from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.clustering import DiversityConfig
 from synthvlm_data.errors import RecipeError
 from synthvlm_data.models.refs import ModelRef
+from synthvlm_data.recipe_extends import (
+    RECIPES_PACKAGE,
+    RecipeFile,
+    Resolved,
+    locate,
+    resolve,
+    resolve_data,
+    shipped_recipes,
+)
+from synthvlm_data.recipe_extends import merge as _deep_merge
+from synthvlm_data.schema import StrictModel, validate
 from synthvlm_data.scoring.safety import SafetyConfig
-from synthvlm_data.schema import StrictModel, load_yaml, read_text, validate
 
-RECIPES_PACKAGE = "synthvlm_data.recipes"
+__all__ = ["RECIPES_PACKAGE", "Recipe", "load_recipe", "load_recipe_mapping", "recipe_from_dict", "shipped_recipes"]
 
 
 class GenerateConfig(StrictModel):
@@ -160,16 +169,24 @@ class Recipe(StrictModel):
         return self.fingerprint(exclude={"select", "export", "description"})
 
 
-def shipped_recipes() -> list[str]:
-    """Names of the recipes shipped inside the package."""
-    root = resources.files(RECIPES_PACKAGE)
-    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
-
-
 def recipe_from_dict(data: object, where: str = "<dict>", overrides: dict | None = None) -> Recipe:
+    """A recipe from a mapping (an `extends` in it is resolved, a relative base against `where`'s folder)."""
+    return _validated(resolve_data(data, RecipeFile(path=Path(where))), overrides)
+
+
+def _validated(resolved: Resolved, overrides: dict | None = None) -> Recipe:
+    """The merged mapping validated; an error names the file each bad key came from."""
+    data = resolved.data
     if overrides and isinstance(data, dict):
         data = _deep_merge(data, overrides)
-    return validate(Recipe, data, where, "recipe", RecipeError, hint=f". See `synthvlm recipes --show {_example_recipe(data)}`.")
+    first = resolved.chain[0].key
+
+    def origin(loc: tuple) -> str | None:
+        file = resolved.origin(loc)
+        return file.where if file is not None and file.key != first else None
+
+    return validate(Recipe, data, resolved.where, "recipe", RecipeError, origin=origin,
+                    hint=f". See `synthvlm recipes --show {_example_recipe(data)}`.")
 
 
 def _example_recipe(data: object) -> str:
@@ -185,36 +202,15 @@ def _example_recipe(data: object) -> str:
     return {"tiny": "tiny", "world": "shapes"}.get(str(data.get("profile", "full")), "synthvlm-100k")
 
 
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
 def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> Recipe:
-    """Load a shipped recipe by name (`tiny`) or a user's YAML file by path."""
-    text, where = _read_recipe_text(str(name_or_path))
-    return recipe_from_dict(load_yaml(text, where, "recipe", RecipeError), where, overrides)
+    """Load a shipped recipe by name (`tiny`) or a user's YAML file by path, its `extends` chain
+    merged (`synthvlm_data.recipe_extends`)."""
+    return _validated(resolve(locate(str(name_or_path))), overrides)
 
 
-def _read_recipe_text(name_or_path: str) -> tuple[str, str]:
-    path = Path(name_or_path)
-    looks_like_path = path.suffix in {".yaml", ".yml"} or "/" in name_or_path
-    if looks_like_path:
-        if not path.is_file():
-            raise RecipeError(
-                f"recipe file {name_or_path} does not exist. Pass a shipped recipe name "
-                f"({', '.join(shipped_recipes())}) or a path to a YAML file."
-            )
-        return read_text(path, "recipe", RecipeError), str(path)
-    res = resources.files(RECIPES_PACKAGE) / f"{name_or_path}.yaml"
-    if not res.is_file():
-        raise RecipeError(
-            f"unknown recipe '{name_or_path}'. Shipped recipes: {', '.join(shipped_recipes())}; "
-            "or pass a path to your own YAML file."
-        )
-    return res.read_text(encoding="utf-8"), f"'{name_or_path}' (shipped)"
+def load_recipe_mapping(name_or_path: str | Path) -> Resolved:
+    """The merged mapping of a recipe (validated), and the files it came from: what
+    `synthvlm recipes --show` prints."""
+    resolved = resolve(locate(str(name_or_path)))
+    _validated(resolved)
+    return resolved

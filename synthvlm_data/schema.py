@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -72,24 +73,28 @@ def _walk(cls: type[BaseModel] | None, loc: tuple) -> tuple[str, type[BaseModel]
     return text, current
 
 
-def validation_error_parts(err: ValidationError, cls: type[BaseModel] | None = None) -> list[str]:
+def validation_error_parts(err: ValidationError, cls: type[BaseModel] | None = None,
+                           origin: Callable[[tuple], str | None] | None = None) -> list[str]:
     """One short phrase per problem, each naming the key path (`generate.steps`); with the
-    validated class, an unknown key gets a "did you mean" from the keys allowed there."""
+    validated class, an unknown key gets a "did you mean" from the keys allowed there. `origin`
+    names the file a key came from when the document was merged from several (`extends`)."""
     parts = []
     for e in err.errors():
         shown, holder = _walk(cls, tuple(e["loc"]))
         loc = shown or "<root>"
+        source = origin(tuple(e["loc"])) if origin is not None and e["loc"] else None
+        where = f" (set in {source})" if source else ""
         if e["type"] == "extra_forbidden":
             key = str(e["loc"][-1]) if e["loc"] else ""
             close = difflib.get_close_matches(key, list(holder.model_fields), n=1, cutoff=0.6) if holder else []
-            parts.append(f"unknown key '{loc}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            parts.append(f"unknown key '{loc}'{where}" + (f" (did you mean '{close[0]}'?)" if close else ""))
         elif e["type"] == "missing":
             parts.append(f"missing key '{loc}'")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             got = e.get("input")
             got_s = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-            parts.append(f"'{loc}': {msg}{got_s}" if loc != "<root>" else msg)
+            parts.append(f"'{loc}'{where}: {msg}{got_s}" if loc != "<root>" else msg)
     return parts
 
 
@@ -110,12 +115,14 @@ def load_yaml(text: str, where: str, kind: str, error: type[SynthVLMError]) -> o
         raise error(f"{kind} {where} is not valid YAML{at}: {getattr(err, 'problem', None) or err}") from None
 
 
-def validate(cls: type[BaseModel], data: object, where: str, kind: str, error: type[SynthVLMError], hint: str = ""):
-    """`cls` validated from a document, or one `error` line naming every bad key and the file."""
+def validate(cls: type[BaseModel], data: object, where: str, kind: str, error: type[SynthVLMError], hint: str = "",
+             origin: Callable[[tuple], str | None] | None = None):
+    """`cls` validated from a document, or one `error` line naming every bad key and the file
+    (`origin`: the file a key came from, for a document merged from several)."""
     if not isinstance(data, dict):
         empty = " (the file is empty)" if data is None else ""
         raise error(f"invalid {kind} {where}: the top level must be a mapping of keys{empty}")
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise error(f"invalid {kind} {where}: " + "; ".join(validation_error_parts(err, cls)) + hint) from None
+        raise error(f"invalid {kind} {where}: " + "; ".join(validation_error_parts(err, cls, origin)) + hint) from None
