@@ -38,16 +38,24 @@ def _quiet():
         logging.disable(previous)
 
 
-def build(component: Component) -> torch.nn.Module:
-    """The component's module on the meta device, from its shipped config (or the library's own)."""
+def build(component: Component, device: str = "meta", dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The component's module on the meta device, from its shipped config (or the library's own).
+
+    Another `device` builds it there with the library's random initialisation (the GPU rehearsal).
+    """
+    module = _build(component, device)
+    return module if dtype is None else module.to(dtype)
+
+
+def _build(component: Component, device: str) -> torch.nn.Module:
     kind, _, cls_name = component.builder.partition(":")
     with _quiet():
         if kind == "open_clip":
             import open_clip
 
-            return open_clip.create_model(cls_name, pretrained=None, device="meta")
+            return open_clip.create_model(cls_name, pretrained=None, device=device)
         config = load_config(component.config) if component.config else {}
-        with torch.device("meta"):
+        with torch.device(device):
             if kind == "diffusers":
                 import diffusers
 
