@@ -213,7 +213,7 @@ def bench_clip(args, device: str, clock: Clock) -> list[dict[str, Any]]:
 def llava_model(toy: bool, device: str, dtype):
     from synthvlm_data.rehearsal.llava import llama_shaped_tokenizer
     from synthvlm_data.training.assembly import assemble_llava
-    from synthvlm_data.training.config import ModelSection, load_config, shipped_configs_dir
+    from synthvlm_data.training.config import load_config, shipped_configs_dir
 
     if toy:
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -231,9 +231,8 @@ def llava_model(toy: bool, device: str, dtype):
         cfg = load_config(shipped_configs_dir() / "7b.yaml")
         tower = build(lookup(cfg.model.vision_tower.id, None).components[0], device=device, dtype=dtype)
         lm = build(lookup(cfg.model.llm.id, None).components[0], device=device, dtype=dtype)
-    model_cfg = ModelSection.model_validate(cfg.model.model_dump())
     model, processor = assemble_llava(tower.to(device, dtype), lm.to(device, dtype),
-                                      llama_shaped_tokenizer(lm.config.vocab_size), model_cfg)
+                                      llama_shaped_tokenizer(lm.config.vocab_size), cfg.model)
     return cfg, model.to(device), processor
 
 
@@ -320,12 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default="1,4,8", help="SDXL batch sizes, eager")
     p.add_argument("--compile-batches", default="4", help="SDXL batch sizes with torch.compile + channels_last ('' = none)")
     p.add_argument("--compile-mode", default="default")
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=2, help="timed runs after the warm-up (--toy: 1)")
     args = p.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",") if b]
     args.compile_batches = [int(b) for b in args.compile_batches.split(",") if b]
     if args.toy:
-        args.batches, args.compile_batches = [1, 2], []
+        args.batches, args.compile_batches, args.repeats = [1, 2], [], 1
     device = "cpu" if args.toy or not torch.cuda.is_available() else "cuda"
     if device == "cpu" and not args.toy:
         print("error: no CUDA device visible; run with --toy for the CPU code path", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 
 def test_gpu_rehearsal_toy_runs_every_section(tmp_path, capsys):
     from bench.gpu_rehearsal import main, peak_tflops
@@ -21,3 +23,24 @@ def test_gpu_rehearsal_toy_runs_every_section(tmp_path, capsys):
     assert llava["7B pretrain (toy)"]["trainable"] < llava["7B finetune (toy)"]["trainable"]
     assert "| sdxl | eager | 1 |" in capsys.readouterr().out
     assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.4 and peak_tflops("NVIDIA H100 PCIe") == 756.0
+
+
+@pytest.mark.slow
+def test_gpu_rehearsal_real_size_models_build_on_meta():
+    """The GPU run's real-size SDXL pipelines and LLaVA-7B assemble (on the meta device, ~1 min here),
+    and one UNet step's FLOPs count at 1024 px: what the GPU run does before its first timing."""
+    import torch
+
+    from bench.gpu_rehearsal import count_flops, llava_model, sdxl_pipelines
+
+    base, refiner = sdxl_pipelines(False, "meta", torch.float16)
+    assert base.unet.config.cross_attention_dim == 2048 and refiner.unet.config.cross_attention_dim == 1280
+    sample = torch.empty(2, 4, 128, 128, device="meta", dtype=torch.float16)
+    cond = {"text_embeds": torch.empty(2, 1280, device="meta", dtype=torch.float16),
+            "time_ids": torch.empty(2, 6, device="meta", dtype=torch.float16)}
+    text = torch.empty(2, 77, 2048, device="meta", dtype=torch.float16)
+    with torch.inference_mode():
+        flops = count_flops(lambda: base.unet(sample, 10, encoder_hidden_states=text, added_cond_kwargs=cond))
+    assert 10e12 < flops < 20e12  # 13.5 TFLOP per CFG step at 1024 px
+    cfg, model, _ = llava_model(False, "meta", torch.bfloat16)
+    assert model.config.image_seq_length == 576 and model.config.text_config.hidden_size == 4096

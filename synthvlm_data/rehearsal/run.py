@@ -53,7 +53,8 @@ def default_targets() -> list[str]:
     from synthvlm_data.training.config import shipped_configs_dir
 
     recipes = [name for name in shipped_recipes() if load_recipe(name).profile == "full"]
-    configs = sorted(str(p) for p in shipped_configs_dir().glob("*.yaml") if p.stem in ("7b", "13b"))
+    configs = [str(shipped_configs_dir() / f"{name}.yaml") for name in ("7b", "13b")
+               if (shipped_configs_dir() / f"{name}.yaml").is_file()]
     return recipes + configs
 
 
@@ -131,7 +132,7 @@ def generation_plans(gen, counts: dict[str, dict[str, int]]) -> list[dict[str, A
                                                     77 + (gen.max_sequence_length or 256))
         else:
             work = memory.unet_working_bytes(load_config("sdxl-base-1.0.unet.json"), latent, batch, guidance)
-        for sliced in (False, True):
+        for sliced in (False, True) if batch > 1 else (False,):  # slicing decodes one image at a time
             plan = memory.GenerationPlan(weights, work,
                                          memory.vae_decode_bytes(vae_cfg, gen.height, gen.width, 1 if sliced else batch))
             rows.append({"batch": batch, "vae_slicing": sliced, "plan": plan,
