@@ -22,6 +22,7 @@ help:
 	@echo "make publish DIR=x REPO_ID=o/n upload a dataset folder to the Hub (PUBLISH_ARGS=--dry-run, --private, ...)"
 	@echo "make bench                     benchmarks (print tables)"
 	@echo "make rehearse                  every full-scale model at real size on the meta device: counts, LLaVA, memory plan"
+	@echo "make gpu-wheels                the wheels gpu-rehearsal installs offline (bench/wheels/, < 64 MiB)"
 	@echo "make gpu-rehearsal             on one GPU: SDXL, CLIPScore and LLaVA-7B steps at real size, random weights"
 
 $(BIN)/.installed: pyproject.toml

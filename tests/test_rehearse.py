@@ -155,3 +155,34 @@ def test_rehearse_markdown_and_bad_target(capsys):
     assert "| synthvlm-100k | sdxl + refiner fp16, 1024 px, 60 steps, CFG | 8 | off |" in out
     assert main(["rehearse", "no-such-recipe"]) != 0
     assert "rehearse: 'no-such-recipe' is neither" in capsys.readouterr().err
+
+
+def test_assembly_still_refuses_shell_tensors_left_on_meta_unless_the_parts_are_meta(monkeypatch):
+    """Real parts: a shell tensor nothing replaced is an error; meta parts (the rehearsal) are all meta."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, LlavaForConditionalGeneration
+
+    from synthvlm_data.models.tiny import build_tiny_vision_tower
+    from synthvlm_data.rehearsal.llava import llama_shaped_tokenizer
+    from synthvlm_data.training.assembly import assemble_llava
+    from synthvlm_data.training.config import load_config, shipped_configs_dir
+
+    model_cfg = load_config(shipped_configs_dir() / "tiny.yaml").model.model_copy(update={"chat_template": "chatml"})
+    original = LlavaForConditionalGeneration.__init__
+
+    def with_extra(self, config):  # a submodule a future transformers adds and assembly does not know
+        original(self, config)
+        self.extra = torch.nn.Linear(2, 2)
+
+    monkeypatch.setattr(LlavaForConditionalGeneration, "__init__", with_extra)
+
+    def parts(device):
+        with torch.device(device):
+            lm = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                              num_attention_heads=2, vocab_size=32000))
+            return build_tiny_vision_tower(0).to(device), lm
+
+    with pytest.raises(RuntimeError, match="uninitialised tensors: \\['extra.weight'"):
+        assemble_llava(*parts("cpu"), llama_shaped_tokenizer(), model_cfg)
+    model, _ = assemble_llava(*parts("meta"), llama_shaped_tokenizer(), model_cfg)
+    assert all(p.is_meta for p in model.parameters())
