@@ -85,16 +85,52 @@ def count_flops(fn) -> int:
 # --------------------------------------------------------------------------- SDXL
 
 
+def _clip_tokenizer():
+    """`models.tiny.clip_tokenizer`, or, where open_clip cannot be imported (it needs torchvision), the
+    same conversion of the CLIP BPE file open_clip ships, found without importing open_clip."""
+    try:
+        from synthvlm_data.models.tiny import clip_tokenizer
+
+        clip_tokenizer()
+        return clip_tokenizer
+    except ImportError:
+        pass
+    import gzip
+    import importlib.util
+    import tempfile
+
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    spec = importlib.util.find_spec("open_clip")
+    bpe = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.decompress(bpe.read_bytes()).decode("utf-8").split("\n")
+    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    out = Path(tempfile.mkdtemp(prefix="clip-tok-"))
+    (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    return lambda pad_token="<|endoftext|>": CLIPTokenizer.from_pretrained(str(out), pad_token=pad_token,
+                                                                           model_max_length=77)
+
+
 def sdxl_pipelines(toy: bool, device: str, dtype):
     """(base, refiner) diffusers pipelines: tiny builders, or real-size components from the shipped configs."""
     if toy:
-        from synthvlm_data.models.tiny import build_tiny_sdxl
+        from synthvlm_data.models import tiny
 
-        base, refiner = build_tiny_sdxl(seed=0)
+        saved, tiny.clip_tokenizer = tiny.clip_tokenizer, _clip_tokenizer()  # the fallback where open_clip fails
+        try:
+            base, refiner = tiny.build_tiny_sdxl(seed=0)
+        finally:
+            tiny.clip_tokenizer = saved
     else:
         from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
-        from synthvlm_data.models.tiny import _scheduler, clip_tokenizer
+        from synthvlm_data.models.tiny import _scheduler
+
+        clip_tokenizer = _clip_tokenizer()
         from synthvlm_data.rehearsal.catalogue import lookup
         from synthvlm_data.rehearsal.meta import build
 
@@ -115,9 +151,27 @@ def sdxl_pipelines(toy: bool, device: str, dtype):
     return base, refiner
 
 
+class _StageCall:
+    """`ImageGenerator._run` as of this version (same arguments): base to `high_noise_frac`, latents
+    to the refiner from there, CFG with the recipe's negative prompt, per-sample CPU generators."""
+
+    def __init__(self, cfg, pipe, refiner):
+        self.cfg, self.pipe, self.refiner = cfg, pipe, refiner
+
+    @torch.inference_mode()
+    def __call__(self, prompts, seeds):
+        cfg = self.cfg
+        common = dict(prompt=list(prompts), negative_prompt=[cfg.negative_prompt] * len(prompts),
+                      num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale)
+        gens = lambda: [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]  # noqa: E731
+        latents = self.pipe(**common, height=cfg.height, width=cfg.width, generator=gens(),
+                            denoising_end=cfg.high_noise_frac, output_type="latent").images
+        return self.refiner(**common, image=latents, generator=gens(), denoising_start=cfg.high_noise_frac,
+                            output_type="pil").images
+
+
 def bench_sdxl(args, device: str, clock: Clock) -> list[dict[str, Any]]:
     from synthvlm_data.config import load_recipe
-    from synthvlm_data.stages.generate import ImageGenerator
 
     recipe = load_recipe("tiny" if args.toy else "synthvlm-100k")
     cfg = recipe.generate
@@ -125,8 +179,14 @@ def bench_sdxl(args, device: str, clock: Clock) -> list[dict[str, Any]]:
         cfg = cfg.model_copy(update={"steps": 4})
     dtype = torch.float32 if args.toy else torch.float16
     base, refiner = sdxl_pipelines(args.toy, device, dtype)
-    gen = ImageGenerator.__new__(ImageGenerator)  # the stage's generator around the pipelines built here
-    gen.cfg, gen.device, gen.pipe, gen.refiner = cfg, device, base, refiner
+    try:
+        from synthvlm_data.stages.generate import ImageGenerator
+
+        gen = ImageGenerator.__new__(ImageGenerator)  # the stage's generator around the pipelines built here
+        gen.cfg, gen.device, gen.pipe, gen.refiner = cfg, device, base, refiner
+        caller = "stages.generate.ImageGenerator"
+    except ImportError as err:  # the stage imports the shard store (pyarrow), not carried to a bare GPU box
+        gen, caller = _StageCall(cfg, base, refiner), f"copy of the stage's call ({err.name} missing)"
     latent = cfg.height // 8
 
     def unet_step_flops(unet, cross_dim: int, time_ids: int, pooled: int) -> int:
@@ -162,7 +222,7 @@ def bench_sdxl(args, device: str, clock: Clock) -> list[dict[str, Any]]:
             for _ in range(args.repeats):
                 gen(prompts, seeds)
             seconds = (clock.now() - t0) / args.repeats
-            rows.append({"section": "sdxl", "variant": variant, "batch": batch, "steps": cfg.steps,
+            rows.append({"section": "sdxl", "variant": variant, "batch": batch, "caller": caller, "steps": cfg.steps,
                          "base_steps": base_steps, "px": cfg.height, "s_per_image": seconds / batch,
                          "warmup_s": warm, "peak_gib": clock.peak_gib(), "flops_per_image": flops_image,
                          "tflops": flops_image * batch / seconds / 1e12})
@@ -186,15 +246,25 @@ def bench_clip(args, device: str, clock: Clock) -> list[dict[str, Any]]:
             model, impl = open_clip.create_model("ViT-B-32", pretrained=None, device=device), "open_clip ViT-B-32"
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
-        encode = model.encode_image
-    except ImportError:
-        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+        tokens = torch.randint(1, 49407, (batch, 77), device=device)  # CLIPScore encodes each caption too
+        encode = lambda x: (model.encode_image(x), model.encode_text(tokens))  # noqa: E731
+        impl += ", image + text"
+    except ImportError:  # open_clip needs torchvision, which a bare GPU machine may lack
+        from transformers import CLIPConfig, CLIPModel
 
-        vcfg = CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                                patch_size=32, image_size=224, projection_dim=512, hidden_act="quick_gelu")
-        model, impl, size = CLIPVisionModelWithProjection(vcfg), "transformers CLIP ViT-B/32 image tower", 224
-        encode = lambda x: model(pixel_values=x).image_embeds  # noqa: E731
-    model = model.to(device=device, dtype=dtype).eval()
+        width, layers, px, patch = (64, 2, 64, 16) if args.toy else (768, 12, 224, 32)
+        config = CLIPConfig(  # openai/clip-vit-base-patch32's shape: the architecture of ViT-B-32/openai
+            text_config={"hidden_size": width * 2 // 3, "intermediate_size": width * 8 // 3, "num_hidden_layers": layers,
+                         "num_attention_heads": 8 if not args.toy else 2, "hidden_act": "quick_gelu"},
+            vision_config={"hidden_size": width, "intermediate_size": 4 * width, "num_hidden_layers": layers,
+                           "num_attention_heads": width // 64, "patch_size": patch, "image_size": px,
+                           "hidden_act": "quick_gelu"},
+            projection_dim=width * 2 // 3)
+        model, impl, size = CLIPModel(config), "transformers CLIP ViT-B/32 shape, image + text", px
+        tokens = torch.randint(1, 49407, (batch, 77), device=device)
+        encode = lambda x: (model.get_image_features(pixel_values=x),  # noqa: E731
+                            model.get_text_features(input_ids=tokens))
+    model.to(device=device, dtype=dtype).eval()
     images = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
     with torch.inference_mode():
         encode(images)

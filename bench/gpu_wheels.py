@@ -1,10 +1,13 @@
 """Build the wheels `bench/gpu_rehearsal.sh` installs on a GPU machine without network, and check
 that they fit the 64 MiB the machine's transfer allows.
 
-The GPU machine has torch, transformers and accelerate; this adds diffusers, open_clip (and the
-pure-Python modules it imports: ftfy, wcwidth), trl, datasets, pydantic (the package's config
-schema; pydantic-core is a binary wheel: build with the same Python minor version as the GPU
-machine's, `PYTHON=python3.X`) and this package, each `pip wheel --no-deps`.
+The GPU machine has torch, transformers and accelerate (and what they require); this adds diffusers
+with requests and importlib-metadata, open_clip (with ftfy, wcwidth; it also needs the machine's
+torchvision, else the benchmark falls back to transformers' CLIP of the same shape), trl, pydantic
+(the package's config schema), pillow (diffusers imports PIL; pydantic-core and pillow are binary wheels: build with the
+same Python minor version as the GPU machine's), cloudpickle and this package, each
+`pip wheel --no-deps`. pyarrow (40 MB) is left out: without it the benchmark drives the pipelines
+with a copy of the generate stage's call instead of importing the stage.
 
     python bench/gpu_wheels.py [--out bench/wheels] [--limit-mib 64]
 """
@@ -17,8 +20,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["diffusers", "open_clip_torch", "ftfy", "wcwidth", "trl", "datasets", "pydantic", "pydantic-core",
-            "annotated-types", "typing-inspection"]
+PACKAGES = ["diffusers", "requests", "urllib3", "certifi", "charset-normalizer", "importlib-metadata", "zipp",
+            "open_clip_torch", "ftfy", "wcwidth", "trl", "pydantic", "pydantic-core", "annotated-types",
+            "typing-inspection", "pillow", "cloudpickle"]
 
 
 def installed_version(name: str) -> str | None:

@@ -44,3 +44,22 @@ def test_gpu_rehearsal_real_size_models_build_on_meta():
     assert 10e12 < flops < 20e12  # 13.5 TFLOP per CFG step at 1024 px
     cfg, model, _ = llava_model(False, "meta", torch.bfloat16)
     assert model.config.image_seq_length == 576 and model.config.text_config.hidden_size == 4096
+
+
+def test_the_bench_copy_of_the_stage_call_makes_the_stage_images():
+    """Without pyarrow on a bare GPU box the bench drives the pipelines with a copy of
+    `ImageGenerator._run`: it must make the same images as the stage."""
+    import numpy as np
+
+    from bench.gpu_rehearsal import _StageCall, sdxl_pipelines
+    from synthvlm_data.config import load_recipe
+    from synthvlm_data.stages.generate import ImageGenerator
+
+    cfg = load_recipe("tiny").generate.model_copy(update={"steps": 3})
+    base, refiner = sdxl_pipelines(True, "cpu", __import__("torch").float32)
+    gen = ImageGenerator.__new__(ImageGenerator)
+    gen.cfg, gen.device, gen.pipe, gen.refiner = cfg, "cpu", base, refiner
+    prompts, seeds = ["a red circle", "two blue squares"], [3, 4]
+    stage = [np.asarray(im) for im in gen(prompts, seeds)]
+    copy = [np.asarray(im) for im in _StageCall(cfg, base, refiner)(prompts, seeds)]
+    assert all(np.array_equal(a, b) for a, b in zip(stage, copy, strict=True))
