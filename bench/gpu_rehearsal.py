@@ -24,6 +24,7 @@ Prints a markdown table and writes the JSON file.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import sys
@@ -415,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
             result["errors"][section] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
             print(f"{section} failed: {result['errors'][section]}", file=sys.stderr)
         result.setdefault("section_seconds", {})[section] = round(time.perf_counter() - start, 1)
-        if device == "cuda":
+        if device == "cuda":  # compiled graphs hold the UNets: drop them before the 7B model comes in
+            torch._dynamo.reset()
+            gc.collect()
             torch.cuda.empty_cache()
         args.out.write_text(json.dumps(result, indent=2) + "\n")  # after each section: a timeout keeps the rest
     print(markdown(result))

@@ -186,3 +186,33 @@ def test_assembly_still_refuses_shell_tensors_left_on_meta_unless_the_parts_are_
         assemble_llava(*parts("cpu"), llama_shaped_tokenizer(), model_cfg)
     model, _ = assemble_llava(*parts("meta"), llama_shaped_tokenizer(), model_cfg)
     assert all(p.is_meta for p in model.parameters())
+
+
+def test_label_mask_check_catches_a_template_that_trains_the_prompt(monkeypatch):
+    """The same sample through TRL's collator: the shipped ChatML template masks the prompt; one
+    whose `{% generation %}` block also covers the user turn is a failed check."""
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    from synthvlm_data.models.tiny import tiny_vision_config
+    from synthvlm_data.rehearsal.llava import LlavaReport, _check_samples, llama_shaped_tokenizer
+    from synthvlm_data.training import chat_templates
+    from synthvlm_data.training.assembly import add_image_token, build_processor
+    from synthvlm_data.training.config import load_config, shipped_configs_dir
+
+    model_cfg = load_config(shipped_configs_dir() / "tiny.yaml").model.model_copy(update={"chat_template": "chatml"})
+    name = "stage 2 (messages, assistant-only loss): labels = the answer only, end-of-turn included"
+
+    def masks_ok() -> dict[str, bool]:
+        tok = llama_shaped_tokenizer()
+        add_image_token(tok)
+        processor = build_processor(tok, tiny_vision_config(), model_cfg, list(OPENAI_CLIP_MEAN), list(OPENAI_CLIP_STD))
+        report = LlavaReport()
+        _check_samples(report, processor, 16, 2048)
+        return {c.name: c.ok for c in report.checks}
+
+    good = masks_ok()
+    assert good[name] and good["stage 2 (messages, assistant-only loss): image tokens in input_ids"]
+    leaky = "{% generation %}" + chat_templates.CHATML.replace("{% generation %}", "").replace("{% endgeneration %}", "") \
+        + "{% endgeneration %}"
+    monkeypatch.setitem(chat_templates.TEMPLATES, "chatml", leaky)
+    assert not masks_ok()[name]
