@@ -164,7 +164,7 @@ class _StageCall:
         cfg = self.cfg
         common = dict(prompt=list(prompts), negative_prompt=[cfg.negative_prompt] * len(prompts),
                       num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale)
-        gens = lambda: [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]  # noqa: E731
+        gens = lambda: [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
         latents = self.pipe(**common, height=cfg.height, width=cfg.width, generator=gens(),
                             denoising_end=cfg.high_noise_frac, output_type="latent").images
         return self.refiner(**common, image=latents, generator=gens(), denoising_start=cfg.high_noise_frac,
@@ -248,7 +248,7 @@ def bench_clip(args, device: str, clock: Clock) -> list[dict[str, Any]]:
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
         tokens = torch.randint(1, 49407, (batch, 77), device=device)  # CLIPScore encodes each caption too
-        encode = lambda x: (model.encode_image(x), model.encode_text(tokens))  # noqa: E731
+        encode = lambda x: (model.encode_image(x), model.encode_text(tokens))
         impl += ", image + text"
     except ImportError:  # open_clip needs torchvision, which a bare GPU machine may lack
         from transformers import CLIPConfig, CLIPModel
@@ -263,7 +263,7 @@ def bench_clip(args, device: str, clock: Clock) -> list[dict[str, Any]]:
             projection_dim=width * 2 // 3)
         model, impl, size = CLIPModel(config), "transformers CLIP ViT-B/32 shape, image + text", px
         tokens = torch.randint(1, 49407, (batch, 77), device=device)
-        encode = lambda x: (model.get_image_features(pixel_values=x),  # noqa: E731
+        encode = lambda x: (model.get_image_features(pixel_values=x),
                             model.get_text_features(input_ids=tokens))
     model.to(device=device, dtype=dtype).eval()
     images = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
@@ -334,7 +334,7 @@ def bench_llava(args, device: str, clock: Clock) -> list[dict[str, Any]]:
         labels[:, :1 + n_img] = -100
         pixels = torch.randn(batch, 3, vcfg.image_size, vcfg.image_size, device=device, dtype=dtype)
 
-        def step():
+        def step(ids=ids, pixels=pixels, labels=labels, trainable=trainable):
             loss = model(input_ids=ids, pixel_values=pixels, labels=labels).loss
             loss.backward()
             for p in trainable:
@@ -363,8 +363,8 @@ def bench_llava(args, device: str, clock: Clock) -> list[dict[str, Any]]:
 
 def markdown(result: dict[str, Any]) -> str:
     dev = result["device"]
-    lines = [f"GPU rehearsal on {dev['name']} (peak {dev['peak_tflops'] or '?'} TFLOP/s dense bf16/fp16), "
-             f"torch {dev['torch']}", "",
+    title = f"GPU rehearsal on {dev['name']} (peak {dev['peak_tflops'] or '?'} TFLOP/s dense bf16/fp16), torch {dev['torch']}"
+    lines = [title, "",
              "| section | variant | batch | measure | peak GiB | TFLOP/s | of peak |", "|---|---|---|---|---|---|---|"]
     peak = dev["peak_tflops"]
     for r in result["rows"]:

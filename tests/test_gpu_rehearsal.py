@@ -42,7 +42,7 @@ def test_gpu_rehearsal_real_size_models_build_on_meta():
     with torch.inference_mode():
         flops = count_flops(lambda: base.unet(sample, 10, encoder_hidden_states=text, added_cond_kwargs=cond))
     assert 10e12 < flops < 20e12  # 13.5 TFLOP per CFG step at 1024 px
-    cfg, model, _ = llava_model(False, "meta", torch.bfloat16)
+    _, model, _ = llava_model(False, "meta", torch.bfloat16)
     assert model.config.image_seq_length == 576 and model.config.text_config.hidden_size == 4096
 
 

@@ -122,7 +122,7 @@ def test_a_broken_template_is_a_failed_check_not_a_crash():
     from synthvlm_data.rehearsal.llava import LlavaReport, _check_samples
 
     class Processor:  # a processor whose chat template does not compile
-        class tokenizer:  # noqa: N801
+        class tokenizer:
             @staticmethod
             def convert_tokens_to_ids(token):
                 return 0
@@ -212,7 +212,7 @@ def test_label_mask_check_catches_a_template_that_trains_the_prompt(monkeypatch)
 
     good = masks_ok()
     assert good[name] and good["stage 2 (messages, assistant-only loss): image tokens in input_ids"]
-    leaky = "{% generation %}" + chat_templates.CHATML.replace("{% generation %}", "").replace("{% endgeneration %}", "") \
-        + "{% endgeneration %}"
+    plain = chat_templates.CHATML.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    leaky = "{% generation %}" + plain + "{% endgeneration %}"
     monkeypatch.setitem(chat_templates.TEMPLATES, "chatml", leaky)
     assert not masks_ok()[name]
