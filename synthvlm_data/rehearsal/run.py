@@ -82,9 +82,24 @@ def _model_refs(node: Any) -> list[tuple[str, str | None]]:
     return list(dict.fromkeys(found))
 
 
-def _count_models(result: Result, model: Model, built: dict) -> dict[str, int]:
+def _as_loaded(comp, model_id: str, revision: str | None):
+    """An open_clip component as the package would create it (`models.clip.open_clip_name` resolves
+    the architecture of an architecture + pretrained tag)."""
+    if not comp.builder.startswith("open_clip:") or not revision:
+        return comp
+    from dataclasses import replace
+
+    from synthvlm_data.models.clip import open_clip_name
+    from synthvlm_data.models.refs import ModelRef
+
+    arch = open_clip_name(ModelRef(id=model_id, revision=revision))[0]
+    return replace(comp, builder=f"open_clip:{arch}")
+
+
+def _count_models(result: Result, model: Model, built: dict, model_id: str = "", revision: str | None = None
+                  ) -> dict[str, int]:
     counts = {}
-    for comp in model.components:
+    for comp in (_as_loaded(c, model_id, revision) for c in model.components):
         key = (comp.builder, comp.config)
         if key not in built:
             built[key] = count_parameters(build(comp))
@@ -108,7 +123,7 @@ def rehearse_recipe(name: str, built: dict) -> Result:
         if model is None:
             result.skipped.append(model_id if not revision else f"{model_id}/{revision}")
             continue
-        counts[model_id] = _count_models(result, model, built)
+        counts[model_id] = _count_models(result, model, built, model_id, revision)
     gen = recipe.generate
     if gen.model.id in counts:
         result.generation += generation_plans(gen, counts)
