@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # TORCH_SPEC="torch torchvision" to take your platform's build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help venv demo demo-tiny world-models experiment test test-all build-dataset publish bench clean
+.PHONY: help venv demo demo-tiny world-models experiment test test-all build-dataset publish bench rehearse gpu-rehearsal gpu-wheels clean
 
 help:
 	@echo "make demo                      offline shapes recipe (miniature world, trained models) -> synthvlm-shapes/"
@@ -21,6 +21,9 @@ help:
 	@echo "make build-dataset RECIPE=x    run any recipe (default synthvlm-100k; needs GPUs + Hub); NPROC=8: on 8 GPUs"
 	@echo "make publish DIR=x REPO_ID=o/n upload a dataset folder to the Hub (PUBLISH_ARGS=--dry-run, --private, ...)"
 	@echo "make bench                     benchmarks (print tables)"
+	@echo "make rehearse                  every full-scale model at real size on the meta device: counts, LLaVA, memory plan"
+	@echo "make gpu-wheels                the wheels gpu-rehearsal installs offline (bench/wheels/, < 64 MiB)"
+	@echo "make gpu-rehearsal             on one GPU: SDXL, CLIPScore and LLaVA-7B steps at real size, random weights"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -80,6 +83,17 @@ publish: venv
 
 bench: venv
 	for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+# No weights, no download, no GPU: TARGETS="synthvlm-100k 7b" for a subset (see `synthvlm rehearse --help`).
+TARGETS ?=
+rehearse: venv
+	HF_HUB_OFFLINE=1 $(BIN)/synthvlm rehearse $(TARGETS)
+
+# One GPU, no network: the wheels from `make gpu-wheels` travel with the tree (bench/gpu_rehearsal.sh).
+gpu-wheels: venv
+	$(BIN)/python bench/gpu_wheels.py
+gpu-rehearsal:
+	bash bench/gpu_rehearsal.sh
 
 clean:
 	rm -rf runs synthvlm-tiny .pytest_cache

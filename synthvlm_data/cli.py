@@ -333,7 +333,30 @@ def make_parser() -> argparse.ArgumentParser:
                    help="lmms: read TASK's data from a datasets save_to_disk folder instead of the Hub (repeatable)")
     e.add_argument("--no-card-update", action="store_true", help="do not add the table to CHECKPOINT/README.md")
     e.set_defaults(func=cmd_eval)
+
+    rh = sub.add_parser("rehearse", help="build every full-scale model at real size on the meta device (no weights, "
+                        "no download): parameter counts, LLaVA assembly, chat template, memory plan per GPU")
+    rh.add_argument("targets", nargs="*", metavar="RECIPE|CONFIG",
+                    help="shipped recipes, training configs (7b, 13b or a YAML path); default: every full-scale one")
+    rh.add_argument("--markdown", action="store_true", help="print the memory tables as markdown (for the README)")
+    rh.set_defaults(func=cmd_rehearse)
     return p
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    from synthvlm_data.rehearsal.run import markdown, print_rich, rehearse
+
+    result = rehearse(args.targets or None)
+    if args.markdown:
+        print(markdown(result))
+    else:
+        print_rich(result)
+    failures = result.failures
+    for target, name, detail in failures:
+        print(f"FAILED {target}: {name}" + (f": {detail}" if detail else ""), file=sys.stderr)
+    checks = sum(len(r.models) + len(r.checks) for r in result.results)
+    print(f"rehearse: {checks} checks, {len(failures)} failed, {result.seconds:.0f} s", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,7 +129,9 @@ def assemble_llava(vision_tower, llm, tokenizer, model_cfg: ModelSection, *, see
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.language_model.embed_tokens.weight
     leftover = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
-    if leftover:  # a transformers change renamed a submodule: fail loudly rather than train garbage
+    # Parts built on the meta device (`synthvlm rehearse`, real size without weights) leave everything
+    # meta; the rehearsal checks instead that every tensor of the shell was replaced by a part's.
+    if leftover and llm.device.type != "meta":  # a transformers change renamed a submodule: fail loudly
         raise RuntimeError(f"Llava assembly left uninitialised tensors: {leftover[:5]}")
     model.generation_config = copy.deepcopy(llm.generation_config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
