@@ -132,7 +132,23 @@ def validate_config(cfg: TrainConfig, stage: Stage, num_processes: int | None = 
         check_trackers(targs.trackers)
     except TrainConfigError as err:
         plan.warnings.append(str(err))
+    render_sample(cfg, stage, plan)
     return plan
+
+
+def render_sample(cfg: TrainConfig, stage: Stage, plan: Plan) -> None:
+    """One real-shaped sample through the stage's chat template, tokenizer and TRL's collator, so a
+    template or label-mask error shows here, not on a GPU node after the download."""
+    from synthvlm_data.training.sample_render import render_stage_sample, stand_in_tokenizer
+
+    plan.lines.append(f"chat template: {cfg.stage_chat_template(stage)}")
+    if cfg.model.latents is not None:
+        return  # latent rows go through LatentProcessor, checked by their own tests
+    tokenizer, note = stand_in_tokenizer(cfg)
+    if tokenizer is None:
+        plan.warnings.append(f"no sample rendered: {note}")
+        return
+    plan.lines.append(render_stage_sample(cfg, stage, tokenizer, note).summary())
 
 
 def _init_note(ref: ComponentRef) -> str:
