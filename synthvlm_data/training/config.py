@@ -47,6 +47,11 @@ KNOWN_SHAPES: dict[str, dict[str, int]] = {
 }
 
 
+# Hub repos whose `main` branch holds pickle weights only (pytorch_model*.bin): the loaders take safetensors
+# only, so these need a one-time conversion (refs.conversion_command) or a revision with safetensors.
+PICKLE_ONLY_ON_MAIN = frozenset({"lmsys/vicuna-7b-v1.5", "lmsys/vicuna-13b-v1.5", "openai/clip-vit-large-patch14-336"})
+
+
 class Section(ConfigBase):
     """A training config section: unknown keys are errors; lax types, so `--lr 1e-3` from a shell works."""
 
