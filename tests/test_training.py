@@ -280,6 +280,7 @@ def test_global_batch_is_split_over_processes(tiny_cfg):
 def test_full_scale_model_fails_offline_with_one_line(tmp_path, caption_folder, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # past the no-CUDA refusal (test_train_full_scale.py)
     code = cli.main("pretrain", ["--config", str(CONFIGS / "7b.yaml"), "--dataset", str(caption_folder),
                                  "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
