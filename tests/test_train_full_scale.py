@@ -264,3 +264,16 @@ def test_validate_only_warns_about_pickle_only_hub_models(capsys):
     out = capsys.readouterr().out
     assert "warning: model.llm: lmsys/vicuna-13b-v1.5 publishes pickle weights only" in out
     assert "warning: model.vision_tower: openai/clip-vit-large-patch14-336 publishes pickle weights only" in out
+
+
+def test_parameter_counts_see_through_zero3_shards():
+    """A ZeRO-3-partitioned parameter is empty on a rank; its real size is DeepSpeed's ds_numel."""
+    import torch
+
+    from synthvlm_data.training.freezing import parameter_counts
+
+    model = torch.nn.Linear(4, 3)
+    model.weight.data = torch.empty(0)
+    model.weight.ds_numel = 12
+    model.bias.requires_grad_(False)
+    assert parameter_counts(model) == {"total": 15, "trainable": 12}
