@@ -301,3 +301,14 @@ def test_offline_llama_tokenizer_behaves_like_llama():
     assert ids[0] == 1 and 2 in ids  # BOS added by default; "</s>" is the EOS token, not text
     assert tok.convert_ids_to_tokens(tok("A cat", add_special_tokens=False).input_ids)[0].startswith("\u2581")
     assert torch.tensor(tok("é").input_ids).max() < len(tok)  # byte fallback, no <unk>
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_tiny_config_sample_renders_with_the_packaged_tokenizer(stage, smollm2_tok):
+    """ChatML has no BOS (SmolLM2's bos_token is <|im_start|>, the turn marker): nothing to count."""
+    from synthvlm_data.training.config import load_config
+    from synthvlm_data.training.sample_render import render_stage_sample
+
+    sample = render_stage_sample(load_config("train/configs/tiny.yaml", stage=stage), stage, smollm2_tok)
+    assert not sample.writes_bos and "no BOS in this format" in sample.summary()
+    assert sample.trained_text.endswith("<|im_end|>\n" if stage == "pretrain" else "It is red.<|im_end|>")

@@ -34,10 +34,13 @@ class RenderedSample:
     labels: list[int]
     bos_count: int
     trained_text: str
+    writes_bos: bool = True  # False: the format has no BOS (ChatML), whatever the tokenizer calls one
+
 
     def summary(self) -> str:
         n_trained = sum(label != -100 for label in self.labels)
-        return (f"sample: {len(self.input_ids)} tokens ({self.tokenizer}), BOS x{self.bos_count}, loss on "
+        bos = f"BOS x{self.bos_count}" if self.writes_bos else "no BOS in this format"
+        return (f"sample: {len(self.input_ids)} tokens ({self.tokenizer}), {bos}, loss on "
                 f"{n_trained}: {self.trained_text!r}; text {self.text!r}")
 
 
@@ -135,13 +138,15 @@ def render_stage_sample(cfg: TrainConfig, stage: Stage, tokenizer, tokenizer_not
     trained_text = tokenizer.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
     n_image = ids.count(image_id)
     text = tokenizer.decode(ids).replace(IMAGE_TOKEN * n_image, f"{IMAGE_TOKEN}x{n_image}", 1)
-    sample = RenderedSample(name, tokenizer_note or type(tokenizer).__name__, text, ids, labels, bos_count, trained_text)
-    problems = []
     writes_bos = "bos_token" in chat_template(name)
-    if bos is not None and (bos_count > 1 or (writes_bos and bos_count != 1)):
-        problems.append(f"BOS appears {bos_count} times")
-    if bos_count and ids[0] != bos:
-        problems.append("BOS is not the first token")
+    sample = RenderedSample(name, tokenizer_note or type(tokenizer).__name__, text, ids, labels, bos_count, trained_text,
+                            writes_bos)
+    problems = []
+    if sample.writes_bos and bos is not None:  # the template writes the BOS (LLaVA's formats): once, first
+        if bos_count != 1:
+            problems.append(f"BOS appears {bos_count} times")
+        elif ids[0] != bos:
+            problems.append("BOS is not the first token")
     answers = [SAMPLE_CAPTION] if stage == "pretrain" else [a for _, a in SAMPLE_TURNS]
     prompts = [BRIEF_CAPTION_PROMPTS[0]] if stage == "pretrain" else [q for q, _ in SAMPLE_TURNS]
     if not trained_text.strip():
