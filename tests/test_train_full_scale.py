@@ -8,12 +8,16 @@ import importlib.util
 import os
 import subprocess
 import sys
-import tomllib
 import types
 from pathlib import Path
 
 import pytest
 import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pip's vendored copy
+    from pip._vendor import tomli as tomllib
 
 from synthvlm_data.training import cli
 from synthvlm_data.training.config import load_config
@@ -178,9 +182,9 @@ def test_stage_template_is_set_on_the_loaded_processor(monkeypatch):
 
 
 def test_modality_grouped_order_keeps_each_step_to_one_modality():
-    from synthvlm_data.training.sampling import modality_length_grouped_indices
-
     import torch
+
+    from synthvlm_data.training.sampling import modality_length_grouped_indices
 
     lengths = [(i % 7) + 3 if i % 3 else -((i % 5) + 2) for i in range(203)]  # 1/3 text-only
     batch, world = 4, 2
@@ -218,13 +222,11 @@ def test_modality_lengths_of_a_stage2_dataset(tmp_path):
 
 
 def test_stage2_trainer_uses_the_modality_grouped_sampler(tmp_path):
+    from datasets import Dataset
     from trl import SFTTrainer
 
-    from synthvlm_data.training.sampling import ModalityLengthGroupedSampler, modality_grouped_trainer
-
-    from datasets import Dataset
-
     from synthvlm_data.training.data import messages_features
+    from synthvlm_data.training.sampling import ModalityLengthGroupedSampler, modality_grouped_trainer
 
     ds = Dataset.from_dict({"messages": [[{"role": "user", "content": "a b"}], [{"role": "user", "content": "c"}]],
                             "images": [[], []]}, features=messages_features())
