@@ -11,12 +11,12 @@ out: the job installs the Makefile's TORCH_SPEC build, as the main environment d
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: pip's vendored copy
     from pip._vendor import tomli as tomllib
-from pathlib import Path
 
 from packaging.requirements import Requirement
 
