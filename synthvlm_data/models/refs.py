@@ -231,12 +231,32 @@ def hub_snapshot(ref: ModelRef, role: str, patterns: list[str], hint: str | None
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
+def conversion_command(ref: ModelRef, role: str) -> str:
+    """A one-line command that re-saves a pickle-only transformers checkpoint as safetensors in a folder.
+
+    Why a command and no pinned revision: lmsys/vicuna-*-v1.5 and openai/clip-vit-large-patch14-336
+    publish only pytorch_model*.bin on `main`, and no safetensors branch of theirs could be verified
+    here, so the user converts once, on a machine they trust (transformers 5 reads .bin with
+    torch.load(weights_only=True)), and points the config at the folder.
+    """
+    folder = (ref.id.rstrip("/").rsplit("/", 1)[-1] or "model") + "-safetensors"
+    model, extra = (("AutoModelForCausalLM", "AutoTokenizer") if role.endswith("llm")
+                    else ("AutoModel", "AutoProcessor"))
+    revision = f", revision='{ref.revision}'" if ref.revision else ""
+    return (f"python -c \"import transformers as t; s, d = '{ref.id}', '{folder}'; "
+            f"t.{model}.from_pretrained(s{revision}, use_safetensors=False).save_pretrained(d); "
+            f"t.{extra}.from_pretrained(s{revision}).save_pretrained(d)\"")
+
+
 def no_safetensors(ref: ModelRef, role: str, noun: str = "") -> ModelUnavailableError:
+    if ref.is_local:
+        fix = "(from_pretrained(...).save_pretrained(DIR)) and point the config at DIR"
+    else:
+        fix = f"with: {conversion_command(ref, role)} and point the config at that folder"
     return ModelUnavailableError(
         f"cannot load {ref.describe(role, noun)}: it has no *.safetensors weights and pickle checkpoints "
-        "(pytorch_model.bin, ...) are never loaded; convert it once where you trust it "
-        "(from_pretrained(...).save_pretrained(DIR)) and point the config at DIR, or pin `revision` to the "
-        "Hub's safetensors conversion (a refs/pr/N branch of the repo)"
+        f"(pytorch_model.bin, ...) are never loaded; convert it once where you trust it {fix}, or pin `revision` "
+        "to a safetensors branch of the repo (a refs/pr/N conversion)"
     )
 
 

@@ -28,6 +28,8 @@ from synthvlm_data.schema import ConfigBase, load_yaml, read_text, validate
 from synthvlm_data.training.errors import TrainConfigError
 
 Stage = Literal["pretrain", "finetune"]
+# training/chat_templates.py: plain (LLaVA stage 1), vicuna_v1 (LLaVA stage 2), chatml (SmolLM2)
+ChatTemplateName = Literal["chatml", "vicuna_v1", "plain"]
 STAGES: tuple[str, ...] = ("pretrain", "finetune")
 
 # Offline components (see synthvlm_data.models.llava): the real SmolLM2-135M-Instruct (weights shipped
@@ -43,6 +45,11 @@ KNOWN_SHAPES: dict[str, dict[str, int]] = {
     PACKAGED_LLM: {"hidden_size": 576, "vocab_size": 49152},
     TINY_VISION_TOWER: {"hidden_size": 64, "image_size": 64, "patch_size": 16},
 }
+
+
+# Hub repos whose `main` branch holds pickle weights only (pytorch_model*.bin): the loaders take safetensors
+# only, so these need a one-time conversion (refs.conversion_command) or a revision with safetensors.
+PICKLE_ONLY_ON_MAIN = frozenset({"lmsys/vicuna-7b-v1.5", "lmsys/vicuna-13b-v1.5", "openai/clip-vit-large-patch14-336"})
 
 
 class Section(ConfigBase):
@@ -94,7 +101,8 @@ class ModelSection(Section):
     image_aspect_ratio: Literal["pad", "crop"] = Field(
         default="pad", description="'pad': LLaVA-1.5 pads to a square with the mean colour; 'crop': CLIP centre crop."
     )
-    chat_template: Literal["chatml", "vicuna_v1"] = "vicuna_v1"
+    chat_template: ChatTemplateName = Field(
+        default="vicuna_v1", description="Both stages' prompt format unless a stage sets its own chat_template.")
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = "sdpa"
     latents: LatentInput | None = Field(
@@ -172,6 +180,9 @@ class TrainingArgs(Section):
     project: str = Field(default="synthvlm", description="Tracker project name.")
     run_name: str | None = None
     resume_from_checkpoint: str | None = Field(default=None, description="A checkpoint dir, or 'latest'.")
+    group_by_modality_length: bool = Field(
+        default=False, description="LLaVA's sampler: each batch holds only image or only text-only records, "
+                                   "grouped by length (stage 2 with text-only data).")
     sft_args: dict[str, Any] = Field(
         default_factory=dict, description="Any other TRL SFTConfig field, passed through (checked by name)."
     )
@@ -223,12 +234,21 @@ class PretrainStage(Section):
     (a synthvlm `captions` dataset, or a LLaVA JSON file of one-turn records such as LCS-558K)."""
 
     data: DataSource
+    chat_template: ChatTemplateName | None = Field(
+        default=None, description="This stage's prompt format (default: model.chat_template); LLaVA-1.5: plain.")
     eval_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Held-out share (seeded split).")
     training: TrainingArgs
     train_llm: bool = Field(default=False, description="Also train the LLM (LLaVA freezes it; a tiny LM "
                                                        "that cannot caption through a frozen LM needs it).")
     train_vision_tower: bool = Field(default=False, description="Also train the vision tower (a new tower, "
                                                                 "e.g. Synth^2's latent ViT, has no pretraining).")
+
+    @field_validator("training")
+    @classmethod
+    def _one_modality(cls, value: TrainingArgs) -> TrainingArgs:
+        if value.group_by_modality_length:
+            raise ValueError("group_by_modality_length is a stage-2 option (every stage-1 row has an image)")
+        return value
 
     @field_validator("data")
     @classmethod
@@ -250,6 +270,8 @@ class FinetuneStage(Section):
         default=None, description="The stage-1 model (default: pretrain.training.output_dir)."
     )
     train_vision_tower: bool = False
+    chat_template: ChatTemplateName | None = Field(
+        default=None, description="This stage's prompt format (default: model.chat_template); LLaVA-1.5: vicuna_v1.")
     data: list[DataSource] = Field(min_length=1)
     stopping_strategy: Literal["first_exhausted", "all_exhausted"] = "first_exhausted"
     eval_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -282,6 +304,21 @@ class TrainConfig(Section):
     pretrain: PretrainStage | None = None
     finetune: FinetuneStage | None = None
     card: CardSection = CardSection()
+
+    @model_validator(mode="after")
+    def _stage2_template(self) -> TrainConfig:
+        from synthvlm_data.training.chat_templates import STAGE1_ONLY
+
+        if self.finetune is not None and self.stage_chat_template("finetune") in STAGE1_ONLY:
+            raise ValueError(f"the '{self.stage_chat_template('finetune')}' chat template is LLaVA's stage-1 format (image + "
+                             "caption, no roles); stage 2 trains on conversations: set finetune.chat_template to "
+                             "vicuna_v1 or chatml")
+        return self
+
+    def stage_chat_template(self, stage: Stage) -> str:
+        """The prompt format `stage` trains with: its own `chat_template`, else model.chat_template."""
+        section = getattr(self, stage)
+        return (section.chat_template if section is not None else None) or self.model.chat_template
 
     def stage(self, stage: Stage) -> PretrainStage | FinetuneStage:
         section = getattr(self, stage)

@@ -32,15 +32,19 @@ def freeze_for_stage(model, stage: str, train_vision_tower: bool = False, train_
 
 
 def parameter_counts(model) -> dict[str, int]:
-    """Total and trainable parameters (shared tensors, e.g. tied embeddings, counted once)."""
+    """Total and trainable parameters (shared tensors, e.g. tied embeddings, counted once).
+
+    Under ZeRO-3 a loaded parameter is an empty shard on each rank; DeepSpeed keeps its full size
+    in `ds_numel`, which is what is counted then."""
     seen: set[int] = set()
     total = trainable = 0
     for p in model.parameters():
         if id(p) in seen:
             continue
         seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
+        n = getattr(p, "ds_numel", None) or p.numel()
+        total += n
+        trainable += n if p.requires_grad else 0
     return {"total": total, "trainable": trainable}
 
 

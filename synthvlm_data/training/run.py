@@ -18,7 +18,7 @@ from typing import Any
 from synthvlm_data.training import card as card_lib
 from synthvlm_data.training import data as data_lib
 from synthvlm_data.training.config import Stage, TrainConfig
-from synthvlm_data.training.errors import CheckpointError, InputDataError
+from synthvlm_data.training.errors import CheckpointError, InputDataError, TrainConfigError
 from synthvlm_data.training.freezing import freeze_for_stage, parameter_counts, trainable_modules
 
 STAGE_TITLES = {
@@ -55,6 +55,25 @@ def use_cpu() -> bool:
     import torch
 
     return not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true"}
+
+
+def check_accelerator(cfg: TrainConfig, stage: Stage) -> None:
+    """A GPU-precision config (bf16/fp16) on a machine where CUDA is invisible would not fail: it
+    would train a 7B model on the CPU for months. Refused, as `synthvlm build` refuses a full-scale
+    recipe, unless the CPU is asked for explicitly (`accelerate launch --cpu`)."""
+    import torch
+
+    targs = cfg.stage(stage).training
+    precision = "bf16" if targs.bf16 else "fp16" if targs.fp16 else None
+    if cfg.model.dtype != "float32":
+        precision = precision or cfg.model.dtype
+    if precision is None or torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true"}:
+        return
+    build = f"torch {torch.__version__}" + (f" built for CUDA {torch.version.cuda}" if torch.version.cuda else " (a CPU build)")
+    raise TrainConfigError(
+        f"config '{cfg.name}' trains {stage} in {precision} on a GPU, but no CUDA GPU is visible to {build}; check "
+        "nvidia-smi and that the driver supports that CUDA version (README: Training), install the torch build for "
+        "your driver (make venv TORCH_SPEC=...), or run on the CPU on purpose with accelerate launch --cpu")
 
 
 def build_sft_config(cfg: TrainConfig, stage: Stage, output_dir: Path, num_processes: int, has_eval: bool):
@@ -143,12 +162,23 @@ def check_model_sources(cfg: TrainConfig, stage: Stage) -> None:
 
 
 def load_model(cfg: TrainConfig, stage: Stage):
+    """(model, processor) a stage starts from, the processor carrying the stage's chat template.
+
+    Under DeepSpeed ZeRO-3 call it only after the stage's SFTConfig exists: building the training
+    arguments registers the DeepSpeed config with transformers, and only then does `from_pretrained`
+    partition the weights as they load (`zero.Init`) instead of materialising the whole model on
+    every rank (LLaVA's train.py parses its TrainingArguments before loading for the same reason).
+    """
     from synthvlm_data.models.llava import load_llava
     from synthvlm_data.training.assembly import build_model
+    from synthvlm_data.training.chat_templates import set_chat_template
 
     if stage == "pretrain":
-        return build_model(cfg.model, seed=cfg.seed)
-    return load_llava(stage2_start(cfg), cfg.model.dtype)
+        model, processor = build_model(cfg.model, seed=cfg.seed)
+    else:
+        model, processor = load_llava(stage2_start(cfg), cfg.model.dtype)
+    set_chat_template(processor, cfg.stage_chat_template(stage))
+    return model, processor
 
 
 def load_datasets(cfg: TrainConfig, stage: Stage):
@@ -216,13 +246,16 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
     targs = section.training
     output_dir = cfg.output_dir(stage)
     accumulation = targs.gradient_accumulation_steps(state.num_processes)  # fail before loading anything
+    check_accelerator(cfg, stage)
     check_trackers(targs.trackers)
     resume = resolve_resume(targs.resume_from_checkpoint, output_dir / "checkpoints")
     check_model_sources(cfg, stage)
     set_seed(cfg.seed)
 
-    with state.main_process_first():  # builds the datasets cache / SmolLM2 cache once; data first: fails faster
+    with state.main_process_first():  # builds the datasets cache once; data first: fails faster
         train_ds, eval_ds = load_datasets(cfg, stage)
+    args = build_sft_config(cfg, stage, output_dir, state.num_processes, eval_ds is not None)  # before the model: ZeRO-3
+    with state.main_process_first():  # the SmolLM2 cache once
         model, processor = load_model(cfg, stage)
     freeze_for_stage(model, stage, section.train_vision_tower, getattr(section, "train_llm", False))
     counts = parameter_counts(model)
@@ -232,7 +265,6 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
                   f"{state.num_processes} process(es) x {targs.per_device_train_batch_size} x {accumulation} "
                   f"accumulation = global batch {targs.global_batch_size}")
 
-    args = build_sft_config(cfg, stage, output_dir, state.num_processes, eval_ds is not None)
     trackers = AccelerateTrackers(targs.trackers, targs.project, args.run_name, output_dir / "logs",
                                   flat_config(cfg.model_dump(mode="json", include={"name", "seed", "model", stage})))
     collator = None
@@ -244,8 +276,13 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
         collator = DataCollatorForVisionLanguageModeling(
             processor=LatentProcessor(processor, image_token_count(model)), max_length=args.max_length,
             completion_only_loss=True)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=processor, data_collator=collator, callbacks=[trackers])
+    trainer_cls = SFTTrainer
+    if targs.group_by_modality_length and stage == "finetune" and cfg.model.latents is None:
+        from synthvlm_data.training.sampling import modality_grouped_trainer
+
+        trainer_cls = modality_grouped_trainer(SFTTrainer)
+    trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                          processing_class=processor, data_collator=collator, callbacks=[trackers])
     load_seconds = time.perf_counter() - started
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -355,7 +392,7 @@ def write_artifacts(cfg: TrainConfig, stage: Stage, output_dir: Path, trainer, m
         "projector": cfg.model.projector,
         "vision_feature_layer": config.vision_feature_layer,
         "image_tokens": config.image_seq_length,
-        "chat_template": cfg.model.chat_template,
+        "chat_template": cfg.stage_chat_template(stage),
         "params": counts,
         "trainable_modules": modules,
         "hyperparameters": _hyperparameters(cfg, stage, num_processes, accumulation),

@@ -13,7 +13,7 @@ from pathlib import Path
 from synthvlm_data.models.llava import TINY_COMPONENTS
 from synthvlm_data.models.refs import PACKAGED
 from synthvlm_data.models.tiny import TINY_VISION_TOWER
-from synthvlm_data.training.config import KNOWN_SHAPES, ComponentRef, Stage, TrainConfig
+from synthvlm_data.training.config import KNOWN_SHAPES, PICKLE_ONLY_ON_MAIN, ComponentRef, Stage, TrainConfig
 from synthvlm_data.training.errors import TrainConfigError
 
 
@@ -88,6 +88,13 @@ def validate_config(cfg: TrainConfig, stage: Stage, num_processes: int | None = 
     vt_note = _check_ref(cfg.model.vision_tower, "vision_tower")
     plan.lines.append(f"llm: {cfg.model.llm.id} ({llm_note})")
     plan.lines.append(f"vision_tower: {cfg.model.vision_tower.id} ({vt_note})")
+    for role, ref in (("llm", cfg.model.llm), ("vision_tower", cfg.model.vision_tower)):
+        if ref.id in PICKLE_ONLY_ON_MAIN and ref.revision in (None, "main"):
+            from synthvlm_data.models.refs import conversion_command
+
+            plan.warnings.append(f"model.{role}: {ref.id} publishes pickle weights only (.bin) on main and only "
+                                 f"safetensors are loaded; convert it once: {conversion_command(ref, role)} and set "
+                                 f"model.{role} to that folder")
     llm_shape = KNOWN_SHAPES.get(cfg.model.llm.id)
     vt_shape = KNOWN_SHAPES.get(cfg.model.vision_tower.id)
     if cfg.model.latents is not None:  # tiny:latent-vit: the tiny ViT over size x size latents
@@ -132,7 +139,23 @@ def validate_config(cfg: TrainConfig, stage: Stage, num_processes: int | None = 
         check_trackers(targs.trackers)
     except TrainConfigError as err:
         plan.warnings.append(str(err))
+    render_sample(cfg, stage, plan)
     return plan
+
+
+def render_sample(cfg: TrainConfig, stage: Stage, plan: Plan) -> None:
+    """One real-shaped sample through the stage's chat template, tokenizer and TRL's collator, so a
+    template or label-mask error shows here, not on a GPU node after the download."""
+    from synthvlm_data.training.sample_render import render_stage_sample, stand_in_tokenizer
+
+    plan.lines.append(f"chat template: {cfg.stage_chat_template(stage)}")
+    if cfg.model.latents is not None:
+        return  # latent rows go through LatentProcessor, checked by their own tests
+    tokenizer, note = stand_in_tokenizer(cfg)
+    if tokenizer is None:
+        plan.warnings.append(f"no sample rendered: {note}")
+        return
+    plan.lines.append(render_stage_sample(cfg, stage, tokenizer, note).summary())
 
 
 def _init_note(ref: ComponentRef) -> str:
