@@ -66,8 +66,12 @@ def _sample_image():
 
 
 def rehearse_llava(model_cfg, vision: Component, llm: Component, *, seed: int = 0, max_length: int | None = 2048,
-                   report: LlavaReport | None = None) -> tuple[LlavaReport, Any, Any]:
-    """Assemble LLaVA on the meta device and check it; returns (report, model or None, processor or None)."""
+                   report: LlavaReport | None = None,
+                   stage_templates: dict[str, str] | None = None) -> tuple[LlavaReport, Any, Any]:
+    """Assemble LLaVA on the meta device and check it; returns (report, model or None, processor or None).
+
+    `stage_templates` names the chat template each stage trains with (LLaVA-1.5: `plain` for
+    pretrain, `vicuna_v1` for finetune); a stage not named uses `model_cfg.chat_template`."""
     from synthvlm_data.training.assembly import assemble_llava, num_image_tokens
 
     report = report or LlavaReport()
@@ -124,14 +128,17 @@ def rehearse_llava(model_cfg, vision: Component, llm: Component, *, seed: int = 
         freeze_for_stage(model, stage)
         report.counts[f"trainable_{stage}"] = parameter_counts(model)["trainable"]
     model.requires_grad_(False)
-    _check_samples(report, processor, n_tokens, max_length)
+    _check_samples(report, processor, n_tokens, max_length, stage_templates or {})
     return report, model, processor
 
 
-def _check_samples(report: LlavaReport, processor, n_tokens: int, max_length: int | None) -> None:
-    """Stage-1 and stage-2 rows through TRL's collator: template, image tokens, label masks."""
+def _check_samples(report: LlavaReport, processor, n_tokens: int, max_length: int | None,
+                   stage_templates: dict[str, str]) -> None:
+    """Stage-1 and stage-2 rows through TRL's collator, each in its stage's template: image tokens,
+    label masks, BOS."""
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
+    from synthvlm_data.training.chat_templates import chat_template
     from synthvlm_data.training.data import _captions_to_messages, caption_to_prompt_completion
     from synthvlm_data.workunits import BRIEF_CAPTION_PROMPTS
 
@@ -139,16 +146,22 @@ def _check_samples(report: LlavaReport, processor, n_tokens: int, max_length: in
     image_id = tok.convert_tokens_to_ids("<image>")
     prompt = BRIEF_CAPTION_PROMPTS[0]
     rows = {
-        "stage 1 (prompt-completion, completion-only loss)": (
+        "stage 1 (prompt-completion, completion-only loss)": ("pretrain",
             dict(completion_only_loss=True),
             {"image": _sample_image(), **caption_to_prompt_completion(prompt, SAMPLE_CAPTION)}),
-        "stage 2 (messages, assistant-only loss)": (
+        "stage 2 (messages, assistant-only loss)": ("finetune",
             dict(assistant_only_loss=True),
             {k: v[0] for k, v in _captions_to_messages(
                 {"id": ["x"], "prompt": [prompt], "caption": [SAMPLE_CAPTION], "image": [_sample_image()]}).items()}),
     }
-    for name, (kwargs, row) in rows.items():
+    default_template = processor.chat_template
+    for name, (stage, kwargs, row) in rows.items():
+        template_name = stage_templates.get(stage)
+        if template_name:
+            name = f"{name}, template {template_name}"
         try:
+            template = chat_template(template_name) if template_name else default_template
+            processor.chat_template = tok.chat_template = template
             batch = DataCollatorForVisionLanguageModeling(processor, max_length=max_length, **kwargs)([row])
         except Exception as err:
             report.add(f"chat template + collator, {name}", False, one_line(err))

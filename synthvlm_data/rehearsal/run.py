@@ -186,8 +186,10 @@ def rehearse_training(path: str, built: dict) -> Result:
     if len(parts) < 2:
         return result
     stage_cfg = cfg.finetune or cfg.pretrain
+    templates = {stage: cfg.stage_chat_template(stage) for stage in ("pretrain", "finetune")
+                 if getattr(cfg, stage, None) is not None}
     report, model, _ = rehearse_llava(cfg.model, parts["vision_tower"], parts["llm"], seed=cfg.seed,
-                                      max_length=stage_cfg.training.max_length)
+                                      max_length=stage_cfg.training.max_length, stage_templates=templates)
     result.checks += report.checks
     if "total" in report.counts:
         result.training += training_plans(cfg, report, Path(path).parent)
