@@ -133,7 +133,7 @@ def rehearse_llava(model_cfg, vision: Component, llm: Component, *, seed: int = 
 
 
 def _check_samples(report: LlavaReport, processor, n_tokens: int, max_length: int | None,
-                   stage_templates: dict[str, str]) -> None:
+                   stage_templates: dict[str, str] | None = None) -> None:
     """Stage-1 and stage-2 rows through TRL's collator, each in its stage's template: image tokens,
     label masks, BOS."""
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
@@ -154,14 +154,15 @@ def _check_samples(report: LlavaReport, processor, n_tokens: int, max_length: in
             {k: v[0] for k, v in _captions_to_messages(
                 {"id": ["x"], "prompt": [prompt], "caption": [SAMPLE_CAPTION], "image": [_sample_image()]}).items()}),
     }
-    default_template = processor.chat_template
+    default_template = getattr(processor, "chat_template", None)
     for name, (stage, kwargs, row) in rows.items():
-        template_name = stage_templates.get(stage)
+        template_name = (stage_templates or {}).get(stage)
         if template_name:
             name = f"{name}, template {template_name}"
         try:
-            template = chat_template(template_name) if template_name else default_template
-            processor.chat_template = tok.chat_template = template
+            if template_name or default_template is not None:
+                template = chat_template(template_name) if template_name else default_template
+                processor.chat_template = tok.chat_template = template
             batch = DataCollatorForVisionLanguageModeling(processor, max_length=max_length, **kwargs)([row])
         except Exception as err:
             report.add(f"chat template + collator, {name}", False, one_line(err))
