@@ -26,6 +26,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, Reposit
 from huggingface_hub.utils import get_token
 
 from synthvlm_data.hub import HubError
+from synthvlm_data.outdir import owner_kind
 from synthvlm_data.hub.validate import (
     UploadFile,
     check_repo_id,
@@ -205,10 +206,12 @@ def publish_folder(
     if problems:
         raise HubError(problems[0])
 
-    if repo_type == "model":
+    if repo_type == "model" and owner_kind(folder) == "model":
         from synthvlm_data.training.card import finalize_for_hub
 
-        finalize_for_hub(folder, repo_id)  # the card names its Hub repo, not the local folder
+        # The card names its Hub repo, not the local folder. Only a card this package wrote is edited:
+        # another model folder is uploaded exactly as it is.
+        finalize_for_hub(folder, repo_id)
     api = HfApi()
     errors = _network_errors()
     action = "checking your token"

@@ -224,6 +224,29 @@ def read_llava_json(path: str, image_folder: str, *, require_image: bool = False
     return out
 
 
+def check_llava_json(path: str, image_folder: str, *, require_image: bool = False) -> int:
+    """What training checks of a LLaVA JSON file before its first step, and a bit more: every record
+    parsed (`read_llava_json`: a list, conversations, image files present) and every image decodes
+    (a truncated file fails here, not hours into a run). Returns the number of records.
+
+    JPEGs decode at reduced scale (`draft`): the whole file is still read, so truncation shows."""
+    from PIL import Image, UnidentifiedImageError
+
+    records = read_llava_json(path, image_folder, require_image=require_image)
+    root = Path(image_folder).expanduser()
+    for i, rec in enumerate(records):
+        if rec["image"] is None:
+            continue
+        try:
+            with Image.open(root / rec["image"]) as im:
+                im.draft(im.mode, (64, 64))
+                im.load()
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+            raise _record_error(path, i, rec, f"image {rec['image']} does not decode ({type(err).__name__}: "
+                                f"{(str(err).splitlines() or [''])[0][:120]})", "replace the file or drop the record")
+    return len(records)
+
+
 def load_llava_json(path: str, image_folder: str):
     """LLaVA's JSON ({id, image?, conversations}) as a stage-2 {messages, images} Dataset; images are
     referenced, not copied."""
