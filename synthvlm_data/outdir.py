@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import itertools
 import json
 import os
 import sys
@@ -50,17 +51,22 @@ class DestinationRefused(SynthVLMError):
     """A command would write into a folder it may not replace."""
 
 
-def files_in(folder: Path) -> list[str]:
-    """Every file (and symlink) under `folder`, as sorted POSIX paths relative to it; the marker excluded."""
+def iter_files(folder: Path):
+    """Every file (and symlink) under `folder`, as POSIX paths relative to it, lazily (a refusal of
+    a big folder such as a home directory must not walk all of it); the marker excluded."""
     folder = Path(folder)
-    out = []
     for root, dirs, files in os.walk(folder):
+        dirs.sort()
         base = Path(root)
-        for name in files + [d for d in dirs if (base / d).is_symlink()]:
+        for name in sorted(files) + [d for d in dirs if (base / d).is_symlink()]:
             rel = (base / name).relative_to(folder).as_posix()
             if rel != MARKER:
-                out.append(rel)
-    return sorted(out)
+                yield rel
+
+
+def files_in(folder: Path) -> list[str]:
+    """`iter_files`, sorted."""
+    return sorted(iter_files(folder))
 
 
 def read_marker(folder: Path) -> dict | None:
@@ -75,14 +81,19 @@ def read_marker(folder: Path) -> dict | None:
     return data
 
 
-def _legacy_kind(folder: Path, kind: str, files: list[str]) -> bool:
-    """Whether an unmarked folder is `kind` output written before the marker existed."""
-    if kind not in LEGACY or not files:
+def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(rel, p) for p in patterns)
+
+
+def _legacy_kind(folder: Path, kind: str) -> bool:
+    """Whether an unmarked folder is `kind` output written before the marker existed: one of its
+    signature files is there and every file is named as that output names its files."""
+    if kind not in LEGACY:
         return False
     signatures, patterns = LEGACY[kind]
-    if not any(fnmatch.fnmatchcase(f, s) for f in files for s in signatures):
+    if not any(any(Path(folder).glob(s)) for s in signatures):
         return False
-    return all(any(fnmatch.fnmatchcase(f, p) for p in patterns) for f in files)
+    return patterns == ("*",) or all(_matches(f, patterns) for f in iter_files(folder))
 
 
 def owner_kind(folder: Path) -> str | None:
@@ -90,18 +101,17 @@ def owner_kind(folder: Path) -> str | None:
     marker = read_marker(folder)
     if marker is not None:
         return marker["kind"]
-    files = files_in(folder)
-    return next((k for k in LEGACY if _legacy_kind(folder, k, files)), None)
+    return next((k for k in LEGACY if _legacy_kind(folder, k)), None)
 
 
 def foreign_files(folder: Path, kind: str | None = None) -> list[str]:
     """Files in `folder` this package did not write: not listed by its marker (a marker without a
     list owns the folder's files), or, unmarked, all of them unless it is legacy `kind` output."""
     folder = Path(folder)
-    files = files_in(folder)
     marker = read_marker(folder)
     if marker is None:
-        return [] if kind is not None and _legacy_kind(folder, kind, files) else files
+        return [] if kind is not None and _legacy_kind(folder, kind) else files_in(folder)
+    files = files_in(folder)
     owned = marker.get("files")
     if owned is None:
         return []
@@ -110,10 +120,9 @@ def foreign_files(folder: Path, kind: str | None = None) -> list[str]:
 
 
 def describe(files: list[str], limit: int = 3) -> str:
-    """'a.txt, notes/, b.py and 4 more': what a folder holds, top-level names first."""
-    tops = list(dict.fromkeys(f.split("/", 1)[0] + ("/" if "/" in f else "") for f in files))
-    shown = ", ".join(tops[:limit])
-    return shown + (f" and {len(tops) - limit} more" if len(tops) > limit else "")
+    """'notes.txt, projects/thesis.tex, b.py and 4 more': what a folder holds."""
+    shown = ", ".join(files[:limit])
+    return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
 
 
 def check_destination(path: Path, kind: str, *, overwrite: bool = False, flag: str = "--out",
@@ -126,14 +135,15 @@ def check_destination(path: Path, kind: str, *, overwrite: bool = False, flag: s
         return
     if not path.is_dir():
         raise DestinationRefused(f"{path} exists and is not a folder: choose another {flag}")
-    files = files_in(path)
-    if not files and read_marker(path) is None and not any(path.iterdir()):
+    if not any(path.iterdir()):
         return
-    owner = owner_kind(path)
+    marker = read_marker(path)
+    owner = marker["kind"] if marker is not None else kind if _legacy_kind(path, kind) else None
     if owner is None:
         # Name first what does not look like `kind` output (the user's files in an older output folder).
-        patterns = LEGACY.get(kind, ((), ()))[1]
-        shown = [f for f in files if not any(fnmatch.fnmatchcase(f, p) for p in patterns)] or files
+        patterns = LEGACY.get(kind, ((), ("",)))[1]
+        shown = (list(itertools.islice((f for f in iter_files(path) if not _matches(f, patterns)), 50))
+                 or list(itertools.islice(iter_files(path), 50)))
         raise DestinationRefused(
             f"{path} is not empty and was not written by synthvlm-data (it holds {describe(shown) or 'empty folders'}): "
             f"choose another {flag}, or move those files away"
@@ -190,7 +200,7 @@ def add_files(folder: Path, rel_paths: list[str], kind: str) -> None:
     if marker is not None and marker.get("files") is None:
         return
     owned = set(marker["files"]) if marker is not None else set()
-    if marker is None and _legacy_kind(Path(folder), kind, files_in(folder)):
+    if marker is None and _legacy_kind(Path(folder), kind):
         owned = set(files_in(folder))
     write_marker(folder, marker["kind"] if marker else kind, sorted(owned | set(rel_paths)))
 
@@ -211,9 +221,8 @@ def remove_owned(folder: Path) -> list[str]:
     folder = Path(folder)
     marker = read_marker(folder)
     files = files_in(folder)
-    if marker is None:
-        kind = owner_kind(folder)
-        owned = set(files) if kind is not None else set()
+    if marker is None:  # only the folders `replace_dir` swaps out are removed: a dataset from before markers
+        owned = set(files) if _legacy_kind(folder, "dataset") else set()
     else:
         owned = set(files) if marker.get("files") is None else set(marker["files"])
     for rel in files:
