@@ -197,9 +197,16 @@ def build(
             from synthvlm_data.stages.export import export_dataset
 
             previous = _previous_report(out_dir)
+            checked = (Path(out_dir) / "decontamination.json").is_file()
             export_dataset(ctx, out_dir, collect_stats(work))
             if previous is not None and not (Path(out_dir) / "plots" / "report.json").is_file():
                 regenerate_report(recipe, Path(out_dir), work.root, previous)
+            if checked and not (Path(out_dir) / "decontamination.json").is_file():
+                import sys
+
+                print(f"warning: {out_dir} had a contamination check (decontamination.json) that does not describe "
+                      "the re-exported rows (a re-export undoes `decontaminate --remove`): run `synthvlm decontaminate "
+                      f"{out_dir} --against ...` again", file=sys.stderr)
             if recipe.export.formats:
                 from synthvlm_data.stages.formats import export_formats
 

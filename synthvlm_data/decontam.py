@@ -276,9 +276,12 @@ def check_dataset(dataset_dir: Path, cfg: DecontamConfig, *, remove: bool = Fals
 
     dataset_dir = Path(dataset_dir)
     shards = dataset_shards(dataset_dir)
-    # It writes into the folder (the report, the card; with `remove` it replaces it): only into a
-    # dataset this package wrote, holding no file it did not write. Checked before any work.
-    check_destination(dataset_dir, "dataset", flag="DATASET folder", overwrite_flag=None)
+    # `remove` replaces the folder: only a dataset this package wrote, holding no file it did not
+    # write, checked before any work. A check alone adds its report to any dataset folder.
+    if remove:
+        check_destination(dataset_dir, "dataset", flag="DATASET folder", overwrite_flag=None)
+    else:
+        check_report_file(dataset_dir)
     index = build_index(cfg)
     caption_hits: dict[str, int] = {s["name"]: 0 for s in index.sets}
     image_hits: dict[str, int] = {s["name"]: 0 for s in index.sets}
@@ -329,15 +332,33 @@ def check_dataset(dataset_dir: Path, cfg: DecontamConfig, *, remove: bool = Fals
     return report
 
 
+def check_report_file(folder: Path) -> None:
+    """The check writes `decontamination.json` into the folder: never over a file of that name that
+    is not an earlier report of this check."""
+    import json
+
+    path = Path(folder) / REPORT_FILE
+    if not path.exists():
+        return
+    try:
+        ours = {"rows_checked", "hit_ids", "sets"} <= set(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise InputDataError(f"{path} exists and is not a report of `synthvlm decontaminate`: move it away first")
+
+
 def _write_report(folder: Path, report: dict) -> None:
     import json
 
     from synthvlm_data.presentation.cards import refresh_dataset_card
     from synthvlm_data.presentation.report import find_recipe
 
-    from synthvlm_data.outdir import add_files
+    from synthvlm_data.outdir import add_files, owner_kind
 
     (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if owner_kind(folder) != "dataset":
+        return  # another dataset folder: its card is not this package's to re-render
     add_files(folder, [REPORT_FILE], "dataset")
     if (folder / "README.md").is_file():
         refresh_dataset_card(folder, find_recipe(folder), quality=_existing_quality(folder))
@@ -365,11 +386,11 @@ def _rewrite_without(folder: Path, shards: list[Path], drop: set[str], report: d
     import pyarrow.parquet as pq
     from huggingface_hub import DatasetCard
 
-    from synthvlm_data.outdir import MARKER, replace_dir, staging_dir
+    from synthvlm_data.outdir import replace_dir, staging_dir
     from synthvlm_data.presentation.cards import size_category
 
     staging = staging_dir(folder)
-    shutil.copytree(folder, staging, ignore=shutil.ignore_patterns("*.parquet", MARKER), dirs_exist_ok=True)
+    shutil.copytree(folder, staging, ignore=shutil.ignore_patterns("*.parquet"), dirs_exist_ok=True)
     try:
         kept = num_bytes = 0
         for shard in shards:

@@ -301,23 +301,29 @@ def test_validate_only_reads_every_llava_record_and_image(tmp_path, capsys, case
 
 
 def test_rebuilding_a_reported_dataset_keeps_its_report(tiny_build, tmp_path):
-    """`synthvlm report` adds plots/ and the card's quality section; re-running the build (all
-    shards complete: only the export runs again) keeps them; other rows get a fresh report."""
-    from synthvlm_data.build import build
-    from synthvlm_data.presentation.report import report_into_dataset
+    """`synthvlm report` adds plots/ and the card's quality section, `decontaminate` its check;
+    re-running the build (all shards complete: only the export runs again) keeps them; other rows
+    get a fresh report."""
     from conftest import parquet_checksums, small_tiny_recipe
+
+    from synthvlm_data.build import build
+    from synthvlm_data.cli import main
+    from synthvlm_data.presentation.report import report_into_dataset
 
     work = tmp_path / "work"
     shutil.copytree(tiny_build.work_dir, work)
     folder = tmp_path / "ds"
     shutil.copytree(tiny_build.out_dir, folder)
     report_into_dataset(folder, work)
+    captions = tmp_path / "eval.txt"
+    captions.write_text("a caption that matches nothing at all in this dataset\n")
+    assert main(["decontaminate", str(folder), "--against", str(captions)]) == 0
     card = (folder / "README.md").read_text()
     plots = sorted(p.name for p in (folder / "plots").iterdir())
-    assert "report.json" in plots and "report.md" in card
+    assert "report.json" in plots and "report.md" in card and "### Contamination check" in card
     build(small_tiny_recipe(), folder, work_dir=work, progress=False)
     assert sorted(p.name for p in (folder / "plots").iterdir()) == plots
-    assert (folder / "README.md").read_text() == card
+    assert (folder / "README.md").read_text() == card and (folder / "decontamination.json").is_file()
     assert parquet_checksums(folder) == parquet_checksums(tiny_build.out_dir)
     assert {f"plots/{p}" for p in plots} <= set(read_marker(folder)["files"])
     # Other rows (another selection ratio on the same work dir): the report is made again for them.

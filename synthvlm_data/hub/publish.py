@@ -26,7 +26,6 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, Reposit
 from huggingface_hub.utils import get_token
 
 from synthvlm_data.hub import HubError
-from synthvlm_data.outdir import owner_kind
 from synthvlm_data.hub.validate import (
     UploadFile,
     check_repo_id,
@@ -39,6 +38,7 @@ from synthvlm_data.hub.validate import (
     validate_model_folder,
 )
 from synthvlm_data.models.refs import hub_offline
+from synthvlm_data.outdir import owner_kind
 
 REPO_TYPES = ("dataset", "model")
 LOGIN_HINT = "run `hf auth login` or set HF_TOKEN to a token with write access"

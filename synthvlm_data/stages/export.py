@@ -277,22 +277,26 @@ def keep_later_files(old: Path, staging: Path, recipe) -> bool:
     from synthvlm_data.outdir import owner_kind
 
     old_report = old / "plots" / "report.json"
-    if not old_report.is_file() or owner_kind(old) != "dataset":
+    later = [name for name in LATER_FILES if (old / name).is_file()]
+    if not (old_report.is_file() or later) or owner_kind(old) != "dataset":
         return False
     if not _same_data(old, staging):
-        return True
+        return old_report.is_file()
     from synthvlm_data.presentation.cards import quality_section, refresh_dataset_card
 
-    for src in sorted((old / "plots").iterdir()):
-        dst = staging / "plots" / src.name
-        if src.is_file() and not dst.exists():
-            dst.parent.mkdir(exist_ok=True)
-            shutil.copy2(src, dst)
-    for name in LATER_FILES:
-        if (old / name).is_file():
-            shutil.copy2(old / name, staging / name)
-    report = json.loads((staging / "plots" / "report.json").read_text(encoding="utf-8"))
-    refresh_dataset_card(staging, recipe, quality=quality_section(report, staging / "plots", staging))
+    if old_report.is_file():
+        for src in sorted((old / "plots").iterdir()):
+            dst = staging / "plots" / src.name
+            if src.is_file() and not dst.exists():
+                dst.parent.mkdir(exist_ok=True)
+                shutil.copy2(src, dst)
+    for name in later:
+        shutil.copy2(old / name, staging / name)
+    quality = None
+    if old_report.is_file():
+        report = json.loads((staging / "plots" / "report.json").read_text(encoding="utf-8"))
+        quality = quality_section(report, staging / "plots", staging)
+    refresh_dataset_card(staging, recipe, quality=quality)
     return False
 
 
