@@ -153,6 +153,11 @@ def check_destination(path: Path, kind: str, *, overwrite: bool = False, flag: s
         raise DestinationRefused(
             f"{path} holds files synthvlm-data did not write ({describe(foreign)}): move them away or choose "
             f"another {flag}; they are never deleted" + (f", even with {overwrite_flag}" if overwrite_flag else ""))
+    if owner != kind and marker is not None and marker.get("files") is None:
+        raise DestinationRefused(
+            f"{path} holds a synthvlm-data {owner} folder (a training run or experiment, written over time, so "
+            f"its files are not listed): it is never replaced, even with {overwrite_flag or '--overwrite'}; "
+            f"choose another {flag}")
     if owner != kind and not overwrite:
         how = f"pass {overwrite_flag} to replace it, or choose" if overwrite_flag else "choose"
         raise DestinationRefused(f"{path} holds synthvlm-data {owner} output, not {kind}: {how} another {flag}")

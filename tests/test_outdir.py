@@ -77,6 +77,13 @@ def test_new_empty_and_own_folders_are_accepted_other_kinds_need_overwrite(tmp_p
     for kind, overwrite in (("dataset", False), ("llava-json", True)):
         with pytest.raises(DestinationRefused, match="notes.txt"):
             check_destination(own, kind, overwrite=overwrite)
+    run = tmp_path / "run"  # a training run: its files are not listed, so it is never replaced
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"x")
+    write_marker(run, "model", None)
+    check_destination(run, "model")
+    with pytest.raises(DestinationRefused, match="never replaced"):
+        check_destination(run, "dataset", overwrite=True)
     (tmp_path / "file").write_text("x")
     with pytest.raises(DestinationRefused, match="not a folder"):
         check_destination(tmp_path / "file", "dataset")
