@@ -46,10 +46,8 @@ def builder_for(recipe: str, overrides: dict | None = None, **kwargs):
 
 
 def run(args: argparse.Namespace) -> int:
-    from synthvlm_data.build import preflight
+    from synthvlm_data.build import check_destinations, preflight
     from synthvlm_data.config import load_recipe
-
-    from synthvlm_data.build import check_destinations
 
     overrides = {"captions": {"limit": args.limit}} if args.limit is not None else None
     recipe = load_recipe(args.recipe, overrides=overrides)

@@ -281,13 +281,16 @@ def _record(image: str) -> dict:
             "conversations": [{"from": "human", "value": "Describe.\n<image>"}, {"from": "gpt", "value": "a red square"}]}
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "not-a-list"])
+@pytest.mark.parametrize("case", ["missing", "truncated", "not-a-list", "multi-turn"])
 def test_validate_only_reads_every_llava_record_and_image(tmp_path, capsys, case):
     from synthvlm_data.training import cli
 
     records = [_record("ok.png")]
     if case == "missing":
         records.append(_record("gone.png"))
+    if case == "multi-turn":  # a LLaVA-665K record: stage 2 data, refused by stage 1
+        records.append(_record("ok.png"))
+        records[-1]["conversations"] += records[-1]["conversations"]
     path = _llava_json(tmp_path, records if case != "not-a-list" else {"data": records})
     if case == "truncated":
         good = (tmp_path / "images" / "ok.png").read_bytes()
@@ -297,7 +300,7 @@ def test_validate_only_reads_every_llava_record_and_image(tmp_path, capsys, case
             "--pretrain.data.dataset", str(path), "--pretrain.data.format", "llava_json",
             "--pretrain.data.image_folder", str(tmp_path / "images")]
     assert cli.main("pretrain", args) != 0
-    needle = {"missing": "gone.png", "truncated": "cut.png", "not-a-list": "list"}[case]
+    needle = {"missing": "gone.png", "truncated": "cut.png", "not-a-list": "list", "multi-turn": "4 turns"}[case]
     one_error_line(capsys.readouterr().err, needle)
     path.write_text(json.dumps([_record("ok.png")]))
     assert cli.main("pretrain", args) == 0

@@ -151,7 +151,7 @@ def _check_records(cfg: TrainConfig, stage: Stage, plan: Plan) -> None:
     sources = [section.data] if stage == "pretrain" else list(section.data)
     for src in sources:
         if src.format == "llava_json" and Path(src.dataset).expanduser().is_file():
-            n = check_llava_json(src.dataset, src.image_folder or ".", require_image=stage == "pretrain")
+            n = check_llava_json(src, stage)
             plan.lines.append(f"records: {src.dataset}: {n} parsed, every image decodes")
 
 
