@@ -155,7 +155,7 @@ def dataset_copy(tiny_build, tmp_path) -> Path:
     return folder
 
 
-def test_the_export_is_marked_and_the_parquet_shards_are_unchanged(tiny_build):
+def test_the_export_is_marked_with_the_files_it_wrote(tiny_build):
     marker = read_marker(tiny_build.out_dir)
     assert marker["kind"] == "dataset"
     assert set(marker["files"]) >= {"README.md", "synthvlm_stats.json",
