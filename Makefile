@@ -47,7 +47,7 @@ demo-tiny: venv
 	HF_HUB_OFFLINE=1 $(BIN)/synthvlm report synthvlm-tiny
 
 world-models: venv
-	$(BIN)/python -m synthvlm_data.world build-models
+	$(BIN)/python -m synthvlm_data.world build-models --out synthvlm_data/world/weights
 
 # The README's table "The experiment in miniature": EXPERIMENT_ARGS="--n 800 --seeds 0,1 ..." (see --help);
 # resumable (finished arms are reused), deterministic (same settings -> same results.json bytes).

@@ -27,6 +27,9 @@ def make_parser() -> argparse.ArgumentParser:
                         "`make build-dataset NPROC=N`), ray")
     p.add_argument("--limit", type=int, help="use at most N captions (a quick trial of a recipe)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="also replace synthvlm-data output of another kind at --out (files this package did not "
+                        "write are never deleted: a folder holding one is refused even so)")
     p.add_argument("--no-report", action="store_true",
                    help="skip the quality report (plots + table in the dataset card; `synthvlm report` does it later)")
     return p
@@ -43,14 +46,18 @@ def builder_for(recipe: str, overrides: dict | None = None, **kwargs):
 
 
 def run(args: argparse.Namespace) -> int:
-    from synthvlm_data.build import preflight
+    from synthvlm_data.build import check_destinations, preflight
     from synthvlm_data.config import load_recipe
 
     overrides = {"captions": {"limit": args.limit}} if args.limit is not None else None
-    preflight(load_recipe(args.recipe, overrides=overrides))  # one clear line before any file is written
+    recipe = load_recipe(args.recipe, overrides=overrides)
+    # One clear line before any file is written (the datasets cache included): the folders, the models.
+    check_destinations(recipe, args.out or Path(recipe.export.name), args.overwrite)
+    preflight(recipe)
     builder = builder_for(
         args.recipe, overrides, cache_dir=str(args.cache_dir) if args.cache_dir else None,
         work_dir=args.work_dir, out_dir=args.out, backend=args.backend, progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     builder.download_and_prepare()  # under `accelerate launch`: every rank builds, the main one prepares
     ds = builder.as_dataset(split="train")

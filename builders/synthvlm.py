@@ -89,7 +89,8 @@ class SynthVLM(datasets.GeneratorBasedBuilder):
 
     Extra keyword arguments (not part of the config, so they do not change the cache key):
     `work_dir` (default: the CLI's `runs/<name>-<fingerprint>`), `out_dir` (the exported dataset
-    folder; default: the recipe's `export.name`, like `synthvlm build`), `backend`, `progress`.
+    folder; default: the recipe's `export.name`, like `synthvlm build`), `backend`, `progress`,
+    `overwrite` (as `synthvlm build --overwrite`: the folder is checked before anything is built).
     """
 
     VERSION = datasets.Version("1.0.0")
@@ -104,8 +105,10 @@ class SynthVLM(datasets.GeneratorBasedBuilder):
         out_dir: str | Path | None = None,
         backend: str = "local",
         progress: bool = True,
+        overwrite: bool = False,
         **kwargs,
     ):
+        self.overwrite = overwrite
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.backend = backend
@@ -185,7 +188,8 @@ class SynthVLM(datasets.GeneratorBasedBuilder):
             self._data_dir = out_dir
             return
         self.build_result = build(
-            self.recipe, out_dir, work_dir=self.work_dir, backend=self.backend, progress=self.progress
+            self.recipe, out_dir, work_dir=self.work_dir, backend=self.backend, progress=self.progress,
+            overwrite=self.overwrite,
         )
         self._data_dir = Path(self.build_result.out_dir)
 

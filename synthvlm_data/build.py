@@ -9,7 +9,6 @@ with another's.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,15 +103,51 @@ def sweep_leftovers(work: WorkDir, out_dir: Path) -> list[Path]:
     An export's staging folder is removed only when the process that made it is gone: at full scale
     each one is a whole copy of the dataset.
     """
-    from synthvlm_data.stages.export import stale_export_dirs
+    from synthvlm_data.stages.export import sweep_stale_exports
     from synthvlm_data.stages.formats import FORMATS, default_out
 
     removed = work.sweep_temporaries()
-    stale = stale_export_dirs(out_dir) + [p for f in FORMATS for p in stale_export_dirs(default_out(out_dir, f))]
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
+    for target in [out_dir, *(default_out(out_dir, f) for f in FORMATS)]:
+        removed += sweep_stale_exports(target)
     return removed
+
+
+def check_destinations(recipe: Recipe, out_dir: Path, overwrite: bool = False) -> None:
+    """The dataset folder (and each `export.formats` folder next to it) may receive this build's
+    output (`synthvlm_data.outdir.check_destination`): checked before anything runs or is written."""
+    from synthvlm_data.outdir import check_destination
+    from synthvlm_data.stages.formats import default_out
+
+    check_destination(out_dir, "dataset", overwrite=overwrite)
+    for fmt in recipe.export.formats or []:
+        check_destination(default_out(out_dir, fmt), fmt, overwrite=overwrite, flag="--out (the formats go next to it)")
+
+
+def _previous_report(out_dir: Path) -> dict | None:
+    """The quality report `synthvlm report` left in the dataset folder a build is about to replace."""
+    import json
+
+    path = Path(out_dir) / "plots" / "report.json"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def regenerate_report(recipe: Recipe, out_dir: Path, work_dir: Path, previous: dict) -> None:
+    """Re-export with other rows: the old report no longer describes them, so it is made again (same
+    reference set) rather than dropped. A failure is a warning: the dataset itself is complete."""
+    import sys
+
+    from synthvlm_data.presentation.report import report_into_dataset
+
+    reference = previous.get("reference") or "builtin"
+    try:
+        report_into_dataset(out_dir, work_dir, recipe=recipe, reference=reference)
+    except SynthVLMError as err:
+        print(f"warning: the quality report of {out_dir} was not regenerated ({err}); run `synthvlm report "
+              f"{out_dir} --work-dir {work_dir} --reference {reference}`", file=sys.stderr)
 
 
 def collect_stats(work: WorkDir) -> dict:
@@ -137,11 +172,15 @@ def build(
     backend: str = "local",
     options: BackendOptions | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> BuildResult:
     """Run (or resume) every stage of `recipe` in its work dir on `backend`, then export `out_dir`.
 
-    `options` default to the ones set in the environment (`BackendOptions.from_env`).
+    `options` default to the ones set in the environment (`BackendOptions.from_env`). `out_dir`
+    must be new, empty or this package's output (`check_destinations`; `overwrite`: of another
+    kind too): that is checked first, before the work dir exists.
     """
+    check_destinations(recipe, Path(out_dir), overwrite)
     preflight(recipe)
     work = WorkDir(work_dir) if work_dir else WorkDir.default(recipe)
     options = options if options is not None else BackendOptions.from_env()
@@ -167,11 +206,22 @@ def build(
         if main:
             from synthvlm_data.stages.export import export_dataset
 
+            previous = _previous_report(out_dir)
+            checked = (Path(out_dir) / "decontamination.json").is_file()
             export_dataset(ctx, out_dir, collect_stats(work))
+            if previous is not None and not (Path(out_dir) / "plots" / "report.json").is_file():
+                regenerate_report(recipe, Path(out_dir), work.root, previous)
+            if checked and not (Path(out_dir) / "decontamination.json").is_file():
+                import sys
+
+                print(f"warning: {out_dir} had a contamination check (decontamination.json) that does not describe "
+                      "the re-exported rows (a re-export undoes `decontaminate --remove`): run `synthvlm decontaminate "
+                      f"{out_dir} --against ...` again", file=sys.stderr)
             if recipe.export.formats:
                 from synthvlm_data.stages.formats import export_formats
 
-                export_formats(out_dir, recipe.export.formats, shard_size=recipe.export.webdataset_shard_size)
+                export_formats(out_dir, recipe.export.formats, shard_size=recipe.export.webdataset_shard_size,
+                               overwrite=overwrite)
         timings["export"] = time.perf_counter() - t0
         runner.wait_for_everyone()
         stats = collect_stats(work)
@@ -180,4 +230,4 @@ def build(
     return BuildResult(out_dir=Path(out_dir), work_dir=work.root, timings=timings, stats=stats, main_process=main)
 
 
-__all__ = ["BuildResult", "build", "preflight"]
+__all__ = ["BuildResult", "build", "check_destinations", "preflight"]

@@ -14,6 +14,10 @@ from pathlib import Path
 from synthvlm_data.errors import SynthVLMError, os_error_message
 
 
+OVERWRITE_HELP = ("also replace synthvlm-data output of another kind there; files this package did not write are "
+                  "never deleted: a folder holding one is refused even with --overwrite")
+
+
 def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -36,7 +40,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, overrides=overrides)
     out = Path(args.out or recipe.export.name)
     result = build(recipe, out, work_dir=args.work_dir, backend=args.backend, options=_backend_options(args),
-                   progress=not args.quiet)
+                   progress=not args.quiet, overwrite=args.overwrite)
     if not result.main_process:  # other ranks of `accelerate launch`: the main process reports
         return 0
     total = sum(result.timings.values())
@@ -156,7 +160,7 @@ def print_quality_table(report: dict) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from synthvlm_data.stages.formats import export_formats
 
-    done = export_formats(args.dataset, args.format, shard_size=args.shard_size, out=args.out)
+    done = export_formats(args.dataset, args.format, shard_size=args.shard_size, out=args.out, overwrite=args.overwrite)
     for fmt, res in done.items():
         what = f"{len(res['shards'])} tar shards" if fmt == "webdataset" else f"{Path(res['json']).name} + images/"
         print(f"{fmt}: {res['rows']} rows -> {res['out']} ({what})")
@@ -233,7 +237,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="run a recipe end to end and export the dataset folder")
     b.add_argument("--recipe", default="tiny", help="shipped recipe name (see `synthvlm recipes`) or a path to a YAML file")
-    b.add_argument("--out", help="output dataset folder (default: the recipe's export.name)")
+    b.add_argument("--out", help="output dataset folder (default: the recipe's export.name); it must be new, empty "
+                   "or an earlier build's (checked before anything runs)")
+    b.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     b.add_argument("--work-dir", type=Path, help="where stage shards live (default: runs/<recipe name>-<fingerprint>); re-running resumes")
     b.add_argument("--backend", default="local", choices=["local", "accelerate", "ray"],
                    help="local (one process); accelerate (every rank of `accelerate launch -m synthvlm_data.cli build ...`); "
@@ -288,7 +294,9 @@ def make_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", action="append", required=True, choices=["llava-json", "webdataset"],
                     help="llava-json: DATASET-llava-json/<name>.json + images/; webdataset: DATASET-webdataset/<name>-NNNNNN.tar "
                          "(repeat the flag for both)")
-    ex.add_argument("--out", type=Path, help="output folder (one --format only; default: next to DATASET, as above)")
+    ex.add_argument("--out", type=Path, help="output folder (one --format only; default: next to DATASET, as above); "
+                    "it must be new, empty or an earlier export of that format")
+    ex.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     ex.add_argument("--shard-size", type=int, default=1000, help="webdataset: samples per tar shard (default 1000)")
     ex.set_defaults(func=cmd_export)
 

@@ -272,8 +272,16 @@ def check_dataset(dataset_dir: Path, cfg: DecontamConfig, *, remove: bool = Fals
 
     from synthvlm_data.stages.formats import dataset_shards
 
+    from synthvlm_data.outdir import check_destination
+
     dataset_dir = Path(dataset_dir)
     shards = dataset_shards(dataset_dir)
+    # `remove` replaces the folder: only a dataset this package wrote, holding no file it did not
+    # write, checked before any work. A check alone adds its report to any dataset folder.
+    if remove:
+        check_destination(dataset_dir, "dataset", flag="DATASET folder", overwrite_flag=None)
+    else:
+        check_report_file(dataset_dir)
     index = build_index(cfg)
     caption_hits: dict[str, int] = {s["name"]: 0 for s in index.sets}
     image_hits: dict[str, int] = {s["name"]: 0 for s in index.sets}
@@ -324,13 +332,34 @@ def check_dataset(dataset_dir: Path, cfg: DecontamConfig, *, remove: bool = Fals
     return report
 
 
+def check_report_file(folder: Path) -> None:
+    """The check writes `decontamination.json` into the folder: never over a file of that name that
+    is not an earlier report of this check."""
+    import json
+
+    path = Path(folder) / REPORT_FILE
+    if not path.exists():
+        return
+    try:
+        ours = {"rows_checked", "hit_ids", "sets"} <= set(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise InputDataError(f"{path} exists and is not a report of `synthvlm decontaminate`: move it away first")
+
+
 def _write_report(folder: Path, report: dict) -> None:
     import json
 
     from synthvlm_data.presentation.cards import refresh_dataset_card
     from synthvlm_data.presentation.report import find_recipe
 
+    from synthvlm_data.outdir import add_files, owner_kind
+
     (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if owner_kind(folder) != "dataset":
+        return  # another dataset folder: its card is not this package's to re-render
+    add_files(folder, [REPORT_FILE], "dataset")
     if (folder / "README.md").is_file():
         refresh_dataset_card(folder, find_recipe(folder), quality=_existing_quality(folder))
 
@@ -350,20 +379,18 @@ def _existing_quality(folder: Path) -> dict | None:
 def _rewrite_without(folder: Path, shards: list[Path], drop: set[str], report: dict) -> None:
     """Copy the folder without the rows in `drop` (shard names kept; the card's row count updated),
     then swap it in: an interrupted removal leaves the dataset as it was."""
-    import os
     import shutil
-    import uuid
 
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from huggingface_hub import DatasetCard
 
+    from synthvlm_data.outdir import replace_dir, staging_dir
     from synthvlm_data.presentation.cards import size_category
-    from synthvlm_data.stages.export import _replace_dir
 
-    staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    shutil.copytree(folder, staging, ignore=shutil.ignore_patterns("*.parquet"))
+    staging = staging_dir(folder)
+    shutil.copytree(folder, staging, ignore=shutil.ignore_patterns("*.parquet"), dirs_exist_ok=True)
     try:
         kept = num_bytes = 0
         for shard in shards:
@@ -385,7 +412,7 @@ def _rewrite_without(folder: Path, shards: list[Path], drop: set[str], report: d
                 card.data.size_categories = [size_category(kept)]
             card.save(card_path)
         _write_report(staging, report)
-        _replace_dir(staging, folder)
+        replace_dir(staging, folder, "dataset")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -25,6 +25,7 @@ from synthvlm_data.hub.validate import check_safetensors_header
 from synthvlm_data.cli import main as cli_main
 from synthvlm_data.hub import HubError
 from synthvlm_data.hub.publish import publish_folder
+from synthvlm_data.outdir import write_marker
 
 FAKE_TOKEN = "hf_fakeTOKENforTESTS0123456789abcdefXYZ"
 REPO = "someone/synthvlm-tiny"
@@ -170,12 +171,23 @@ def test_publishing_a_model_points_its_card_at_the_repo(model_dir, online, api):
     card.data.datasets = [REPO, "synthvlm-tiny"]
     card.text += '\nmodel = AutoModelForImageTextToText.from_pretrained("outputs/tiny-pretrain")\n'
     card.save(model_dir / "README.md")
+    write_marker(model_dir, "model", None)  # what training does: the folder and its card are this package's
     publish_folder(model_dir, "someone/tiny-llava", repo_type="model", dry_run=True)
     assert "outputs/tiny-pretrain" in (model_dir / "README.md").read_text()  # a dry run changes nothing
     publish_folder(model_dir, "someone/tiny-llava", repo_type="model")
     published = ModelCard.load(model_dir / "README.md")
     assert published.data.datasets == [REPO]
     assert 'from_pretrained("someone/tiny-llava")' in published.text and "outputs/tiny-pretrain" not in published.text
+
+
+def test_publishing_a_model_folder_not_written_here_leaves_its_card_alone(model_dir, online, api):
+    """Only a card this package wrote is pointed at the repo: another model folder (no training
+    output marker) is uploaded exactly as it is."""
+    card = model_dir / "README.md"
+    card.write_text(card.read_text() + '\nmodel = AutoModel.from_pretrained("their/local/path")\n')
+    before = card.read_bytes()
+    publish_folder(model_dir, "someone/tiny-llava", repo_type="model")
+    assert card.read_bytes() == before and api.upload_folder.called
 
 
 def test_reproduce_command_records_a_cpu_launch():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -336,7 +337,12 @@ def run(s: Settings, out: Path) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(int(os.environ.get("SYNTHVLM_CPU_THREADS", "1")))
+    from synthvlm_data.outdir import check_destination, ensure_marker
+
+    # New, empty or an earlier experiment (resumed): a folder holding anything else is refused before any work.
+    check_destination(out, "experiment", overwrite_flag=None)
     out.mkdir(parents=True, exist_ok=True)
+    ensure_marker(out, "experiment")
     settings_file = out / "settings.json"
     if settings_file.is_file() and json.loads(settings_file.read_text()) != s.fingerprint():
         raise SystemExit(f"{out} holds a run with other settings ({settings_file}); pass another --out or delete it")
@@ -370,6 +376,12 @@ def run(s: Settings, out: Path) -> dict:
 
 
 def main(argv=None) -> int:
+    from synthvlm_data.errors import SynthVLMError
+
     s, out = parse(argv)
-    run(s, out)
+    try:
+        run(s, out)
+    except SynthVLMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     return 0

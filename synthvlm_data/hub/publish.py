@@ -38,6 +38,7 @@ from synthvlm_data.hub.validate import (
     validate_model_folder,
 )
 from synthvlm_data.models.refs import hub_offline
+from synthvlm_data.outdir import owner_kind
 
 REPO_TYPES = ("dataset", "model")
 LOGIN_HINT = "run `hf auth login` or set HF_TOKEN to a token with write access"
@@ -205,10 +206,12 @@ def publish_folder(
     if problems:
         raise HubError(problems[0])
 
-    if repo_type == "model":
+    if repo_type == "model" and owner_kind(folder) == "model":
         from synthvlm_data.training.card import finalize_for_hub
 
-        finalize_for_hub(folder, repo_id)  # the card names its Hub repo, not the local folder
+        # The card names its Hub repo, not the local folder. Only a card this package wrote is edited:
+        # another model folder is uploaded exactly as it is.
+        finalize_for_hub(folder, repo_id)
     api = HfApi()
     errors = _network_errors()
     action = "checking your token"

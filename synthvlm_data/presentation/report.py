@@ -347,6 +347,7 @@ def write_quality_report(
         raise InputDataError(f"{dataset_dir} is not a folder: pass a dataset folder written by `synthvlm build`")
     dataset_files(dataset_dir)  # fail early, before loading any model
     out = Path(out_dir) if out_dir is not None else dataset_dir / "plots"
+    check_report_destination(dataset_dir, out)
     recipe = recipe or find_recipe(dataset_dir, Path(work_dir) if work_dir else None)
     notes = []
 
@@ -427,7 +428,36 @@ def write_quality_report(
     }
     (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    _record_report_files(dataset_dir, out, report["files"])
     return report
+
+
+def _inside(out: Path, dataset_dir: Path) -> bool:
+    return out.resolve().is_relative_to(dataset_dir.resolve())
+
+
+def check_report_destination(dataset_dir: Path, out: Path) -> None:
+    """The report writes into `out` (files by name, nothing deleted): inside the dataset folder, the
+    folder must be this package's dataset; elsewhere, `out` must be new, empty or an earlier report.
+    Either way it must hold no file the package did not write (`synthvlm_data.outdir`)."""
+    from synthvlm_data.outdir import check_destination
+
+    if _inside(out, dataset_dir):
+        check_destination(dataset_dir, "dataset", flag="DATASET folder (or pass --out)", overwrite_flag=None)
+    else:
+        check_destination(out, "report", overwrite_flag=None)
+
+
+def _record_report_files(dataset_dir: Path, out: Path, files: list[str]) -> None:
+    """The report's files join the marker of the folder that holds them (the dataset's when inside it),
+    so a later re-export or report knows them as this package's."""
+    from synthvlm_data.outdir import add_files
+
+    if _inside(out, dataset_dir):
+        prefix = out.resolve().relative_to(dataset_dir.resolve()).as_posix()
+        add_files(dataset_dir, [f"{prefix}/{f}" if prefix != "." else f for f in files], "dataset")
+    else:
+        add_files(out, files, "report")
 
 
 def world_measurements(recipe: Recipe, work: WorkDir, pool: pa.Table) -> dict:
@@ -510,5 +540,5 @@ def _grid_items(
     return top, bottom
 
 
-__all__ = ["FILES", "builtin_reference", "find_recipe", "find_work_dir", "report_into_dataset", "score_reference",
+__all__ = ["FILES", "builtin_reference", "check_report_destination", "find_recipe", "find_work_dir", "report_into_dataset", "score_reference",
            "table_rows", "write_quality_report"]

@@ -3,17 +3,19 @@
 `<out>/data/train-NNNNN-of-NNNNN.parquet` (an `Image` feature, PNG/JPEG bytes embedded) plus a
 README.md dataset card whose YAML carries `configs:` and `dataset_info:`. The folder is assembled
 under a temporary name next to `<out>` and renamed into place at the end, so an interrupted or
-failed export never leaves a partial dataset behind.
+failed export never leaves a partial dataset behind; it replaces only this package's own output
+(`synthvlm_data.outdir`). A re-export whose rows are the same bytes keeps the quality report and
+contamination check that later commands added to the old folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
 import shutil
-import uuid
 from glob import escape as glob_escape
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from synthvlm_data.columns import dataset_features, latent_from_bytes
+from synthvlm_data.outdir import remove_owned, replace_dir, staging_dir
 from synthvlm_data.shards import ShardStore
 from synthvlm_data.stages.base import RunContext
 from synthvlm_data.workdir import GENERATE, SELECT
@@ -186,8 +189,8 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
     n_shards = max(1, math.ceil(n_rows / per_shard))
 
     out_dir = Path(out_dir)
-    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    (staging / "data").mkdir(parents=True)
+    staging = staging_dir(out_dir)
+    (staging / "data").mkdir()
     shard = None
     try:
         num_bytes, written = 0, 0
@@ -216,7 +219,8 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
             score_rows=[("selected", stats["selected_scores"]), ("rejected pool", stats["rejected_scores"])],
         )
         (staging / "synthvlm_stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True, default=str))
-        _replace_dir(staging, out_dir)
+        keep_later_files(out_dir, staging, recipe)
+        replace_dir(staging, out_dir, "dataset")
     except BaseException:
         if shard is not None:
             shard.abort()  # its spill file handle, before the folder goes
@@ -244,16 +248,70 @@ def _no_datasets_progress():
             datasets.enable_progress_bars()
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move `src` to `dst`, replacing an existing `dst` only once `src` is complete."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(old)
+LATER_FILES = ("decontamination.json",)  # written into a dataset folder by later commands (besides plots/)
+
+
+def _same_data(a: Path, b: Path) -> bool:
+    """Whether two dataset folders hold the same parquet files, byte for byte (sizes compared first)."""
+    files_a, files_b = sorted((a / "data").glob("*.parquet")), sorted((b / "data").glob("*.parquet"))
+    if [p.name for p in files_a] != [p.name for p in files_b]:
+        return False
+    if any(p.stat().st_size != q.stat().st_size for p, q in zip(files_a, files_b, strict=True)):
+        return False
+    return all(_sha256(p) == _sha256(q) for p, q in zip(files_a, files_b, strict=True))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def keep_later_files(old: Path, staging: Path, recipe) -> bool:
+    """Carry what `synthvlm report` and `synthvlm decontaminate` added to the old folder (plots/,
+    decontamination.json, the card's sections) into the new one, when the new rows are the same
+    bytes (the report describes them exactly). Returns whether the old folder had a report that
+    could not be kept (other rows: `build` regenerates it after the swap)."""
+    from synthvlm_data.outdir import owner_kind
+
+    old_report = old / "plots" / "report.json"
+    later = [name for name in LATER_FILES if (old / name).is_file()]
+    if not (old_report.is_file() or later) or owner_kind(old) != "dataset":
+        return False
+    if not _same_data(old, staging):
+        return old_report.is_file()
+    from synthvlm_data.presentation.cards import quality_section, refresh_dataset_card
+
+    if old_report.is_file():
+        for src in sorted((old / "plots").iterdir()):
+            dst = staging / "plots" / src.name
+            if src.is_file() and not dst.exists():
+                dst.parent.mkdir(exist_ok=True)
+                shutil.copy2(src, dst)
+    for name in later:
+        shutil.copy2(old / name, staging / name)
+    quality = None
+    if old_report.is_file():
+        report = json.loads((staging / "plots" / "report.json").read_text(encoding="utf-8"))
+        quality = quality_section(report, staging / "plots", staging)
+    refresh_dataset_card(staging, recipe, quality=quality)
+    return False
+
+
+def sweep_stale_exports(out_dir: Path) -> list[Path]:
+    """Delete the stale staging and replaced folders next to `out_dir` (`stale_export_dirs`). A
+    staging folder is all this package's; a replaced one loses only the files the package wrote
+    (its marker says which), so a file a user put there is never deleted."""
+    removed = []
+    for path in stale_export_dirs(out_dir):
+        if ".partial-" in path.name:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            remove_owned(path)
+        removed.append(path)
+    return removed
 
 
 def stale_export_dirs(out_dir: Path) -> list[Path]:

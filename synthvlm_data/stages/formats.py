@@ -13,19 +13,20 @@ exactly the published rows, in the published order, and can be made later with
   sample per row: `<id>.png` (or `.jpg`/`.webp`, the image bytes as published) and `<id>.json`
   (every other column). Tar headers get a fixed mtime, so the same dataset gives the same bytes.
 
-Each output folder is assembled under a temporary name and renamed into place at the end.
+Each output folder is assembled under a temporary name and renamed into place at the end; an
+existing folder is replaced only when it is this format's earlier output (`synthvlm_data.outdir`),
+and that is checked for every format before any is written.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from synthvlm_data.errors import InputDataError, import_optional
+from synthvlm_data.outdir import check_destination, check_not_inside, replace_dir, staging_dir
 
 FORMATS = ("llava-json", "webdataset")
 IMAGE_EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}  # PIL format -> file / WebDataset extension
@@ -76,20 +77,11 @@ def _meta(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("image", "latent")}
 
 
-def _staging(out: Path) -> Path:
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True)
-    return staging
-
-
 def write_llava_json(dataset_dir: Path, out: Path, name: str | None = None) -> dict:
     """`<out>/<name>.json` + `<out>/images/<id>.<ext>`; returns {"rows", "json", "images"}."""
-    from synthvlm_data.stages.export import _replace_dir
-
     dataset_dir, out = Path(dataset_dir), Path(out)
     name = name or dataset_dir.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = _staging(out)
+    staging = staging_dir(out)
     try:
         (staging / "images").mkdir()
         records = []
@@ -106,7 +98,7 @@ def write_llava_json(dataset_dir: Path, out: Path, name: str | None = None) -> d
                 ],
             })
         (staging / f"{name}.json").write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        _replace_dir(staging, out)
+        replace_dir(staging, out, "llava-json")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -115,16 +107,13 @@ def write_llava_json(dataset_dir: Path, out: Path, name: str | None = None) -> d
 
 def write_webdataset(dataset_dir: Path, out: Path, shard_size: int = 1000, name: str | None = None) -> dict:
     """`<out>/<name>-NNNNNN.tar` shards of at most `shard_size` samples; returns {"rows", "shards"}."""
-    from synthvlm_data.stages.export import _replace_dir
-
     wds = import_optional("webdataset", "formats", "WebDataset export")
 
     if shard_size < 1:
         raise InputDataError(f"webdataset shard size must be >= 1, got {shard_size}")
     dataset_dir, out = Path(dataset_dir), Path(out)
     name = name or dataset_dir.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = _staging(out)
+    staging = staging_dir(out)
     n = 0
     try:
         pattern = str(staging / f"{name}-%06d.tar")
@@ -137,24 +126,31 @@ def write_webdataset(dataset_dir: Path, out: Path, shard_size: int = 1000, name:
                 sink.write({"__key__": row["id"], image_ext(data, row["id"]): data, "json": meta})
                 n += 1
         shards = sorted(p.name for p in staging.glob("*.tar"))
-        _replace_dir(staging, out)
+        replace_dir(staging, out, "webdataset")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return {"rows": n, "shards": [str(out / s) for s in shards]}
 
 
-def export_formats(dataset_dir: Path, formats, *, shard_size: int = 1000, out: Path | None = None) -> dict[str, dict]:
-    """Write each of `formats` next to the dataset (or into `out` when there is one format)."""
+def export_formats(dataset_dir: Path, formats, *, shard_size: int = 1000, out: Path | None = None,
+                   overwrite: bool = False) -> dict[str, dict]:
+    """Write each of `formats` next to the dataset (or into `out` when there is one format).
+
+    Every destination is checked first (`outdir.check_destination`; `overwrite`: this package's
+    output of another kind may be replaced too), so a refusal leaves everything as it was."""
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise InputDataError(f"unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
     if out is not None and len(formats) > 1:
         raise InputDataError("--out names one folder: pass one --format with it")
+    targets = {fmt: Path(out) if out is not None else default_out(dataset_dir, fmt) for fmt in formats}
+    for fmt, target in targets.items():
+        check_not_inside(target, dataset_dir)
+        check_destination(target, fmt, overwrite=overwrite)
     done = {}
-    for fmt in formats:
-        target = Path(out) if out is not None else default_out(dataset_dir, fmt)
+    for fmt, target in targets.items():
         if fmt == "llava-json":
             done[fmt] = {"out": str(target), **write_llava_json(dataset_dir, target)}
         else:

@@ -224,6 +224,32 @@ def read_llava_json(path: str, image_folder: str, *, require_image: bool = False
     return out
 
 
+def check_llava_json(src: DataSource, stage: str) -> int:
+    """What training checks of a LLaVA JSON source before its first step, and a bit more: every
+    record parsed as the stage reads it (`read_llava_json`: a list, conversations, image files
+    present; stage 1: one instruction and one caption each) and every image decodes, so a
+    truncated file fails here, not hours into a run. Returns the number of records.
+
+    JPEGs decode at reduced scale (`draft`): the whole file is still read, so truncation shows."""
+    from PIL import Image, UnidentifiedImageError
+
+    if stage == "pretrain":
+        llava_json_captions(src)  # the stage-1 record shape (turn count) on top of read_llava_json
+    records = read_llava_json(src.dataset, src.image_folder or ".", require_image=stage == "pretrain")
+    root = Path(src.image_folder or ".").expanduser()
+    for i, rec in enumerate(records):
+        if rec["image"] is None:
+            continue
+        try:
+            with Image.open(root / rec["image"]) as im:
+                im.draft(im.mode, (64, 64))
+                im.load()
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+            raise _record_error(src.dataset, i, rec, f"image {rec['image']} does not decode ({type(err).__name__}: "
+                                f"{(str(err).splitlines() or [''])[0][:120]})", "replace the file or drop the record")
+    return len(records)
+
+
 def load_llava_json(path: str, image_folder: str):
     """LLaVA's JSON ({id, image?, conversations}) as a stage-2 {messages, images} Dataset; images are
     referenced, not copied."""

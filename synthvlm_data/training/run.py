@@ -240,11 +240,17 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
 
     from synthvlm_data.training.trackers import AccelerateTrackers, check_trackers, flat_config
 
+    from synthvlm_data.outdir import check_destination, ensure_marker
+
     started = time.perf_counter()
+    output_dir = cfg.output_dir(stage)
+    # New, empty or this package's training folder (resuming its checkpoints): checked before anything loads.
+    check_destination(output_dir, "model", flag="--output_dir", overwrite_flag=None)
     state = PartialState(cpu=use_cpu())
+    if state.is_main_process:
+        ensure_marker(output_dir, "model")
     section = cfg.stage(stage)
     targs = section.training
-    output_dir = cfg.output_dir(stage)
     accumulation = targs.gradient_accumulation_steps(state.num_processes)  # fail before loading anything
     check_accelerator(cfg, stage)
     check_trackers(targs.trackers)

@@ -135,6 +135,13 @@ def validate_config(cfg: TrainConfig, stage: Stage, num_processes: int | None = 
         f"{targs.lr_scheduler_type}, warmup {targs.warmup_ratio:g}, weight decay {targs.weight_decay:g}, {precision}"
     )
     plan.lines.append(f"output_dir: {cfg.output_dir(stage)}")
+    _check_records(cfg, stage, plan)
+    from synthvlm_data.outdir import DestinationRefused, check_destination
+
+    try:
+        check_destination(cfg.output_dir(stage), "model", flag="--output_dir", overwrite_flag=None)
+    except DestinationRefused as err:
+        raise TrainConfigError(str(err)) from None
     try:
         check_trackers(targs.trackers)
     except TrainConfigError as err:
@@ -156,6 +163,19 @@ def render_sample(cfg: TrainConfig, stage: Stage, plan: Plan) -> None:
         plan.warnings.append(f"no sample rendered: {note}")
         return
     plan.lines.append(render_stage_sample(cfg, stage, tokenizer, note).summary())
+
+
+def _check_records(cfg: TrainConfig, stage: Stage, plan: Plan) -> None:
+    """Local LLaVA JSON sources are read as training reads them before its first step: every record
+    parsed, every image present and decodable (`data.check_llava_json`)."""
+    from synthvlm_data.training.data import check_llava_json
+
+    section = cfg.stage(stage)
+    sources = [section.data] if stage == "pretrain" else list(section.data)
+    for src in sources:
+        if src.format == "llava_json" and Path(src.dataset).expanduser().is_file():
+            n = check_llava_json(src, stage)
+            plan.lines.append(f"records: {src.dataset}: {n} parsed, every image decodes")
 
 
 def _init_note(ref: ComponentRef) -> str:

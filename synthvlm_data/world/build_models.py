@@ -59,16 +59,20 @@ def checksums(root: Path) -> dict[str, str]:
     """SHA-256 of every model file under root, by path relative to root."""
     out = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name not in (CHECKSUMS, "training.json"):
+        if path.is_file() and path.name not in (CHECKSUMS, "training.json", ".synthvlm-output.json"):
             out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
 
 def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS) -> dict:
     """Train the models named in `only` into out_dir/<model>/ (staged, renamed when complete);
-    the others already in out_dir are kept and checksummed with them."""
+    the others already in out_dir are kept and checksummed with them. `out_dir` must be new,
+    empty or earlier world models (`synthvlm_data.outdir`), checked before any training."""
+    from synthvlm_data.outdir import check_destination, write_marker
+
+    check_destination(out_dir, "world-models", overwrite_flag=None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     t0 = time.perf_counter()
@@ -84,6 +88,7 @@ def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS) ->
             p.join()
             if p.exitcode != 0:
                 raise SystemExit(f"error: training {only[procs.index(p)]} failed (exit {p.exitcode}); nothing was replaced")
+        check_destination(out_dir, "world-models", overwrite_flag=None)  # again: files may have appeared meanwhile
         for m in only:
             target = out_dir / m
             if target.exists():
@@ -102,10 +107,26 @@ def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS) ->
     meta = {"models": {**{m: previous[m] for m in MODELS if m in previous and m not in results}, **results}, "wall_seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__,
             "python": platform.python_version(), "machine": platform.machine()}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    if out_dir.resolve() != WEIGHTS_DIR.resolve():  # the package's own folder ships without a marker
+        write_marker(out_dir, "world-models")
     too_big = {p: (out_dir / p).stat().st_size for p in sums if (out_dir / p).stat().st_size >= MAX_FILE_BYTES}
     if too_big:
         raise SystemExit(f"error: weight files over {MAX_FILE_BYTES} bytes: {too_big}")
     return meta
+
+
+def out_problem(out: Path | None, quick: bool, check: bool) -> str | None:
+    """Why `build-models` may not write where it was asked, or None. The package's own models
+    (world/weights/) are replaced only when --out names them, and never by --quick ones."""
+    if check:
+        return None
+    if out is None:
+        return (f"build-models needs --out: a new folder for the models, or --out {WEIGHTS_DIR} to replace the "
+                "package's own (`make world-models` does)")
+    if quick and out.resolve() == WEIGHTS_DIR.resolve():
+        return (f"--quick models (a few steps, to test the command) never replace the package's own in {WEIGHTS_DIR}: "
+                "pass --out another folder")
+    return None
 
 
 def read_checksums(root: Path) -> dict[str, str]:
@@ -119,12 +140,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m synthvlm_data.world", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build-models", help="retrain every world model (about 50 min on 2 cores)")
-    b.add_argument("--out", type=Path, default=WEIGHTS_DIR, help=f"where the models go (default {WEIGHTS_DIR})")
+    b.add_argument("--out", type=Path,
+                   help="where the models go: a new or empty folder, or earlier world models (required, except "
+                        f"with --check, which compares against {WEIGHTS_DIR} by default); the package's own "
+                        f"models are replaced only by naming their folder: --out {WEIGHTS_DIR}")
     b.add_argument("--check", action="store_true", help="rebuild into a temporary folder and compare with --out's checksums")
     b.add_argument("--quick", action="store_true", help="a few steps only (tests the command, not the models)")
     b.add_argument("--only", choices=MODELS, action="append", help="rebuild only this model (repeatable); the others are kept")
     args = ap.parse_args(argv)
     only = tuple(args.only) if args.only else MODELS
+    problem = out_problem(args.out, args.quick, args.check)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    args.out = args.out or WEIGHTS_DIR
     if args.check:
         expected = read_checksums(args.out)
         if not expected:
@@ -139,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         for p in diff:
             print(f"  differs: {p}  expected {expected.get(p, '-')[:12]}  got {got.get(p, '-')[:12]}")
         return 1 if diff else 0
-    meta = build(args.out, quick=args.quick, only=only)
+    from synthvlm_data.errors import SynthVLMError
+
+    try:
+        meta = build(args.out, quick=args.quick, only=only)
+    except SynthVLMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     print(f"built {', '.join(only)} into {args.out} in {meta['wall_seconds']:.0f} s")
     return 0
