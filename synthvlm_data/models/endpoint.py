@@ -187,7 +187,7 @@ class ResponseRecord:
             with open(path, "rb") as fh:
                 offset = 0
                 for line in fh:
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
                         item = json.loads(line)
                         if isinstance(item.get("answer"), list) or isinstance(item.get("response"), dict):
                             self.index[item["key"]] = offset
