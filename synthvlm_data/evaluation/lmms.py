@@ -143,26 +143,26 @@ def run_lmms(checkpoint: Path, tasks: list[str], items: Items | None, work_dir: 
     from synthvlm_data.evaluation.lmms_adapter import SynthVLMLlava
 
     _patch_lmms_eval()
-    model = SynthVLMLlava(pretrained=str(checkpoint), device=device, dtype=dtype)
-    main = model.rank == 0
+    world_data = work_dir / "world_vqa.parquet"
     specs: list = []
     for task in tasks:
         if task == WORLD_TASK:
-            data = work_dir / "world_vqa.parquet"
-            if main:  # one writer; the other ranks read it after the barrier below
-                write_world_task_data(items, data)
-            specs.append({"task": task, "dataset_kwargs": {"data_files": {"test": str(data)}}})
+            specs.append({"task": task, "dataset_kwargs": {"data_files": {"test": str(world_data)}}})
         elif task in dataset_paths:
             specs.append({"task": task, "dataset_path": dataset_paths[task], "dataset_kwargs": {"load_from_disk": True}})
         else:
             specs.append(task)
     builtin = any(t != WORLD_TASK for t in tasks)  # indexing lmms-eval's ~300 task folders takes ~18 s
-    model.accelerator.wait_for_everyone()
     manager = TaskManager(include_path=str(tasks_dir()), include_defaults=builtin)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise EvalInputError(f"--tasks {unknown[0]}: not an lmms-eval task (the LLaVA-1.5 suite: "
                              f"{', '.join(suite_tasks())}; local: {WORLD_TASK})")
+    model = SynthVLMLlava(pretrained=str(checkpoint), device=device, dtype=dtype)
+    main = model.rank == 0
+    if WORLD_TASK in tasks and main:  # one writer; the other ranks read it after the barrier
+        write_world_task_data(items, world_data)
+    model.accelerator.wait_for_everyone()
     t0 = time.time()
     results, samples = {}, {}
     for task, spec in zip(tasks, specs):
@@ -189,7 +189,8 @@ def run_lmms(checkpoint: Path, tasks: list[str], items: Items | None, work_dir: 
     if not main:
         return None
     n = results.pop("_n", {})
-    return {"suite": "lmms", "device": model.device.split(":")[0], "dtype": model.dtype, "tasks": tasks, "results": results, "n_samples": n, "limit": limit, "samples": samples,
+    return {"suite": "lmms", "device": model.device.split(":")[0], "dtype": model.dtype, "tasks": tasks,
+            "results": results, "n_samples": n, "limit": limit, "samples": samples,
             "lmms_eval_version": getattr(lmms_eval, "__version__", None) or _version("lmms_eval"),
             "seconds": round(time.time() - t0, 1)}
 
