@@ -37,6 +37,8 @@ def preflight(recipe: Recipe) -> None:
     check_available(recipe.generate.model, "generate.model")
     if recipe.generate.refiner is not None:
         check_available(recipe.generate.refiner, "generate.refiner")
+    if recipe.generate.vae is not None:
+        check_available(recipe.generate.vae, "generate.vae")
     check_available(recipe.score.clip.model, "score.clip.model")
     from synthvlm_data.captions.pipeline import check_models
 

@@ -199,7 +199,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from synthvlm_data.evaluation.run import evaluate
 
     res = evaluate(args.checkpoint, args.suite, n=args.n, seed=args.seed, out=args.out, tasks=args.tasks,
-                   limit=args.limit, dataset_paths=args.dataset_path, update_card=not args.no_card_update)
+                   limit=args.limit, dataset_paths=args.dataset_path, update_card=not args.no_card_update,
+                   device=args.device, dtype=args.dtype)
+    if not res.main_process:
+        return 0
     from rich.console import Console
     from rich.table import Table
 
@@ -339,6 +342,10 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, help="lmms: at most N items per task")
     e.add_argument("--dataset-path", action="append", metavar="TASK=DIR",
                    help="lmms: read TASK's data from a datasets save_to_disk folder instead of the Hub (repeatable)")
+    e.add_argument("--device", help="where the model runs: cuda, cuda:N or cpu (default: cuda when a GPU is visible, "
+                                    "else cpu; under accelerate launch each rank takes its own GPU and its share of "
+                                    "the lmms requests)")
+    e.add_argument("--dtype", help="float32, float16 or bfloat16 (default: bfloat16 on CUDA, float32 on the CPU)")
     e.add_argument("--no-card-update", action="store_true", help="do not add the table to CHECKPOINT/README.md")
     e.set_defaults(func=cmd_eval)
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.clustering import DiversityConfig
@@ -57,8 +57,33 @@ class GenerateConfig(StrictModel):
         default="pixels",
         description="latents: store the denoised latents (fp16) instead of images (Synth^2's embedding space).",
     )
+    variant: str | None = Field(
+        default=None, description="Weight-file variant to load (diffusers `variant`): `fp16` takes the repo's "
+        "*.fp16.safetensors, half the download of the fp32 files, for a float16 run. None: the default files.",
+    )
+    vae: ModelRef | None = Field(
+        default=None, description="A VAE to use instead of the model's own (generation and the latent decode), "
+        "e.g. madebyollin/sdxl-vae-fp16-fix: SDXL's VAE fine-tuned to decode in float16, where the original "
+        "is upcast to float32. It changes the pixels slightly; off by default, as in the papers.",
+    )
+    vae_slicing: bool = Field(
+        default=False, description="Decode a batch one image at a time (diffusers `vae.enable_slicing()`): "
+        "SDXL's float32 decode of 8 x 1024 px images otherwise peaks at 20-30 GB of GPU memory.",
+    )
     image_format: Literal["png", "jpeg", "webp"] = "png"
     image_quality: int = Field(default=95, ge=1, le=100, description="JPEG/WebP quality.")
+
+    @model_serializer(mode="wrap")
+    def _omit_load_options_at_default(self, handler):
+        """The loading options added after the first recipes (`LOAD_OPTIONS`) are left out of a dump
+        while at their defaults, so a recipe that does not use them keeps its fingerprint, its work
+        dir (a resume still finds it) and its card's recipe text."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in LOAD_OPTIONS:
+                if getattr(self, name) == type(self).model_fields[name].default:
+                    data.pop(name, None)
+        return data
 
     @model_validator(mode="after")
     def _pipeline_options(self) -> GenerateConfig:
@@ -67,7 +92,12 @@ class GenerateConfig(StrictModel):
             raise ValueError(f"refiner is SDXL-only (base + refiner hand-off); remove it for pipeline '{self.pipeline}'")
         if self.max_sequence_length is not None and self.pipeline == "sdxl":
             raise ValueError("max_sequence_length is the T5 prompt length of SD3-style pipelines; SDXL has none")
+        if self.model.is_tiny and (self.variant is not None or self.vae is not None):
+            raise ValueError("variant and vae apply to downloaded models; a tiny generator is built here: remove them")
         return self
+
+
+LOAD_OPTIONS = ("variant", "vae", "vae_slicing")
 
 
 class ClipScoreConfig(StrictModel):

@@ -192,7 +192,8 @@ def test_full_scale_uses_create_model_and_transforms_with_official_preprocessing
     monkeypatch.setattr(open_clip, "create_model_and_transforms", fake_create)
     monkeypatch.setattr(open_clip, "get_tokenizer", fake_tokenizer)
     s = ClipScorer(ClipScoreConfig(), device="cpu")  # default: ViT-B-32 / openai
-    assert calls["create"] == ("ViT-B-32", "openai", {"weights_only": True}) and calls["tokenizer"] == "ViT-B-32"
+    assert calls["create"] == ("ViT-B-32", "openai", {"force_quick_gelu": True, "weights_only": True})
+    assert calls["tokenizer"] == "ViT-B-32"
     assert s.preprocess is eval_tf
     np.testing.assert_allclose(s(images[:2], CAPTIONS[:2]), reference_cosines(images[:2], [PREFIX + c for c in CAPTIONS[:2]]), atol=1e-6)
 
@@ -201,3 +202,82 @@ def test_open_clip_names_for_hub_and_local_models(tmp_path):
     assert clip.open_clip_name(ModelRef(id="ViT-L-14", revision="laion2b_s32b_b82k")) == ("ViT-L-14", "laion2b_s32b_b82k")
     assert clip.open_clip_name(ModelRef(id="laion/CLIP-ViT-B-32-laion2B-s34B-b79K")) == ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None)
     assert clip.open_clip_name(ModelRef(id=str(tmp_path))) == (f"local-dir:{tmp_path}", None)
+
+
+# --------------------------------------------------------------------------- activation per pretrained tag
+
+
+def _activations(model) -> tuple[bool, bool]:
+    """(has QuickGELU, has GELU) among the model's modules."""
+    from open_clip.transformer import QuickGELU
+
+    mods = list(model.modules())
+    return any(isinstance(m, QuickGELU) for m in mods), any(type(m) is torch.nn.GELU for m in mods)
+
+
+def shipped_open_clip_models() -> list[tuple[str, str | None]]:
+    """Every (open_clip architecture, pretrained tag) any shipped recipe names, anywhere in it."""
+    from synthvlm_data.config import load_recipe, shipped_recipes
+
+    found: set = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("id"), str) and clip.is_open_clip_arch(node["id"]):
+                found.add((node["id"], node.get("revision")))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for name in shipped_recipes():
+        walk(load_recipe(name).model_dump(mode="json"))
+    return sorted(found)
+
+
+def test_activation_of_every_shipped_open_clip_model_is_the_one_its_tag_declares():
+    """OpenAI's CLIP weights were trained with QuickGELU; open_clip's `ViT-B-32` config is GELU and
+    only warns when they are loaded into it. The model built for each (architecture, tag) of the
+    shipped recipes (real size, meta device, no weights) has QuickGELU iff the tag declares it."""
+    shipped = shipped_open_clip_models()
+    assert ("ViT-B-32", "openai") in shipped  # the paper's scorer and caption filter: not vacuous
+    for arch, tag in shipped:
+        declared = open_clip.get_pretrained_cfg(arch, tag or "")
+        assert declared, f"{arch}/{tag}: not an open_clip pretrained tag"
+        model = clip.build_open_clip_architecture(ModelRef(id=arch, revision=tag))
+        assert next(model.parameters()).device.type == "meta"
+        quick, gelu = _activations(model)
+        assert (quick, gelu) == (bool(declared.get("quick_gelu")), not declared.get("quick_gelu")), (arch, tag)
+
+
+def test_activation_follows_the_tag_both_ways():
+    """A GELU-trained tag keeps GELU, a `-quickgelu` config is not forced twice, and the real size
+    is built (ViT-B/32: 151.3 M parameters)."""
+    laion = clip.build_open_clip_architecture(ModelRef(id="ViT-B-32", revision="laion2b_s34b_b79k"))
+    assert _activations(laion) == (False, True) and not clip.open_clip_spec(ModelRef(id="ViT-B-32", revision="laion2b_s34b_b79k")).get("force_quick_gelu")
+    spec = clip.open_clip_spec(ModelRef(id="ViT-B-32-quickgelu", revision="openai"))
+    assert spec == {"model_name": "ViT-B-32-quickgelu", "pretrained": "openai"}
+    openai = clip.build_open_clip_architecture(ModelRef(id="ViT-B-32", revision="openai"))
+    assert _activations(openai) == (True, False)
+    assert sum(p.numel() for p in openai.parameters()) == 151_277_313
+
+
+def test_openai_scorer_load_path_builds_quickgelu_and_clipscore_preprocessing(monkeypatch, images):
+    """`load_clip_scorer(ViT-B-32/openai)` through open_clip's own factory, with only the weight
+    download stubbed out: the model has QuickGELU, and its eval transform equals the anchor's
+    (jmhessel/clipscore `_transform_test(224)`: bicubic resize, center crop, RGB, CLIP mean/std)."""
+    import open_clip.factory
+
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", lambda *a, **k: "")  # no weights, no network
+    model, preprocess, tokenizer = clip.load_clip_scorer(ModelRef(id="ViT-B-32", revision="openai"), "cpu")
+    assert _activations(model) == (True, False)
+    anchor = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
+                        T.Lambda(lambda im: im.convert("RGB")), T.ToTensor(), T.Normalize(OPENAI_MEAN, OPENAI_STD)])
+    for im in images:
+        torch.testing.assert_close(preprocess(im.convert("RGB")), anchor(im), atol=1e-6, rtol=0)
+    # clip.tokenize(prefix + caption, truncate=True): 77 ids, <sot> ... <eot>
+    tok = open_clip.tokenizer._tokenizer
+    ids = tokenizer([PREFIX + CAPTIONS[0]])[0].tolist()
+    body = tok.encode(PREFIX + CAPTIONS[0])
+    assert ids[: len(body) + 2] == [tok.sot_token_id, *body, tok.eot_token_id] and len(ids) == 77

@@ -207,6 +207,98 @@ def test_p_yes_from_top_logprobs_is_the_two_way_softmax():
     assert p == pytest.approx(py / (py + pn)) and not j.decide("c", p)
 
 
+class FakeServer:
+    """Stands in for the `openai` client: answers like vLLM (ids, usage, 20 top_logprobs with byte
+    arrays), differently on every call (a sampling server), and counts the calls."""
+
+    def __init__(self):
+        self.calls, self.full = 0, []
+        self.chat = self.completions = self
+
+    def create(self, **body):
+        import random
+        from types import SimpleNamespace
+
+        self.calls += 1
+        rng = random.Random(self.calls)
+        words = rng.sample(["Yes", "No", " Yes", " No", "yes", "no", "The", "I", "A", "It", "This", "Based", "Sure",
+                            "In", "There", "**", "Answer", "Caption", "\n", "YES", "NO"], 20)
+        lps = sorted((-abs(rng.gauss(0, 4)) for _ in words), reverse=True)
+        tops = [{"token": w, "logprob": lp, "bytes": list(w.encode())} for w, lp in zip(words, lps)]
+        full = {"id": f"chatcmpl-{self.calls:032x}", "object": "chat.completion", "created": 1733550000,
+                "model": "served", "usage": {"prompt_tokens": 91, "total_tokens": 92, "completion_tokens": 1},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": words[0], "tool_calls": []},
+                             "logprobs": {"content": [{**tops[0], "top_logprobs": tops}]}, "finish_reason": "length"}]}
+        self.full.append(full)
+        return SimpleNamespace(model_dump=lambda **kw: full)
+
+
+@pytest.fixture()
+def fake_server(monkeypatch):
+    from synthvlm_data.models import endpoint as E
+
+    fake = FakeServer()
+    monkeypatch.setattr(E, "check_endpoint", lambda cfg, role, timeout=5.0: "served")
+    monkeypatch.setattr(E, "_client", lambda cfg, role, **kw: fake)
+    return fake
+
+
+def test_records_keep_what_a_replay_needs_and_replay_exactly(fake_server, tmp_path):
+    """A judge answer is stored as its text and the first token's (token, logprob) alternatives:
+    under 40% of vLLM's whole response; the judge computes the same p_yes from either; a resume
+    replays every answer without asking the server, from an index of offsets, not answers in memory."""
+    from synthvlm_data.models.endpoint import ResponseRecord, replay_view
+
+    cfg = EndpointConfig(url="http://gpu:8000/v1", max_concurrency=4)
+    first = EndpointJudge(JudgeConfig(), Endpoint(cfg, "captions judge", tmp_path), 0)
+    p_first = first.p_yes(CAPTIONS)
+    assert first.mode == "logprobs" and len(set(p_first)) > 3 and fake_server.calls == len(CAPTIONS)
+    lines = (tmp_path / RECORD_FILE).read_bytes().splitlines()
+    whole = [len(json.dumps(r, sort_keys=True)) for r in fake_server.full]
+    assert len(lines) == len(CAPTIONS) and max(map(len, lines)) < 0.4 * min(whole)  # with its key
+    for full in fake_server.full:  # what the judge reads is all there
+        assert first._p_yes(replay_view(full)) == first._p_yes(full)
+
+    before = fake_server.calls
+    resumed = Endpoint(cfg, "captions judge", tmp_path)
+    assert isinstance(resumed.recorded, ResponseRecord)
+    assert all(isinstance(v, int) for v in resumed.recorded.index.values()) and len(resumed.recorded) == len(CAPTIONS)
+    again = EndpointJudge(JudgeConfig(), resumed, 0)
+    # (+1: the first answer, which decides how p_yes is read, is looked up once more)
+    assert again.p_yes(CAPTIONS) == p_first and fake_server.calls == before and resumed.reused == len(CAPTIONS) + 1
+    assert again.report_extra() == first.report_extra()
+    resumed.close()
+
+
+def test_records_of_whole_responses_still_replay(fake_server, tmp_path):
+    """A record file written before answers were packed (whole responses) replays the same answers."""
+    cfg = EndpointConfig(url="http://gpu:8000/v1", max_concurrency=1)  # one at a time: call i = caption i
+    ep = Endpoint(cfg, "captions judge", tmp_path)
+    p_first = EndpointJudge(JudgeConfig(), ep, 0).p_yes(CAPTIONS[:4])
+    ep.close()
+    path = tmp_path / RECORD_FILE
+    keys = [json.loads(line)["key"] for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({"key": k, "response": r}, sort_keys=True) + "\n"
+                            for k, r in zip(keys, fake_server.full)))
+    before = fake_server.calls
+    old = Endpoint(cfg, "captions judge", tmp_path)
+    assert EndpointJudge(JudgeConfig(), old, 0).p_yes(CAPTIONS[:4]) == p_first and fake_server.calls == before
+
+
+def test_one_thread_pool_per_endpoint(fake_server, tmp_path):
+    """Batches reuse the endpoint's pool (at most max_concurrency threads); close() ends them."""
+    ep = Endpoint(EndpointConfig(url="http://gpu:8000/v1", max_concurrency=3), "captions synthesis", tmp_path)
+    pools = []
+    for b in range(4):
+        ep.chat([{"messages": [{"role": "user", "content": f"caption {b}-{i}"}]} for i in range(5)])
+        pools.append(ep._pool)
+    assert pools[0] is not None and all(p is pools[0] for p in pools) and fake_server.calls == 20
+    named = [t for t in threading.enumerate() if t.name.startswith("endpoint")]
+    assert 0 < len(named) <= 3
+    ep.close()
+    assert not any(t.is_alive() for t in named)
+
+
 # --------------------------------------------------------------------------- the real server
 
 

@@ -248,3 +248,92 @@ def test_lmms_eval_hub_failure_is_one_line(checkpoint, tmp_path, monkeypatch):
     text = str(err.value)
     assert len(text.splitlines()) == 1 and text.startswith("lmms task pope:") and "--dataset-path pope=DIR" in text
     assert not (tmp_path / "eval-lmms.json").exists()
+
+
+# --------------------------------------------------------------------------- device, dtype and ranks
+
+
+def test_eval_placement_defaults_and_refusals():
+    """CUDA in bfloat16 when a GPU is visible (this rank's GPU under a multi-process launch), else
+    the CPU in float32; explicit values win; bad values are one line."""
+    from synthvlm_data.evaluation.checkpoint import EvalInputError, eval_placement
+
+    assert eval_placement(cuda=True) == ("cuda", "bfloat16")
+    assert eval_placement(cuda=True, local_rank=3, num_processes=8) == ("cuda:3", "bfloat16")
+    assert eval_placement(cuda=False, local_rank=1, num_processes=2) == ("cpu", "float32")
+    assert eval_placement("cuda:1", "float16", cuda=True, local_rank=0, num_processes=2) == ("cuda:1", "float16")
+    assert eval_placement("cpu", cuda=True) == ("cpu", "float32")
+    assert eval_placement("cpu", "bfloat16", cuda=False) == ("cpu", "bfloat16")
+    for kwargs, needle in ((dict(dtype="fp8"), "--dtype fp8: unknown"), (dict(device="cuda"), "--device cuda: no CUDA GPU")):
+        with pytest.raises(EvalInputError, match=needle):
+            eval_placement(cuda=False, **kwargs)
+
+
+def test_eval_dtype_flag_reaches_the_model(checkpoint, capsys):
+    """`--dtype bfloat16` loads the checkpoint in bfloat16 and still answers (pixels are cast to
+    the model's dtype); a bad --dtype / --device is one line before anything loads."""
+    import torch
+
+    from synthvlm_data.evaluation.checkpoint import CheckpointModel
+
+    model = CheckpointModel(checkpoint, dtype="bfloat16", device="cpu")
+    assert model.model.dtype == torch.bfloat16
+    from synthvlm_data.world.render import render
+
+    items = ws.build_items(1, 0)
+    assert isinstance(model.generate([render(items.scenes[0])], items.questions[0].prompt, max_new_tokens=2), str)
+    assert main(["eval", str(checkpoint), "--dtype", "half"]) == 2
+    assert "--dtype half: unknown" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["eval", str(checkpoint), "--suite", "lmms", "--device", "cuda"]) == 2
+        assert "--device cuda: no CUDA GPU is visible" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_lmms_eval_two_ranks_split_the_requests(checkpoint, world_run, tmp_path):
+    """Two ranks of `accelerate launch --num_processes 2` (~70 s): each answers only its share of the
+    documents, rank 0 alone writes the results, and the predictions are those of one process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "rank.py"
+    script.write_text(textwrap.dedent('''
+        import json, os, sys
+        from synthvlm_data.evaluation import lmms_adapter
+        seen = []
+        real = lmms_adapter.SynthVLMLlava.generate_until
+        def counting(self, requests):
+            seen.extend(r.args[3] for r in requests)  # doc ids this rank answered
+            return real(self, requests)
+        lmms_adapter.SynthVLMLlava.generate_until = counting
+        from synthvlm_data.cli import main
+        code = main(["eval", sys.argv[1], "--suite", "lmms", "--tasks", "synthvlm_world_vqa", "--n", "1",
+                     "--out", sys.argv[2], "--no-card-update"])
+        with open(os.path.join(sys.argv[3], "rank%s.json" % os.environ["RANK"]), "w") as fh:
+            json.dump({"code": code, "docs": seen}, fh)
+    '''))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # as the Makefile launches ranks: --multi_gpu starts them via torchrun (CPU processes on gloo here)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
+    proc = subprocess.run([*launch, str(script), str(checkpoint), str(out), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    n_q = len(ws.build_items(1, 0).questions)
+    docs = [set(r["docs"]) for r in ranks]
+    assert all(r["code"] == 0 for r in ranks) and all(docs)
+    assert not docs[0] & docs[1] and docs[0] | docs[1] == set(range(n_q))  # a split, not a repeat
+    assert all(len(r["docs"]) <= (n_q + 1) // 2 for r in ranks)  # (an uneven split pads with a repeat)
+    result = json.loads((out / "eval-lmms.json").read_text())
+    assert result["n_samples"]["synthvlm_world_vqa"] == n_q and result["dtype"] == "float32"
+    samples = [json.loads(x) for x in (world_run[1] / "eval-world-samples.jsonl").read_text().splitlines()]
+    logged = [json.loads(x) for x in (out / "eval-lmms-samples.jsonl").read_text().splitlines()]
+    assert [r["prediction"].strip() for r in logged] == [s["prediction"] for s in samples if s["task"] == "vqa"]

@@ -260,3 +260,106 @@ def test_pilot_caps_synthesised_captions_and_forecasts_this_machine_on_a_cpu():
     rows = dict(format_pilot(res))
     assert "wall-clock on this machine (h)" in rows and not any("8 CPUs" in k for k in rows)
     assert rows["full recipe"] == "10 captions x 2 = 20 images"
+
+
+# --------------------------------------------------------------------------- full-size loading options
+
+
+@pytest.fixture()
+def hub_loads(monkeypatch):
+    """The full-size path with every Hub `from_pretrained` recorded (class, source, kwargs) and
+    answered with tiny components: what would be downloaded, without downloading."""
+    from diffusers import AutoModel, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    from synthvlm_data.models.tiny import build_tiny_sdxl
+
+    calls = []
+    base, refiner = build_tiny_sdxl(seed=0)
+
+    def base_of(kw):
+        if "vae" in kw:
+            base.register_modules(vae=kw["vae"])
+        return base
+
+    def refiner_of(kw):
+        refiner.register_modules(vae=kw["vae"], text_encoder_2=kw["text_encoder_2"])
+        return refiner
+
+    def recorded(kind, make):
+        def load(source, **kwargs):
+            calls.append((kind, source, kwargs))
+            return make(kwargs)
+        return load
+
+    monkeypatch.setattr(StableDiffusionXLPipeline, "from_pretrained", recorded("pipeline", base_of))
+    monkeypatch.setattr(StableDiffusionXLImg2ImgPipeline, "from_pretrained", recorded("refiner", refiner_of))
+    monkeypatch.setattr(AutoModel, "from_pretrained", recorded("vae", lambda kw: build_tiny_sdxl(seed=1)[0].vae))
+    return calls
+
+
+def _decoder_batches(vae, n: int) -> list[int]:
+    """Batch sizes the VAE's decoder sees when `n` latents are decoded at once."""
+    seen = []
+    handle = vae.decoder.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    try:
+        with torch.no_grad():
+            vae.decode(torch.randn(n, vae.config.latent_channels, 8, 8))
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_full_size_recipes_take_fp16_files_and_slice_the_vae_decode(hub_loads):
+    """synthvlm-100k asks diffusers for the fp16 weight files of base and refiner (safetensors
+    only), and its VAE (shared by the refiner) decodes a batch image by image."""
+    from synthvlm_data.models.diffusion import load_generator, load_vae
+
+    cfg = load_recipe("synthvlm-100k").generate
+    base, refiner = load_generator(cfg, "cpu")
+    (k1, src1, kw1), (k2, src2, kw2) = hub_loads
+    assert (k1, src1, k2, src2) == ("pipeline", cfg.model.id, "refiner", cfg.refiner.id)
+    for kw in (kw1, kw2):
+        assert kw["variant"] == "fp16" and kw["use_safetensors"] is True
+    assert "vae" not in kw1 and kw2["vae"] is base.vae and refiner.vae is base.vae
+    assert base.vae.use_slicing and _decoder_batches(base.vae, 3) == [1, 1, 1]
+
+    hub_loads.clear()  # Synth^2 decodes stored latents with the VAE alone: the same two options
+    vae = load_vae(load_recipe("synth2").generate, "cpu")
+    assert hub_loads == [("vae", "stabilityai/stable-diffusion-xl-base-1.0",
+                          {"revision": None, "use_safetensors": True, "subfolder": "vae", "dtype": torch.float32,
+                           "variant": "fp16"})]
+    assert vae.use_slicing
+    sd3 = load_recipe("synthvlm-sd3").generate
+    assert sd3.vae_slicing and sd3.variant is None  # the SD3-medium repo ships no fp16 variant files
+    # without the option (tiny, shapes: unchanged bytes) a batch decodes at once
+    tiny = ImageGenerator(tiniest_recipe(generate={"refiner": None}).generate)
+    assert not tiny.pipe.vae.use_slicing and _decoder_batches(tiny.pipe.vae, 3) == [3]
+
+
+def test_generate_vae_replaces_the_models_vae(hub_loads, monkeypatch):
+    """`generate.vae` (the fp16-fix SDXL VAE) is loaded once and handed to the pipeline, the
+    refiner and the latent decode; the preflight and the card name it."""
+    from synthvlm_data.build import preflight
+    from synthvlm_data.models.diffusion import load_generator, load_vae
+    from synthvlm_data.presentation.describe import models
+
+    fix = "madebyollin/sdxl-vae-fp16-fix"
+    recipe = load_recipe("synthvlm-100k", overrides={"generate": {"vae": {"id": fix}}})
+    base, refiner = load_generator(recipe.generate, "cpu")
+    assert hub_loads[0] == ("vae", fix, {"revision": None, "use_safetensors": True, "dtype": torch.float32})
+    assert hub_loads[1][2]["vae"] is base.vae is refiner.vae and base.vae.use_slicing
+    hub_loads.clear()
+    load_vae(recipe.generate, "cpu")
+    assert [(k, s) for k, s, _ in hub_loads] == [("vae", fix)]
+    assert {"role": "VAE (generate.vae)", "id": fix, "revision": "not pinned (default branch at build time)"} in models(recipe)
+    import contextlib
+
+    from synthvlm_data import build
+
+    checked = []
+    monkeypatch.setattr(build, "check_available", lambda ref, role, hint=None: checked.append((role, ref.id)))
+    with contextlib.suppress(SynthVLMError):  # the recipe's LLM server is not up here
+        preflight(recipe)
+    assert ("generate.vae", fix) in checked
+    with pytest.raises(RecipeError, match="variant and vae apply to downloaded models"):
+        tiniest_recipe(generate={"variant": "fp16"})

@@ -2,6 +2,7 @@
 
     python train/eval.py outputs/tiny-pretrain --suite world --n 100
     python train/eval.py outputs/llava-7b-finetune --suite lmms   # the LLaVA-1.5 suite (Hub access)
+    accelerate launch --num_processes 8 train/eval.py outputs/llava-7b-finetune --suite lmms   # 8 GPUs, bf16
 """
 
 import sys

@@ -133,8 +133,18 @@ def run_captions(cfg: CaptionsConfig, *, seed: int, profile: str = "full", repor
                  models: ModelCache | None = None) -> CaptionsResult:
     """The whole caption stage in this process: every unit mapped in order, reduced as it comes
     (with a `limit`, reading stops once enough captions passed every step)."""
+    own = models is None
+    models = models if models is not None else ModelCache()
+    try:
+        return _run_captions(cfg, seed, profile, report_dir, models)
+    finally:
+        if own:
+            models.close()
+
+
+def _run_captions(cfg: CaptionsConfig, seed: int, profile: str, report_dir: Path | None,
+                  models: ModelCache) -> CaptionsResult:
     with torch_threads(cfg.num_threads):
-        models = models if models is not None else ModelCache()
         timings: dict[str, float] = {}
         t_all = time.perf_counter()
 

@@ -31,6 +31,30 @@ def prompt_inputs(processor, images: list, prompt: str):
     return processor(images=images or None, text=prompt, return_tensors="pt", add_special_tokens=False)
 
 
+EVAL_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def eval_placement(device: str | None = None, dtype: str | None = None, *, cuda: bool | None = None,
+                   local_rank: int = 0, num_processes: int = 1) -> tuple[str, str]:
+    """(device, dtype) a checkpoint is evaluated on.
+
+    Defaults: CUDA in bfloat16 when a GPU is visible (a 7B model in fp32 on a CPU takes days for
+    the suite), else the CPU in float32. Under a multi-process launch (`accelerate launch`) a bare
+    `cuda` is this rank's GPU (`cuda:LOCAL_RANK`), as lmms-eval's `llava_hf` places its model.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if dtype is not None and dtype not in EVAL_DTYPES:
+        raise EvalInputError(f"--dtype {dtype}: unknown; choose one of {', '.join(EVAL_DTYPES)}")
+    device = device or ("cuda" if cuda else "cpu")
+    if device.startswith("cuda") and not cuda:
+        raise EvalInputError(f"--device {device}: no CUDA GPU is visible here; pass --device cpu (slow for a 7B model)")
+    if device == "cuda" and num_processes > 1:
+        device = f"cuda:{local_rank}"
+    return device, dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+
+
 class CheckpointModel:
     """Greedy generation from a saved LLaVA checkpoint, with its own processor's chat template."""
 
@@ -39,9 +63,11 @@ class CheckpointModel:
         from synthvlm_data.models.refs import ModelRef
 
         self.path = check_checkpoint(Path(path))
-        model, self.processor = load_llava(ModelRef(id=str(self.path.resolve())), dtype, role="checkpoint")
+        # Off the CPU the weights load straight onto the device (device_map), not into host memory first.
+        extra = {} if device == "cpu" else {"device_map": device}
+        model, self.processor = load_llava(ModelRef(id=str(self.path.resolve())), dtype, role="checkpoint", **extra)
         self.model = model.to(device).eval()
-        self.device = device
+        self.device, self.dtype = device, dtype
 
     def prompt(self, text: str, n_images: int = 1) -> str:
         content = [{"type": "image"}] * n_images + [{"type": "text", "text": text}]
@@ -51,7 +77,7 @@ class CheckpointModel:
         import torch
 
         inputs = prompt_inputs(self.processor, images, self.prompt(text, len(images)))
-        inputs = inputs.to(self.device)
+        inputs = inputs.to(self.device, dtype=self.model.dtype)  # floating tensors (pixels) in the model's dtype
         tok = self.processor.tokenizer
         with torch.no_grad():
             out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,

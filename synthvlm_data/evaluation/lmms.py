@@ -120,8 +120,11 @@ def _patch_lmms_eval() -> None:
 
 
 def run_lmms(checkpoint: Path, tasks: list[str], items: Items | None, work_dir: Path, *, limit: int | None = None,
-             dataset_paths: dict[str, str] | None = None, seed: int = 0, bootstrap_iters: int = 1000) -> dict:
-    """lmms-eval's `simple_evaluate` on `tasks` with the checkpoint's adapter; the results dict."""
+             dataset_paths: dict[str, str] | None = None, seed: int = 0, bootstrap_iters: int = 1000,
+             device: str | None = None, dtype: str | None = None) -> dict | None:
+    """lmms-eval's `simple_evaluate` on `tasks` with the checkpoint's adapter; the results dict on
+    the main process, None on the other ranks of a multi-process launch (they answer their share of
+    every task; rank 0 gathers and scores)."""
     from synthvlm_data.models.refs import hub_offline
 
     require_lmms_eval()
@@ -140,11 +143,11 @@ def run_lmms(checkpoint: Path, tasks: list[str], items: Items | None, work_dir: 
     from synthvlm_data.evaluation.lmms_adapter import SynthVLMLlava
 
     _patch_lmms_eval()
+    world_data = work_dir / "world_vqa.parquet"
     specs: list = []
     for task in tasks:
         if task == WORLD_TASK:
-            data = write_world_task_data(items, work_dir / "world_vqa.parquet")
-            specs.append({"task": task, "dataset_kwargs": {"data_files": {"test": str(data)}}})
+            specs.append({"task": task, "dataset_kwargs": {"data_files": {"test": str(world_data)}}})
         elif task in dataset_paths:
             specs.append({"task": task, "dataset_path": dataset_paths[task], "dataset_kwargs": {"load_from_disk": True}})
         else:
@@ -155,12 +158,16 @@ def run_lmms(checkpoint: Path, tasks: list[str], items: Items | None, work_dir: 
     if unknown:
         raise EvalInputError(f"--tasks {unknown[0]}: not an lmms-eval task (the LLaVA-1.5 suite: "
                              f"{', '.join(suite_tasks())}; local: {WORLD_TASK})")
-    model = SynthVLMLlava(pretrained=str(checkpoint))
+    model = SynthVLMLlava(pretrained=str(checkpoint), device=device, dtype=dtype)
+    main = model.rank == 0
+    if WORLD_TASK in tasks and main:  # one writer; the other ranks read it after the barrier
+        write_world_task_data(items, world_data)
+    model.accelerator.wait_for_everyone()
     t0 = time.time()
     results, samples = {}, {}
     for task, spec in zip(tasks, specs):
         try:
-            out = simple_evaluate(model=model, tasks=[spec], task_manager=manager, batch_size=1, device="cpu",
+            out = simple_evaluate(model=model, tasks=[spec], task_manager=manager, batch_size=1, device=model.device,
                                   limit=limit, bootstrap_iters=bootstrap_iters, log_samples=True, random_seed=seed,
                                   numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
         except Exception as err:  # noqa: BLE001 - lmms-eval wraps the Hub failure in tenacity's RetryError
@@ -179,8 +186,11 @@ def run_lmms(checkpoint: Path, tasks: list[str], items: Items | None, work_dir: 
             samples[name] = [_sample(r) for r in sorted(rows, key=lambda r: r["doc_id"])]
         n_samples = {k: v.get("effective", v.get("original")) for k, v in out.get("n-samples", {}).items()}
         results.setdefault("_n", {}).update(n_samples)
+    if not main:
+        return None
     n = results.pop("_n", {})
-    return {"suite": "lmms", "tasks": tasks, "results": results, "n_samples": n, "limit": limit, "samples": samples,
+    return {"suite": "lmms", "device": model.device.split(":")[0], "dtype": model.dtype, "tasks": tasks,
+            "results": results, "n_samples": n, "limit": limit, "samples": samples,
             "lmms_eval_version": getattr(lmms_eval, "__version__", None) or _version("lmms_eval"),
             "seconds": round(time.time() - t0, 1)}
 

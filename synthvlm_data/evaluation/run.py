@@ -9,12 +9,13 @@ checkpoint folder), and the table into the checkpoint's model card (README.md).
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from synthvlm_data.evaluation import report
-from synthvlm_data.evaluation.checkpoint import CheckpointModel, EvalInputError, check_checkpoint
+from synthvlm_data.evaluation.checkpoint import CheckpointModel, EvalInputError, check_checkpoint, eval_placement
 from synthvlm_data.evaluation.world_suite import (
     BOOTSTRAP,
     CAPTION_PROMPT,
@@ -37,6 +38,7 @@ class EvalOutcome:
     files: list[Path]
     card: Path | None
     seconds: float
+    main_process: bool = True  # False on the other ranks of a multi-process launch: they write nothing
 
 
 def world_predictions(model, items) -> tuple[list[str], list[str]]:
@@ -64,7 +66,9 @@ def world_result(items, captions: list[str], answers: list[str], name: str) -> t
 
 def evaluate(checkpoint: Path, suite: str = "world", n: int = 100, seed: int = 0, out: Path | None = None, *,
              tasks: list[str] | None = None, limit: int | None = None, dataset_paths: list[str] | None = None,
-             update_card: bool = True) -> EvalOutcome:
+             update_card: bool = True, device: str | None = None, dtype: str | None = None) -> EvalOutcome:
+    """Run a suite on `checkpoint` and write its results. `device` / `dtype` default to CUDA in
+    bfloat16 when a GPU is visible, else the CPU in float32 (`eval_placement`)."""
     if suite not in SUITES:
         raise EvalInputError(f"--suite {suite}: unknown suite; known: {', '.join(SUITES)}")
     checkpoint = check_checkpoint(Path(checkpoint))
@@ -73,10 +77,16 @@ def evaluate(checkpoint: Path, suite: str = "world", n: int = 100, seed: int = 0
         given = [flag for flag, v in (("--tasks", tasks), ("--limit", limit), ("--dataset-path", dataset_paths)) if v]
         if given:
             raise EvalInputError(f"{given[0]} applies to --suite lmms only (the world suite takes --n and --seed)")
+    if suite == "world":
+        if int(os.environ.get("RANK", "0")) != 0:  # the world suite is one process's work: rank 0 does it
+            return EvalOutcome(result={}, files=[], card=None, seconds=0.0, main_process=False)
+        device, dtype = eval_placement(device, dtype)
+    else:
+        eval_placement(device, dtype)  # bad values fail here, before lmms-eval is imported
     items = build_items(n, seed)
     t0 = time.time()
     if suite == "world":
-        model = CheckpointModel(checkpoint)
+        model = CheckpointModel(checkpoint, dtype=dtype, device=device)
         captions, answers = world_predictions(model, items)
         result, samples = world_result(items, captions, answers, checkpoint.name)
         files = report.write_results(result, out)
@@ -88,7 +98,9 @@ def evaluate(checkpoint: Path, suite: str = "world", n: int = 100, seed: int = 0
 
         chosen = tasks or suite_tasks()
         result = run_lmms(checkpoint, chosen, items if WORLD_TASK in chosen else None, out / "lmms-data", limit=limit,
-                          dataset_paths=parse_dataset_paths(dataset_paths), seed=seed)
+                          dataset_paths=parse_dataset_paths(dataset_paths), seed=seed, device=device, dtype=dtype)
+        if result is None:  # not the main process: its answers went to rank 0
+            return EvalOutcome(result={}, files=[], card=None, seconds=time.time() - t0, main_process=False)
         result["checkpoint_name"] = checkpoint.name
         result.pop("seconds", None)
         samples = result.pop("samples")

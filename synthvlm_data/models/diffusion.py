@@ -2,7 +2,9 @@
 `AutoPipelineForText2Image`) and their VAE alone, for a recipe's `generate` section.
 
 `tiny:sdxl-base` / `tiny:sdxl-refiner` / `tiny:sd3` are built offline (`models.tiny`); anything else
-is a Hub id or a local pipeline folder, loaded with safetensors only.
+is a Hub id or a local pipeline folder, loaded with safetensors only. Recipe options for full-size
+runs: `variant` (`fp16` weight files), `vae` (a replacement VAE such as the fp16-fix SDXL VAE) and
+`vae_slicing` (decode a batch image by image).
 """
 
 from __future__ import annotations
@@ -42,6 +44,28 @@ def _load(cls, ref: ModelRef, role: str, **kwargs):
                            **kwargs)
 
 
+def _variant(gen_cfg) -> dict:
+    """`variant=` for from_pretrained when the recipe names one (`fp16`: half the download)."""
+    return {"variant": gen_cfg.variant} if gen_cfg.variant is not None else {}
+
+
+def _replacement_vae(gen_cfg, dtype):
+    """The recipe's `generate.vae` (e.g. the fp16-fix SDXL VAE), or None for the model's own."""
+    if gen_cfg.vae is None:
+        return None
+    from diffusers import AutoModel
+
+    return _load(AutoModel, gen_cfg.vae, "generate.vae", dtype=dtype)
+
+
+def _configure_vae(vae, gen_cfg):
+    """Sliced decoding when the recipe asks for it (diffusers 0.42: the VAE's `enable_slicing`;
+    the pipelines' `enable_vae_slicing` shortcut is gone)."""
+    if gen_cfg.vae_slicing:
+        vae.enable_slicing()
+    return vae
+
+
 def load_generator(gen_cfg, device: str):
     """Return (pipeline, refiner_or_None) for a GenerateConfig."""
     dtype = compute_dtype(gen_cfg.dtype, device)
@@ -51,7 +75,9 @@ def load_generator(gen_cfg, device: str):
         from diffusers import AutoPipelineForText2Image, StableDiffusion3Pipeline, StableDiffusionXLPipeline
 
         cls = {"sdxl": StableDiffusionXLPipeline, "sd3": StableDiffusion3Pipeline, "auto": AutoPipelineForText2Image}[gen_cfg.pipeline]
-        base = _load(cls, gen_cfg.model, "generate.model", dtype=dtype)
+        vae = _replacement_vae(gen_cfg, dtype)
+        base = _load(cls, gen_cfg.model, "generate.model", dtype=dtype, **_variant(gen_cfg),
+                     **({"vae": vae} if vae is not None else {}))
         refiner = None
         if gen_cfg.refiner is not None:
             from diffusers import StableDiffusionXLImg2ImgPipeline
@@ -63,7 +89,9 @@ def load_generator(gen_cfg, device: str):
                 dtype=dtype,
                 text_encoder_2=base.text_encoder_2,
                 vae=base.vae,
+                **_variant(gen_cfg),
             )
+    _configure_vae(base.vae, gen_cfg)  # the refiner decodes with the same VAE object
     for pipe in (base, refiner):
         if pipe is not None:
             pipe.to(device)  # dtype is set at load (from_pretrained dtype; tiny builds are fp32)
@@ -83,14 +111,16 @@ def load_vae(gen_cfg, device: str):
     if gen_cfg.model.is_tiny:
         pipe, _ = _tiny_generator(gen_cfg.model_copy(update={"refiner": None}))
         vae = pipe.vae
+    elif gen_cfg.vae is not None:
+        vae = _replacement_vae(gen_cfg, compute_dtype(gen_cfg.dtype, device))
     else:
         from diffusers import AutoModel
 
         vae = _load(
             AutoModel, gen_cfg.model, "generate.model (vae)", subfolder="vae",
-            dtype=compute_dtype(gen_cfg.dtype, device),
+            dtype=compute_dtype(gen_cfg.dtype, device), **_variant(gen_cfg),
         )
-    return vae.to(device).eval()
+    return _configure_vae(vae, gen_cfg).to(device).eval()
 
 
 def generator_family(gen_cfg) -> str:

@@ -15,11 +15,17 @@ URL and how to start one.
 Every answer is recorded (`llm_responses.jsonl` in the caption stage's folder, keyed by the
 request's SHA-256): a re-run of the stage (resume after a kill) reuses recorded answers instead of
 asking the server again, so it is byte-identical even when the server's sampling is not
-reproducible.
+reproducible. A record holds only what the steps read (`pack`: each choice's text and finish
+reason, the first token's top-k tokens and logprobs), and a fresh answer is used in that same form
+(`replay_view`), so a replayed run cannot differ from the first. On resume the file is streamed
+into an index of byte offsets (`ResponseRecord`) and answers are read back from disk when asked
+for: a stage of 558K captions does not hold its answers in memory. One thread pool serves an
+endpoint for its lifetime (the caption stage's model cache), not one per batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -122,6 +128,113 @@ def check_endpoint(cfg: EndpointConfig, role: str, timeout: float = 5.0) -> str:
     return cfg.model
 
 
+def replay_view(response: dict) -> dict:
+    """The parts of a chat completion the LLM steps read, in the OpenAI nesting: per choice the
+    text (`message.content`), `finish_reason` (synthesis) and the first answer token's
+    `top_logprobs` as (token, logprob) pairs (judge); no ids, usage, token byte arrays or later
+    tokens. A first token without alternatives reads as no logprobs, as the judge reads it."""
+    return unpack(pack(response))
+
+
+def pack(response: dict) -> list[dict]:
+    """A response as stored: per choice `c` (text), `f` (finish reason), `t` ([token, logprob] of
+    the first token's alternatives), each only when present."""
+    out = []
+    for choice in response.get("choices") or []:
+        item: dict = {}
+        text = (choice.get("message") or {}).get("content")
+        if text is not None:
+            item["c"] = text
+        if choice.get("finish_reason") is not None:
+            item["f"] = choice["finish_reason"]
+        content = (choice.get("logprobs") or {}).get("content") or []
+        tops = (content[0] or {}).get("top_logprobs") if content else None
+        if tops is not None:
+            item["t"] = [[t["token"], t["logprob"]] for t in tops]
+        out.append(item)
+    return out
+
+
+def unpack(packed: list[dict]) -> dict:
+    """`pack`'s inverse: the stored answer in the OpenAI nesting the steps read."""
+    choices = []
+    for item in packed:
+        choice: dict = {}
+        if "c" in item:
+            choice["message"] = {"content": item["c"]}
+        if "f" in item:
+            choice["finish_reason"] = item["f"]
+        if "t" in item:
+            choice["logprobs"] = {"content": [{"top_logprobs": [{"token": t, "logprob": lp} for t, lp in item["t"]]}]}
+        choices.append(choice)
+    return {"choices": choices}
+
+
+class ResponseRecord:
+    """`llm_responses.jsonl`: one `{"answer", "key"}` line per answer (`pack`), appended as answers come.
+
+    Opening it streams the file once and keeps only an index (request key -> byte offset of its
+    line, the last line of a key winning); `get` reads that line back. A line cut by a kill is not a
+    record (its request is asked again), and the next record starts on a line of its own. Records
+    of older versions (whole responses) are read through `replay_view` like new ones.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.index: dict[str, int] = {}
+        self._newline = False  # the file's last line was cut by a kill: the next record starts a new line
+        if path.is_file():
+            with open(path, "rb") as fh:
+                offset = 0
+                for line in fh:
+                    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                        item = json.loads(line)
+                        if isinstance(item.get("answer"), list) or isinstance(item.get("response"), dict):
+                            self.index[item["key"]] = offset
+                    offset += len(line)
+                    self._newline = not line.endswith(b"\n")
+        self.loaded_end = path.stat().st_size if path.is_file() else 0  # records below this offset are old
+        self._append = None
+        self._read = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.index
+
+    def is_loaded(self, key: str) -> bool:
+        """Whether the answer was recorded by an earlier run (not by this one)."""
+        return self.index.get(key, self.loaded_end) < self.loaded_end
+
+    def get(self, key: str) -> dict:
+        if self._append is not None:
+            self._append.flush()
+        if self._read is None:
+            self._read = open(self.path, "rb")  # noqa: SIM115 - held for the record's lifetime
+        self._read.seek(self.index[key])
+        item = json.loads(self._read.readline())
+        return unpack(item["answer"]) if "answer" in item else replay_view(item["response"])  # older: whole
+
+    def put(self, key: str, packed: list[dict]) -> None:
+        """Append one answer (`pack`ed)."""
+        if self._append is None:
+            self._append = open(self.path, "ab")  # noqa: SIM115 - held for the record's lifetime
+        line = ("\n" if self._newline else "") + json.dumps({"answer": packed, "key": key}, sort_keys=True) + "\n"
+        data = line.encode("utf-8")
+        start = self._append.seek(0, os.SEEK_END)
+        self._append.write(data)
+        self._append.flush()  # a kill loses at most the line being written
+        self.index[key] = start + (1 if self._newline else 0)
+        self._newline = False
+
+    def close(self) -> None:
+        for fh in (self._append, self._read):
+            if fh is not None:
+                fh.close()
+        self._append = self._read = None
+
+
 class Endpoint:
     """Chat completions from one server: concurrent, retried, recorded."""
 
@@ -131,28 +244,35 @@ class Endpoint:
         self.name = f"{self.model} @ {cfg.url}"
         self.client = _client(cfg, role)
         self._lock = threading.Lock()
-        self.recorded: dict[str, dict] = {}
-        self.loaded: set[str] = set()  # keys of answers recorded by an earlier run
         self.record = Path(record_dir) / RECORD_FILE if record_dir is not None else None
-        self._newline = False  # the file's last line was cut by a kill: the next record starts a new line
-        if self.record is not None and self.record.is_file():
-            text = self.record.read_text(encoding="utf-8")
-            self._newline = bool(text) and not text.endswith("\n")
-            for line in text.splitlines():
-                try:  # a line cut by a kill is not a record: that request is asked again
-                    item = json.loads(line)
-                    self.recorded[item["key"]] = item["response"]
-                    self.loaded.add(item["key"])
-                except (ValueError, KeyError, TypeError):
-                    continue
+        # answers by request key: the file's index, or (nothing recorded to disk) a dict in memory
+        self.recorded: ResponseRecord | dict[str, dict] = ResponseRecord(self.record) if self.record else {}
         self.reused = 0
+        self._pool: ThreadPoolExecutor | None = None
 
     def chat(self, requests: list[dict]) -> list[dict]:
-        """One response dict (OpenAI chat-completion JSON) per request body, in order."""
+        """One response dict (the `replay_view` of an OpenAI chat completion) per request body, in order."""
         if not requests:
             return []
-        with ThreadPoolExecutor(min(self.cfg.max_concurrency, len(requests))) as pool:
-            return list(pool.map(self._one, requests))
+        if self._pool is None:  # one pool for the endpoint's lifetime (the stage), not one per batch
+            self._pool = ThreadPoolExecutor(self.cfg.max_concurrency, thread_name_prefix="endpoint")
+        return list(self._pool.map(self._one, requests))
+
+    def close(self) -> None:
+        """Stop the pool's threads and close the record (the stage is over)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if isinstance(self.recorded, ResponseRecord):
+            self.recorded.close()
+
+    def _lookup(self, key: str) -> dict | None:
+        if key not in self.recorded:
+            return None
+        if isinstance(self.recorded, ResponseRecord):
+            self.reused += self.recorded.is_loaded(key)
+            return self.recorded.get(key)
+        return self.recorded[key]
 
     def _one(self, body: dict) -> dict:
         import openai
@@ -160,9 +280,9 @@ class Endpoint:
         body = {"model": self.model, **body}
         key = hashlib.sha256(json.dumps([body, self.cfg.extra_body], sort_keys=True).encode()).hexdigest()
         with self._lock:
-            if key in self.recorded:
-                self.reused += key in self.loaded
-                return self.recorded[key]
+            found = self._lookup(key)
+        if found is not None:
+            return found
         try:
             resp = self.client.chat.completions.create(**body, extra_body=self.cfg.extra_body or None)
         except openai.APIStatusError as err:
@@ -174,11 +294,11 @@ class Endpoint:
             raise ModelUnavailableError(f"{self.role}: endpoint {self.cfg.url} stopped answering ({one_line(err)}, "
                                         f"after {self.cfg.max_retries} retries); {START_HINT}; answers so far are "
                                         "recorded, re-run to resume") from None
-        out = resp.model_dump(mode="json", exclude_none=True)
+        packed = pack(resp.model_dump(mode="json", exclude_none=True))
+        out = unpack(packed)  # what a replay returns: a fresh answer and its replay are the same input to the step
         with self._lock:
-            self.recorded[key] = out
-            if self.record is not None:
-                with open(self.record, "a", encoding="utf-8") as fh:
-                    fh.write(("\n" if self._newline else "") + json.dumps({"key": key, "response": out}, sort_keys=True) + "\n")
-                self._newline = False
+            if isinstance(self.recorded, ResponseRecord):
+                self.recorded.put(key, packed)
+            else:
+                self.recorded[key] = out
         return out

@@ -128,10 +128,11 @@ def load_image_stats(ref: ModelRef) -> tuple[list[float], list[float]]:
     return list(OPENAI_CLIP_MEAN), list(OPENAI_CLIP_STD)
 
 
-def load_llava(ref: ModelRef, dtype: str, role: str = "finetune.init_from"):
-    """Load a saved LLaVA model + processor (a stage-1 output dir or a Hub id)."""
+def load_llava(ref: ModelRef, dtype: str, role: str = "finetune.init_from", **kwargs):
+    """Load a saved LLaVA model + processor (a stage-1 output dir or a Hub id); `kwargs` go to
+    `from_pretrained` (e.g. `device_map`)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model = load_weights(AutoModelForImageTextToText.from_pretrained, ref, role, dtype=DTYPES[dtype])
+    model = load_weights(AutoModelForImageTextToText.from_pretrained, ref, role, dtype=DTYPES[dtype], **kwargs)
     processor = _load(AutoProcessor.from_pretrained, ref, role)
     return model, processor

@@ -219,6 +219,14 @@ class ModelCache:
             self._items[key] = build()
         return self._items[key]
 
+    def close(self) -> None:
+        """Release what the loaded models hold beyond memory (an endpoint's thread pool and record file)."""
+        from synthvlm_data.models.endpoint import Endpoint
+
+        for item in self._items.values():
+            if isinstance(item, Endpoint):
+                item.close()
+
 
 def cache_kwarg(model) -> str:
     """The keyword a model's forward takes its KV cache by: `cache` in recent transformers 5

@@ -37,6 +37,8 @@ def models(recipe) -> list[dict]:
     rows = [("generator", recipe.generate.model)]
     if recipe.generate.refiner is not None:
         rows.append(("refiner", recipe.generate.refiner))
+    if recipe.generate.vae is not None:
+        rows.append(("VAE (generate.vae)", recipe.generate.vae))
     rows.append(("CLIP scorer", recipe.score.clip.model))
     captions: dict[tuple, tuple[ModelRef, list[str]]] = {}
     for role, ref in model_refs(recipe.captions):

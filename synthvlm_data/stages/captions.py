@@ -136,17 +136,25 @@ class CaptionsStage(Stage):
             self._tables = self._compute(ctx)
         return self._tables
 
-    @staticmethod
-    def _reduce(ctx: RunContext):
+    @classmethod
+    def _reduce(cls, ctx: RunContext):
         """The curated units, in order, through the global steps (mapping any unit still missing here)."""
+        from synthvlm_data.models.text import ModelCache
+
+        ctx.work.caption_report_dir().mkdir(parents=True, exist_ok=True)
+        models = ModelCache()  # one load of each model for the units mapped here and the global steps
+        try:
+            return cls._reduce_with(ctx, models)
+        finally:
+            models.close()  # an endpoint's thread pool lives as long as the stage
+
+    @staticmethod
+    def _reduce_with(ctx: RunContext, models):
         from synthvlm_data.backends import pinned_threads
         from synthvlm_data.captions.pipeline import Reducer, UnitResult
-        from synthvlm_data.models.text import ModelCache
 
         recipe, cfg = ctx.recipe, ctx.recipe.captions
         report_dir = ctx.work.caption_report_dir()
-        report_dir.mkdir(parents=True, exist_ok=True)
-        models = ModelCache()  # one load of each model for the units mapped here and the global steps
         curate = CurateStage(models)
         timings: dict[str, float] = {}
         t_all = time.perf_counter()
