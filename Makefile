@@ -15,7 +15,7 @@ help:
 	@echo "make demo                      offline shapes recipe (miniature world, trained models) -> synthvlm-shapes/"
 	@echo "make demo-tiny                 offline tiny recipe (random-weight SDXL + refiner code path) -> synthvlm-tiny/"
 	@echo "make world-models              retrain the miniature world's models (about 60 min on 2 cores)"
-	@echo "make experiment                issue 14: real vs synthetic vs selected vs latent data, tiny LLaVA, world suite (~45 min)"
+	@echo "make experiment                the experiment in miniature: real vs synthetic vs selected vs latent data, tiny LLaVA, world suite (~45 min)"
 	@echo "make test                      the offline test suite (fast subset)"
 	@echo "make test-all                  including slow tests"
 	@echo "make test-min                  the declared minimum library versions, in .venv-min (CI runs it)"

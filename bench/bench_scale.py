@@ -1,4 +1,4 @@
-"""Scale: time and peak memory of the pipeline's real stages as the data grows (issue 15, item 5).
+"""Scale: time and peak memory of the pipeline's real stages as the data grows .
 
     python bench/bench_scale.py [--captions 100000,1000000] [--images 64,640] [--dir /tmp/bench-scale]
 

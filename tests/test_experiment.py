@@ -1,4 +1,4 @@
-"""Issue 14's experiment (`make experiment`): its parts (the world CLIP as a transformers vision
+"""The experiment in miniature (`make experiment`): its parts (the world CLIP as a transformers vision
 tower, the world LM's tokenizer) and a micro end-to-end run, twice, to the same bytes."""
 
 from __future__ import annotations

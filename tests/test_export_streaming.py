@@ -1,4 +1,4 @@
-"""Score and export stream the image shards in bounded batches (issue 15, item 4) and write the
+"""Score and export stream the image shards in bounded batches and write the
 bytes the whole-shard code wrote. Not timed: bench/bench_scale.py measures time and memory."""
 
 from __future__ import annotations

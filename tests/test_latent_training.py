@@ -1,4 +1,4 @@
-"""Synth^2's embedding path (issue 14, item 3): stage 1 trains on a latent-mode build's `latent`
+"""Synth^2's embedding path: stage 1 trains on a latent-mode build's `latent`
 column without decoding anything, and the checkpoint answers real images encoded by the same VAE.
 
 The dataset is a real latent-mode build (`synthvlm_data.build`, the tiny recipe's captions) with

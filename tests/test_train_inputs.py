@@ -1,4 +1,4 @@
-"""Training inputs (issue 14, item 2): LLaVA JSON + image folder for stage 1 (LCS-558K shape) and
+"""Training inputs: LLaVA JSON + image folder for stage 1 (LCS-558K shape) and
 stage 2 (LLaVA-665K shape, multi-turn, text-only rows), with record-level errors.
 
 The JSON files are written here from the miniature world's renders and true captions

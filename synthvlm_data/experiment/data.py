@@ -38,7 +38,7 @@ def pool_recipe(n: int, k: int, output: str = "pixels", seed: int = 0) -> dict:
     name = f"experiment-pool-{output}"
     return {
         "name": name, "profile": "world", "seed": seed, "rows_per_shard": 64,
-        "description": "issue 14 experiment: world pool captions -> world:sdxl -> CLIPScore + SSIM",
+        "description": "the experiment in miniature: world pool captions -> world:sdxl -> CLIPScore + SSIM",
         "captions": {"sources": [{"name": "world-pool", "type": "world",
                                   "world": {"n_clean": n, "n_per_corruption": 0, "seed": 1}}],
                      "num_threads": 1, "filters": []},

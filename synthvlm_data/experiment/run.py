@@ -130,7 +130,7 @@ def train_config(s: Settings, arm: str, seed: int, shared: dict, run_dir: Path) 
 
     return {
         "name": f"experiment-{arm}-seed{seed}", "seed": seed,
-        "description": f"issue 14 experiment, arm {ARM_TITLES[arm]}, seed {seed}",
+        "description": f"the experiment in miniature, arm {ARM_TITLES[arm]}, seed {seed}",
         "model": model,
         "pretrain": {"data": {"dataset": str(shared["data"] / arm), "format": "captions"}, "eval_ratio": 0.0,
                      "train_llm": True, "train_vision_tower": latent,
@@ -254,7 +254,7 @@ def aggregate(s: Settings, results: list[dict]) -> dict:
         row["vqa"]["all"] = _cell([r["per_item"]["vqa"] for r in runs], s.eval_seed, bootstrap_ci)
         arms[arm] = row
     first = results[0]
-    return {"experiment": "issue 14: real vs synthetic vs selected vs latent training data, miniature world",
+    return {"experiment": "real vs synthetic vs selected vs latent training data, miniature world",
             "settings": s.fingerprint(), "bootstrap": BOOTSTRAP, "eval_items": first["items"],
             "arms": arms, "baselines": {"majority": {
                 "captioning": {a: first["baselines"]["majority"]["captioning"][a]["score"] for a in TABLE_CAPTION},

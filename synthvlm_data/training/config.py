@@ -263,7 +263,7 @@ class FinetuneStage(Section):
     """LLaVA stage 2: projector + LLM trained on instruction data.
 
     The paper fine-tunes on LLaVA-665K alone, and so do the shipped configs; mixing synthetic pairs
-    in is an explicit second `data` source (`*-synthmix.yaml`, the default before issue 14).
+    in is an explicit second `data` source (`*-synthmix.yaml`, the earlier default).
     """
 
     init_from: ComponentRef | None = Field(
