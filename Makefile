@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # TORCH_SPEC="torch torchvision" to take your platform's build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help venv demo demo-tiny world-models experiment test test-all test-min build-dataset publish bench rehearse gpu-rehearsal gpu-wheels clean
+.PHONY: help venv demo demo-tiny world-models experiment test test-all test-min docs docs-build build-dataset publish bench rehearse gpu-rehearsal gpu-wheels clean
 
 help:
 	@echo "make demo                      offline shapes recipe (miniature world, trained models) -> synthvlm-shapes/"
@@ -19,6 +19,8 @@ help:
 	@echo "make test                      the offline test suite (fast subset)"
 	@echo "make test-all                  including slow tests"
 	@echo "make test-min                  the declared minimum library versions, in .venv-min (CI runs it)"
+	@echo "make docs                      serve the documentation site at http://127.0.0.1:8000 (MkDocs)"
+	@echo "make docs-build                build it into site/, strictly: a broken link or reference fails (CI runs it)"
 	@echo "make build-dataset RECIPE=x    run any recipe (default synthvlm-100k; needs GPUs + Hub); NPROC=8: on 8 GPUs"
 	@echo "make publish DIR=x REPO_ID=o/n upload a dataset folder to the Hub (PUBLISH_ARGS=--dry-run, --private, ...)"
 	@echo "make bench                     benchmarks (print tables)"
@@ -78,6 +80,19 @@ $(MIN_VENV)/bin/.installed: pyproject.toml .ci/min_versions.py
 test-min: $(MIN_VENV)/bin/.installed
 	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -i -E "^(transformers|trl|diffusers|accelerate|datasets|huggingface.hub|open.clip.torch|safetensors)=="
 	HF_HUB_OFFLINE=1 $(MIN_VENV)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider $(MIN_TESTS)
+
+# The documentation site (docs/, mkdocs.yml): the `docs` extra into $(VENV); the recipe and command-line
+# reference pages are generated from the code by docs/gen_reference.py (mkdocs-gen-files) on every build.
+DOCS_ARGS ?=
+$(BIN)/.docs-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	touch $@
+
+docs: $(BIN)/.docs-installed
+	HF_HUB_OFFLINE=1 NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs serve $(DOCS_ARGS)
+
+docs-build: $(BIN)/.docs-installed
+	HF_HUB_OFFLINE=1 NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict $(DOCS_ARGS)
 
 # Through the `datasets` builder (builders/): runs or resumes `synthvlm build` into the recipe's
 # export.name folder (or OUT=dir), which load_dataset("<folder>") reads, prepares the builder's
