@@ -78,7 +78,7 @@ class LockStatus:
         """One line for a card or a log."""
         text = f"installed from `{LOCK_FILE}` (SHA-256 `{self.sha256}`, {self.pinned} packages pinned)"
         if self.differences:
-            text += f"; {len(self.differences)} differ from it: " + "; ".join(self.differences)
+            text += f"; not at the locked version ({len(self.differences)}): " + "; ".join(self.differences)
         return text
 
 

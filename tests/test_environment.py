@@ -74,6 +74,6 @@ def test_lock_status_names_every_package_that_differs(tmp_path, monkeypatch):
     assert status.pinned == 3 and status.sha256 == env.sha256(lock)
     assert status.differences == ["not-a-real-package-xyz: installed nothing, locked 1.0",
                                   f"pytest: installed {pytest.__version__}, locked 0.0.1"]
-    assert "2 differ from it" in status.describe() and status.sha256 in status.describe()
+    assert "not at the locked version (2): not-a-real-package-xyz: installed nothing" in status.describe() and status.sha256 in status.describe()
     monkeypatch.setattr(sys, "prefix", str(tmp_path))  # the venv's own copy is what the code reads
     assert installed_lock() == lock and lock_status().sha256 == status.sha256
