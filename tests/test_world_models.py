@@ -175,9 +175,52 @@ def test_build_models_command_rebuilds_the_same_bytes_and_check_catches_a_change
     sums = read_checksums(out)
     assert (out / "sdxl" / "model_index.json").is_file() and (out / "clip" / "open_clip_model.safetensors").is_file()
     assert {p.split("/")[0] for p in sums} == {"clip", "sdxl"} and not list(out.glob(".staging-*"))
+    recorded = json.loads((out / "training.json").read_text())["environment"]
+    assert recorded == _environment_here(), "training.json records the environment that built the models"
     check = _world_cli("build-models", "--quick", "--check", "--out", str(out))
     assert check.returncode == 0 and f"{len(sums)} files, 0 differ" in check.stdout, check.stdout + check.stderr[-2000:]
     tampered = "clip/open_clip_model.safetensors"
     (out / CHECKSUMS).write_text("".join(f"{'0' * 64 if p == tampered else h}  {p}\n" for p, h in sums.items()))
     bad = _world_cli("build-models", "--quick", "--check", "--only", "clip", "--out", str(out))
     assert bad.returncode == 1 and f"differs: {tampered}" in bad.stdout, bad.stdout + bad.stderr[-2000:]
+
+
+def _environment_here() -> dict:
+    code = "import json; from synthvlm_data.environment import world_environment as w; print(json.dumps(w()))"
+    return json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def test_check_refuses_to_compare_in_another_environment(tmp_path):
+    """Bytes only mean something in the environment that built them: `--check` says which library
+    differs, in one line, and builds nothing (a lock hash alone that differs is not a refusal)."""
+    out = tmp_path / "w"
+    out.mkdir()
+    (out / CHECKSUMS).write_text(f"{'0' * 64}  clip/open_clip_model.safetensors\n")
+    here = _environment_here()
+    (out / "training.json").write_text(json.dumps({"environment": {**here, "transformers": "0.0.1", "lock_sha256": "f" * 64}}))
+    res = _world_cli("build-models", "--quick", "--check", "--out", str(out))
+    assert res.returncode == 2 and res.stdout == "", res.stdout + res.stderr[-2000:]
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: not comparing") and f"transformers {here['transformers']} here, 0.0.1 recorded" in line
+    assert "lock_sha256" not in line and "make venv" in line and not list(out.glob(".staging-*"))
+
+
+def test_stop_after_only_goes_with_repeat(tmp_path):
+    res = _world_cli("build-models", "--stop-after", "5", "--out", str(tmp_path / "w"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--repeat" in res.stderr and not (tmp_path / "w").exists()
+
+
+def test_committed_models_record_their_environment():
+    """What built the committed weights (training.json), consistent with the versions their configs carry."""
+    recorded = json.loads((WEIGHTS_DIR / "training.json").read_text())["environment"]
+    assert {"python", "machine", "torch", "transformers", "diffusers"} <= set(recorded)
+    te = json.loads((WEIGHTS_DIR / "sdxl" / "text_encoder" / "config.json").read_text())
+    unet = json.loads((WEIGHTS_DIR / "sdxl" / "unet" / "config.json").read_text())
+    assert recorded["transformers"] == te["transformers_version"] and recorded["diffusers"] == unet["_diffusers_version"]
+
+
+@pytest.mark.slow
+def test_repeat_builds_twice_and_finds_the_same_bytes():
+    """`--repeat --stop-after N`: the run-to-run determinism measurement (here at `--quick` size)."""
+    res = _world_cli("build-models", "--quick", "--repeat", "--stop-after", "2")
+    assert res.returncode == 0 and "files, 0 differ" in res.stdout, res.stdout + res.stderr[-2000:]

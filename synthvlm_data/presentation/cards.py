@@ -97,6 +97,17 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def environment_line() -> str:
+    """The card's Environment entry: the lock file the environment was installed from (its SHA-256
+    names the exact package set that rebuilds the data) and any package that has drifted from it."""
+    from synthvlm_data.environment import LOCK_FILE, lock_status
+
+    status = lock_status()
+    if status is None:
+        return f"not installed from the project's `{LOCK_FILE}` (the library versions above are what ran)"
+    return status.describe()
+
+
 def find_plots(folder: Path) -> list[dict]:
     """PNG files in the dataset folder (outside `data/`), e.g. the quality report's plots."""
     folder = Path(folder)
@@ -269,6 +280,7 @@ def body_context(folder: Path, *, recipe, stats: dict, quality: dict | None = No
         "synth2_bibtex": SYNTH2_BIBTEX,
     }
     versions = {**library_versions(), **context.pop("versions", {})}
+    derived["environment"] = context.pop("environment", None) or environment_line()
     derived.update(context)
     derived["versions"] = versions
     derived["has_concept"] = "concept" in derived.get("columns", [])

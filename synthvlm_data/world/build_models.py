@@ -6,9 +6,12 @@ fixed). Each model is written to a staging folder and renamed into place when co
 every file's SHA-256 goes into `CHECKSUMS.sha256`; `--check` rebuilds into a temporary folder and
 compares against that file, which is how "the same command gives the same bytes" is tested.
 
-Bytes are reproducible for the same torch version on the same CPU kind (x86-64 AVX2 here):
-another CPU or torch release may pick other float kernels, and then `--check` reports which
-files differ.
+Bytes are reproducible in one environment: the same library versions (`requirements.lock`) on the
+same CPU kind (x86-64 AVX2 here). Another torch release or instruction set may pick other float
+kernels, and a library writes its version into the configs it saves, so `training.json` records the
+environment (`synthvlm_data.environment.world_environment`) and `--check` refuses to compare when
+this one differs. `--repeat` builds twice and compares the two (run-to-run determinism), with
+`--stop-after N` on the first N steps of each training phase only.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -32,7 +34,7 @@ MODELS = ("clip", "sdxl")
 MAX_FILE_BYTES = 5_000_000
 
 
-def _train(name: str, out: str, quick: bool, queue) -> None:
+def _train(name: str, out: str, quick: bool, stop_after: int | None, queue) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -44,13 +46,15 @@ def _train(name: str, out: str, quick: bool, queue) -> None:
     if name == "clip":
         from synthvlm_data.world.train_clip import ClipTrainConfig, train_clip
 
-        cfg = ClipTrainConfig(n_train=400, steps=4, batch_size=16, warmup=1) if quick else ClipTrainConfig()
+        cfg = (ClipTrainConfig(n_train=400, steps=4, batch_size=16, warmup=1, stop_after=stop_after) if quick
+               else ClipTrainConfig(stop_after=stop_after))
         result = train_clip(Path(out), cfg, log)
     else:
         from synthvlm_data.world.train_diffusion import DiffusionTrainConfig, train_diffusion
 
-        cfg = (DiffusionTrainConfig(n_train=200, vae_steps=3, unet_steps=3, warmup=1, vae_batch=4, unet_batch=4)
-               if quick else DiffusionTrainConfig())
+        cfg = (DiffusionTrainConfig(n_train=200, vae_steps=3, unet_steps=3, warmup=1, vae_batch=4, unet_batch=4,
+                                    stop_after=stop_after)
+               if quick else DiffusionTrainConfig(stop_after=stop_after))
         result = train_diffusion(Path(out), cfg, log)
     queue.put((name, {"config": asdict(cfg), **result}))
 
@@ -64,7 +68,7 @@ def checksums(root: Path) -> dict[str, str]:
     return out
 
 
-def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS) -> dict:
+def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS, stop_after: int | None = None) -> dict:
     """Train the models named in `only` into out_dir/<model>/ (staged, renamed when complete);
     the others already in out_dir are kept and checksummed with them. `out_dir` must be new,
     empty or earlier world models (`synthvlm_data.outdir`), checked before any training."""
@@ -76,7 +80,7 @@ def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS) ->
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     t0 = time.perf_counter()
-    procs = [ctx.Process(target=_train, args=(m, str(stage / m), quick, queue)) for m in only]
+    procs = [ctx.Process(target=_train, args=(m, str(stage / m), quick, stop_after, queue)) for m in only]
     for p in procs:
         p.start()
     results = {}
@@ -99,13 +103,13 @@ def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS) ->
             if p.is_alive():
                 p.kill()
         shutil.rmtree(stage, ignore_errors=True)
-    import torch
+    from synthvlm_data.environment import world_environment
 
     sums = checksums(out_dir)
     (out_dir / CHECKSUMS).write_text("".join(f"{h}  {p}\n" for p, h in sums.items()))
     previous = json.loads((out_dir / "training.json").read_text()).get("models", {}) if (out_dir / "training.json").is_file() else {}
-    meta = {"models": {**{m: previous[m] for m in MODELS if m in previous and m not in results}, **results}, "wall_seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__,
-            "python": platform.python_version(), "machine": platform.machine()}
+    meta = {"models": {**{m: previous[m] for m in MODELS if m in previous and m not in results}, **results}, "wall_seconds": round(time.perf_counter() - t0, 1),
+            "environment": world_environment()}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     if out_dir.resolve() != WEIGHTS_DIR.resolve():  # the package's own folder ships without a marker
         write_marker(out_dir, "world-models")
@@ -136,6 +140,24 @@ def read_checksums(root: Path) -> dict[str, str]:
     return {p: h for h, p in (line.split("  ", 1) for line in path.read_text().splitlines() if line.strip())}
 
 
+def recorded_environment(root: Path) -> dict[str, str | None]:
+    """The environment `training.json` says built root's models (older files: torch/python/machine)."""
+    path = root / "training.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    return meta.get("environment") or {k: meta[k] for k in ("torch", "python", "machine") if k in meta}
+
+
+def environment_mismatch(recorded: dict, current: dict) -> list[str]:
+    """'name: X here, Y recorded' for every recorded entry that differs here. The lock's hash is
+    provenance, not a condition: a lock that moved on elsewhere (a test tool) builds the same bytes."""
+    return [f"{k} {current.get(k)} here, {v} recorded" for k, v in recorded.items()
+            if k != "lock_sha256" and current.get(k) != v]
+
+
+def _compare(expected: dict[str, str], got: dict[str, str]) -> list[str]:
+    return sorted(p for p in set(expected) | set(got) if expected.get(p) != got.get(p))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m synthvlm_data.world", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -144,11 +166,30 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the models go: a new or empty folder, or earlier world models (required, except "
                         f"with --check, which compares against {WEIGHTS_DIR} by default); the package's own "
                         f"models are replaced only by naming their folder: --out {WEIGHTS_DIR}")
-    b.add_argument("--check", action="store_true", help="rebuild into a temporary folder and compare with --out's checksums")
+    b.add_argument("--check", action="store_true", help="rebuild into a temporary folder and compare with --out's checksums "
+                   "(refused when this environment differs from the one training.json records)")
+    b.add_argument("--repeat", action="store_true", help="build twice into temporary folders and compare the two "
+                   "(run-to-run determinism in this environment); --out is not touched")
+    b.add_argument("--stop-after", type=int, metavar="N", help="with --repeat: train only the first N steps of each "
+                   "phase (of the full schedule), a determinism measurement at a fraction of the cost")
     b.add_argument("--quick", action="store_true", help="a few steps only (tests the command, not the models)")
     b.add_argument("--only", choices=MODELS, action="append", help="rebuild only this model (repeatable); the others are kept")
     args = ap.parse_args(argv)
     only = tuple(args.only) if args.only else MODELS
+    if args.stop_after is not None and (not args.repeat or args.stop_after < 1):
+        print("error: --stop-after N (N >= 1) goes with --repeat: truncated models are only compared, never kept",
+              file=sys.stderr)
+        return 2
+    if args.repeat:
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = [build(Path(tmp) / f"run{i}", quick=args.quick, only=only, stop_after=args.stop_after) for i in (1, 2)]
+            first, second = checksums(Path(tmp) / "run1"), checksums(Path(tmp) / "run2")
+        diff = _compare(first, second)
+        seconds = sum(r["wall_seconds"] for r in runs)
+        print(f"built twice in {seconds:.0f} s; {len(first)} files, {len(diff)} differ")
+        for p in diff:
+            print(f"  differs: {p}  first {first.get(p, '-')[:12]}  second {second.get(p, '-')[:12]}")
+        return 1 if diff else 0
     problem = out_problem(args.out, args.quick, args.check)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -159,11 +200,19 @@ def main(argv: list[str] | None = None) -> int:
         if not expected:
             print(f"error: {args.out / CHECKSUMS} is missing: nothing to check against", file=sys.stderr)
             return 2
+        from synthvlm_data.environment import world_environment
+
+        differs = environment_mismatch(recorded_environment(args.out), world_environment())
+        if differs:
+            print(f"error: not comparing: this environment is not the one that built {args.out} ({'; '.join(differs)}); "
+                  "install the recorded versions (`make venv` installs requirements.lock) or rebuild without --check",
+                  file=sys.stderr)
+            return 2
         with tempfile.TemporaryDirectory() as tmp:
             meta = build(Path(tmp), quick=args.quick, only=only)
             got = checksums(Path(tmp))
         expected = {p: h for p, h in expected.items() if p.split("/")[0] in only}
-        diff = sorted(p for p in set(expected) | set(got) if expected.get(p) != got.get(p))
+        diff = _compare(expected, got)
         print(f"rebuilt in {meta['wall_seconds']:.0f} s; {len(got)} files, {len(diff)} differ")
         for p in diff:
             print(f"  differs: {p}  expected {expected.get(p, '-')[:12]}  got {got.get(p, '-')[:12]}")

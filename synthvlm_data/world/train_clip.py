@@ -45,6 +45,9 @@ class ClipTrainConfig:
     # contrastive training learns last (measured: with a uniform mix, relations stayed at chance)
     negative_mix: tuple[tuple[str, float], ...] = (
         ("relation", 0.4), ("shape", 0.25), ("colour", 0.1), ("size", 0.1), ("tone", 0.075), ("pattern", 0.075))
+    # stop after this many steps of the `steps`-long schedule: the first steps of the real run, bit for
+    # bit, at a fraction of its cost (how `build-models --repeat --stop-after` measures determinism)
+    stop_after: int | None = None
 
 
 def model_config(vocab_size: int, eos_id: int, pad_id: int) -> dict:
@@ -92,7 +95,7 @@ def train_clip(out_dir: Path, cfg: ClipTrainConfig = ClipTrainConfig(), log=prin
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup, cfg.steps)
     t0, losses = time.perf_counter(), []
     model.train()
-    for step in range(cfg.steps):
+    for step in range(min(cfg.steps, cfg.stop_after or cfg.steps)):
         idx = rng.choice(len(scenes), size=cfg.batch_size, replace=False)
         texts = [caption(scenes[i], rng) for i in idx]
         n_neg = int(round(cfg.hard_negatives * cfg.batch_size))
@@ -120,4 +123,4 @@ def train_clip(out_dir: Path, cfg: ClipTrainConfig = ClipTrainConfig(), log=prin
     hf_tok = open_clip.tokenizer.HFTokenizer.__new__(open_clip.tokenizer.HFTokenizer)
     hf_tok.tokenizer = tok  # save_for_hf only calls tokenizer.save_pretrained
     save_for_hf(half, hf_tok, mcfg, str(out_dir), safe_serialization=True)
-    return {"steps": cfg.steps, "final_loss": float(np.mean(losses[-100:])), "seconds": time.perf_counter() - t0}
+    return {"steps": len(losses), "final_loss": float(np.mean(losses[-100:])), "seconds": time.perf_counter() - t0}

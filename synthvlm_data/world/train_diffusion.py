@@ -49,6 +49,9 @@ class DiffusionTrainConfig:
     caption_dropout: float = 0.1
     snr_gamma: float = 5.0
     ema_decay: float = 0.999
+    # stop each phase after this many steps of its schedule (the real run's first steps, bit for bit:
+    # how `build-models --repeat --stop-after` measures determinism cheaply)
+    stop_after: int | None = None
 
 
 def build_components(vocab_size: int, seed: int):
@@ -99,7 +102,7 @@ def train_vae(vae, images: np.ndarray, cfg: DiffusionTrainConfig, log=print) -> 
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     t0, losses = time.perf_counter(), []
     vae.train()
-    for step in range(cfg.vae_steps):
+    for step in range(min(cfg.vae_steps, cfg.stop_after or cfg.vae_steps)):
         x = _to_pixels(_crops(images[rng.choice(len(images), size=cfg.vae_batch, replace=False)], cfg.vae_crop, rng))
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
@@ -145,7 +148,7 @@ def train_unet(unet, text_encoder, text_encoder_2, tok, latents: torch.Tensor, s
     time_ids = torch.tensor([[IMAGE_SIZE, IMAGE_SIZE, 0, 0, IMAGE_SIZE, IMAGE_SIZE]], dtype=torch.float32)
     t0, losses = time.perf_counter(), []
     modules.train()
-    for step in range(cfg.unet_steps):
+    for step in range(min(cfg.unet_steps, cfg.stop_after or cfg.unet_steps)):
         idx = rng.choice(len(scenes), size=cfg.unet_batch, replace=False)
         texts = ["" if rng.random() < cfg.caption_dropout else caption(scenes[i], rng) for i in idx]
         ids = tok(texts, padding="max_length", truncation=True, max_length=CONTEXT_LENGTH, return_tensors="pt").input_ids
