@@ -34,13 +34,14 @@ help:
 # is why it installs with --no-deps; a copy goes into the venv (what the code reads as "installed
 # from the lock"). LOCK= (empty) resolves from pyproject.toml's floors and TORCH_SPEC instead.
 LOCK ?= requirements.lock
-$(BIN)/.installed: pyproject.toml $(LOCK)
+$(BIN)/.installed: pyproject.toml $(LOCK) $(if $(LOCK),requirements/deepspeed.lock)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 ifneq ($(LOCK),)
 	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: $(LOCK) is resolved for Python 3.11; make venv PYTHON=python3.11, or LOCK= to resolve from pyproject.toml" >&2; exit 2; }
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install -q --no-deps -e .
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q --no-deps --no-build-isolation --require-hashes -r requirements/deepspeed.lock
 	cp $(LOCK) $(VENV)/requirements.lock
 else
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
@@ -64,9 +65,10 @@ UV_COMPILE = $(UV) pip compile -q --generate-hashes --python-version 3.11 --pyth
 lock: $(UV)
 	test -f requirements.lock && cp requirements.lock .no-deps.lock || true
 	$(UV_COMPILE) --no-deps --no-header requirements/no-deps.in -o .no-deps.lock
-	$(UV_COMPILE) --extra dev pyproject.toml requirements/lock.in -o requirements.lock
+	$(UV_COMPILE) --extra dev --extra docs pyproject.toml requirements/lock.in -o requirements.lock
 	printf '\n# Locked without their dependencies (requirements/no-deps.in): `make venv` installs with --no-deps.\n' >> requirements.lock
 	cat .no-deps.lock >> requirements.lock && rm .no-deps.lock
+	$(UV_COMPILE) --no-deps --no-header requirements/deepspeed.in -o requirements/deepspeed.lock
 
 venv: $(BIN)/.installed
 
@@ -115,7 +117,9 @@ test-min: $(MIN_VENV)/bin/.installed
 # reference pages are generated from the code by docs/gen_reference.py (mkdocs-gen-files) on every build.
 DOCS_ARGS ?=
 $(BIN)/.docs-installed: $(BIN)/.installed pyproject.toml
+ifeq ($(LOCK),)
 	$(BIN)/python -m pip install -q -e '.[docs]'
+endif
 	touch $@
 
 docs: $(BIN)/.docs-installed
