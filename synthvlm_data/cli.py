@@ -115,8 +115,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not args.schema_only:
         preflight(r)  # caption files, every model, the accelerator: what `build` checks first
         checked = "schema, caption files, models"
-    print(f"recipe {args.recipe}: ok ({checked}; {r.name}, fingerprint {r.fingerprint()}); "
-          f"`synthvlm build` works in {WorkDir.default(r).root}/ and writes {r.export.name}/")
+    # Two fingerprints, each named for what it keys: the work dir's (the stages' settings, so a
+    # changed `select` or `export` resumes the same shards) and the whole recipe's (the card's).
+    shards = r.shards_fingerprint()[:8]
+    print(f"recipe {args.recipe}: ok ({checked}; {r.name}); `synthvlm build` works in {WorkDir.default(r).root}/ "
+          f"(stages fingerprint {shards}) and writes {r.export.name}/ (recipe fingerprint {r.fingerprint()}, "
+          "in its card)")
     return 0
 
 
@@ -239,7 +243,8 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("build", help="run a recipe end to end and export the dataset folder")
-    b.add_argument("--recipe", default="tiny", help="shipped recipe name (see `synthvlm recipes`) or a path to a YAML file")
+    b.add_argument("--recipe", required=True,
+                   help="shipped recipe name (see `synthvlm recipes`; `tiny` runs offline in minutes) or a path to a YAML file")
     b.add_argument("--out", help="output dataset folder (default: the recipe's export.name); it must be new, empty "
                    "or an earlier build's (checked before anything runs)")
     b.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
@@ -303,6 +308,9 @@ def make_parser() -> argparse.ArgumentParser:
     ex.add_argument("--shard-size", type=int, default=1000, help="webdataset: samples per tar shard (default 1000)")
     ex.set_defaults(func=cmd_export)
 
+    from synthvlm_data.decontam import DecontamConfig
+
+    dc_defaults = DecontamConfig.model_fields  # help defaults are the code's, never a copy
     dc = sub.add_parser("decontaminate", help="check a dataset's captions (13-gram) and images (pHash) against evaluation sets")
     dc.add_argument("dataset", type=Path, help="a dataset folder written by `synthvlm build`")
     dc.add_argument("--against", action="append", default=[], metavar="SET",
@@ -312,9 +320,11 @@ def make_parser() -> argparse.ArgumentParser:
     dc.add_argument("--caption-column", default="caption", help="caption column of --against files / Hub sets")
     dc.add_argument("--image-column", help="image column of --against Hub sets / files")
     dc.add_argument("--split", default="test", help="split of --against Hub sets (default test)")
-    dc.add_argument("--ngram", type=int, help="n-gram length (default 13, GPT-3)")
-    dc.add_argument("--min-ngram", type=int, help="shorter evaluation texts are matched whole from this length (default 8)")
-    dc.add_argument("--max-distance", type=int, help="pHash Hamming distance of an image near-duplicate (default 4)")
+    dc.add_argument("--ngram", type=int, help=f"n-gram length (default {dc_defaults['ngram'].default}, GPT-3)")
+    dc.add_argument("--min-ngram", type=int, help="shorter evaluation texts are matched whole from this length "
+                    f"(default {dc_defaults['min_ngram'].default})")
+    dc.add_argument("--max-distance", type=int, help="pHash Hamming distance of an image near-duplicate "
+                    f"(default {dc_defaults['max_distance'].default})")
     dc.add_argument("--minhash", type=float, metavar="JACCARD", help="also MinHash LSH at this Jaccard threshold")
     dc.add_argument("--remove", action="store_true", help="rewrite the dataset without the contaminated rows")
     dc.set_defaults(func=cmd_decontaminate)

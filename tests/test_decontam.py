@@ -144,6 +144,7 @@ def test_hub_set_offline_is_one_line(tiny_build, capsys, monkeypatch):
     assert main(["decontaminate", str(tiny_build.out_dir), "--against", "lmms-lab/COCO-Caption2017@0123abc"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "COCO-Caption2017@0123abc" in err and "not reachable" in err
+    assert "recipe" not in err.lower()  # decontamination runs no recipe: no recipe to switch to
     assert main(["decontaminate", str(tiny_build.out_dir), "--against", "lmms-lab/COCO-Caption2017"]) == 2
     assert "pin the Hub dataset's revision" in capsys.readouterr().err
 
