@@ -54,4 +54,4 @@ def test_experiment_help_describes_every_option_and_the_arms(capsys):
     text = capsys.readouterr().out
     assert all(arm in text for arm in D.ARMS)
     assert "(default: 800)" in text and "(default: 0,1)" in text
-    assert text.count("(default:") == 12  # every option but --help has a description and its default
+    assert text.count("(default:") == 13  # every option but --help has a description and its default

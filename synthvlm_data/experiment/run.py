@@ -333,7 +333,12 @@ def parse(argv=None) -> tuple[Settings, Path]:
     p.add_argument("--lm-steps", type=int, default=int(env("EXPERIMENT_LM_STEPS", d.lm_steps)),
                    help="steps pre-training the shared tiny LM on world text; EXPERIMENT_LM_STEPS")
     p.add_argument("--lm-scenes", type=int, default=d.lm_scenes, help="world scenes of the LM's text")
+    p.add_argument("--verbose", action="store_true", help="also show the libraries' progress bars, logging and "
+                   "known warnings")
     a = p.parse_args(argv)
+    from synthvlm_data.output import quiet_libraries
+
+    quiet_libraries(verbose=a.verbose)
     arms = [x for x in a.arms.split(",") if x]
     bad = [x for x in arms if x not in D.ARMS]
     if bad:
