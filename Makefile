@@ -137,6 +137,8 @@ docs-build: $(BIN)/.docs-installed
 NPROC ?= 1
 ACCELERATE_ARGS ?= --multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no
 BUILD_ARGS = --recipe $(RECIPE) $(if $(OUT),--out $(OUT))
+# Error hints then say `RECIPE=tiny` (make's variable) rather than the command line's `--recipe tiny`.
+build-dataset: export SYNTHVLM_TINY_HINT = RECIPE=tiny
 build-dataset: venv
 ifeq ($(NPROC),1)
 	$(BIN)/python -m builders $(BUILD_ARGS)

@@ -26,7 +26,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="execution backend: local, accelerate (every rank of `accelerate launch`; "
                         "`make build-dataset NPROC=N`), ray")
     p.add_argument("--limit", type=int, help="use at most N captions (a quick trial of a recipe)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars: only the summary and errors")
+    p.add_argument("--verbose", action="store_true", help="also show the libraries' progress bars, logging and known warnings")
     p.add_argument("--overwrite", action="store_true",
                    help="also replace synthvlm-data output of another kind at --out (files this package did not "
                         "write are never deleted: a folder holding one is refused even so)")
@@ -82,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from synthvlm_data.output import quiet_libraries
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = make_parser().parse_args(argv)
+    quiet_libraries(verbose=args.verbose)
     try:
         return run(args)
     except SynthVLMError as err:

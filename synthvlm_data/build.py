@@ -16,7 +16,7 @@ from pathlib import Path
 from synthvlm_data.models.refs import check_available
 from synthvlm_data.backends import BackendOptions, get_backend
 from synthvlm_data.config import Recipe
-from synthvlm_data.errors import SynthVLMError
+from synthvlm_data.errors import SynthVLMError, tiny_recipe_hint
 from synthvlm_data.stages import RunContext, Stage, stages_for
 from synthvlm_data.workdir import WorkDir
 from synthvlm_data.workunits import WorkUnit
@@ -71,7 +71,7 @@ def check_accelerator(recipe: Recipe) -> None:
     raise SynthVLMError(
         f"recipe '{recipe.name}' generates {recipe.generate.width}x{recipe.generate.height} images with "
         f"'{recipe.generate.model.id}' and needs a CUDA GPU, but none is visible; run it on a GPU machine, "
-        "set generate.device: cpu in the recipe to run on the CPU anyway, or use RECIPE=tiny"
+        f"set generate.device: cpu in the recipe to run on the CPU anyway, or use {tiny_recipe_hint()}"
     )
 
 

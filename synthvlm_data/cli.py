@@ -115,8 +115,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not args.schema_only:
         preflight(r)  # caption files, every model, the accelerator: what `build` checks first
         checked = "schema, caption files, models"
-    print(f"recipe {args.recipe}: ok ({checked}; {r.name}, fingerprint {r.fingerprint()}); "
-          f"`synthvlm build` works in {WorkDir.default(r).root}/ and writes {r.export.name}/")
+    # Two fingerprints, each named for what it keys: the work dir's (the stages' settings, so a
+    # changed `select` or `export` resumes the same shards) and the whole recipe's (the card's).
+    shards = r.shards_fingerprint()[:8]
+    print(f"recipe {args.recipe}: ok ({checked}; {r.name}); `synthvlm build` works in {WorkDir.default(r).root}/ "
+          f"(stages fingerprint {shards}) and writes {r.export.name}/ (recipe fingerprint {r.fingerprint()}, "
+          "in its card)")
     return 0
 
 
@@ -237,9 +241,19 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="synthvlm", description="Synthetic image-caption datasets for VLMs (SynthVLM, Synth^2).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --verbose on every command (before or after its name): the libraries' own bars, logs, warnings
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="also show the libraries' progress bars, logging and known warnings")
+    p.add_argument("--verbose", action="store_true", help="also show the libraries' progress bars, logging and known warnings")
 
-    b = sub.add_parser("build", help="run a recipe end to end and export the dataset folder")
-    b.add_argument("--recipe", default="tiny", help="shipped recipe name (see `synthvlm recipes`) or a path to a YAML file")
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+
+    b = command("build", help="run a recipe end to end and export the dataset folder")
+    b.add_argument("--recipe", required=True,
+                   help="shipped recipe name (see `synthvlm recipes`; `tiny` runs offline in minutes) or a path to a YAML file")
     b.add_argument("--out", help="output dataset folder (default: the recipe's export.name); it must be new, empty "
                    "or an earlier build's (checked before anything runs)")
     b.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
@@ -249,10 +263,10 @@ def make_parser() -> argparse.ArgumentParser:
                         "ray (Ray Data actor pool; pip install 'synthvlm-data[ray]')")
     _add_backend_options(b)
     b.add_argument("--limit", type=int, help="use at most N captions (a quick trial of a recipe)")
-    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("--quiet", action="store_true", help="no progress bars: only the summary and errors")
     b.set_defaults(func=cmd_build)
 
-    pl = sub.add_parser("pilot", help="time generation on a few captions; print s/image and the full recipe's GPU-hours")
+    pl = command("pilot", help="time generation on a few captions; print s/image and the full recipe's GPU-hours")
     pl.add_argument("--recipe", default="tiny", help="shipped recipe name or a path to a YAML file")
     pl.add_argument("--n", type=int, default=8, help="captions to generate for (default 8)")
     pl.add_argument("--captions", type=int, help="captions in the full run (default: from a previous build's work dir)")
@@ -261,25 +275,25 @@ def make_parser() -> argparse.ArgumentParser:
                     "a CPU pilot forecasts this machine)")
     pl.set_defaults(func=cmd_pilot)
 
-    d = sub.add_parser("decode", help="decode a latent-mode run's latents into images (with the generator's VAE)")
+    d = command("decode", help="decode a latent-mode run's latents into images (with the generator's VAE)")
     d.add_argument("--work-dir", type=Path, required=True, help="the latent build's work dir")
     d.add_argument("--backend", default="local", choices=["local", "accelerate", "ray"], help="as for build")
     _add_backend_options(d)
     d.add_argument("--images", type=Path, help="also write the images as files <id>-<repeat>.<ext> here")
-    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--quiet", action="store_true", help="no progress bars: only the summary and errors")
     d.set_defaults(func=cmd_decode)
 
-    r = sub.add_parser("recipes", help="list the shipped recipes, or print one")
+    r = command("recipes", help="list the shipped recipes, or print one")
     r.add_argument("--show", metavar="NAME", help="print a recipe (shipped name or YAML path), its `extends` merged")
     r.add_argument("--raw", action="store_true", help="with --show: the file as written, `extends` unresolved")
     r.set_defaults(func=cmd_recipes)
 
-    v = sub.add_parser("validate", help="check a recipe without running it: schema, caption files, models")
+    v = command("validate", help="check a recipe without running it: schema, caption files, models")
     v.add_argument("recipe")
     v.add_argument("--schema-only", action="store_true", help="check the schema only (no file or model checks)")
     v.set_defaults(func=cmd_validate)
 
-    q = sub.add_parser("report", help="data-quality table (CLIPScore/SSIM: selected, rejected, real reference) + PNGs")
+    q = command("report", help="data-quality table (CLIPScore/SSIM: selected, rejected, real reference) + PNGs")
     q.add_argument("dataset", type=Path, help="a dataset folder written by `synthvlm build`")
     q.add_argument("--work-dir", type=Path, help="the build's work dir, for the rejected pool (default: found under runs/)")
     q.add_argument("--out", type=Path, help="report folder (default: DATASET/plots)")
@@ -292,7 +306,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="do not re-render DATASET/README.md (by default it is, when the report is inside DATASET)")
     q.set_defaults(func=cmd_report)
 
-    ex = sub.add_parser("export", help="write a built dataset as LLaVA JSON + image folder, or WebDataset tar shards")
+    ex = command("export", help="write a built dataset as LLaVA JSON + image folder, or WebDataset tar shards")
     ex.add_argument("dataset", type=Path, help="a dataset folder written by `synthvlm build`")
     ex.add_argument("--format", action="append", required=True, choices=["llava-json", "webdataset"],
                     help="llava-json: DATASET-llava-json/<name>.json + images/; webdataset: DATASET-webdataset/<name>-NNNNNN.tar "
@@ -303,7 +317,10 @@ def make_parser() -> argparse.ArgumentParser:
     ex.add_argument("--shard-size", type=int, default=1000, help="webdataset: samples per tar shard (default 1000)")
     ex.set_defaults(func=cmd_export)
 
-    dc = sub.add_parser("decontaminate", help="check a dataset's captions (13-gram) and images (pHash) against evaluation sets")
+    from synthvlm_data.decontam import DecontamConfig
+
+    dc_defaults = DecontamConfig.model_fields  # help defaults are the code's, never a copy
+    dc = command("decontaminate", help="check a dataset's captions (13-gram) and images (pHash) against evaluation sets")
     dc.add_argument("dataset", type=Path, help="a dataset folder written by `synthvlm build`")
     dc.add_argument("--against", action="append", default=[], metavar="SET",
                     help="an evaluation set: a caption file (json/jsonl/csv/parquet/txt), an image folder, or a Hub "
@@ -312,14 +329,16 @@ def make_parser() -> argparse.ArgumentParser:
     dc.add_argument("--caption-column", default="caption", help="caption column of --against files / Hub sets")
     dc.add_argument("--image-column", help="image column of --against Hub sets / files")
     dc.add_argument("--split", default="test", help="split of --against Hub sets (default test)")
-    dc.add_argument("--ngram", type=int, help="n-gram length (default 13, GPT-3)")
-    dc.add_argument("--min-ngram", type=int, help="shorter evaluation texts are matched whole from this length (default 8)")
-    dc.add_argument("--max-distance", type=int, help="pHash Hamming distance of an image near-duplicate (default 4)")
+    dc.add_argument("--ngram", type=int, help=f"n-gram length (default {dc_defaults['ngram'].default}, GPT-3)")
+    dc.add_argument("--min-ngram", type=int, help="shorter evaluation texts are matched whole from this length "
+                    f"(default {dc_defaults['min_ngram'].default})")
+    dc.add_argument("--max-distance", type=int, help="pHash Hamming distance of an image near-duplicate "
+                    f"(default {dc_defaults['max_distance'].default})")
     dc.add_argument("--minhash", type=float, metavar="JACCARD", help="also MinHash LSH at this Jaccard threshold")
     dc.add_argument("--remove", action="store_true", help="rewrite the dataset without the contaminated rows")
     dc.set_defaults(func=cmd_decontaminate)
 
-    pb = sub.add_parser("publish", help="upload a dataset folder (or a model checkpoint) to the Hugging Face Hub")
+    pb = command("publish", help="upload a dataset folder (or a model checkpoint) to the Hugging Face Hub")
     pb.add_argument("folder", type=Path, help="a dataset folder from `synthvlm build` (or a model folder)")
     pb.add_argument("--repo-id", required=True, metavar="OWNER/NAME", help="target repo, created if missing")
     pb.add_argument("--repo-type", choices=["dataset", "model"], default="dataset", help="default: dataset")
@@ -328,7 +347,7 @@ def make_parser() -> argparse.ArgumentParser:
     pb.add_argument("--dry-run", action="store_true", help="check the folder and list what would be uploaded; no network")
     pb.set_defaults(func=cmd_publish)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint from train/: the world suite (offline) or lmms-eval")
+    e = command("eval", help="evaluate a checkpoint from train/: the world suite (offline) or lmms-eval")
     e.add_argument("checkpoint", type=Path, help="the output_dir of train/pretrain.py or train/finetune.py")
     e.add_argument("--suite", default="world",
                    help="world: held-out world renders, captioning + VQA against exact ground truth (default); "
@@ -349,7 +368,7 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-card-update", action="store_true", help="do not add the table to CHECKPOINT/README.md")
     e.set_defaults(func=cmd_eval)
 
-    rh = sub.add_parser("rehearse", help="build every full-scale model at real size on the meta device (no weights, "
+    rh = command("rehearse", help="build every full-scale model at real size on the meta device (no weights, "
                         "no download): parameter counts, LLaVA assembly, chat template, memory plan per GPU")
     rh.add_argument("targets", nargs="*", metavar="RECIPE|CONFIG",
                     help="shipped recipes, training configs (7b, 13b or a YAML path); default: every full-scale one")
@@ -375,8 +394,11 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from synthvlm_data.output import quiet_libraries
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = make_parser().parse_args(argv)
+    quiet_libraries(verbose=args.verbose)
     try:
         return args.func(args)
     except SynthVLMError as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -216,12 +217,35 @@ def _validated(resolved: Resolved, overrides: dict | None = None) -> Recipe:
         return file.where if file is not None and file.key != first else None
 
     return validate(Recipe, data, resolved.where, "recipe", RecipeError, origin=origin,
-                    hint=f". See `synthvlm recipes --show {_example_recipe(data)}`.")
+                    hint=lambda err: f". See `synthvlm recipes --show {_example_recipe(data, err)}`.")
 
 
-def _example_recipe(data: object) -> str:
+# Shipped recipes that show an `endpoint` (LLM steps on a server): the judge's, synthesis's.
+ENDPOINT_EXAMPLES = {"judge": "synthvlm-100k", "synthesis": "synth2"}
+
+
+def _example_recipe(data: object, err=None) -> str:
     """The shipped recipe to show next to an error: the one the file is named after, else the
-    shipped recipe of the same profile (a copy of synthvlm-100k is pointed at synthvlm-100k)."""
+    shipped recipe of the same profile (a copy of synthvlm-100k is pointed at synthvlm-100k).
+    An error in an `endpoint` is shown next to a shipped recipe that has one, when the file's own
+    does not (tiny runs its LLM steps in-process)."""
+    chosen = _recipe_like(data)
+    locs = [tuple(str(k) for k in e.get("loc", ())) for e in err.errors()] if err is not None else []
+    at_endpoint = [loc for loc in locs if "endpoint" in loc]
+    if at_endpoint and "endpoint:" not in read_shipped_text(chosen):
+        return ENDPOINT_EXAMPLES["synthesis" if "synthesis" in at_endpoint[0] else "judge"]
+    return chosen
+
+
+def read_shipped_text(name: str) -> str:
+    """A shipped recipe's YAML text ("" if there is none by that name)."""
+    try:
+        return (resources.files(RECIPES_PACKAGE) / f"{name}.yaml").read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):
+        return ""
+
+
+def _recipe_like(data: object) -> str:
     data = data if isinstance(data, dict) else {}
     name, shipped = str(data.get("name", "")), shipped_recipes()
     if name in shipped:

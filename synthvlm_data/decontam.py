@@ -34,6 +34,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -51,6 +52,7 @@ class EvalSet(CaptionSource):
     text per element, as COCO's five references) and/or its images (`image_column` of the source,
     and every image file under `images`)."""
 
+    offers_tiny_recipe: ClassVar[bool] = False  # decontamination has no recipe to swap
     images: str | None = Field(default=None, description="Local folder of evaluation images (searched recursively).")
 
     @property

@@ -7,6 +7,17 @@ is wrong, where, and what to do.
 
 from __future__ import annotations
 
+import os
+
+# The Makefile sets this to `RECIPE=tiny`: hints then name what the user typed (make's variable);
+# everywhere else they name the command line's flag.
+TINY_HINT_ENV = "SYNTHVLM_TINY_HINT"
+
+
+def tiny_recipe_hint() -> str:
+    """How to switch to the offline `tiny` recipe, in the words of the command that was run."""
+    return os.environ.get(TINY_HINT_ENV) or "`--recipe tiny`"
+
 
 class SynthVLMError(Exception):
     """Base class of user-facing errors (the CLI prints these without a traceback)."""

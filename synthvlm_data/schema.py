@@ -115,14 +115,16 @@ def load_yaml(text: str, where: str, kind: str, error: type[SynthVLMError]) -> o
         raise error(f"{kind} {where} is not valid YAML{at}: {getattr(err, 'problem', None) or err}") from None
 
 
-def validate(cls: type[BaseModel], data: object, where: str, kind: str, error: type[SynthVLMError], hint: str = "",
-             origin: Callable[[tuple], str | None] | None = None):
+def validate(cls: type[BaseModel], data: object, where: str, kind: str, error: type[SynthVLMError],
+             hint: str | Callable[[ValidationError], str] = "", origin: Callable[[tuple], str | None] | None = None):
     """`cls` validated from a document, or one `error` line naming every bad key and the file
-    (`origin`: the file a key came from, for a document merged from several)."""
+    (`origin`: the file a key came from, for a document merged from several; `hint`: appended, or
+    made from the validation error, so it can point at an example of the keys that failed)."""
     if not isinstance(data, dict):
         empty = " (the file is empty)" if data is None else ""
         raise error(f"invalid {kind} {where}: the top level must be a mapping of keys{empty}")
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise error(f"invalid {kind} {where}: " + "; ".join(validation_error_parts(err, cls, origin)) + hint) from None
+        tail = hint(err) if callable(hint) else hint
+        raise error(f"invalid {kind} {where}: " + "; ".join(validation_error_parts(err, cls, origin)) + tail) from None

@@ -158,7 +158,7 @@ def test_full_recipe_fails_offline_with_clear_message(tmp_path):
     )
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr
-    assert "stabilityai/stable-diffusion-xl-base-1.0" in proc.stderr and "RECIPE=tiny" in proc.stderr
+    assert "stabilityai/stable-diffusion-xl-base-1.0" in proc.stderr and "`--recipe tiny`" in proc.stderr
     assert not (tmp_path / "w" / "captions").exists()  # stopped before any stage ran
 
 

@@ -109,7 +109,7 @@ def test_builder_entry_stops_early_offline(tmp_path):
     )
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
-    assert "stabilityai/stable-diffusion-xl-base-1.0" in proc.stderr and "RECIPE=tiny" in proc.stderr
+    assert "stabilityai/stable-diffusion-xl-base-1.0" in proc.stderr and "`--recipe tiny`" in proc.stderr
     assert not any((tmp_path / d).exists() for d in ("o", "w", "c"))
 
 

@@ -129,7 +129,7 @@ def test_unavailable_models_fail_fast_with_one_line(monkeypatch):
     from synthvlm_data.models.refs import check_available
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelUnavailableError, match=r"meta-llama/Meta-Llama-3-70B-Instruct.*RECIPE=tiny") as err:
+    with pytest.raises(ModelUnavailableError, match=r"meta-llama/Meta-Llama-3-70B-Instruct.*--recipe tiny") as err:
         check_available(ModelRef(id="meta-llama/Meta-Llama-3-70B-Instruct"), "captions judge")
     assert "\n" not in str(err.value)
     with pytest.raises(ModelUnavailableError, match="does not exist"):

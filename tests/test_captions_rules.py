@@ -203,8 +203,12 @@ def test_hub_type_streams_a_local_dataset_folder(tmp_path):
 def test_unreachable_hub_dataset_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     src = CaptionSource(name="laion", type="hub", dataset="someone/captions", revision="abc123")
-    with pytest.raises(InputDataError, match="someone/captions@abc123.*RECIPE=tiny"):
+    with pytest.raises(InputDataError, match="someone/captions@abc123.*--recipe tiny"):
         next(S.iter_source(src))
+    monkeypatch.setenv("SYNTHVLM_TINY_HINT", "RECIPE=tiny")  # what the Makefile's build target sets
+    with pytest.raises(InputDataError, match="someone/captions@abc123.*use RECIPE=tiny$"):
+        next(S.iter_source(src))
+    monkeypatch.delenv("SYNTHVLM_TINY_HINT")
     llava = CaptionSource(name="lcs", type="llava", dataset="liuhaotian/LLaVA-Pretrain", revision="main",
                           path="blip_laion_cc_sbu_558k.json")
     with pytest.raises(InputDataError, match="not in the local cache"):
@@ -392,7 +396,7 @@ def test_model_preflight_names_each_model_and_fails_offline(monkeypatch):
     full = load_recipe("synthvlm-100k").captions
     assert "captions judge" not in dict(model_refs(full))  # served, not loaded here
     assert dict(endpoints(full))["captions judge"].model == "meta-llama/Meta-Llama-3-70B-Instruct"
-    with pytest.raises(ModelUnavailableError, match="RECIPE=tiny"):
+    with pytest.raises(ModelUnavailableError, match="--recipe tiny"):
         check_models(full)
 
 

@@ -165,7 +165,7 @@ def test_full_scale_model_fails_with_one_clear_line():
         with pytest.raises(ModelUnavailableError) as exc:
             call()
         msg = str(exc.value)
-        assert "\n" not in msg and "ViT-B-32" in msg and "RECIPE=tiny" in msg
+        assert "\n" not in msg and "ViT-B-32" in msg and "`--recipe tiny`" in msg
 
 
 def test_architecture_without_pretrained_tag_is_refused():

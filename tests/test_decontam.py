@@ -137,6 +137,11 @@ def test_cli_removes_rows_and_card_reports(tiny_build, tmp_path, capsys):
     card = (folder / "README.md").read_text()
     assert "### Contamination check" in card and "| eval.txt | 2 | 0 | 2 | 0 |" in card and "| imgs | 0 | 2 | 0 | 2 |" in card and f"removed: {report['removed']}" in card
     assert f"num_examples: {n_before - report['removed']}" in card
+    # The stage table follows the removal: what selection gave, what was removed, what is published.
+    table = card.split("## Stage statistics", 1)[1].split("\n\n", 2)[1]
+    assert f"| selected (rows) | {n_before} |" in table
+    assert f"| removed as contaminated (`synthvlm decontaminate --remove`) | {report['removed']} |" in table
+    assert f"| published (rows) | {n_before - report['removed']} |" in table
 
 
 def test_hub_set_offline_is_one_line(tiny_build, capsys, monkeypatch):
@@ -144,6 +149,7 @@ def test_hub_set_offline_is_one_line(tiny_build, capsys, monkeypatch):
     assert main(["decontaminate", str(tiny_build.out_dir), "--against", "lmms-lab/COCO-Caption2017@0123abc"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "COCO-Caption2017@0123abc" in err and "not reachable" in err
+    assert "recipe" not in err.lower()  # decontamination runs no recipe: no recipe to switch to
     assert main(["decontaminate", str(tiny_build.out_dir), "--against", "lmms-lab/COCO-Caption2017"]) == 2
     assert "pin the Hub dataset's revision" in capsys.readouterr().err
 

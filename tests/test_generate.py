@@ -71,7 +71,7 @@ def test_sd3_recipe_fails_offline_with_one_clear_line(tmp_path):
     )
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "stabilityai/stable-diffusion-3-medium-diffusers" in lines[0] and "RECIPE=tiny" in lines[0]
+    assert len(lines) == 1 and "stabilityai/stable-diffusion-3-medium-diffusers" in lines[0] and "`--recipe tiny`" in lines[0]
     assert not (tmp_path / "w" / "captions").exists()
 
 

@@ -525,3 +525,39 @@ def test_server_error_mid_upload_then_rerun_continues(dataset_dir, online, api):
     api.upload_folder.side_effect = None
     result = publish_folder(dataset_dir, REPO)
     assert result.commit_url.endswith("/commit/abc123") and api.upload_folder.call_count == 2
+
+
+def test_published_card_has_local_paths_and_servers_redacted(dataset_dir, online, api):
+    """A recipe pointing at a model folder under the home directory and an LLM server on the local
+    network: the uploaded README.md names neither (basename and `<local server>` instead); the
+    local card keeps them, and every other file goes up byte for byte."""
+    write_marker(dataset_dir, "dataset")
+    card = dataset_dir / "README.md"
+    card.write_text(card.read_text() + "\n- generator: `/home/someone/models/sdxl-local`\n"
+                    "- captions: served at http://192.168.1.20:8000/v1 (`~/llm/smollm2`)\n"
+                    "- judge: https://api.example.com/v1\n")
+    local = card.read_text()
+    seen = {}
+
+    def upload(**kwargs):
+        root = Path(kwargs["folder_path"])
+        seen["card"] = (root / "README.md").read_text()
+        seen["files"] = {rel: (root / rel).read_bytes() for rel in kwargs["allow_patterns"] if rel != "README.md"}
+        return mock.Mock(commit_url="https://huggingface.co/x/commit/1")
+
+    api.upload_folder.side_effect = upload
+    result = publish_folder(dataset_dir, REPO)
+    uploaded = seen["card"]
+    assert "/home/someone" not in uploaded and "192.168.1.20" not in uploaded and "~/llm" not in uploaded
+    assert "`<local>/sdxl-local`" in uploaded and "http://<local server>:8000/v1" in uploaded
+    assert "(`<local>/smollm2`)" in uploaded and "https://api.example.com/v1" in uploaded  # public: kept
+    assert "data/train-*.parquet" in uploaded  # relative paths untouched
+    assert card.read_text() == local  # the local card is unchanged
+    assert seen["files"] == {rel: (dataset_dir / rel).read_bytes() for rel in seen["files"]} and seen["files"]
+    assert any("redacted" in w for w in result.warnings)
+
+
+def test_card_without_local_paths_is_uploaded_from_the_folder_itself(dataset_dir, online, api):
+    write_marker(dataset_dir, "dataset")
+    publish_folder(dataset_dir, REPO)
+    assert Path(api.upload_folder.call_args.kwargs["folder_path"]) == dataset_dir

@@ -147,7 +147,7 @@ def test_other_full_recipes_stop_offline_naming_the_model(name, monkeypatch):
     r = load_recipe(name)
     with pytest.raises(ModelUnavailableError, match=re.escape(r.generate.model.id)) as e:
         preflight(r)
-    assert "RECIPE=tiny" in str(e.value)
+    assert "`--recipe tiny`" in str(e.value)
 
 
 def test_full_recipe_on_a_cpu_only_machine_is_refused_unless_asked(monkeypatch):
@@ -159,7 +159,7 @@ def test_full_recipe_on_a_cpu_only_machine_is_refused_unless_asked(monkeypatch):
     from synthvlm_data.errors import SynthVLMError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(SynthVLMError, match=r"needs a CUDA GPU.*generate.device: cpu.*RECIPE=tiny"):
+    with pytest.raises(SynthVLMError, match=r"needs a CUDA GPU.*generate.device: cpu.*--recipe tiny"):
         check_accelerator(load_recipe("synthvlm-100k"))
     check_accelerator(load_recipe("synthvlm-100k", overrides={"generate": {"device": "cpu"}}))
     check_accelerator(load_recipe("tiny"))
@@ -196,6 +196,9 @@ def test_validate_checks_files_and_models_and_names_the_work_dir(tmp_path):
     assert ok.returncode == 0, ok.stderr
     work = WorkDir.default(load_recipe("tiny")).root
     assert f"{work}/" in ok.stdout and "models" in ok.stdout
+    # The fingerprint printed next to the work dir is the one in its name.
+    stages_fp = ok.stdout.split("stages fingerprint ", 1)[1].split(")", 1)[0]
+    assert work.name.endswith(f"-{stages_fp}")
     full = _validate_cli("synthvlm-100k", cwd=tmp_path)  # offline: its Hub models cannot load
     assert full.returncode != 0 and "Traceback" not in full.stderr and "HF_HUB_OFFLINE" in full.stderr
 

@@ -734,3 +734,17 @@ def test_transformers_itself_is_asked_for_safetensors_only(tmp_path):
         llava.load_weights(CLIPVisionModel.from_pretrained, ComponentRef(id="someone/clip"), "vision_tower")
     assert seen == [{"use_safetensors": True}]
     assert not (folder / "UNPICKLED").exists()
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-synthmix", "tiny-latent"])
+def test_tiny_configs_write_no_checkpoint_copies(name):
+    """The offline demos save the final model only: a checkpoint per stage would be a second copy of
+    the model plus optimizer state (gigabytes for a few minutes of CPU training)."""
+    from synthvlm_data.training.run import build_sft_config
+
+    cfg = load_config(Path(__file__).parents[1] / "train" / "configs" / f"{name}.yaml", [])
+    for stage in ("pretrain", "finetune"):
+        if getattr(cfg, stage) is None:
+            continue
+        sft = build_sft_config(cfg, stage, Path("/tmp/unused"), 1, has_eval=True)
+        assert str(sft.save_strategy).lower().endswith("no"), (name, stage, sft.save_strategy)

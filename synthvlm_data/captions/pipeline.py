@@ -49,6 +49,18 @@ class CaptionsResult:
     timings: dict = field(default_factory=dict)
 
 
+def not_sampling_hint(synthesis, endpoint) -> str:
+    """What to change when every request for a concept got the same answer (greedy decoding): the
+    duplicates are dropped, so more rounds cannot help."""
+    if endpoint is None:
+        return ("every request for a concept got the same answer, so the model is hardly sampling: raise "
+                f"synthesis.temperature (now {synthesis.temperature}) or top_p (now {synthesis.top_p})")
+    return (f"every request for a concept got the same answer, so the server at {endpoint.url} is not sampling "
+            f"(synthesis.temperature {synthesis.temperature} is sent with each request): `transformers serve` "
+            "samples only when the served folder's generation_config.json has `do_sample: true`; vLLM, SGLang "
+            "and llama.cpp follow the request's temperature")
+
+
 def _validate(row: dict, cfg: CaptionsConfig) -> str | None:
     """Why a row cannot be used as a caption (counted in the report), or None."""
     cap = row["caption"]
@@ -427,7 +439,8 @@ class Reducer:
                 raise SynthVLMError(
                     f"caption synthesis kept fewer than {s.n_per_concept} captions for "
                     f"{len(syn_rep['shortfall'])} concept(s) ({', '.join(list(syn_rep['shortfall'])[:5])}) after "
-                    f"{s.max_rounds} rounds; raise synthesis.max_rounds/oversample or set on_shortfall: warn"
+                    f"{s.max_rounds} rounds; " + (not_sampling_hint(s, ep) if syn_rep.get("identical_answers") else
+                                                   "raise synthesis.max_rounds/oversample or set on_shortfall: warn")
                 )
         report["steps"] = step_dicts
         report["counts"] = {"curated": len(curated), "synthetic": len(synthetic),

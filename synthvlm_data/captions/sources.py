@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from synthvlm_data.captions.config import CaptionSource
-from synthvlm_data.errors import InputDataError
+from synthvlm_data.errors import InputDataError, tiny_recipe_hint
 
 _WS = re.compile(r"[ \t\n\r]*")
 _CHUNK_CHARS = 1 << 20
@@ -88,6 +88,12 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, int, object]]:
                      else "the file ends before the closing ']'", pos)
 
 
+def _tiny_alternative(src: CaptionSource, suffix: str = "") -> str:
+    """", or use `--recipe tiny`" for a recipe's caption source; nothing for sets read outside a
+    recipe (decontamination's evaluation sets), where no recipe can be swapped."""
+    return f", or use {tiny_recipe_hint()}{suffix}" if src.offers_tiny_recipe else ""
+
+
 def _record(src: CaptionSource, rec: object, where: str, row_no: int, image_root: Path | None) -> dict:
     if not isinstance(rec, dict):
         raise InputDataError(f"{where}: expected a JSON object per row, got {type(rec).__name__}; fix the file")
@@ -127,7 +133,7 @@ def source_file(src: CaptionSource) -> Path:
     if hub_offline() or not hub_reachable():
         raise InputDataError(
             f"caption source '{src.name}': {where} is not in the local cache and the Hub is not reachable "
-            "(or HF_HUB_OFFLINE is set); download it and set `path` to the local file, or use RECIPE=tiny"
+            "(or HF_HUB_OFFLINE is set); download it and set `path` to the local file" + _tiny_alternative(src)
         )
     try:
         return Path(hf_hub_download(src.dataset, src.path, repo_type="dataset", revision=src.revision))
@@ -230,7 +236,7 @@ def _iter_hub(src: CaptionSource) -> Iterator[dict]:
         # streaming reads the Hub's files directly, so there is nothing cached to fall back to
         raise InputDataError(
             f"caption source '{src.name}': dataset {where} is on the Hugging Face Hub, which is not "
-            "reachable here (or HF_HUB_OFFLINE is set); use a local file or folder, or RECIPE=tiny"
+            "reachable here (or HF_HUB_OFFLINE is set); use a local file or folder" + _tiny_alternative(src)
         )
     try:
         import datasets
@@ -243,7 +249,7 @@ def _iter_hub(src: CaptionSource) -> Iterator[dict]:
         raise InputDataError(
             f"caption source '{src.name}': cannot open dataset {where} ({type(err).__name__}: "
             f"{str(err).splitlines()[0][:160] if str(err) else ''}); check the id, revision and split, "
-            "use a local file, or RECIPE=tiny offline"
+            "use a local file" + _tiny_alternative(src, " offline")
         ) from None
     for i, rec in enumerate(ds, 1):
         yield _record(src, rec, f"dataset {where} row {i}", i, None)

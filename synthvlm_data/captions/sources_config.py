@@ -6,7 +6,7 @@ Its own module, apart from `captions.config`, because caption filters use it too
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -31,6 +31,9 @@ class WorldPool(StrictModel):
 
 class CaptionSource(StrictModel):
     """One place captions come from. Every caption keeps `source` and its original id."""
+
+    # Offline errors suggest the `tiny` recipe (False where the source is not part of a recipe).
+    offers_tiny_recipe: ClassVar[bool] = True
 
     name: str = Field(min_length=1, description="Provenance label stored in the `source` column.")
     type: Literal["file", "hub", "llava", "world"] = Field(

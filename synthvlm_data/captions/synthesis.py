@@ -217,6 +217,7 @@ def synthesize(cfg, lm, *, seed: int, embedder: Embedder | None, near_threshold:
     generated = 0
     rounds_used = 0
     n = cfg.n_per_concept
+    answers: dict[str, set[str]] = {c: set() for c in concepts}  # distinct raw answers: is the model sampling?
 
     def reject(concept: str, text: str, why: str, note: str | None = None) -> None:
         reasons[why] += 1
@@ -236,6 +237,7 @@ def synthesize(cfg, lm, *, seed: int, embedder: Embedder | None, near_threshold:
         # checks that need no model, in candidate order
         survivors: list[tuple[str, str]] = []
         for c, (raw, finished) in zip(jobs, outputs):
+            answers[c].add(raw)
             text = clean(raw, finished)
             if not text:
                 reject(c, raw, "empty_or_unfinished")
@@ -290,6 +292,8 @@ def synthesize(cfg, lm, *, seed: int, embedder: Embedder | None, near_threshold:
                    "near_dup_threshold": near_threshold if near else None},
         "rounds": rounds_used,
         "shortfall": short,
+        # every request for each short concept got one and the same answer: the model is not sampling
+        "identical_answers": bool(short) and generated > len(concepts) and all(len(answers[c]) == 1 for c in short),
     }
     if remote:
         report["params"]["endpoint"] = lm.cfg.url

@@ -307,20 +307,38 @@ def markdown(agg: dict, timings: dict) -> str:
 def parse(argv=None) -> tuple[Settings, Path]:
     env = os.environ.get
     d = Settings()
-    p = argparse.ArgumentParser(prog="python -m synthvlm_data.experiment", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=env("EXPERIMENT_OUT", "outputs/experiment"))
-    p.add_argument("--n", type=int, default=int(env("EXPERIMENT_N", d.n)))
-    p.add_argument("--k", type=int, default=d.k)
-    p.add_argument("--n-eval", type=int, default=int(env("EXPERIMENT_N_EVAL", d.n_eval)))
-    p.add_argument("--seeds", default=env("EXPERIMENT_SEEDS", ",".join(map(str, d.seeds))), help="comma-separated")
-    p.add_argument("--arms", default=env("EXPERIMENT_ARMS", ",".join(d.arms)), help="comma-separated")
-    p.add_argument("--stage1-steps", type=int, default=int(env("EXPERIMENT_STAGE1_STEPS", d.stage1_steps)))
-    p.add_argument("--stage2-steps", type=int, default=int(env("EXPERIMENT_STAGE2_STEPS", d.stage2_steps)))
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--vqa-scenes", type=int, default=int(env("EXPERIMENT_VQA_SCENES", d.vqa_scenes)))
-    p.add_argument("--lm-steps", type=int, default=int(env("EXPERIMENT_LM_STEPS", d.lm_steps)))
-    p.add_argument("--lm-scenes", type=int, default=d.lm_scenes)
+    arm_list = "; ".join(f"{k}: {v}" for k, v in ARM_TITLES.items())
+    p = argparse.ArgumentParser(
+        prog="python -m synthvlm_data.experiment", description=__doc__.split("\n\n")[0],
+        epilog=f"arms: {arm_list}. Each default can also come from the EXPERIMENT_* variable named in its help.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=env("EXPERIMENT_OUT", "outputs/experiment"),
+                   help="results folder (results.json/.md, timings.json, work/, arms/); EXPERIMENT_OUT")
+    p.add_argument("--n", type=int, default=int(env("EXPERIMENT_N", d.n)),
+                   help="captions per arm (selected_fifth gets n // 5); EXPERIMENT_N")
+    p.add_argument("--k", type=int, default=d.k, help="images generated per caption in the synthetic pool")
+    p.add_argument("--n-eval", type=int, default=int(env("EXPERIMENT_N_EVAL", d.n_eval)),
+                   help="held-out world scenes scored (captions + questions); EXPERIMENT_N_EVAL")
+    p.add_argument("--seeds", default=env("EXPERIMENT_SEEDS", ",".join(map(str, d.seeds))),
+                   help="training seeds, comma-separated (scores are their mean); EXPERIMENT_SEEDS")
+    p.add_argument("--arms", default=env("EXPERIMENT_ARMS", ",".join(d.arms)),
+                   help=f"arms to run, comma-separated, from {', '.join(D.ARMS)}; EXPERIMENT_ARMS")
+    p.add_argument("--stage1-steps", type=int, default=int(env("EXPERIMENT_STAGE1_STEPS", d.stage1_steps)),
+                   help="optimisation steps of stage 1 (caption pairs); EXPERIMENT_STAGE1_STEPS")
+    p.add_argument("--stage2-steps", type=int, default=int(env("EXPERIMENT_STAGE2_STEPS", d.stage2_steps)),
+                   help="optimisation steps of stage 2 (real-render VQA); EXPERIMENT_STAGE2_STEPS")
+    p.add_argument("--batch", type=int, default=d.batch, help="training batch size of both stages")
+    p.add_argument("--vqa-scenes", type=int, default=int(env("EXPERIMENT_VQA_SCENES", d.vqa_scenes)),
+                   help="world scenes of stage 2's VQA data; EXPERIMENT_VQA_SCENES")
+    p.add_argument("--lm-steps", type=int, default=int(env("EXPERIMENT_LM_STEPS", d.lm_steps)),
+                   help="steps pre-training the shared tiny LM on world text; EXPERIMENT_LM_STEPS")
+    p.add_argument("--lm-scenes", type=int, default=d.lm_scenes, help="world scenes of the LM's text")
+    p.add_argument("--verbose", action="store_true", help="also show the libraries' progress bars, logging and "
+                   "known warnings")
     a = p.parse_args(argv)
+    from synthvlm_data.output import quiet_libraries
+
+    quiet_libraries(verbose=a.verbose)
     arms = [x for x in a.arms.split(",") if x]
     bad = [x for x in arms if x not in D.ARMS]
     if bad:

@@ -16,7 +16,9 @@ This is the one rule for `synthvlm publish --repo-type model` and `train/*.py --
 
 from __future__ import annotations
 
+import contextlib
 import re
+import tempfile
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -187,6 +189,10 @@ def publish_folder(
             "(synthvlm_data.presentation.cards.refresh_dataset_card(folder, recipe))"
             for rel in unlinked_images(folder)
         ]
+    card_for_hub = redacted_card(folder)
+    if card_for_hub is not None:
+        warnings.append("README.md is uploaded with local paths and local server addresses redacted "
+                        "(the local card keeps them)")
     kept = local_only_summary(folder, repo_type)
     if kept:
         warnings.append(
@@ -212,29 +218,64 @@ def publish_folder(
         # The card names its Hub repo, not the local folder. Only a card this package wrote is edited:
         # another model folder is uploaded exactly as it is.
         finalize_for_hub(folder, repo_id)
+        card_for_hub = redacted_card(folder)  # the card now names the repo: redact that text
     api = HfApi()
     errors = _network_errors()
     action = "checking your token"
-    try:
-        api.whoami()
-        action = f"creating {repo_type} repo {repo_id}"
-        url = api.create_repo(repo_id, repo_type=repo_type, private=private or None, exist_ok=True)
-        if revision is not None and revision != constants.DEFAULT_REVISION:
-            action = f"creating branch '{revision}'"
-            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-        action = f"uploading {len(files)} files"
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(folder),
-            repo_type=repo_type,
-            revision=revision,
-            allow_patterns=[_glob_escape(f.path) for f in files],
-            delete_patterns=list(delete_patterns),
-            commit_message=f"Upload {folder.name} with synthvlm-data {_version()}",
-        )
-    except errors as err:
-        raise _hub_error(err, action=action, repo_id=repo_id, repo_type=repo_type, token=token) from None
+    with contextlib.ExitStack() as stack:
+        # The card of a folder this package wrote goes up with local paths redacted: from a staging
+        # folder of links to the listed files, the redacted card in place of README.md.
+        upload_root = folder if card_for_hub is None else stack.enter_context(
+            _with_card(folder, [f.path for f in files], card_for_hub))
+        try:
+            api.whoami()
+            action = f"creating {repo_type} repo {repo_id}"
+            url = api.create_repo(repo_id, repo_type=repo_type, private=private or None, exist_ok=True)
+            if revision is not None and revision != constants.DEFAULT_REVISION:
+                action = f"creating branch '{revision}'"
+                api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+            action = f"uploading {len(files)} files"
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(upload_root),
+                repo_type=repo_type,
+                revision=revision,
+                allow_patterns=[_glob_escape(f.path) for f in files],
+                delete_patterns=list(delete_patterns),
+                commit_message=f"Upload {folder.name} with synthvlm-data {_version()}",
+            )
+        except errors as err:
+            raise _hub_error(err, action=action, repo_id=repo_id, repo_type=repo_type, token=token) from None
     return replace(result, url=str(url), commit_url=getattr(commit, "commit_url", None) or str(url))
+
+
+def redacted_card(folder: Path) -> str | None:
+    """README.md of a folder this package wrote with local paths and servers redacted, or None when
+    there is nothing to redact (or the folder is someone else's: uploaded exactly as it is)."""
+    from synthvlm_data.presentation.redact import redact_text
+
+    card = Path(folder) / "README.md"
+    if owner_kind(folder) not in ("dataset", "model") or not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8")
+    redacted = redact_text(text)
+    return redacted if redacted != text else None
+
+
+@contextlib.contextmanager
+def _with_card(folder: Path, paths: list[str], card: str):
+    """A temporary folder mirroring `paths` of `folder` as symbolic links (nothing is copied), with
+    `card` as its README.md."""
+    with tempfile.TemporaryDirectory(prefix="synthvlm-publish-") as tmp:
+        root = Path(tmp)
+        for rel in paths:
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if rel == "README.md":
+                target.write_text(card, encoding="utf-8")
+            else:
+                target.symlink_to((Path(folder) / rel).resolve())
+        yield root
 
 
 def _glob_escape(path: str) -> str:

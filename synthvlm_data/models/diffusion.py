@@ -68,7 +68,12 @@ def _configure_vae(vae, gen_cfg):
 
 def load_generator(gen_cfg, device: str):
     """Return (pipeline, refiner_or_None) for a GenerateConfig."""
+    from synthvlm_data.output import silence_imported
+
     dtype = compute_dtype(gen_cfg.dtype, device)
+    import diffusers  # noqa: F401  (imported here so that its bars follow the command's verbosity)
+
+    silence_imported()
     if gen_cfg.model.is_tiny:
         base, refiner = _tiny_generator(gen_cfg)
     else:

@@ -61,7 +61,8 @@ class EndpointConfig(StrictModel):
                              "timeouts, 408/409/429 and 5xx, with exponential backoff (0.5 s doubling to 8 s).")
     top_logprobs: int = Field(default=20, ge=1, le=20, description="Alternatives asked for the judge's answer "
                               "token (p(yes) is read from them).")
-    tokenizer: ModelRef | None = Field(default=None, description="The served model's tokenizer (judge only): "
+    tokenizer: ModelRef | None = Field(default=None, description="The served model's tokenizer (judge only; "
+                                       "a path or id, or {id, revision}): "
                                        "on a server without logprobs, the judge's one-token answer is restricted "
                                        "to the Yes/No tokens with `logit_bias`, so greedy = the more likely answer.")
     extra_body: dict = Field(default_factory=dict, description="Server-specific fields sent with every request "
@@ -73,6 +74,12 @@ class EndpointConfig(StrictModel):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError(f"endpoint url {value!r} must be http(s)://host[:port]/v1")
         return value.rstrip("/")
+
+    @field_validator("tokenizer", mode="before")
+    @classmethod
+    def _tokenizer(cls, value: object) -> object:
+        """`tokenizer: /path/to/folder` (or a Hub id) as well as `tokenizer: {id: ..., revision: ...}`."""
+        return {"id": value} if isinstance(value, str) else value
 
     @field_validator("api_key_env")
     @classmethod

@@ -52,7 +52,6 @@ IDENTICAL_PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2": "pkg:gt-all-mini
 
 WORLD_PREFIX = "world:"
 
-TINY_RECIPE = "use RECIPE=tiny (`--recipe tiny`) to run offline"
 TINY_TRAIN_CONFIG = "run offline with train/configs/tiny.yaml"
 
 
@@ -130,9 +129,12 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def offline_hint(key: str, offline: str = TINY_RECIPE) -> str:
-    """What to do when `key` cannot be loaded: the offline alternative, or a local directory."""
-    return f"{offline}, or point {key} to a local model directory"
+def offline_hint(key: str, offline: str | None = None) -> str:
+    """What to do when `key` cannot be loaded: the offline alternative (default: the `tiny` recipe,
+    named as the command that was run names it), or a local directory."""
+    from synthvlm_data.errors import tiny_recipe_hint
+
+    return f"{offline or f'use {tiny_recipe_hint()} to run offline'}, or point {key} to a local model directory"
 
 
 def check_hub_repo(repo_id: str, revision: str | None, role: str, hint: str) -> None:

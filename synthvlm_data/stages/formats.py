@@ -12,6 +12,10 @@ exactly the published rows, in the published order, and can be made later with
 - `webdataset`: tar shards `<out>/<name>-NNNNNN.tar` written by the `webdataset` library, one
   sample per row: `<id>.png` (or `.jpg`/`.webp`, the image bytes as published) and `<id>.json`
   (every other column). Tar headers get a fixed mtime, so the same dataset gives the same bytes.
+  Every sample's JSON has the same keys with the same types: a missing (null) value of a string
+  column, such as `concept` outside Synth^2 rows, is written as `""`. Readers that infer a schema
+  from the first few samples (`load_dataset("webdataset", ...)` reads five) would otherwise type
+  such a column as null and fail on the first sample that has a string.
 
 Each output folder is assembled under a temporary name and renamed into place at the end; an
 existing folder is replaced only when it is this format's earlier output (`synthvlm_data.outdir`),
@@ -77,6 +81,20 @@ def _meta(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("image", "latent")}
 
 
+def string_columns(dataset_dir: Path) -> frozenset[str]:
+    """The string-typed columns of the published parquet shards (their nulls become `""`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(dataset_shards(dataset_dir)[0])
+    return frozenset(f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+
+
+def _stable_meta(row: dict, strings: frozenset[str]) -> dict:
+    """`_meta` with the nulls of string columns written as "" (same keys and types in every sample)."""
+    return {k: ("" if v is None and k in strings else v) for k, v in _meta(row).items()}
+
+
 def write_llava_json(dataset_dir: Path, out: Path, name: str | None = None) -> dict:
     """`<out>/<name>.json` + `<out>/images/<id>.<ext>`; returns {"rows", "json", "images"}."""
     dataset_dir, out = Path(dataset_dir), Path(out)
@@ -113,6 +131,7 @@ def write_webdataset(dataset_dir: Path, out: Path, shard_size: int = 1000, name:
         raise InputDataError(f"webdataset shard size must be >= 1, got {shard_size}")
     dataset_dir, out = Path(dataset_dir), Path(out)
     name = name or dataset_dir.name
+    strings = string_columns(dataset_dir)
     staging = staging_dir(out)
     n = 0
     try:
@@ -122,7 +141,7 @@ def write_webdataset(dataset_dir: Path, out: Path, shard_size: int = 1000, name:
                              encoder=False) as sink:
             for row in iter_rows(dataset_dir):
                 data = row["image"]["bytes"]
-                meta = json.dumps(_meta(row), sort_keys=True, ensure_ascii=False).encode("utf-8")
+                meta = json.dumps(_stable_meta(row, strings), sort_keys=True, ensure_ascii=False).encode("utf-8")
                 sink.write({"__key__": row["id"], image_ext(data, row["id"]): data, "json": meta})
                 n += 1
         shards = sorted(p.name for p in staging.glob("*.tar"))

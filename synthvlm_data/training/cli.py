@@ -41,6 +41,8 @@ class ScriptArguments:
     private: bool = field(default=False, metadata={"help": "with --push-to-hub: create a private repo"})
     hub_revision: str | None = field(default=None, metadata={"help": "with --push-to-hub: branch to push to"})
     push_dry_run: bool = field(default=False, metadata={"help": "with --push-to-hub: plan only"})
+    verbose: bool = field(default=False, metadata={"help": "also show the libraries' progress bars, logging and "
+                                                   "known warnings"})
 
 
 def build_parser(stage: Stage):
@@ -95,6 +97,9 @@ def main(stage: Stage, argv: list[str] | None = None) -> int:
         (args,), given, dotted = parse_overrides(parser, argv)
         data = apply_overrides(read_config_file(args.config), given, dotted, stage)
         cfg = config_from_dict(data, args.config)
+        from synthvlm_data.output import quiet_libraries
+
+        quiet_libraries(verbose=args.verbose)
         if args.validate_only:
             from synthvlm_data.training.validation import validate_config
 
