@@ -185,6 +185,9 @@ def build(
     check_destinations(recipe, Path(out_dir), overwrite)
     preflight(recipe)
     work = WorkDir(work_dir) if work_dir else WorkDir.default(recipe)
+    from synthvlm_data.outdir import check_not_inside
+
+    check_not_inside(out_dir, work.root, what="the work dir")  # an export would replace (or sit in) the stages' shards
     options = options if options is not None else BackendOptions.from_env()
     runner = get_backend(backend, options)
     # Multi-process backends (accelerate) run build() on every rank: global steps run on the

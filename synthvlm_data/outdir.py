@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import glob
 import itertools
 import json
 import os
@@ -32,18 +33,29 @@ from pathlib import Path
 from synthvlm_data.errors import SynthVLMError
 
 MARKER = ".synthvlm-output.json"
-KINDS = ("dataset", "llava-json", "webdataset", "report", "experiment", "world-models", "model")
+KINDS = ("dataset", "llava-json", "webdataset", "report", "experiment", "world-models", "model", "served-model")
+# Incremental writers (a training run, the experiment): their marker lists no files, the folder's files are theirs.
+UNLISTED_KINDS = ("experiment", "model")
 
-# Folders written before the marker: (files one of which must exist, patterns every file must match).
+# Folders written before the marker: (files all of which must exist, patterns every file must match;
+# a `*` stays within one path component, `**` matches any number of them). A training run has no
+# legacy layout: a folder of Trainer checkpoints may be anyone's.
 LEGACY: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "dataset": (("synthvlm_stats.json",),
+    "dataset": (("synthvlm_stats.json", "README.md", "data/train-*-of-*.parquet"),
                 ("README.md", "synthvlm_stats.json", "data/train-*-of-*.parquet", "plots/*.png", "plots/report.json",
-                 "plots/report.md", "decontamination.json", ".gitattributes", ".cache/huggingface/*")),
-    "report": (("report.json",), ("report.json", "report.md", "*.png")),
-    "world-models": (("CHECKSUMS.sha256",), ("CHECKSUMS.sha256", "training.json", "clip/*", "sdxl/*")),
-    "experiment": (("settings.json",), ("settings.json", "results.json", "results.md", "timings.json", "work/*",
-                                         "arms/*")),
-    "model": (("training_log.json", "checkpoints/*/trainer_state.json"), ("*",)),
+                 "plots/report.md", "decontamination.json", ".gitattributes", ".cache/huggingface/**")),
+    "report": (("report.json", "report.md"), ("report.json", "report.md", "*.png")),
+    "world-models": (("CHECKSUMS.sha256", "training.json"),
+                     ("CHECKSUMS.sha256", "training.json", "clip/*", "sdxl/*", "sdxl/*/*")),
+    "experiment": (("settings.json",), ("settings.json", "results.json", "results.md", "timings.json", "work/**",
+                                         "arms/**")),
+}
+# What a legacy signature file must hold (a JSON object with these keys): a user's own `report.json`
+# or `settings.json` does not make their folder this package's.
+LEGACY_KEYS: dict[str, tuple[str, dict]] = {
+    "dataset": ("synthvlm_stats.json", {"captions_in", "captions_out", "images_generated"}),
+    "report": ("report.json", {"recipe", "table", "files"}),
+    "experiment": ("settings.json", {"arms", "seeds", "stage1_steps"}),
 }
 
 
@@ -78,22 +90,53 @@ def read_marker(folder: Path) -> dict | None:
         return None
     if not isinstance(data, dict) or data.get("kind") not in KINDS:
         return None
+    files = data.get("files")
+    if files is None:
+        # Only an incremental writer's marker owns whatever the folder holds.
+        return data if data["kind"] in UNLISTED_KINDS else None
+    if not isinstance(files, list) or not all(isinstance(f, str) and _safe_rel(f) for f in files):
+        return None
     return data
 
 
+def _safe_rel(rel: str) -> bool:
+    """A relative POSIX path inside the folder (no `..`, not absolute, not the marker itself)."""
+    parts = rel.split("/")
+    return bool(rel) and not rel.startswith("/") and all(p not in ("", ".", "..") for p in parts) and rel != MARKER
+
+
+def _match_one(rel: str, pattern: str) -> bool:
+    """fnmatch per path component: `*` never crosses a `/`; a trailing `**` component matches the rest."""
+    parts, pats = rel.split("/"), pattern.split("/")
+    if pats[-1] == "**":
+        head = pats[:-1]
+        return len(parts) > len(head) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts, head))
+    return len(parts) == len(pats) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts, pats))
+
+
 def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(rel, p) for p in patterns)
+    return any(_match_one(rel, p) for p in patterns)
 
 
 def _legacy_kind(folder: Path, kind: str) -> bool:
-    """Whether an unmarked folder is `kind` output written before the marker existed: one of its
-    signature files is there and every file is named as that output names its files."""
+    """Whether an unmarked folder is `kind` output written before the marker existed: all of its
+    signature files are there (the JSON one holding what this package writes in it) and every
+    file is named as that output names its files."""
     if kind not in LEGACY:
         return False
+    folder = Path(folder)
     signatures, patterns = LEGACY[kind]
-    if not any(any(Path(folder).glob(s)) for s in signatures):
+    if not all(any(p.is_file() and not p.is_symlink() for p in folder.glob(s)) for s in signatures):
         return False
-    return patterns == ("*",) or all(_matches(f, patterns) for f in iter_files(folder))
+    if kind in LEGACY_KEYS:
+        name, keys = LEGACY_KEYS[kind]
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if not isinstance(data, dict) or not keys <= data.keys():
+            return False
+    return all(_matches(f, patterns) for f in iter_files(folder))
 
 
 def owner_kind(folder: Path) -> str | None:
@@ -131,7 +174,16 @@ def check_destination(path: Path, kind: str, *, overwrite: bool = False, flag: s
     exist, is empty, or holds this package's output of `kind` (another kind with `overwrite`),
     and in every case holds no file the package did not write. Reads only: call it first."""
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
+    if path.is_symlink():
+        raise DestinationRefused(f"{path} is a symbolic link: give the folder it points to ({os.path.realpath(path)}) "
+                                 f"or another {flag}")
+    absolute = Path(os.path.abspath(path))
+    cwd = Path.cwd()
+    if cwd == absolute or cwd.is_relative_to(absolute):
+        raise DestinationRefused(f"{flag} {path} is the folder you are in (or holds it): choose a new folder "
+                                 f"for the output, e.g. {flag} {absolute.name or 'out'}-output")
+    restore_interrupted(path)
+    if not path.exists():
         return
     if not path.is_dir():
         raise DestinationRefused(f"{path} exists and is not a folder: choose another {flag}")
@@ -163,11 +215,53 @@ def check_destination(path: Path, kind: str, *, overwrite: bool = False, flag: s
         raise DestinationRefused(f"{path} holds synthvlm-data {owner} output, not {kind}: {how} another {flag}")
 
 
-def check_not_inside(out: Path, source: Path, flag: str = "--out") -> None:
+def check_not_inside(out: Path, source: Path, flag: str = "--out", what: str = "the input folder") -> None:
     """An output folder may neither be its own input folder nor contain it, nor sit inside it."""
     o, s = Path(out).resolve(), Path(source).resolve()
     if o == s or o.is_relative_to(s) or s.is_relative_to(o):
-        raise DestinationRefused(f"{flag} {out} overlaps the input folder {source}: choose a folder outside it")
+        raise DestinationRefused(f"{flag} {out} overlaps {what} {source}: choose a folder outside it")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def stale_siblings(dst: Path, kinds: tuple[str, ...] = ("partial", "old")) -> list[Path]:
+    """`.<name>.partial-<pid>-*` (staging) and `.<name>.old-<pid>-*` (replaced) folders next to `dst`
+    whose process is gone, newest first: what a kill while replacing `dst` leaves behind. Links
+    are never followed."""
+    dst = Path(os.path.abspath(dst))
+    if not dst.parent.is_dir():
+        return []
+    stale = []
+    for path in dst.parent.glob(f".{glob.escape(dst.name)}.*-*-*"):
+        kind, _, rest = path.name[len(dst.name) + 2 :].partition("-")
+        pid = rest.split("-", 1)[0]
+        if (kind in kinds and pid.isdigit() and path.is_dir() and not path.is_symlink()
+                and not pid_alive(int(pid))):
+            stale.append(path)
+    return sorted(stale, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+
+
+def restore_interrupted(dst: Path) -> Path | None:
+    """A command killed between renaming `dst` aside and swapping the new folder in leaves `dst`
+    missing and its old content in `.<name>.old-<pid>-*`: put the newest such folder back."""
+    dst = Path(os.path.abspath(dst))
+    if dst.exists() or dst.is_symlink():
+        return None
+    olds = stale_siblings(dst, ("old",))
+    if not olds:
+        return None
+    os.replace(olds[0], dst)
+    print(f"note: {dst} was being replaced when its command stopped; its previous content is back", file=sys.stderr)
+    return olds[0]
 
 
 def write_marker(folder: Path, kind: str, files: list[str] | None | bool = True) -> None:
@@ -206,14 +300,14 @@ def add_files(folder: Path, rel_paths: list[str], kind: str) -> None:
         return
     owned = set(marker["files"]) if marker is not None else set()
     if marker is None and _legacy_kind(Path(folder), kind):
-        owned = set(files_in(folder))
+        owned = {f for f in files_in(folder) if _matches(f, LEGACY[kind][1])}
     write_marker(folder, marker["kind"] if marker else kind, sorted(owned | set(rel_paths)))
 
 
 def staging_dir(dst: Path) -> Path:
     """A new, empty `.<name>.partial-<pid>-<random>` folder next to `dst` (the build sweeps the
     ones whose process is gone: `stages.export.stale_export_dirs`)."""
-    dst = Path(dst)
+    dst = Path(os.path.abspath(dst))
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = dst.with_name(f".{dst.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     staging.mkdir()
@@ -227,7 +321,7 @@ def remove_owned(folder: Path) -> list[str]:
     marker = read_marker(folder)
     files = files_in(folder)
     if marker is None:  # only the folders `replace_dir` swaps out are removed: a dataset from before markers
-        owned = set(files) if _legacy_kind(folder, "dataset") else set()
+        owned = {f for f in files if _matches(f, LEGACY["dataset"][1])} if _legacy_kind(folder, "dataset") else set()
     else:
         owned = set(files) if marker.get("files") is None else set(marker["files"])
     for rel in files:
@@ -250,7 +344,7 @@ def _prune_empty(folder: Path) -> None:
 def replace_dir(staging: Path, dst: Path, kind: str) -> None:
     """Mark `staging` as `kind` output owning its files and swap it in for `dst`, atomically: `dst`
     is renamed aside first and only the files the package wrote there are deleted afterwards."""
-    staging, dst = Path(staging), Path(dst)
+    staging, dst = Path(staging), Path(os.path.abspath(dst))
     write_marker(staging, kind)
     old = None
     if dst.exists() or dst.is_symlink():
@@ -276,5 +370,5 @@ def replace_dir(staging: Path, dst: Path, kind: str) -> None:
 
 
 __all__ = ["MARKER", "DestinationRefused", "add_files", "check_destination", "check_not_inside", "ensure_marker",
-           "files_in", "foreign_files", "owner_kind", "read_marker", "remove_owned", "replace_dir", "staging_dir",
-           "write_marker"]
+           "files_in", "foreign_files", "owner_kind", "pid_alive", "read_marker", "remove_owned", "replace_dir",
+           "restore_interrupted", "stale_siblings", "staging_dir", "write_marker"]

@@ -17,14 +17,18 @@ import pytest
 from synthvlm_data.outdir import (
     MARKER,
     DestinationRefused,
+    add_files,
     check_destination,
+    owner_kind,
     read_marker,
+    remove_owned,
     replace_dir,
     staging_dir,
     write_marker,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+LEGACY_STATS = {"captions_in": 10, "captions_out": 8, "images_generated": 16}
 TINY_TRAIN = ROOT / "train" / "configs" / "tiny.yaml"
 
 
@@ -94,7 +98,7 @@ def test_a_dataset_written_before_markers_is_recognised(tmp_path):
     (old / "data").mkdir(parents=True)
     (old / "data" / "train-00000-of-00001.parquet").write_bytes(b"x")
     (old / "README.md").write_text("card")
-    (old / "synthvlm_stats.json").write_text("{}")
+    (old / "synthvlm_stats.json").write_text(json.dumps(LEGACY_STATS))
     check_destination(old, "dataset")
     (old / "thesis.tex").write_text("mine")
     with pytest.raises(DestinationRefused, match="thesis.tex"):
@@ -122,6 +126,112 @@ def test_replace_removes_only_the_packages_files(tmp_path, capsys):
     kept = list(tmp_path.glob(".out.old-*"))
     assert len(kept) == 1 and (kept[0] / "late.txt").read_text() == "mine"
     assert "late.txt" in capsys.readouterr().err
+
+
+def _own_dataset(root: Path, name: str = "own") -> Path:
+    own = root / name
+    (own / "data").mkdir(parents=True)
+    (own / "data" / "train-00000-of-00001.parquet").write_bytes(b"x")
+    (own / "README.md").write_text("card")
+    return own
+
+
+@pytest.mark.parametrize("files", [None, "all", {"a": 1}, [1, 2], ["../thesis.tex"], ["/etc/passwd"], [""]])
+def test_a_marker_that_lists_no_valid_files_owns_nothing(tmp_path, files):
+    """Only an incremental writer's marker (a training run, the experiment) may list no files; a
+    dataset marker with `files: null` or a malformed list is not this package's marker, so a
+    replace deletes nothing."""
+    own = _own_dataset(tmp_path)
+    (own / "projects").mkdir()
+    (own / "projects" / "thesis.tex").write_text("thesis draft")
+    (own / MARKER).write_text(json.dumps({"kind": "dataset", "files": files}))
+    assert read_marker(own) is None
+    with pytest.raises(DestinationRefused, match="thesis.tex"):
+        check_destination(own, "dataset", overwrite=True)
+    assert remove_owned(own) and (own / "projects" / "thesis.tex").read_text() == "thesis draft"
+    (own / MARKER).write_text(json.dumps({"kind": "model", "files": None}))
+    assert read_marker(own)["kind"] == "model"  # a training run's marker: it owns what it wrote over time
+
+
+def test_legacy_layouts_are_matched_per_path_component(tmp_path):
+    """`*` in a legacy pattern never crosses a `/`, every signature file is needed, and the JSON
+    signature must hold what this package writes there: a user's folder with a `report.json`,
+    pictures or a `.cache/huggingface` is not a report or a dataset."""
+    folder = tmp_path / "pictures"
+    (folder / "holiday").mkdir(parents=True)
+    (folder / "holiday" / "beach.png").write_bytes(b"x")
+    (folder / "report.json").write_text('{"quarter": 3}')
+    (folder / "report.md").write_text("my report")
+    for kind in ("report", "dataset", "world-models", "experiment", "model"):
+        with pytest.raises(DestinationRefused):
+            check_destination(folder, kind, overwrite=True)
+    assert owner_kind(folder) is None
+    add_files(folder, ["score_hist.png"], "report")  # recording the report's files claims only those
+    assert read_marker(folder)["files"] == ["score_hist.png"]
+    with pytest.raises(DestinationRefused, match="holiday/beach.png"):
+        check_destination(folder, "report")
+
+    old = _own_dataset(tmp_path, "old")
+    (old / "synthvlm_stats.json").write_text(json.dumps(LEGACY_STATS))
+    (old / "plots" / "sub").mkdir(parents=True)
+    (old / "plots" / "sub" / "mine.png").write_bytes(b"x")  # plots/*.png is one level only
+    with pytest.raises(DestinationRefused, match="plots/sub/mine.png"):
+        check_destination(old, "dataset")
+    (old / "plots" / "sub" / "mine.png").unlink()
+    (old / "synthvlm_stats.json").write_text('{"my": "stats"}')  # a user's file of that name
+    with pytest.raises(DestinationRefused):
+        check_destination(old, "dataset")
+
+
+def test_a_symlinked_out_and_the_current_folder_are_refused(tmp_path, monkeypatch):
+    real, thesis = users_folder(tmp_path, "real")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    for kind in ("dataset", "llava-json"):
+        with pytest.raises(DestinationRefused, match="symbolic link"):
+            check_destination(link, kind, overwrite=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    for out in (Path("."), Path(".."), empty):
+        with pytest.raises(DestinationRefused, match="the folder you are in"):
+            check_destination(out, "dataset")
+    staging = staging_dir(Path("sub"))  # a relative destination is made absolute, not `Path('.')`-named
+    replace_dir(staging, Path("sub"), "llava-json")
+    assert read_marker(empty / "sub")["kind"] == "llava-json" and thesis.read_text() == "thesis draft"
+
+
+def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):
+    """`replace_dir` renames the old folder aside, then swaps the new one in: killed in between,
+    the destination is missing; the next command puts the old folder back before anything else."""
+    import subprocess
+    import sys
+
+    dst = tmp_path / "out"
+    first = staging_dir(dst)
+    (first / "a.json").write_text("1")
+    replace_dir(first, dst, "llava-json")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    aside = tmp_path / f".out.old-{int(dead.stdout)}-deadbeef"
+    dst.rename(aside)  # what the killed command left
+    check_destination(dst, "llava-json")
+    assert (dst / "a.json").read_text() == "1" and not aside.exists()
+    dst.rename(aside)
+    from synthvlm_data.stages.export import sweep_stale_exports
+
+    sweep_stale_exports(dst)  # the build's sweep restores too, rather than deleting the only copy
+    assert (dst / "a.json").read_text() == "1" and not aside.exists()
+
+
+def test_build_refuses_an_out_that_overlaps_the_work_dir(tmp_path, capsys):
+    from synthvlm_data import cli
+
+    work = tmp_path / "runs" / "w"
+    for out in (tmp_path / "runs", work / "out", work):
+        code = cli.main(["build", "--recipe", "tiny", "--out", str(out), "--work-dir", str(work), "--limit", "2"])
+        assert code != 0
+        one_error_line(capsys.readouterr().err, "overlaps the work dir")
+    assert not work.exists()
 
 
 # --------------------------------------------------------------------------- each command
@@ -256,7 +366,9 @@ def test_training_refuses_a_users_output_dir_and_resumes_its_own(tmp_path, capsy
     own = tmp_path / "own"
     (own / "checkpoints" / "checkpoint-4").mkdir(parents=True)
     (own / "checkpoints" / "checkpoint-4" / "trainer_state.json").write_text("{}")
-    check_destination(own, "model")
+    # Trainer checkpoints alone do not make a folder this package's (any HF Trainer writes them).
+    with pytest.raises(DestinationRefused, match="not written by synthvlm-data"):
+        check_destination(own, "model")
     write_marker(own, "model", None)
     (own / "anything-the-trainer-writes.bin").write_bytes(b"x")
     check_destination(own, "model")

@@ -27,7 +27,7 @@ def write_serve_folder(out: Path, model: str = DEFAULT_MODEL, sample: bool = Tru
     from synthvlm_data.models.text import pretrained_dir
 
     out = Path(out)
-    check_destination(out, "model", flag="DIR", overwrite_flag=None)
+    check_destination(out, "served-model", flag="DIR", overwrite_flag=None)
     src = pretrained_dir(ModelRef(id=model), "served model")
     out.mkdir(parents=True, exist_ok=True)
     for f in sorted(src.iterdir()):
@@ -41,7 +41,7 @@ def write_serve_folder(out: Path, model: str = DEFAULT_MODEL, sample: bool = Tru
     gen = json.loads(gen_path.read_text(encoding="utf-8")) if gen_path.is_file() else {}
     (out / "generation_config.json").write_text(json.dumps({**gen, "do_sample": sample}, indent=2) + "\n",
                                                 encoding="utf-8")
-    write_marker(out, "model")
+    write_marker(out, "served-model")
     return out
 
 

@@ -14,9 +14,7 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import shutil
-from glob import escape as glob_escape
 from pathlib import Path
 
 import datasets
@@ -24,7 +22,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from synthvlm_data.columns import dataset_features, latent_from_bytes
-from synthvlm_data.outdir import remove_owned, replace_dir, staging_dir
+from synthvlm_data.outdir import remove_owned, replace_dir, restore_interrupted, stale_siblings, staging_dir
 from synthvlm_data.shards import ShardStore
 from synthvlm_data.stages.base import RunContext
 from synthvlm_data.workdir import GENERATE, SELECT
@@ -305,6 +303,7 @@ def sweep_stale_exports(out_dir: Path) -> list[Path]:
     staging folder is all this package's; a replaced one loses only the files the package wrote
     (its marker says which), so a file a user put there is never deleted."""
     removed = []
+    restore_interrupted(out_dir)  # killed between its two renames: the previous folder goes back first
     for path in stale_export_dirs(out_dir):
         if ".partial-" in path.name:
             shutil.rmtree(path, ignore_errors=True)
@@ -317,23 +316,5 @@ def sweep_stale_exports(out_dir: Path) -> list[Path]:
 def stale_export_dirs(out_dir: Path) -> list[Path]:
     """Staging (`.<name>.partial-<pid>-*`) and replaced (`.<name>.old-<pid>-*`) folders next to
     `out_dir` whose process is gone: what a kill during export leaves behind."""
-    out_dir = Path(out_dir)
-    if not out_dir.parent.is_dir():
-        return []
-    stale = []
-    for path in out_dir.parent.glob(f".{glob_escape(out_dir.name)}.*-*-*"):
-        kind, _, rest = path.name[len(out_dir.name) + 2 :].partition("-")
-        pid = rest.split("-", 1)[0]
-        if kind in ("partial", "old") and pid.isdigit() and path.is_dir() and not _pid_alive(int(pid)):
-            stale.append(path)
-    return sorted(stale)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
+    return sorted(stale_siblings(out_dir))
     return True
