@@ -116,25 +116,44 @@ def test_zero3_init_is_active_when_the_model_loads(tmp_path):
 # --------------------------------------------------------------------------- no CUDA
 
 
-def test_gpu_config_without_cuda_refuses_in_one_line(monkeypatch, capsys):
+def _no_accelerator(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if hasattr(torch, "accelerator"):
+        monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+
+
+def test_gpu_config_without_cuda_refuses_in_one_line_and_writes_nothing(monkeypatch, capsys, tmp_path):
+    _no_accelerator(monkeypatch)
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
-    assert cli.main("pretrain", ["--config", "train/configs/7b.yaml"]) == 2
+    out = tmp_path / "run"
+    assert cli.main("pretrain", ["--config", "train/configs/7b.yaml", "--output_dir", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert err[0].startswith("error: config 'synthvlm-llava-1.5-7b' trains pretrain in bf16 on a GPU, but no CUDA "
-                             "GPU is visible to torch")
+    assert err[0].startswith("error: config 'synthvlm-llava-1.5-7b' trains pretrain in bf16 on a GPU, but no GPU "
+                             "(CUDA, ROCm, MPS, XPU) is visible to torch")
     assert "TORCH_SPEC" in err[0] and "accelerate launch --cpu" in err[0]
+    assert not out.exists()  # refused before the run's folder is made or marked
 
 
-def test_cpu_configs_and_explicit_cpu_runs_are_not_refused(monkeypatch):
+def test_another_accelerator_is_not_refused(monkeypatch):
     import torch
 
     from synthvlm_data.training.run import check_accelerator
 
+    if not hasattr(torch, "accelerator"):
+        pytest.skip("torch.accelerator appeared in torch 2.6")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)  # an Apple GPU (MPS) or an Intel XPU
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    check_accelerator(load_config(CONFIGS / "7b.yaml"), "pretrain")
+
+
+def test_cpu_configs_and_explicit_cpu_runs_are_not_refused(monkeypatch):
+    from synthvlm_data.training.run import check_accelerator
+
+    _no_accelerator(monkeypatch)
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     check_accelerator(load_config(CONFIGS / "tiny.yaml"), "pretrain")  # float32: a CPU config
     monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # accelerate launch --cpu
@@ -201,7 +220,7 @@ def test_modality_grouped_order_keeps_each_step_to_one_modality():
 
 
 def test_modality_lengths_of_a_stage2_dataset(tmp_path):
-    """LLaVA's modality_lengths: words of all turns, negative for text-only records (read as Arrow)."""
+    """LLaVA's modality_lengths: words of all turns (`<image>` one), negative for text-only records (Arrow)."""
     import json
 
     from PIL import Image
@@ -218,7 +237,7 @@ def test_modality_lengths_of_a_stage2_dataset(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps(records))
     ds = data_lib.finetune_dataset([DataSource(dataset=str(tmp_path / "x.json"), format="llava_json",
                                                image_folder=str(tmp_path))], seed=0, stopping_strategy="first_exhausted")
-    assert modality_lengths(ds) == [3 + 3, -(2 + 3)]
+    assert modality_lengths(ds) == [1 + 3 + 3, -(2 + 3)]  # LLaVA counts the `<image>` word
 
 
 def test_stage2_trainer_uses_the_modality_grouped_sampler(tmp_path):

@@ -57,6 +57,16 @@ def use_cpu() -> bool:
     return not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true"}
 
 
+def accelerator_visible() -> bool:
+    """Whether torch sees an accelerator accelerate would train on (CUDA/ROCm, MPS, XPU, ...)."""
+    import torch
+
+    acc = getattr(torch, "accelerator", None)
+    if acc is not None and acc.is_available():
+        return True
+    return torch.cuda.is_available()
+
+
 def check_accelerator(cfg: TrainConfig, stage: Stage) -> None:
     """A GPU-precision config (bf16/fp16) on a machine where CUDA is invisible would not fail: it
     would train a 7B model on the CPU for months. Refused, as `synthvlm build` refuses a full-scale
@@ -67,11 +77,11 @@ def check_accelerator(cfg: TrainConfig, stage: Stage) -> None:
     precision = "bf16" if targs.bf16 else "fp16" if targs.fp16 else None
     if cfg.model.dtype != "float32":
         precision = precision or cfg.model.dtype
-    if precision is None or torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true"}:
+    if precision is None or accelerator_visible() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true"}:
         return
     build = f"torch {torch.__version__}" + (f" built for CUDA {torch.version.cuda}" if torch.version.cuda else " (a CPU build)")
     raise TrainConfigError(
-        f"config '{cfg.name}' trains {stage} in {precision} on a GPU, but no CUDA GPU is visible to {build}; check "
+        f"config '{cfg.name}' trains {stage} in {precision} on a GPU, but no GPU (CUDA, ROCm, MPS, XPU) is visible to {build}; check "
         "nvidia-smi and that the driver supports that CUDA version (README: Training), install the torch build for "
         "your driver (make venv TORCH_SPEC=...), or run on the CPU on purpose with accelerate launch --cpu")
 
@@ -247,13 +257,13 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
     # New, empty or this package's training folder (resuming its checkpoints): checked before anything loads.
     check_destination(output_dir, "model", flag="--output_dir", overwrite_flag=None)
     state = PartialState(cpu=use_cpu())
-    if state.is_main_process:
-        ensure_marker(output_dir, "model")
     section = cfg.stage(stage)
     targs = section.training
     accumulation = targs.gradient_accumulation_steps(state.num_processes)  # fail before loading anything
     check_accelerator(cfg, stage)
     check_trackers(targs.trackers)
+    if state.is_main_process:  # only a run that will start marks (and so creates) its folder
+        ensure_marker(output_dir, "model")
     resume = resolve_resume(targs.resume_from_checkpoint, output_dir / "checkpoints")
     check_model_sources(cfg, stage)
     set_seed(cfg.seed)

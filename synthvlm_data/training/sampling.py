@@ -6,11 +6,14 @@ inside it, and the step order shuffled; only the one leftover batch mixes. trans
 groups by length only (`train_sampling_strategy="group_by_length"`), not by modality, so this is a
 port of LLaVA's sampler (llava/train/llava_trainer.py: `get_modality_length_grouped_indices`,
 Apache-2.0) behind a small `SFTTrainer` subclass. One change: LLaVA shuffles the two modalities with
-the global torch RNG; here one generator seeded from the run's seed drives every shuffle, so the
-order is reproducible.
+the global torch RNG; here one generator, seeded with the run's seed + the epoch (`set_epoch`, which
+the Trainer's data loader calls), drives every shuffle, so each epoch's order is reproducible and a
+run resumed from a checkpoint sees the order an uninterrupted one does.
 
-Lengths are LLaVA's: words of all turns, positive for records with an image, negative without.
-They are computed with Arrow over the `messages`/`images` columns, without decoding an image.
+Lengths are LLaVA's `modality_lengths`: whitespace-separated words of all turns, the `<image>`
+placeholder LLaVA keeps in the first turn counted as one word per image (here the image is a
+column, not text), positive for records with an image, negative without. They are computed with
+Arrow over the `messages`/`images` columns, without decoding an image.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def modality_length_grouped_indices(lengths: Sequence[int], batch_size: int, wor
     if any(length == 0 for length in lengths):
         raise ValueError("modality lengths must be non-zero (positive: with image, negative: text-only)")
     if all(length > 0 for length in lengths) or all(length < 0 for length in lengths):
-        return length_grouped_indices([abs(n) for n in lengths], batch_size, world_size, generator)
+        # as LLaVA: the signed lengths (text-only records sort shortest first)
+        return length_grouped_indices(list(lengths), batch_size, world_size, generator)
     mm_indices, mm_lengths = zip(*[(i, n) for i, n in enumerate(lengths) if n > 0], strict=True)
     lang_indices, lang_lengths = zip(*[(i, -n) for i, n in enumerate(lengths) if n < 0], strict=True)
     mm_order = [mm_indices[i] for i in length_grouped_indices(mm_lengths, batch_size, world_size, generator)]
@@ -69,17 +73,31 @@ def modality_length_grouped_indices(lengths: Sequence[int], batch_size: int, wor
 
 
 class ModalityLengthGroupedSampler(torch.utils.data.Sampler):
+    """An epoch's order from `seed + epoch`. The Trainer's data loader calls `set_epoch` before each
+    epoch; without it, each iteration is the next epoch."""
+
     def __init__(self, lengths: Sequence[int], batch_size: int, world_size: int, seed: int):
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.world_size = world_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.epoch = 0
+        self._epoch_set = False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._epoch_set = True
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(modality_length_grouped_indices(self.lengths, self.batch_size, self.world_size, self.generator))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = modality_length_grouped_indices(self.lengths, self.batch_size, self.world_size, generator)
+        if not self._epoch_set:
+            self.epoch += 1
+        self._epoch_set = False
+        return iter(order)
 
 
 def modality_lengths(ds) -> list[int]:
@@ -93,9 +111,11 @@ def modality_lengths(ds) -> list[int]:
         contents = pc.list_flatten(messages).field("content")
         words = pc.fill_null(pc.list_value_length(pc.utf8_split_whitespace(contents)), 0).to_numpy(zero_copy_only=False)
         parents = pc.list_parent_indices(messages).to_numpy(zero_copy_only=False)
-        per_row = np.maximum(np.bincount(parents, weights=words, minlength=len(messages)).astype(np.int64), 1)
+        per_row = np.bincount(parents, weights=words, minlength=len(messages)).astype(np.int64)
         n_images = pc.fill_null(pc.list_value_length(batch.column("images").combine_chunks()), 0)
-        out.extend(np.where(n_images.to_numpy(zero_copy_only=False) > 0, per_row, -per_row).tolist())
+        n_images = n_images.to_numpy(zero_copy_only=False).astype(np.int64)
+        per_row = np.maximum(per_row + n_images, 1)  # each image: LLaVA's `<image>` word
+        out.extend(np.where(n_images > 0, per_row, -per_row).tolist())
     return out
 
 
