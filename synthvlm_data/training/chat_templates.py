@@ -14,6 +14,10 @@ The LLaVA-1.5 formats are LLaVA's own (llava/conversation.py, llava/train/train.
 Both start with the tokenizer's BOS, as LLaVA's sequences do (it tokenizes with the tokenizer's
 default special tokens; TRL tokenizes rendered text with `add_special_tokens=False`, so the BOS
 must come from the template, and every caller tokenizes rendered text without special tokens).
+What must equal LLaVA's is the token ids, not the text: the rendered text has a space after BOS
+and after `<image>` (and before a plain caption), which a Llama tokenizer turns into the `▁` that
+LLaVA's chunked tokenization produces there (`_BOS_SP`); the tests compare the ids with LLaVA's
+`tokenizer_image_token` and its label masks with `preprocess_plain` / `preprocess_v1`.
 
 Text is never pasted into Jinja source: `jinja_literal` writes it as an escaped string literal.
 """
@@ -31,16 +35,28 @@ def jinja_literal(text: str) -> str:
 
 
 _BOS = "{%- if bos_token -%}{{ bos_token }}{%- endif -%}"
+# LLaVA tokenizes the text between special tokens as fresh SentencePiece strings (`tokenizer_image_token`
+# splits at `<image>`; the first chunk starts after BOS), so each begins with the `▁` word marker: `▁A chat`,
+# `▁` + `\n` after the image. A Llama tokenizer with `legacy=False` adds no marker after a special token in
+# one rendered string; a literal space there gives the same `▁`, so the ids are LLaVA's exactly.
+_BOS_SP = "{%- if bos_token -%}{{ bos_token }}{{ ' ' }}{%- endif -%}"
 
-_CONTENT = (
-    "{%- macro render(content) -%}"
-    "{%- if content is string -%}{{ content }}"
-    "{%- else -%}{%- for part in content -%}"
-    "{%- if part['type'] == 'image' -%}{{ '<image>\\n' }}"
-    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{%- endmacro -%}"
-)
+
+def _content_macro(image: str) -> str:
+    return (
+        "{%- macro render(content) -%}"
+        "{%- if content is string -%}{{ content" + (" | replace('<image>\\n', " + jinja_literal(image) + ")"
+                                                  if image != "<image>\n" else "") + " }}"
+        "{%- else -%}{%- for part in content -%}"
+        "{%- if part['type'] == 'image' -%}{{ " + jinja_literal(image) + " }}"
+        "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}"
+        "{%- endmacro -%}"
+    )
+
+
+_CONTENT = _content_macro("<image>\n")
+_CONTENT_SP = _content_macro("<image> \n")  # LLaVA's `<image>\n` as a Llama tokenizer must see it (above)
 
 # ChatML, as SmolLM2-Instruct was trained on (without its default "You are SmolLM" system turn).
 CHATML = _CONTENT + (
@@ -59,14 +75,15 @@ VICUNA_V1_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
-VICUNA_V1 = _CONTENT + _BOS + (
+VICUNA_V1 = _CONTENT_SP + _BOS_SP + (
     "{%- if messages and messages[0]['role'] == 'system' -%}{{ render(messages[0]['content']) }}"
     "{%- set loop_messages = messages[1:] -%}"
     "{%- else -%}{{ " + jinja_literal(VICUNA_V1_SYSTEM) + " }}{%- set loop_messages = messages -%}{%- endif -%}"
     "{{ ' ' }}"  # sep after the system prompt
     "{%- for message in loop_messages -%}"
     "{%- if message['role'] == 'assistant' -%}"
-    "{{ 'ASSISTANT: ' }}{% generation %}{{ render(message['content']) }}{{ '</s>' }}{% endgeneration %}"  # sep2
+    # sep2 "</s>"; the space after "ASSISTANT:" is trained, as LLaVA's mask trains the token it becomes
+    "{{ 'ASSISTANT:' }}{% generation %}{{ ' ' }}{{ render(message['content']) }}{{ '</s>' }}{% endgeneration %}"
     "{%- else -%}{{ 'USER: ' }}{{ render(message['content']) }}{{ ' ' }}{%- endif -%}"  # sep
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
@@ -83,7 +100,7 @@ PLAIN = _BOS + (
     "{%- endif -%}"
     "{%- for message in turns -%}"
     "{%- if message['role'] == 'assistant' -%}"
-    "{% generation %}"
+    "{% generation %}{{ ' ' }}"  # the caption is a fresh SentencePiece string in LLaVA: `▁` first, trained
     "{%- if message['content'] is string -%}{{ message['content'] }}"
     "{%- else -%}{%- for part in message['content'] if part['type'] == 'text' -%}{{ part['text'] }}{%- endfor -%}"
     "{%- endif -%}"
