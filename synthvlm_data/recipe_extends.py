@@ -4,6 +4,8 @@ A recipe file may name a base (a shipped recipe name, or a path relative to the 
 and write only what differs. The merge is deliberately small and predictable:
 - mappings merge key by key, recursively; any other value (a scalar, a list) replaces the base's
   whole, so a list of filters is always read in one place;
+- a model reference (a mapping with an `id`: `model: {id: ..., revision: ...}`) replaces the base's
+  whole too: a new `id` never inherits the old model's `revision`, `variant` or `subfolder`;
 - `null` is a value like any other, as in a recipe without a base: it turns an inherited optional
   section off (`refiner: null`, `judge: null`). There is no separate "delete": null is the default
   of nearly every optional field, and where a field has another default, writing that value is
@@ -27,6 +29,7 @@ from synthvlm_data.schema import load_yaml, read_text
 
 RECIPES_PACKAGE = "synthvlm_data.recipes"
 EXTENDS = "extends"
+MODEL_ID = "id"
 
 
 @dataclass(frozen=True)
@@ -145,11 +148,18 @@ def resolve_data(data: object, file: RecipeFile, _seen: tuple[RecipeFile, ...] =
     return Resolved(merge(base.data, child), [file, *base.chain], origins)
 
 
+def _whole(value: object) -> bool:
+    """A value that replaces the base's whole: anything but a mapping, and a model reference (a
+    mapping naming an `id`: another model's `revision` or `variant` must not carry over)."""
+    return not isinstance(value, dict) or MODEL_ID in value
+
+
 def merge(base: dict, child: dict) -> dict:
-    """`child` over `base`: mappings merge recursively, any other value (lists, null) replaces."""
+    """`child` over `base`: mappings merge recursively, any other value (lists, null) and a model
+    reference (a mapping with an `id`) replace."""
     out = dict(base)
     for key, value in child.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if not _whole(value) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
         else:
             out[key] = value
@@ -170,7 +180,7 @@ def _drop_replaced(origins: dict, child: dict, prefix: tuple[str, ...] = ()) -> 
     """Forget the origins of what `child` replaces (a list, a scalar, null)."""
     for key, value in child.items():
         path = (*prefix, str(key))
-        if isinstance(value, dict):
+        if not _whole(value):
             _drop_replaced(origins, value, path)
         else:
             for p in [p for p in origins if p[: len(path)] == path]:

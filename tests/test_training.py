@@ -589,6 +589,10 @@ def test_tiny_card_never_claims_cc_by_nc(tmp_path, monkeypatch):
     assert "CC BY-NC" not in text and "cc-by-nc" not in text
 
 
+def result_warnings(run) -> list[str]:
+    return list(run["summary"]["publish"].warnings)
+
+
 def test_push_to_hub_goes_through_publish_folder(stage1_run):
     """The output dir itself is published; synthvlm_data.hub keeps checkpoints/, logs/ and pickles local."""
     out, api = stage1_run["out"], stage1_run["api"]
@@ -598,7 +602,9 @@ def test_push_to_hub_goes_through_publish_folder(stage1_run):
     api.create_repo.assert_called_once_with("someone/tiny-llava", repo_type="model", private=True, exist_ok=True)
     kwargs = api.upload_folder.call_args.kwargs
     uploaded = kwargs["allow_patterns"]
-    assert Path(kwargs["folder_path"]) == out and kwargs["repo_type"] == "model"
+    # the card names local paths (the dataset's folder): it goes up redacted, from a staging folder of links
+    assert Path(kwargs["folder_path"]).name.startswith("synthvlm-publish-") and kwargs["repo_type"] == "model"
+    assert any("redacted" in w for w in result_warnings(stage1_run))
     assert {"README.md", "config.json", "model.safetensors", "loss_curve.png", "processor_config.json",
             "training_log.json"} <= set(uploaded)
     assert not [f for f in uploaded if "/" in f or f.endswith((".bin", ".pt", ".pth", ".pkl"))]
