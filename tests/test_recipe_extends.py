@@ -62,6 +62,23 @@ def test_merge_rules():
         "a": {"b": None, "c": 2}, "d": [3], "e": None}
 
 
+def test_a_new_model_id_does_not_inherit_the_old_models_revision(tmp_path):
+    """A model reference (a mapping with an `id`) replaces the base's whole: the SDXL revision or
+    fp16 variant must not be requested from another repository."""
+    assert merge({"m": {"id": "a/x", "revision": "abc", "variant": "fp16"}}, {"m": {"id": "b/y"}}) == {"m": {"id": "b/y"}}
+    assert merge({"m": {"id": "a/x", "revision": "abc"}}, {"m": {"revision": "def"}}) == {
+        "m": {"id": "a/x", "revision": "def"}}  # no id: the same model at another revision
+    base = _write(tmp_path / "base.yaml", {**_shipped("tiny"), "name": "base"})
+    data = yaml.safe_load(base.read_text())
+    data["generate"]["model"] = {"id": data["generate"]["model"]["id"] if isinstance(data["generate"]["model"], dict)
+                                 else data["generate"]["model"], "revision": "0123abc"}
+    base.write_text(yaml.safe_dump(data))
+    child = _write(tmp_path / "child.yaml", {"extends": "base.yaml", "name": "child",
+                                             "generate": {"model": {"id": "someone/other-model"}}})
+    got = load_recipe(str(child))
+    assert got.generate.model.id == "someone/other-model" and got.generate.model.revision is None
+
+
 def test_null_in_an_extending_recipe_means_what_it_means_anywhere(tmp_path):
     """null is a value, not a delete: `refiner: null` turns the inherited refiner off and
     `id_column: null` (row numbers) stays null instead of falling back to the default `id`, exactly
