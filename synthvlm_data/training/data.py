@@ -231,22 +231,29 @@ def check_llava_json(src: DataSource, stage: str) -> int:
     truncated file fails here, not hours into a run. Returns the number of records.
 
     JPEGs decode at reduced scale (`draft`): the whole file is still read, so truncation shows."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
     if stage == "pretrain":
         llava_json_captions(src)  # the stage-1 record shape (turn count) on top of read_llava_json
     records = read_llava_json(src.dataset, src.image_folder or ".", require_image=stage == "pretrain")
     root = Path(src.image_folder or ".").expanduser()
-    for i, rec in enumerate(records):
-        if rec["image"] is None:
-            continue
-        try:
-            with Image.open(root / rec["image"]) as im:
-                im.draft(im.mode, (64, 64))
-                im.load()
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-            raise _record_error(src.dataset, i, rec, f"image {rec['image']} does not decode ({type(err).__name__}: "
-                                f"{(str(err).splitlines() or [''])[0][:120]})", "replace the file or drop the record")
+    # A library may have switched PIL to accept truncated files process-wide (lmms-eval does, at
+    # import): the check decodes strictly whatever the flag says.
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        for i, rec in enumerate(records):
+            if rec["image"] is None:
+                continue
+            try:
+                with Image.open(root / rec["image"]) as im:
+                    im.draft(im.mode, (64, 64))
+                    im.load()
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+                raise _record_error(src.dataset, i, rec, f"image {rec['image']} does not decode ({type(err).__name__}: "
+                                    f"{(str(err).splitlines() or [''])[0][:120]})",
+                                    "replace the file or drop the record") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
     return len(records)
 
 
