@@ -9,11 +9,12 @@ PYTEST_ARGS ?=
 # TORCH_SPEC="torch torchvision" to take your platform's build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help venv lock demo demo-tiny world-models experiment test test-all test-min docs docs-build build-dataset publish bench rehearse gpu-rehearsal gpu-wheels clean
+.PHONY: help venv lock demo demo-tiny demo-train world-models experiment test test-all test-min docs docs-build build-dataset publish bench rehearse gpu-rehearsal gpu-wheels clean
 
 help:
 	@echo "make demo                      offline shapes recipe (miniature world, trained models) -> synthvlm-shapes/"
 	@echo "make demo-tiny                 offline tiny recipe (random-weight SDXL + refiner code path) -> synthvlm-tiny/"
+	@echo "make demo-train                train a tiny LLaVA on world data (stage 1 + 2), score it with synthvlm eval -> outputs/demo-train/"
 	@echo "make world-models              retrain the miniature world's models (about 60 min on 2 cores)"
 	@echo "make experiment                the experiment in miniature: real vs synthetic vs selected vs latent data, tiny LLaVA, world suite (~45 min)"
 	@echo "make lock                      re-resolve requirements.lock (what make venv installs; LOCK_ARGS=--upgrade)"
@@ -79,6 +80,12 @@ demo: venv
 demo-tiny: venv
 	HF_HUB_OFFLINE=1 $(BIN)/synthvlm build --recipe tiny --out synthvlm-tiny
 	HF_HUB_OFFLINE=1 $(BIN)/synthvlm report synthvlm-tiny
+
+DEMO_TRAIN_OUT ?= outputs/demo-train
+demo-train: venv
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m synthvlm_data.experiment --arms real --seeds 0 --k 1 --n 400 --n-eval 100 --out $(DEMO_TRAIN_OUT)
+	HF_HUB_OFFLINE=1 $(BIN)/synthvlm eval $(DEMO_TRAIN_OUT)/arms/real-seed0/stage1 --suite world --n 100
+	HF_HUB_OFFLINE=1 $(BIN)/synthvlm eval $(DEMO_TRAIN_OUT)/arms/real-seed0/stage2 --suite world --n 100
 
 world-models: venv
 	$(BIN)/python -m synthvlm_data.world build-models --out synthvlm_data/world/weights
