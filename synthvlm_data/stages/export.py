@@ -11,7 +11,6 @@ contamination check that later commands added to the old folder.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import shutil
@@ -23,7 +22,7 @@ import yaml
 
 from synthvlm_data.columns import dataset_features, latent_from_bytes
 from synthvlm_data.outdir import remove_owned, replace_dir, restore_interrupted, stale_siblings, staging_dir
-from synthvlm_data.shards import ShardStore
+from synthvlm_data.shards import ShardStore, sha256_file
 from synthvlm_data.stages.base import RunContext
 from synthvlm_data.workdir import GENERATE, SELECT
 from synthvlm_data.workunits import WorkUnit
@@ -256,15 +255,7 @@ def _same_data(a: Path, b: Path) -> bool:
         return False
     if any(p.stat().st_size != q.stat().st_size for p, q in zip(files_a, files_b, strict=True)):
         return False
-    return all(_sha256(p) == _sha256(q) for p, q in zip(files_a, files_b, strict=True))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return all(sha256_file(p) == sha256_file(q) for p, q in zip(files_a, files_b, strict=True))
 
 
 def keep_later_files(old: Path, staging: Path, recipe) -> bool:
