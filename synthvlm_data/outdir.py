@@ -52,7 +52,7 @@ LEGACY: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 # What a legacy signature file must hold (a JSON object with these keys): a user's own `report.json`
 # or `settings.json` does not make their folder this package's.
-LEGACY_KEYS: dict[str, tuple[str, dict]] = {
+LEGACY_KEYS: dict[str, tuple[str, set[str]]] = {
     "dataset": ("synthvlm_stats.json", {"captions_in", "captions_out", "images_generated"}),
     "report": ("report.json", {"recipe", "table", "files"}),
     "experiment": ("settings.json", {"arms", "seeds", "stage1_steps"}),
@@ -169,17 +169,20 @@ def describe(files: list[str], limit: int = 3) -> str:
 
 
 def check_destination(path: Path, kind: str, *, overwrite: bool = False, flag: str = "--out",
-                      overwrite_flag: str | None = "--overwrite") -> None:
+                      overwrite_flag: str | None = "--overwrite", replaces: bool = True) -> None:
     """Refuse (DestinationRefused, one line) unless `path` may receive `kind` output: it does not
     exist, is empty, or holds this package's output of `kind` (another kind with `overwrite`),
-    and in every case holds no file the package did not write. Reads only: call it first."""
+    and in every case holds no file the package did not write. `replaces`: the command swaps the
+    whole folder for a new one (`replace_dir`), so it may not be the folder the user is in; a
+    command that adds files or resumes passes False. Call it first: it writes nothing, except that
+    it puts back a folder a killed replace left aside (`restore_interrupted`)."""
     path = Path(path)
     if path.is_symlink():
         raise DestinationRefused(f"{path} is a symbolic link: give the folder it points to ({os.path.realpath(path)}) "
                                  f"or another {flag}")
-    absolute = Path(os.path.abspath(path))
-    cwd = Path.cwd()
-    if cwd == absolute or cwd.is_relative_to(absolute):
+    absolute = Path(os.path.realpath(path))
+    cwd = Path.cwd().resolve()
+    if replaces and (cwd == absolute or cwd.is_relative_to(absolute)):
         raise DestinationRefused(f"{flag} {path} is the folder you are in (or holds it): choose a new folder "
                                  f"for the output, e.g. {flag} {absolute.name or 'out'}-output")
     restore_interrupted(path)
@@ -247,7 +250,8 @@ def stale_siblings(dst: Path, kinds: tuple[str, ...] = ("partial", "old")) -> li
         if (kind in kinds and pid.isdigit() and path.is_dir() and not path.is_symlink()
                 and not pid_alive(int(pid))):
             stale.append(path)
-    return sorted(stale, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+    # newest first by change time: a rename sets it
+    return sorted(stale, key=lambda p: (p.stat().st_ctime_ns, p.name), reverse=True)
 
 
 def restore_interrupted(dst: Path) -> Path | None:
@@ -256,12 +260,20 @@ def restore_interrupted(dst: Path) -> Path | None:
     dst = Path(os.path.abspath(dst))
     if dst.exists() or dst.is_symlink():
         return None
-    olds = stale_siblings(dst, ("old",))
-    if not olds:
-        return None
-    os.replace(olds[0], dst)
-    print(f"note: {dst} was being replaced when its command stopped; its previous content is back", file=sys.stderr)
-    return olds[0]
+    # Only a folder that still carries its output's marker (or a dataset's layout from before markers)
+    # is one renamed aside whole; a leftover of a replace (a user's files kept, marker removed) is not.
+    olds = [p for p in stale_siblings(dst, ("old",)) if read_marker(p) is not None or _legacy_kind(p, "dataset")]
+    for old in olds:
+        try:
+            os.replace(old, dst)
+        except OSError:  # another process (an accelerate rank) restored it first, or dst appeared
+            if dst.exists():
+                return None
+            continue
+        print(f"note: {dst} was being replaced when its command stopped; its previous content is back",
+              file=sys.stderr)
+        return old
+    return None
 
 
 def write_marker(folder: Path, kind: str, files: list[str] | None | bool = True) -> None:

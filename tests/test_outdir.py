@@ -196,9 +196,18 @@ def test_a_symlinked_out_and_the_current_folder_are_refused(tmp_path, monkeypatc
     for out in (Path("."), Path(".."), empty):
         with pytest.raises(DestinationRefused, match="the folder you are in"):
             check_destination(out, "dataset")
+    (tmp_path / "via").symlink_to(tmp_path)  # the folder you are in, named through a link above it
+    with pytest.raises(DestinationRefused, match="the folder you are in"):
+        check_destination(tmp_path / "via" / "empty", "dataset")
     staging = staging_dir(Path("sub"))  # a relative destination is made absolute, not `Path('.')`-named
     replace_dir(staging, Path("sub"), "llava-json")
     assert read_marker(empty / "sub")["kind"] == "llava-json" and thesis.read_text() == "thesis draft"
+    # A command that adds files or resumes (report into a dataset, training, the experiment) may run
+    # in the folder itself: only a replace may not.
+    write_marker(empty, "model", None)
+    check_destination(Path("."), "model", replaces=False)  # a training run resumed with --output_dir .
+    with pytest.raises(DestinationRefused, match="the folder you are in"):
+        check_destination(Path("."), "model")
 
 
 def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):
@@ -217,10 +226,45 @@ def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):
     check_destination(dst, "llava-json")
     assert (dst / "a.json").read_text() == "1" and not aside.exists()
     dst.rename(aside)
+    # What a replace leaves when a user's file had a new file's name: their files, no marker. It is
+    # not the output renamed aside, so it is never put back in its place (even when newer).
+    leftover = tmp_path / f".out.old-{int(dead.stdout)}-0000beef"
+    leftover.mkdir()
+    (leftover / "notes.txt").write_text("mine")
+
     from synthvlm_data.stages.export import sweep_stale_exports
 
     sweep_stale_exports(dst)  # the build's sweep restores too, rather than deleting the only copy
     assert (dst / "a.json").read_text() == "1" and not aside.exists()
+    assert (leftover / "notes.txt").read_text() == "mine"  # swept: only the package's files go, and it has none
+
+
+def test_two_ranks_restoring_at_once_do_not_crash(tmp_path, monkeypatch):
+    """Every accelerate rank checks the destination: the rank that loses the rename race goes on."""
+    import os
+    import subprocess
+    import sys
+
+    import synthvlm_data.outdir as outdir_mod
+
+    dst = tmp_path / "out"
+    first = staging_dir(dst)
+    (first / "a.json").write_text("1")
+    replace_dir(first, dst, "llava-json")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    aside = tmp_path / f".out.old-{int(dead.stdout)}-deadbeef"
+    dst.rename(aside)
+    real_replace = os.replace
+
+    def other_rank_first(src, target):
+        real_replace(src, target)  # the other rank's rename
+        raise FileNotFoundError(src)  # ours then finds nothing to move
+
+    monkeypatch.setattr(outdir_mod.os, "replace", other_rank_first)
+    assert outdir_mod.restore_interrupted(dst) is None
+    monkeypatch.setattr(outdir_mod.os, "replace", real_replace)
+    check_destination(dst, "llava-json")
+    assert (dst / "a.json").read_text() == "1"
 
 
 def test_build_refuses_an_out_that_overlaps_the_work_dir(tmp_path, capsys):

@@ -140,7 +140,7 @@ def test_gpu_config_without_cuda_refuses_in_one_line_and_writes_nothing(monkeypa
 def test_another_accelerator_is_not_refused(monkeypatch):
     import torch
 
-    from synthvlm_data.training.run import check_accelerator
+    from synthvlm_data.training.run import check_accelerator, use_cpu
 
     if not hasattr(torch, "accelerator"):
         pytest.skip("torch.accelerator appeared in torch 2.6")
@@ -148,6 +148,7 @@ def test_another_accelerator_is_not_refused(monkeypatch):
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)  # an Apple GPU (MPS) or an Intel XPU
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     check_accelerator(load_config(CONFIGS / "7b.yaml"), "pretrain")
+    assert not use_cpu()  # and the run goes to that GPU, not to the CPU
 
 
 def test_cpu_configs_and_explicit_cpu_runs_are_not_refused(monkeypatch):

@@ -358,7 +358,7 @@ def run(s: Settings, out: Path) -> dict:
     from synthvlm_data.outdir import check_destination, ensure_marker
 
     # New, empty or an earlier experiment (resumed): a folder holding anything else is refused before any work.
-    check_destination(out, "experiment", overwrite_flag=None)
+    check_destination(out, "experiment", overwrite_flag=None, replaces=False)
     out.mkdir(parents=True, exist_ok=True)
     ensure_marker(out, "experiment")
     settings_file = out / "settings.json"

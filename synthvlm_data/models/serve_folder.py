@@ -27,7 +27,7 @@ def write_serve_folder(out: Path, model: str = DEFAULT_MODEL, sample: bool = Tru
     from synthvlm_data.models.text import pretrained_dir
 
     out = Path(out)
-    check_destination(out, "served-model", flag="DIR", overwrite_flag=None)
+    check_destination(out, "served-model", flag="DIR", overwrite_flag=None, replaces=False)
     src = pretrained_dir(ModelRef(id=model), "served model")
     out.mkdir(parents=True, exist_ok=True)
     for f in sorted(src.iterdir()):

@@ -443,9 +443,10 @@ def check_report_destination(dataset_dir: Path, out: Path) -> None:
     from synthvlm_data.outdir import check_destination
 
     if _inside(out, dataset_dir):
-        check_destination(dataset_dir, "dataset", flag="DATASET folder (or pass --out)", overwrite_flag=None)
+        check_destination(dataset_dir, "dataset", flag="DATASET folder (or pass --out)", overwrite_flag=None,
+                          replaces=False)
     else:
-        check_destination(out, "report", overwrite_flag=None)
+        check_destination(out, "report", overwrite_flag=None, replaces=False)
 
 
 def _record_report_files(dataset_dir: Path, out: Path, files: list[str]) -> None:

@@ -308,4 +308,3 @@ def stale_export_dirs(out_dir: Path) -> list[Path]:
     """Staging (`.<name>.partial-<pid>-*`) and replaced (`.<name>.old-<pid>-*`) folders next to
     `out_dir` whose process is gone: what a kill during export leaves behind."""
     return sorted(stale_siblings(out_dir))
-    return True

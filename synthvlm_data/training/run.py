@@ -45,7 +45,7 @@ def resolve_resume(value: str | None, checkpoints_dir: Path) -> str | None:
 
 
 def use_cpu() -> bool:
-    """CPU training: no CUDA, or `accelerate launch --cpu`.
+    """CPU training: no GPU torch can see (CUDA/ROCm, MPS, XPU), or `accelerate launch --cpu`.
 
     Decided before the first `PartialState` exists: it is a process-wide singleton, and only a
     `cpu=True` state turns torchrun's ranks on a CPU-only machine into a gloo process group
@@ -54,7 +54,7 @@ def use_cpu() -> bool:
     """
     import torch
 
-    return not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true"}
+    return not accelerator_visible() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true"}
 
 
 def accelerator_visible() -> bool:
@@ -255,7 +255,7 @@ def _run_stage(cfg: TrainConfig, stage: Stage, *, command: str, push_to_hub: str
     started = time.perf_counter()
     output_dir = cfg.output_dir(stage)
     # New, empty or this package's training folder (resuming its checkpoints): checked before anything loads.
-    check_destination(output_dir, "model", flag="--output_dir", overwrite_flag=None)
+    check_destination(output_dir, "model", flag="--output_dir", overwrite_flag=None, replaces=False)
     state = PartialState(cpu=use_cpu())
     section = cfg.stage(stage)
     targs = section.training

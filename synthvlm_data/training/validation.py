@@ -139,7 +139,8 @@ def validate_config(cfg: TrainConfig, stage: Stage, num_processes: int | None = 
     from synthvlm_data.outdir import DestinationRefused, check_destination
 
     try:
-        check_destination(cfg.output_dir(stage), "model", flag="--output_dir", overwrite_flag=None)
+        check_destination(cfg.output_dir(stage), "model", flag="--output_dir", overwrite_flag=None,
+                          replaces=False)
     except DestinationRefused as err:
         raise TrainConfigError(str(err)) from None
     try:

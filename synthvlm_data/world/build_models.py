@@ -74,7 +74,7 @@ def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS, st
     empty or earlier world models (`synthvlm_data.outdir`), checked before any training."""
     from synthvlm_data.outdir import check_destination, write_marker
 
-    check_destination(out_dir, "world-models", overwrite_flag=None)
+    check_destination(out_dir, "world-models", overwrite_flag=None, replaces=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     ctx = mp.get_context("spawn")
@@ -92,7 +92,7 @@ def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS, st
             p.join()
             if p.exitcode != 0:
                 raise SystemExit(f"error: training {only[procs.index(p)]} failed (exit {p.exitcode}); nothing was replaced")
-        check_destination(out_dir, "world-models", overwrite_flag=None)  # again: files may have appeared meanwhile
+        check_destination(out_dir, "world-models", overwrite_flag=None, replaces=False)  # again: files may have appeared meanwhile
         for m in only:
             target = out_dir / m
             if target.exists():
