@@ -249,9 +249,12 @@ def stale_siblings(dst: Path, kinds: tuple[str, ...] = ("partial", "old")) -> li
         pid = rest.split("-", 1)[0]
         if (kind in kinds and pid.isdigit() and path.is_dir() and not path.is_symlink()
                 and not pid_alive(int(pid))):
-            stale.append(path)
-    # newest first by change time: a rename sets it
-    return sorted(stale, key=lambda p: (p.stat().st_ctime_ns, p.name), reverse=True)
+            try:
+                changed = path.stat().st_ctime_ns  # a rename sets it
+            except OSError:  # gone meanwhile (another rank restored or swept it)
+                continue
+            stale.append((changed, path.name, path))
+    return [p for *_, p in sorted(stale, reverse=True)]  # newest first
 
 
 def restore_interrupted(dst: Path) -> Path | None:
