@@ -283,6 +283,9 @@ def write_marker(folder: Path, kind: str, files: list[str] | None | bool = True)
     """Mark `folder` as `kind` output. `files=True`: it owns the files now in it; a list: those;
     None: everything it holds (incremental writers that never delete: training, the experiment)."""
     folder = Path(folder)
+    existing = folder / MARKER
+    if (existing.exists() or existing.is_symlink()) and read_marker(folder) is None:
+        raise DestinationRefused(f"{existing} exists and is not a marker synthvlm-data wrote: move it away")
     listed = files_in(folder) if files is True else (sorted(files) if files is not None else None)
     data = {"kind": kind, "written_by": f"synthvlm-data {_version()}", "files": listed}
     tmp = folder / f"{MARKER}.tmp-{os.getpid()}"
@@ -343,8 +346,9 @@ def remove_owned(folder: Path) -> list[str]:
         if rel in owned:
             with contextlib.suppress(OSError):
                 (folder / rel).unlink()
-    with contextlib.suppress(OSError):
-        (folder / MARKER).unlink()
+    if marker is not None:  # a file of that name the package did not write stays
+        with contextlib.suppress(OSError):
+            (folder / MARKER).unlink()
     _prune_empty(folder)
     return files_in(folder) if folder.exists() else []
 

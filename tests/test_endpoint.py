@@ -501,6 +501,10 @@ def test_serve_folder_links_the_model_and_samples(tmp_path, capsys):
     assert json.loads((out / "generation_config.json").read_text())["do_sample"] is True
     assert (out / "config.json").is_symlink() and (out / "config.json").read_bytes() == (src / "config.json").read_bytes()
     assert serve_main([str(out)]) == 0  # its own earlier output
+    (out / "config.json").unlink()
+    (out / "config.json").write_text("my edited config")  # a user's file where the command had a link
+    assert serve_main([str(out)]) != 0 and (out / "config.json").read_text() == "my edited config"
+    assert "not the link this command writes" in capsys.readouterr().err
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("mine")

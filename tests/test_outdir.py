@@ -210,9 +210,9 @@ def test_a_symlinked_out_and_the_current_folder_are_refused(tmp_path, monkeypatc
         check_destination(Path("."), "model")
 
 
-def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):
-    """`replace_dir` renames the old folder aside, then swaps the new one in: killed in between,
-    the destination is missing; the next command puts the old folder back before anything else."""
+def _killed_mid_replace(tmp_path: Path) -> tuple[Path, Path, int]:
+    """An export at `out`, then renamed aside as a replace killed between its two renames leaves it
+    (`.out.old-<pid of a finished process>-*`): returns (destination, aside folder, that pid)."""
     import subprocess
     import sys
 
@@ -220,15 +220,23 @@ def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):
     first = staging_dir(dst)
     (first / "a.json").write_text("1")
     replace_dir(first, dst, "llava-json")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    aside = tmp_path / f".out.old-{int(dead.stdout)}-deadbeef"
-    dst.rename(aside)  # what the killed command left
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    aside = tmp_path / f".out.old-{dead}-deadbeef"
+    dst.rename(aside)
+    return dst, aside, dead
+
+
+def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):
+    """`replace_dir` renames the old folder aside, then swaps the new one in: killed in between,
+    the destination is missing; the next command puts the old folder back before anything else."""
+    dst, aside, dead = _killed_mid_replace(tmp_path)
     check_destination(dst, "llava-json")
     assert (dst / "a.json").read_text() == "1" and not aside.exists()
     dst.rename(aside)
     # What a replace leaves when a user's file had a new file's name: their files, no marker. It is
     # not the output renamed aside, so it is never put back in its place (even when newer).
-    leftover = tmp_path / f".out.old-{int(dead.stdout)}-0000beef"
+    leftover = tmp_path / f".out.old-{dead}-0000beef"
     leftover.mkdir()
     (leftover / "notes.txt").write_text("mine")
 
@@ -239,21 +247,27 @@ def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):
     assert (leftover / "notes.txt").read_text() == "mine"  # swept: only the package's files go, and it has none
 
 
+def test_a_marker_named_file_the_package_did_not_write_is_never_replaced(tmp_path):
+    """A file named like the marker that is not one (a user's, or damaged) is neither overwritten
+    when a command marks the folder nor deleted when the folder's own files are removed."""
+    folder = _own_dataset(tmp_path)
+    (folder / "synthvlm_stats.json").write_text(json.dumps(LEGACY_STATS))  # a dataset from before markers
+    (folder / MARKER).write_text("my notes")
+    with pytest.raises(DestinationRefused, match="not a marker"):
+        write_marker(folder, "dataset")
+    with pytest.raises(DestinationRefused, match="not a marker"):
+        add_files(folder, ["decontamination.json"], "dataset")
+    remove_owned(folder)
+    assert (folder / MARKER).read_text() == "my notes" and not (folder / "README.md").exists()
+
+
 def test_two_ranks_restoring_at_once_do_not_crash(tmp_path, monkeypatch):
     """Every accelerate rank checks the destination: the rank that loses the rename race goes on."""
     import os
-    import subprocess
-    import sys
 
     import synthvlm_data.outdir as outdir_mod
 
-    dst = tmp_path / "out"
-    first = staging_dir(dst)
-    (first / "a.json").write_text("1")
-    replace_dir(first, dst, "llava-json")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    aside = tmp_path / f".out.old-{int(dead.stdout)}-deadbeef"
-    dst.rename(aside)
+    dst, _aside, _dead = _killed_mid_replace(tmp_path)
     real_replace = os.replace
 
     def other_rank_first(src, target):

@@ -34,8 +34,10 @@ def write_serve_folder(out: Path, model: str = DEFAULT_MODEL, sample: bool = Tru
         if f.name == "generation_config.json" or not f.is_file():
             continue
         link = out / f.name
-        if link.is_symlink() or link.exists():
+        if link.is_symlink():  # an earlier run's link (check_destination: every file here is listed as ours)
             link.unlink()
+        elif link.exists():
+            raise SynthVLMError(f"{link} is a file, not the link this command writes: move it away")
         link.symlink_to(f.resolve())
     gen_path = src / "generation_config.json"
     gen = json.loads(gen_path.read_text(encoding="utf-8")) if gen_path.is_file() else {}
