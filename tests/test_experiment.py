@@ -108,3 +108,36 @@ def test_pretrain_can_train_the_llm_and_a_new_tower():
     assert trained() == {"multi_modal_projector", "language_model"}  # lm_head is tied to the embeddings
     freeze_for_pretrain(model, train_llm=True, train_vision_tower=True)
     assert trained() == {"multi_modal_projector", "language_model", "vision_tower"}
+
+
+def test_make_demo_train_commands_parse_and_evaluate_the_checkpoints_it_writes(tmp_path):
+    """`make demo-train` as typed: its experiment arguments parse (one seed of arm (a)), and the two
+    `synthvlm eval` commands name the stage folders that arm's run writes (running it takes minutes:
+    the scores are in the README)."""
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from synthvlm_data.cli import make_parser
+    from synthvlm_data.experiment.run import parse, train_config
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "demo"
+    dry = subprocess.run(["make", "-n", "demo-train", f"DEMO_TRAIN_OUT={out}"], cwd=root, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    experiment = [shlex.split(line) for line in dry if "-m synthvlm_data.experiment" in line]
+    evals = [shlex.split(line) for line in dry if " eval " in line]
+    assert len(experiment) == 1 and len(evals) == 2
+    args = experiment[0][experiment[0].index("synthvlm_data.experiment") + 1:]
+    settings, parsed_out = parse(args)
+    assert parsed_out == out and settings.arms == ["real"] and settings.seeds == [0]
+    run_dir = out / "arms" / "real-seed0"
+    cfg = train_config(settings, "real", 0, {"lm": out / "lm", "tower": out / "tower", "data": out / "data"}, run_dir)
+    written = [cfg["pretrain"]["training"]["output_dir"], cfg["finetune"]["training"]["output_dir"]]
+    parser = make_parser()
+    evaluated = []
+    for cmd in evals:
+        ns = parser.parse_args(cmd[cmd.index("eval"):])
+        assert ns.suite == "world"
+        evaluated.append(str(ns.checkpoint))
+    assert evaluated == written
