@@ -80,6 +80,7 @@ def test_experiment_micro_run_is_deterministic(tmp_path, capsys):
     # the second run reuses the shared parts (pools, LM, tower, data: the package's own tests check
     # that builds are deterministic) and trains and scores every arm again
     shutil.copytree(first / "work", second / "work")
+    shutil.copy2(first / ".synthvlm-output.json", second)  # the experiment's marker: a folder it may resume in
     assert main(["--out", str(second), *MICRO]) == 0
     assert (first / "results.json").read_bytes() == (second / "results.json").read_bytes()
     # resumable: a finished arm is reused
