@@ -42,11 +42,22 @@ def model_files(ref: ModelRef, role: str, hint: str | None = None) -> tuple[Path
 
 
 def _dequantized_dir(gguf: Path) -> Path:
+    """Keyed by the GGUF file's bytes and the converting libraries' versions, not by its path: a
+    fresh environment holding the same file reuses the entry instead of adding another copy."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import transformers
 
-    st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}".encode())
-    return cache_dir() / "gguf" / f"{gguf.stem}-{key.hexdigest()[:12]}"
+    try:
+        gguf_version = version("gguf")
+    except PackageNotFoundError:  # the conversion itself then says what to install
+        gguf_version = ""
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    digest.update(f"|{transformers.__version__}|{gguf_version}".encode())
+    return cache_dir() / "gguf" / f"{gguf.stem}-{digest.hexdigest()[:12]}"
 
 
 def _dequantize(gguf: Path, dest: Path) -> None:

@@ -9,8 +9,12 @@ derived from the real CLIP vocabulary open_clip ships, so ids match open_clip's 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
 import json
+import os
+import shutil
 import tempfile
 from functools import lru_cache
 from importlib import resources
@@ -43,19 +47,32 @@ def clip_tokenizer_dir() -> str:
 
     open_clip ships the real CLIP vocabulary (`bpe_simple_vocab_16e6.txt.gz`); converting it the
     way open_clip's SimpleTokenizer reads it yields ids identical to the original CLIP tokenizer,
-    with no download. Written once per process to a temp dir.
+    with no download. Written once into the package's cache folder, keyed by the BPE file's bytes
+    (a temp folder per process would be left behind by every process).
     """
     from open_clip.tokenizer import bytes_to_unicode
 
-    bpe = resources.files("open_clip") / "bpe_simple_vocab_16e6.txt.gz"
-    lines = gzip.decompress(bpe.read_bytes()).decode("utf-8").split("\n")
+    from synthvlm_data.models.refs import cache_dir
+
+    raw = (resources.files("open_clip") / "bpe_simple_vocab_16e6.txt.gz").read_bytes()
+    out = cache_dir() / "clip-tokenizer" / hashlib.sha256(raw).hexdigest()[:12]
+    if (out / "merges.txt").is_file():
+        return str(out)
+    lines = gzip.decompress(raw).decode("utf-8").split("\n")
     merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
     vocab = list(bytes_to_unicode().values())
     vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    out = Path(tempfile.mkdtemp(prefix="synthvlm-clip-tok-"))
-    (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    try:
+        (tmp / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
+        (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
+                                        encoding="utf-8")
+        with contextlib.suppress(OSError):  # another process won the race: its copy is the same bytes
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
 
 
