@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from synthvlm_data.dataset_dir import DatasetDir
 from synthvlm_data.errors import SynthVLMError, os_error_message
 
 
@@ -67,16 +68,18 @@ def run(args: argparse.Namespace) -> int:
     result = builder.build_result
     folder = result.out_dir if result else (args.out or builder.recipe.export.name)
     print(f"built {builder.recipe.name}: {ds.num_rows} rows")
-    kept = result is None and args.work_dir is None and (Path(folder) / "plots" / "report.json").is_file()
+    kept = result is None and args.work_dir is None and DatasetDir(folder).quality_file.is_file()
     if kept:  # nothing was built now (an existing export was read): its card's report stays as it is
-        print(f"  quality report: kept ({Path(folder) / 'plots'}; `synthvlm report {folder} --work-dir DIR` redoes it)")
+        print(f"  quality report: kept ({DatasetDir(folder).quality_dir}; `synthvlm report {folder} --work-dir DIR` redoes it)")
     elif not args.no_report:
         from synthvlm_data.cli import print_quality_table
+        from synthvlm_data.presentation.cards import refresh_if_dataset
         from synthvlm_data.presentation.report import report_into_dataset
 
-        report, out, _ = report_into_dataset(folder, result.work_dir if result else args.work_dir, recipe=builder.recipe)
+        report, out = report_into_dataset(folder, result.work_dir if result else args.work_dir, recipe=builder.recipe)
+        card = refresh_if_dataset(folder, builder.recipe)
         print_quality_table(report)
-        print(f"  quality report: {out} (shown in {Path(folder) / 'README.md'})")
+        print(f"  quality report: {out}" + (f" (shown in {card})" if card else ""))
     print(f"  dataset folder: {folder}  (load_dataset(\"{folder}\"); publish with `synthvlm publish {folder} --repo-id OWNER/NAME`)")
     print(f"  arrow cache:    {builder.cache_dir}")
     return 0

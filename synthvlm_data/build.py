@@ -13,12 +13,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthvlm_data.models.refs import check_available
+from synthvlm_data.models.preflight import check_available
 from synthvlm_data.backends import BackendOptions, get_backend
 from synthvlm_data.config import Recipe
+from synthvlm_data.dataset_dir import DatasetDir
 from synthvlm_data.errors import SynthVLMError, tiny_recipe_hint
 from synthvlm_data.stages import RunContext, Stage, stages_for
-from synthvlm_data.workdir import WorkDir
+from synthvlm_data.workdir import GENERATE, WorkDir
 from synthvlm_data.workunits import WorkUnit
 
 @dataclass
@@ -40,7 +41,7 @@ def preflight(recipe: Recipe) -> None:
     if recipe.generate.vae is not None:
         check_available(recipe.generate.vae, "generate.vae")
     check_available(recipe.score.clip.model, "score.clip.model")
-    from synthvlm_data.captions.pipeline import check_models
+    from synthvlm_data.captions.preflight import check_models
 
     check_models(recipe.captions)
     check_accelerator(recipe)
@@ -49,7 +50,7 @@ def preflight(recipe: Recipe) -> None:
 
 def check_source_files(recipe: Recipe) -> None:
     """A local caption file that is missing is an error now, not after the models have loaded."""
-    from synthvlm_data.captions.sources import resolve_path
+    from synthvlm_data.data import resolve_path
     from synthvlm_data.errors import InputDataError
 
     for src in recipe.captions.sources:
@@ -129,7 +130,7 @@ def _previous_report(out_dir: Path) -> dict | None:
     """The quality report `synthvlm report` left in the dataset folder a build is about to replace."""
     import json
 
-    path = Path(out_dir) / "plots" / "report.json"
+    path = DatasetDir(out_dir).quality_file
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -142,11 +143,13 @@ def regenerate_report(recipe: Recipe, out_dir: Path, work_dir: Path, previous: d
     reference set) rather than dropped. A failure is a warning: the dataset itself is complete."""
     import sys
 
+    from synthvlm_data.presentation.cards import refresh_if_dataset
     from synthvlm_data.presentation.report import report_into_dataset
 
     reference = previous.get("reference") or "builtin"
     try:
         report_into_dataset(out_dir, work_dir, recipe=recipe, reference=reference)
+        refresh_if_dataset(out_dir, recipe)
     except SynthVLMError as err:
         print(f"warning: the quality report of {out_dir} was not regenerated ({err}); run `synthvlm report "
               f"{out_dir} --work-dir {work_dir} --reference {reference}`", file=sys.stderr)
@@ -212,11 +215,11 @@ def build(
             from synthvlm_data.stages.export import export_dataset
 
             previous = _previous_report(out_dir)
-            checked = (Path(out_dir) / "decontamination.json").is_file()
+            checked = DatasetDir(out_dir).contamination_file.is_file()
             export_dataset(ctx, out_dir, collect_stats(work))
-            if previous is not None and not (Path(out_dir) / "plots" / "report.json").is_file():
+            if previous is not None and not DatasetDir(out_dir).quality_file.is_file():
                 regenerate_report(recipe, Path(out_dir), work.root, previous)
-            if checked and not (Path(out_dir) / "decontamination.json").is_file():
+            if checked and not DatasetDir(out_dir).contamination_file.is_file():
                 import sys
 
                 print(f"warning: {out_dir} had a contamination check (decontamination.json) that does not describe "
@@ -236,3 +239,42 @@ def build(
 
 
 __all__ = ["BuildResult", "build", "check_destinations", "preflight"]
+
+
+def decode_run(work_dir: Path, *, backend: str = "local", options=None, images_dir: Path | None = None,
+               progress: bool = True) -> int:
+    """Decode every generate shard of a latent run into `decode/` shards; returns the image count.
+
+    `images_dir` also receives the images as files `<id>-<repeat>.<ext>`: a new or empty folder,
+    or one an earlier decode wrote (checked before anything runs; no file of anyone else's is touched).
+    """
+    from synthvlm_data.outdir import check_destination, write_marker
+    from synthvlm_data.stages.decode import DecodeStage
+
+    if images_dir is not None:
+        check_destination(Path(images_dir), "images", flag="--images", replaces=False)
+    work = WorkDir(work_dir)
+    recipe = work.recipe()
+    ctx = RunContext(recipe=recipe, work=work)
+    stage = DecodeStage()
+    units = stage.plan(ctx)  # raises for pixel-mode runs
+    missing = [u.index for u in units if not ctx.store.is_complete(WorkUnit(GENERATE, u.index, u.num_units))]
+    if missing:
+        raise SynthVLMError(f"{len(missing)} generate shard(s) of {work.root} are not complete; finish the build first (re-run it)")
+    runner = get_backend(backend, options if options is not None else BackendOptions.from_env())
+    main = runner.is_main_process()
+    with work.lock() if main else contextlib.nullcontext():
+        execute(stage, ctx, runner, progress=progress)
+    n = 0
+    out = Path(images_dir) if images_dir and main else None
+    ext = {"png": "png", "jpeg": "jpg", "webp": "webp"}[recipe.generate.image_format]
+    for u in units:
+        table = ctx.store.read(u, ["id", "repeat", "image"] if out else ["id"])
+        n += table.num_rows
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            for sid, rep, data in zip(table["id"].to_pylist(), table["repeat"].to_pylist(), table["image"].to_pylist(), strict=True):
+                (out / f"{sid}-{rep}.{ext}").write_bytes(data)
+    if out:
+        write_marker(out, "images")
+    return n

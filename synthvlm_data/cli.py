@@ -69,7 +69,7 @@ def cmd_pilot(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from synthvlm_data.stages.decode import decode_run
+    from synthvlm_data.build import decode_run
     from synthvlm_data.workdir import DECODE, WorkDir
 
     n = decode_run(args.work_dir, backend=args.backend, options=_backend_options(args), images_dir=args.images,
@@ -127,16 +127,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from synthvlm_data.presentation.report import report_into_dataset
 
-    report, out, card = report_into_dataset(
+    report, out = report_into_dataset(
         args.dataset,
         args.work_dir,
         args.out,
-        update_card=not args.no_card_update,
         reference=args.reference,
         reference_split=args.reference_split,
         reference_limit=args.reference_limit,
         device=args.device,
     )
+    card = None
+    if not args.no_card_update and out.resolve().is_relative_to(Path(args.dataset).resolve()):
+        from synthvlm_data.presentation.cards import refresh_if_dataset
+
+        card = refresh_if_dataset(args.dataset, quality_dir=out)
     print_quality_table(report)
     print(f"wrote {', '.join(report['files'])} to {out}")
     if card is not None:
@@ -183,7 +187,11 @@ def cmd_decontaminate(args: argparse.Namespace) -> int:
            f"{report['caption_hits'][s['name']]} caption / {report['image_hits'][s['name']]} image hits") for s in report["sets"]),
         ("rows with a hit", str(report["contaminated"])), ("removed", str(report["removed"])),
     ])
-    print(f"wrote {Path(args.dataset) / 'decontamination.json'}; the card shows the report")
+    from synthvlm_data.dataset_dir import DatasetDir
+    from synthvlm_data.presentation.cards import refresh_if_dataset
+
+    card = refresh_if_dataset(args.dataset)
+    print(f"wrote {DatasetDir(args.dataset).contamination_file}" + ("; the card shows the report" if card else ""))
     return 0
 
 
@@ -239,6 +247,8 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from synthvlm_data.backends import BACKENDS
+
     p = argparse.ArgumentParser(prog="synthvlm", description="Synthetic image-caption datasets for VLMs (SynthVLM, Synth^2).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # --verbose on every command (before or after its name): the libraries' own bars, logs, warnings
@@ -258,7 +268,7 @@ def make_parser() -> argparse.ArgumentParser:
                    "or an earlier build's (checked before anything runs)")
     b.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     b.add_argument("--work-dir", type=Path, help="where stage shards live (default: runs/<recipe name>-<fingerprint>); re-running resumes")
-    b.add_argument("--backend", default="local", choices=["local", "accelerate", "ray"],
+    b.add_argument("--backend", default="local", choices=list(BACKENDS),
                    help="local (one process); accelerate (every rank of `accelerate launch -m synthvlm_data.cli build ...`); "
                         "ray (Ray Data actor pool; pip install 'synthvlm-data[ray]')")
     _add_backend_options(b)
@@ -277,7 +287,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     d = command("decode", help="decode a latent-mode run's latents into images (with the generator's VAE)")
     d.add_argument("--work-dir", type=Path, required=True, help="the latent build's work dir")
-    d.add_argument("--backend", default="local", choices=["local", "accelerate", "ray"], help="as for build")
+    d.add_argument("--backend", default="local", choices=list(BACKENDS), help="as for build")
     _add_backend_options(d)
     d.add_argument("--images", type=Path, help="also write the images as files <id>-<repeat>.<ext> here")
     d.add_argument("--quiet", action="store_true", help="no progress bars: only the summary and errors")

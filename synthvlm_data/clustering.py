@@ -160,39 +160,6 @@ def occupancy_metrics(counts: Sequence[int]) -> dict:
 # --------------------------------------------------------------------------- the caption report
 
 
-def balance(captions: list[str], concepts: list[str], assigned: list[str | None] | None = None) -> dict:
-    """Per-concept counts. `assigned` gives one concept per caption (synthetic); otherwise each
-    caption counts for every concept it mentions."""
-    from synthvlm_data.captions.concepts import ConceptMatcher
-
-    counts = dict.fromkeys(concepts, 0)
-    unmatched = 0
-    if assigned is not None:
-        for c in assigned:
-            if c in counts:
-                counts[c] += 1
-            else:
-                unmatched += 1
-    else:
-        m = ConceptMatcher(concepts)
-        for cap in captions:
-            hits = m.find(cap)
-            unmatched += not hits
-            for h in hits:
-                counts[h] += 1
-    covered = [v for v in counts.values() if v > 0]
-    return {
-        "n_captions": len(captions),
-        "n_concepts": len(concepts),
-        "covered_concepts": len(covered),
-        "coverage": round(len(covered) / len(concepts), 6) if concepts else 0.0,
-        "unmatched_captions": unmatched,
-        "normalised_entropy": round(normalised_entropy(list(counts.values())), 6),
-        "max_min_ratio": round(max(covered) / min(covered), 6) if covered else None,
-        "per_concept": {c: v for c, v in counts.items() if v > 0},
-    }
-
-
 def _subsample(n: int, max_points: int | None) -> np.ndarray:
     if max_points is None or n <= max_points:
         return np.arange(n)

@@ -18,6 +18,7 @@ from pydantic import Field, model_serializer, model_validator
 from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.clustering import DiversityConfig
 from synthvlm_data.errors import RecipeError
+from synthvlm_data.models.families import PIPELINES, family
 from synthvlm_data.models.refs import ModelRef
 from synthvlm_data.recipe_extends import (
     RECIPES_PACKAGE,
@@ -38,7 +39,7 @@ __all__ = ["RECIPES_PACKAGE", "Recipe", "load_recipe", "load_recipe_mapping", "r
 class GenerateConfig(StrictModel):
     """Text-to-image generation (diffusers)."""
 
-    pipeline: Literal["sdxl", "sd3", "auto"] = "sdxl"
+    pipeline: Literal[PIPELINES] = "sdxl"  # models.families: one row per family, or auto
     model: ModelRef
     refiner: ModelRef | None = Field(
         default=None, description="SDXL refiner; base runs to denoising_end=high_noise_frac."
@@ -89,10 +90,11 @@ class GenerateConfig(StrictModel):
     @model_validator(mode="after")
     def _pipeline_options(self) -> GenerateConfig:
         """Options one pipeline family takes and another would reject at call time (or ignore)."""
-        if self.refiner is not None and self.pipeline != "sdxl":
+        row = family(self.pipeline)
+        if self.refiner is not None and not row.refiner:
             raise ValueError(f"refiner is SDXL-only (base + refiner hand-off); remove it for pipeline '{self.pipeline}'")
-        if self.max_sequence_length is not None and self.pipeline == "sdxl":
-            raise ValueError("max_sequence_length is the T5 prompt length of SD3-style pipelines; SDXL has none")
+        if self.max_sequence_length is not None and not row.max_sequence_length:
+            raise ValueError(f"max_sequence_length is the T5 prompt length of SD3-style pipelines; {self.pipeline} has none")
         if self.model.is_tiny and (self.variant is not None or self.vae is not None):
             raise ValueError("variant and vae apply to downloaded models; a tiny generator is built here: remove them")
         return self

@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from synthvlm_data.captions.sources_config import CaptionSource
+from synthvlm_data.dataset_dir import CONTAMINATION_FILE
 from synthvlm_data.errors import InputDataError, import_optional
 from synthvlm_data.schema import StrictModel
 
@@ -261,14 +262,15 @@ def _add_text(index: EvalIndex, name: str, text: str, key: str) -> None:
 
 # --------------------------------------------------------------------------- a built dataset
 
-REPORT_FILE = "decontamination.json"
+REPORT_FILE = CONTAMINATION_FILE  # the check's file in the dataset folder (`dataset_dir`)
 MAX_EXAMPLES = 5
 
 
 def check_dataset(dataset_dir: Path, cfg: DecontamConfig, *, remove: bool = False) -> dict:
     """Check every row of a dataset folder (its captions and, in a pixel dataset, its images)
     against `cfg.against`; with `remove`, rewrite the folder without the contaminated rows.
-    Writes `<dataset>/decontamination.json` and re-renders the card; returns the report."""
+    Writes `<dataset>/decontamination.json` (only that file; the card shows it once re-rendered, see
+    `presentation.cards.refresh_if_dataset`, which the command runs); returns the report."""
     import pyarrow.parquet as pq
     from PIL import Image
 
@@ -353,29 +355,11 @@ def check_report_file(folder: Path) -> None:
 def _write_report(folder: Path, report: dict) -> None:
     import json
 
-    from synthvlm_data.presentation.cards import refresh_dataset_card
-    from synthvlm_data.presentation.report import find_recipe
-
     from synthvlm_data.outdir import add_files, owner_kind
 
     (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    if owner_kind(folder) != "dataset":
-        return  # another dataset folder: its card is not this package's to re-render
-    add_files(folder, [REPORT_FILE], "dataset")
-    if (folder / "README.md").is_file():
-        refresh_dataset_card(folder, find_recipe(folder), quality=_existing_quality(folder))
-
-
-def _existing_quality(folder: Path) -> dict | None:
-    """The card's quality section, kept when the card is re-rendered (from `synthvlm report`'s files)."""
-    import json
-
-    from synthvlm_data.presentation.cards import quality_section
-
-    path = folder / "plots" / "report.json"
-    if not path.is_file():
-        return None
-    return quality_section(json.loads(path.read_text(encoding="utf-8")), path.parent, folder)
+    if owner_kind(folder) == "dataset":
+        add_files(folder, [REPORT_FILE], "dataset")
 
 
 def _rewrite_without(folder: Path, shards: list[Path], drop: set[str], report: dict) -> None:
@@ -386,10 +370,10 @@ def _rewrite_without(folder: Path, shards: list[Path], drop: set[str], report: d
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    from huggingface_hub import DatasetCard
 
+    from synthvlm_data.dataset_dir import DatasetDir
     from synthvlm_data.outdir import replace_dir, staging_dir
-    from synthvlm_data.presentation.cards import size_category
+    from synthvlm_data.presentation.cards import set_row_count
 
     staging = staging_dir(folder)
     shutil.copytree(folder, staging, ignore=shutil.ignore_patterns("*.parquet"), dirs_exist_ok=True)
@@ -402,17 +386,7 @@ def _rewrite_without(folder: Path, shards: list[Path], drop: set[str], report: d
             num_bytes += table.nbytes  # what the export records (the Arrow size of the rows)
             pq.write_table(table, staging / shard.relative_to(folder))
         report["removed"] = report["rows_checked"] - kept
-        card_path = staging / "README.md"
-        if card_path.is_file():
-            card = DatasetCard.load(card_path)
-            info = card.data.dataset_info
-            if isinstance(info, dict):
-                for split in info.get("splits", []):
-                    if split.get("name") == "train":
-                        split["num_examples"], split["num_bytes"] = kept, num_bytes
-                info["dataset_size"] = num_bytes
-                card.data.size_categories = [size_category(kept)]
-            card.save(card_path)
+        set_row_count(DatasetDir(staging).card, kept, num_bytes)
         _write_report(staging, report)
         replace_dir(staging, folder, "dataset")
     except BaseException:

@@ -33,7 +33,8 @@ from pathlib import Path
 from synthvlm_data.errors import SynthVLMError
 
 MARKER = ".synthvlm-output.json"
-KINDS = ("dataset", "llava-json", "webdataset", "report", "experiment", "world-models", "model", "served-model")
+KINDS = ("dataset", "llava-json", "webdataset", "report", "experiment", "world-models", "model", "served-model",
+         "images")
 # Incremental writers (a training run, the experiment): their marker lists no files, the folder's files are theirs.
 UNLISTED_KINDS = ("experiment", "model")
 

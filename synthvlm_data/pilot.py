@@ -80,9 +80,9 @@ def full_caption_count(recipe: Recipe, work_dir: Path | None) -> tuple[int | Non
 
 def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, work_dir: Path | None = None) -> PilotResult:
     """Generate images for `n` captions of the recipe and time it (nothing is exported)."""
-    from synthvlm_data.backends import BackendOptions, get_backend, pinned_threads
+    from synthvlm_data.backends import BackendOptions, get_backend
     from synthvlm_data.build import execute, preflight
-    from synthvlm_data.models.devices import resolve_device
+    from synthvlm_data.models.devices import pinned_threads, resolve_device
     from synthvlm_data.stages import CaptionsStage, CurateStage, GenerateStage, RunContext
     from synthvlm_data.workdir import WorkDir
 
@@ -98,7 +98,7 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
             execute(caption_stage, ctx, get_backend("local", options), progress=False)
         stage = GenerateStage()
         units = stage.plan(ctx)[:1]  # the first n captions (curated + synthesised)
-        with pinned_threads(stage, ctx, options.cpu_threads):
+        with pinned_threads(stage.device(ctx), options.cpu_threads):
             t0 = time.perf_counter()
             stage.setup(ctx)
             load_s = time.perf_counter() - t0

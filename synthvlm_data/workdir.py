@@ -5,8 +5,11 @@
     <root>/.lock               one build (or decode) at a time
     <root>/timings.json        wall time per stage of the last build (not reproducible: kept apart)
     <root>/<stage>/            <stage>-NNNNN-of-NNNNN.parquet (+ .sha256) and manifest.json
+    <root>/curate/             + plan.json (how many units the sources hold, how many were mapped)
     <root>/captions/           + report.json (what the caption stage kept and dropped, why),
-                                 captions_report.json, captions_timings.json, caption_clusters.png
+                                 captions_timings.json, caption_clusters.png, judge.jsonl (the
+                                 judge's verdicts, reused on resume), llm_responses.jsonl (an
+                                 endpoint's recorded answers, `models.endpoint`)
     <root>/select/             + stats.json (selection statistics), config.json (the rule applied)
 
 Shards are read and written only through the `ShardStore` (atomic, checksummed); everything else
@@ -39,6 +42,8 @@ RECIPE_FILE = "recipe.yaml"
 LOCK_FILE = ".lock"
 TIMINGS_FILE = "timings.json"
 CAPTION_REPORT = "report.json"  # in captions/
+CURATE_PLAN = "plan.json"  # in curate/
+JUDGE_CACHE = "judge.jsonl"  # in captions/
 SELECTION_STATS = "stats.json"  # in select/
 SELECTION_RULE = "config.json"  # in select/
 _SHARD_NAME = re.compile(r"^(?P<stage>[a-z]+)-(?P<index>\d{5})-of-(?P<num>\d{5})\.parquet$")
@@ -191,6 +196,12 @@ class WorkDir:
 
     def caption_report_dir(self) -> Path:
         return self.stage_dir(CAPTIONS)
+
+    def curate_plan_file(self) -> Path:
+        return self.stage_dir(CURATE) / CURATE_PLAN
+
+    def judge_cache_file(self) -> Path:
+        return self.stage_dir(CAPTIONS) / JUDGE_CACHE
 
     def write_caption_report(self, report: dict) -> None:
         atomic_write_bytes(self.stage_dir(CAPTIONS) / CAPTION_REPORT, json.dumps(report, indent=2, default=str).encode())

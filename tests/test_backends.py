@@ -204,7 +204,8 @@ def test_cpu_thread_count_is_pinned_per_stage(monkeypatch):
     """CPU float results depend on the intra-op thread count, so every backend pins it."""
     import torch
 
-    from synthvlm_data.backends import CPU_THREADS_ENV, BackendOptions, pinned_threads
+    from synthvlm_data.backends import CPU_THREADS_ENV, BackendOptions
+    from synthvlm_data.models.devices import pinned_threads
     from synthvlm_data.errors import SynthVLMError
     from synthvlm_data.stages import GenerateStage, RunContext
     from synthvlm_data.workdir import WorkDir
@@ -213,7 +214,7 @@ def test_cpu_thread_count_is_pinned_per_stage(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setenv(CPU_THREADS_ENV, "3")  # a user's default; the CLI's --cpu-threads wins over it
     options = BackendOptions.from_env()
-    with pinned_threads(GenerateStage(), ctx, options.cpu_threads):
+    with pinned_threads(GenerateStage().device(ctx), options.cpu_threads):
         assert torch.get_num_threads() == 3
     assert torch.get_num_threads() == before
     assert BackendOptions.from_env(cpu_threads=2).cpu_threads == 2

@@ -139,11 +139,14 @@ def test_an_existing_export_of_the_recipe_is_read_not_rebuilt(tiny_build, tmp_pa
     """A copied dataset folder (no work dir beside it): the builder reads it instead of regenerating
     every image, and its card keeps the quality report."""
     import synthvlm_data.build
+    from synthvlm_data.presentation.cards import refresh_if_dataset
     from synthvlm_data.presentation.report import report_into_dataset
 
     folder = tmp_path / "synthvlm-copy"
     shutil.copytree(tiny_build.out_dir, folder)
     report_into_dataset(folder, tiny_build.work_dir)
+    assert refresh_if_dataset(folder) is not None
+    assert "plots/report.md" in (folder / "README.md").read_text()
     card = (folder / "README.md").read_bytes()
     monkeypatch.chdir(tmp_path)  # no runs/ here
 

@@ -49,7 +49,7 @@ def lm(models):
 
 
 def shipped_human_captions() -> list[str]:
-    from synthvlm_data.captions.sources import resolve_path
+    from synthvlm_data.data import resolve_path
 
     caps = [json.loads(x)["caption"] for x in resolve_path("package://tiny_captions.jsonl").open()]
     seen, out = set(), []
@@ -126,7 +126,7 @@ def test_hub_embedder_id_falls_back_to_the_identical_packaged_copy(monkeypatch):
 
 
 def test_unavailable_models_fail_fast_with_one_line(monkeypatch):
-    from synthvlm_data.models.refs import check_available
+    from synthvlm_data.models.preflight import check_available
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError, match=r"meta-llama/Meta-Llama-3-70B-Instruct.*--recipe tiny") as err:
@@ -412,7 +412,7 @@ def test_tiny_recipe_stage_report_and_determinism(models, tmp_path):
 def test_judge_answers_are_kept_on_disk_so_a_resumed_stage_does_not_ask_again(lm, tmp_path):
     """The caption stage's judge (in the reduce) writes each answer as it comes: after a kill, the
     answered captions are read back (the same floats) and only the others go to the model."""
-    from synthvlm_data.captions.pipeline import CachedJudge
+    from synthvlm_data.captions.judge_cache import CachedJudge
 
     judge = Judge(JudgeConfig(**_tiny_judge()), lm, seed=0)
     human = shipped_human_captions()[:4]

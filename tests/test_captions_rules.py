@@ -23,7 +23,8 @@ from synthvlm_data.captions.concepts import ConceptMatcher, load_concepts
 from synthvlm_data.captions.config import CaptionsConfig, CaptionSource
 from synthvlm_data.captions.dedup import ExactDedup, NearDedup, normalise
 from synthvlm_data.captions.pipeline import run_captions
-from synthvlm_data.clustering import balance, cluster_report, normalised_entropy
+from synthvlm_data.captions.concepts import balance
+from synthvlm_data.clustering import cluster_report, normalised_entropy
 from synthvlm_data.errors import InputDataError
 from synthvlm_data.presentation.plots import plot_caption_clusters
 
@@ -385,7 +386,7 @@ def test_cluster_report_is_seeded_and_plots(tmp_path):
 
 
 def test_model_preflight_names_each_model_and_fails_offline(monkeypatch):
-    from synthvlm_data.captions.pipeline import check_models, endpoints, model_refs
+    from synthvlm_data.captions.preflight import check_models, endpoints, model_refs
     from synthvlm_data.config import load_recipe
     from synthvlm_data.errors import ModelUnavailableError
 

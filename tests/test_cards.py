@@ -14,7 +14,7 @@ from huggingface_hub import DatasetCard
 from PIL import Image
 
 from conftest import small_tiny_recipe
-from synthvlm_data.presentation.cards import quality_section, refresh_dataset_card
+from synthvlm_data.presentation.cards import refresh_dataset_card
 from synthvlm_data.presentation.templates import md_cell
 from synthvlm_data.config import recipe_from_dict
 
@@ -72,7 +72,7 @@ def test_plots_quality_report_and_filter_examples(tiny_build, tmp_path):
     Image.new("RGB", (8, 8)).save(folder / "plots" / "score_hist.png")
     Image.new("RGB", (8, 8)).save(folder / "plots" / "top_bottom_grid.png")
     row = {"count": 3, "mean": 0.5, "median": 0.5, "min": 0.1, "max": 0.9}
-    report = {  # what `synthvlm report` hands to the card (it also writes report.json / report.md)
+    report = {  # what `synthvlm report` writes into plots/ (report.json, report.md)
         "table": [{"set": "real reference", "clip_score": row, "clipscore_scaled": row, "ssim": row, "score": row, "note": ""}],
         "notes": ["rejected pool: no work dir found"],
     }
@@ -85,7 +85,9 @@ def test_plots_quality_report_and_filter_examples(tiny_build, tmp_path):
     ]
     (folder / "synthvlm_stats.json").write_text(json.dumps(stats))
 
-    refresh_dataset_card(folder, small_tiny_recipe(), quality=quality_section(report, folder / "plots", folder))
+    report.update(recipe="tiny", files=["report.json", "report.md", "score_hist.png", "top_bottom_grid.png"])
+    (folder / "plots" / "report.json").write_text(json.dumps(report))
+    refresh_dataset_card(folder, small_tiny_recipe())  # the card reads the report the folder holds
     card = DatasetCard.load(folder / "README.md")
     text = card.text
     assert "![Score hist](plots/score_hist.png)" in text and "![Top bottom grid](plots/top_bottom_grid.png)" in text

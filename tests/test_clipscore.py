@@ -22,7 +22,8 @@ from synthvlm_data.models import clip
 from synthvlm_data.models import tiny as tiny_models
 from synthvlm_data.config import ClipScoreConfig
 from synthvlm_data.errors import ModelUnavailableError
-from synthvlm_data.models.refs import ModelRef, check_available
+from synthvlm_data.models.preflight import check_available
+from synthvlm_data.models.refs import ModelRef
 from synthvlm_data.scoring.clipscore import CLIPSCORE_W, ClipScorer, clipscore_scaled
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's normalisation (openai/CLIP clip.py)

@@ -25,7 +25,9 @@ from synthvlm_data.captions import synthesis as SY
 from synthvlm_data.captions.config import CaptionsConfig, JudgeConfig, SynthesisConfig
 from synthvlm_data.captions.dedup import ExactDedup
 from synthvlm_data.captions.judge import EndpointJudge, Judge
-from synthvlm_data.captions.pipeline import CachedJudge, check_models, run_captions
+from synthvlm_data.captions.judge_cache import CachedJudge
+from synthvlm_data.captions.pipeline import run_captions
+from synthvlm_data.captions.preflight import check_models
 from synthvlm_data.errors import ModelUnavailableError
 from synthvlm_data.models.devices import torch_threads
 from synthvlm_data.models.endpoint import RECORD_FILE, Endpoint, EndpointConfig

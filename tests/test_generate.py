@@ -363,3 +363,35 @@ def test_generate_vae_replaces_the_models_vae(hub_loads, monkeypatch):
     assert ("generate.vae", fix) in checked
     with pytest.raises(RecipeError, match="variant and vae apply to downloaded models"):
         tiniest_recipe(generate={"variant": "fp16"})
+
+
+# --------------------------------------------------------------------------- the families table
+
+
+def test_every_generator_family_row_matches_the_library_and_its_tiny_builder():
+    """One row per family: its diffusers class exists and is recognised as that family, its tiny
+    builder builds that class, and the recipe schema offers exactly the table's names."""
+    import typing
+
+    import diffusers
+
+    from synthvlm_data.config import GenerateConfig
+    from synthvlm_data.models import families
+    from synthvlm_data.models.tiny import build_tiny_sd3, build_tiny_sdxl
+
+    assert typing.get_args(GenerateConfig.model_fields["pipeline"].annotation) == families.PIPELINES
+    builders = {families.TINY_SDXL_BASE: lambda: build_tiny_sdxl(seed=0)[0], families.TINY_SD3: lambda: build_tiny_sd3(seed=0)}
+    for name, row in families.FAMILIES.items():
+        cls = getattr(diffusers, row.pipeline_class)
+        assert families.family_of_class(cls.__name__) is row
+        assert families.family_of_tiny(row.tiny) is row and type(builders[row.tiny]()) is cls
+        assert families.family(name) is row
+    assert families.family_of_class("StableDiffusionXLImg2ImgPipeline").name == "sdxl"  # the refiner decodes as SDXL
+    assert families.family_of_class("FluxPipeline") is families.AUTO
+    assert families.family_of_class("FluxPipeline", default="sd3").name == "sd3"
+    assert getattr(diffusers, families.AUTO.pipeline_class) is diffusers.AutoPipelineForText2Image
+    # a family that takes no refiner refuses one in the recipe, with the table's reason
+    with pytest.raises(ValueError, match="refiner is SDXL-only"):
+        GenerateConfig.model_validate({"pipeline": "sd3", "model": {"id": "tiny:sd3"}, "refiner": {"id": "tiny:sdxl-refiner"}})
+    with pytest.raises(ValueError, match="max_sequence_length is the T5 prompt length"):
+        GenerateConfig.model_validate({"pipeline": "sdxl", "model": {"id": "tiny:sdxl-base"}, "max_sequence_length": 77})

@@ -191,7 +191,7 @@ def test_publishing_a_model_folder_not_written_here_leaves_its_card_alone(model_
 
 
 def test_reproduce_command_records_a_cpu_launch():
-    from synthvlm_data.training.card import reproduce_command
+    from synthvlm_data.presentation.model_card import reproduce_command
 
     cmd = "accelerate launch train/pretrain.py --config train/configs/tiny.yaml"
     assert reproduce_command(cmd, "cpu", 1) == "accelerate launch --cpu train/pretrain.py --config train/configs/tiny.yaml"

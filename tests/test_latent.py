@@ -12,7 +12,8 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 
-from synthvlm_data.backends import BackendOptions, pinned_threads
+from synthvlm_data.backends import BackendOptions
+from synthvlm_data.models.devices import pinned_threads
 from synthvlm_data.build import build
 from synthvlm_data.columns import GENERATE_SCHEMA, LATENT_SCHEMA
 from synthvlm_data.errors import ShardError
@@ -76,7 +77,7 @@ def test_decode_reproduces_pixel_mode_within_one_level(latent_run, store):
     pixel_recipe = tiniest_recipe()
     ctx = RunContext(recipe=pixel_recipe, work=WorkDir(latent_run.work_dir))
     stage = GenerateStage()
-    with pinned_threads(stage, ctx, BackendOptions().cpu_threads):  # as every backend runs it
+    with pinned_threads(stage.device(ctx), BackendOptions().cpu_threads):  # as every backend runs it
         stage.setup(ctx)
         pixel = pa.concat_tables([stage.run(ctx, u) for u in plan_units(GENERATE, N_UNITS)])
     decoded = _table(store, DECODE)
@@ -111,6 +112,26 @@ def test_decode_command_redoes_a_lost_shard_identically(latent_run, store, tmp_p
     files = sorted((tmp_path / "img").glob("*.png"))
     assert len(files) == 16
     assert Image.open(files[0]).size == (64, 64)
+    # a second decode into its own image folder is allowed and writes the same files
+    assert main(["decode", "--work-dir", str(latent_run.work_dir), "--images", str(tmp_path / "img"), "--quiet"]) == 0
+    assert sorted((tmp_path / "img").glob("*.png")) == files
+
+
+def test_decode_images_never_writes_into_a_users_folder(latent_run, store, tmp_path, capsys):
+    from synthvlm_data.cli import main
+
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.png").write_bytes(b"not ours")
+    unit = WorkUnit(DECODE, 1, N_UNITS)
+    before = store.path(unit).read_bytes()
+    store.path(unit).unlink()  # refused before any work: the lost shard is not redone
+    assert main(["decode", "--work-dir", str(latent_run.work_dir), "--images", str(mine), "--quiet"]) != 0
+    assert "--images" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["holiday.png"] and (mine / "holiday.png").read_bytes() == b"not ours"
+    assert not store.path(unit).exists()
+    assert main(["decode", "--work-dir", str(latent_run.work_dir), "--quiet"]) == 0
+    assert store.path(unit).read_bytes() == before
 
 
 def test_decode_refuses_pixel_runs(tmp_path):

@@ -128,7 +128,7 @@ def stage1_run(tmp_path_factory, caption_folder):
     from huggingface_hub import HfApi
 
     from synthvlm_data.hub import publish as hub
-    from synthvlm_data.training import card as card_lib
+    from synthvlm_data.presentation import model_card as card_lib
     from synthvlm_data.training.run import run_stage
 
     out = tmp_path_factory.mktemp("runs") / "tiny-pretrain"
@@ -530,7 +530,7 @@ def test_card_states_the_data_license_of_the_dataset_used(stage1_run):
 
 
 def test_card_records_pinned_model_and_data_revisions(stage1_run):
-    from synthvlm_data.training.card import render_model_card
+    from synthvlm_data.presentation.model_card import render_model_card
 
     context = {**stage1_run["card_context"], "llm_revision": "0123abc", "vision_tower_revision": "v2",
                "data_sources": [{"name": "you/synthvlm-100k", "revision": "v1", "license": "cc-by-nc-4.0"},

@@ -31,7 +31,8 @@ def test_committed_weights_match_their_checksums_and_size_limit():
 
 
 def test_world_ids_resolve_to_the_packaged_folders_and_load_like_local_models():
-    from synthvlm_data.models.refs import ModelRef, check_available, local_files
+    from synthvlm_data.models.preflight import check_available
+    from synthvlm_data.models.refs import ModelRef, local_files
 
     clip = ModelRef(id="world:clip")
     assert clip.is_local and clip.path == WEIGHTS_DIR / "clip"
@@ -41,7 +42,8 @@ def test_world_ids_resolve_to_the_packaged_folders_and_load_like_local_models():
 
 def test_a_missing_world_model_is_one_line_naming_the_rebuild_command():
     from synthvlm_data.errors import ModelUnavailableError
-    from synthvlm_data.models.refs import ModelRef, check_available
+    from synthvlm_data.models.preflight import check_available
+    from synthvlm_data.models.refs import ModelRef
 
     with pytest.raises(ModelUnavailableError, match=r"world model 'world:vae9'.*build-models"):
         check_available(ModelRef(id="world:vae9"), "generate.model")
@@ -112,10 +114,12 @@ def test_shapes_build_measures_curation_and_beats_a_random_pick(shapes_build):
     """The quality floor: on this fixed seed set, best-of-k by the recipe's score shows the caption
     better (verifier alignment) than a random one of the same k images, the real renders are read
     back almost perfectly, and every rule-detectable corruption is removed."""
+    from synthvlm_data.presentation.cards import refresh_if_dataset
     from synthvlm_data.presentation.report import report_into_dataset
 
     recipe, root = shapes_build
-    report, out, card = report_into_dataset(root / "synthvlm-shapes", root / "work", recipe=recipe)
+    report, out = report_into_dataset(root / "synthvlm-shapes", root / "work", recipe=recipe)
+    card = refresh_if_dataset(root / "synthvlm-shapes", recipe)
     world = report["world"]
     cur = {r["kind"]: r for r in world["curation"]["rows"]}
     for kind in ("url_spam", "flagged_word", "gibberish", "repeated_chars"):

@@ -19,112 +19,27 @@ unaffected.
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
+import importlib
 
+from synthvlm_data.backends.base import (ADDRESS_ENV, CPU_THREADS_ENV, TIMEOUT_ENV, TMPDIR_ENV, WORKERS_ENV, Backend,
+                                         BackendOptions, pending, run_units)
 from synthvlm_data.errors import SynthVLMError
-from synthvlm_data.models.devices import CPU_THREADS_ENV, cpu_threads_from_env
 
-BACKENDS = ("local", "accelerate", "ray")
-WORKERS_ENV = "SYNTHVLM_RAY_WORKERS"
-ADDRESS_ENV = "SYNTHVLM_RAY_ADDRESS"
-TMPDIR_ENV = "SYNTHVLM_RAY_TMPDIR"
-TIMEOUT_ENV = "SYNTHVLM_DIST_TIMEOUT"
-DEFAULT_TIMEOUT_S = 48 * 3600
-
-
-@dataclass(frozen=True)
-class BackendOptions:
-    """How a backend runs the stages.
-
-    cpu_threads: intra-op threads of CPU stages (every backend, every worker).
-    workers: Ray actor pool size (default: one per GPU of the cluster, or per `cpu_threads` CPUs).
-    ray_address: a Ray cluster to join (`auto`, `ray://head:10001`); default: a private local Ray.
-    ray_tmpdir: the local Ray's temporary directory (its socket paths must stay short).
-    dist_timeout_s: how long accelerate ranks wait at a barrier (for the main process's global
-        steps and for the slowest rank at the end of a stage).
-    """
-
-    cpu_threads: int = 1
-    workers: int | None = None
-    ray_address: str | None = None
-    ray_tmpdir: str | None = None
-    dist_timeout_s: float = DEFAULT_TIMEOUT_S
-
-    def __post_init__(self):
-        if self.cpu_threads < 1:
-            raise SynthVLMError(f"cpu_threads must be a positive integer, got {self.cpu_threads}")
-        if self.workers is not None and self.workers < 1:
-            raise SynthVLMError(f"workers must be a positive integer, got {self.workers}")
-
-    @classmethod
-    def from_env(cls, **given) -> BackendOptions:
-        """The options a user set in the environment (SYNTHVLM_CPU_THREADS, SYNTHVLM_RAY_WORKERS,
-        SYNTHVLM_RAY_ADDRESS or Ray's RAY_ADDRESS, SYNTHVLM_RAY_TMPDIR, SYNTHVLM_DIST_TIMEOUT),
-        overridden by the `given` ones that are not None (command-line flags)."""
-        workers = os.environ.get(WORKERS_ENV)
-        if workers is not None and (not workers.isdigit() or int(workers) < 1):
-            raise SynthVLMError(f"{WORKERS_ENV} must be a positive integer, got {workers!r}")
-        env = {
-            "cpu_threads": cpu_threads_from_env(),
-            "workers": int(workers) if workers else None,
-            "ray_address": os.environ.get(ADDRESS_ENV) or os.environ.get("RAY_ADDRESS") or None,
-            "ray_tmpdir": os.environ.get(TMPDIR_ENV) or None,
-            "dist_timeout_s": float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)),
-        }
-        return cls(**{**env, **{k: v for k, v in given.items() if v is not None}})
-
-
-class Backend(Protocol):
-    """What the build needs from an execution backend."""
-
-    name: str
-
-    def is_main_process(self) -> bool:
-        """Whether this process runs the build's global steps (a stage's prepare, manifests, export)."""
-
-    def wait_for_everyone(self) -> None:
-        """A barrier across the build's processes (nothing to wait for with one driver)."""
-
-    def broadcast(self, obj):
-        """The main process's `obj` on every process (a barrier too); one driver: `obj` itself."""
-
-    def run_stage(self, stage, ctx, units, progress: bool = True) -> int:
-        """Run the stage's pending units and return once every process is done; returns how many ran here."""
+# Every backend by name: its module and class (imported when chosen: Ray and accelerate are heavy).
+# The CLI's --backend offers exactly these.
+BACKENDS = {
+    "local": ("synthvlm_data.backends.local", "LocalBackend"),
+    "accelerate": ("synthvlm_data.backends.accelerate", "AccelerateBackend"),
+    "ray": ("synthvlm_data.backends.ray", "RayBackend"),
+}
 
 
 def get_backend(name: str, options: BackendOptions | None = None) -> Backend:
-    options = options if options is not None else BackendOptions()
-    if name == "local":
-        from synthvlm_data.backends.local import LocalBackend
-
-        return LocalBackend(options)
-    if name == "accelerate":
-        from synthvlm_data.backends.accelerate import AccelerateBackend
-
-        return AccelerateBackend(options)
-    if name == "ray":
-        from synthvlm_data.backends.ray import RayBackend
-
-        return RayBackend(options)
-    raise SynthVLMError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
+    if name not in BACKENDS:
+        raise SynthVLMError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
+    module, cls = BACKENDS[name]
+    return getattr(importlib.import_module(module), cls)(options if options is not None else BackendOptions())
 
 
-@contextlib.contextmanager
-def pinned_threads(stage, ctx, cpu_threads: int) -> Iterator[None]:
-    """Run a stage with `cpu_threads` intra-op threads if it computes on the CPU (restored afterwards)."""
-    from synthvlm_data.models.devices import torch_threads
-
-    with torch_threads(cpu_threads if stage.device(ctx) == "cpu" else None):
-        yield
-
-
-def pending(ctx, units):
-    """Units without a complete, checksum-verified shard (resume redoes only these)."""
-    return [u for u in units if not ctx.store.is_complete(u)]
-
-
-__all__ = ["BACKENDS", "CPU_THREADS_ENV", "Backend", "BackendOptions", "get_backend", "pending", "pinned_threads"]
+__all__ = ["ADDRESS_ENV", "BACKENDS", "CPU_THREADS_ENV", "TIMEOUT_ENV", "TMPDIR_ENV", "WORKERS_ENV", "Backend",
+           "BackendOptions", "get_backend", "pending", "run_units"]

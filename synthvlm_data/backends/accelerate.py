@@ -21,9 +21,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tqdm.auto import tqdm
-
-from synthvlm_data.backends import BackendOptions, pending, pinned_threads
+from synthvlm_data.backends.base import BackendOptions, pending, run_units
 from synthvlm_data.stages.base import RunContext, Stage
 from synthvlm_data.workunits import WorkUnit, shard_of
 
@@ -75,12 +73,7 @@ class AccelerateBackend:
         st = self._state()
         todo = _broadcast(pending(ctx, units) if st.is_main_process else None)
         mine = shard_of(todo, st.process_index, st.num_processes)
-        if mine:
-            with pinned_threads(stage, ctx, self.options.cpu_threads):
-                stage.setup(ctx)
-                bar = tqdm(mine, desc=f"{stage.name} (rank 0 of {st.num_processes})", unit="shard",
-                           disable=not progress or not st.is_main_process)
-                for unit in bar:
-                    ctx.store.write(unit, stage.run(ctx, unit))
+        run_units(stage, ctx, mine, self.options.cpu_threads, desc=f"{stage.name} (rank 0 of {st.num_processes})",
+                  progress=progress and st.is_main_process)
         st.wait_for_everyone()
         return len(mine)

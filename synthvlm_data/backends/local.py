@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tqdm.auto import tqdm
-
-from synthvlm_data.backends import BackendOptions, pending, pinned_threads
+from synthvlm_data.backends.base import BackendOptions, pending, run_units
 from synthvlm_data.errors import SynthVLMError
 from synthvlm_data.stages.base import RunContext, Stage
 from synthvlm_data.workunits import WorkUnit
@@ -36,11 +34,4 @@ class LocalBackend:
 
     def run_stage(self, stage: Stage, ctx: RunContext, units: list[WorkUnit], progress: bool = True) -> int:
         """Run the stage's pending units; returns how many ran."""
-        todo = pending(ctx, units)
-        if not todo:
-            return 0
-        with pinned_threads(stage, ctx, self.options.cpu_threads):
-            stage.setup(ctx)
-            for unit in tqdm(todo, desc=stage.name, unit="shard", disable=not progress):
-                ctx.store.write(unit, stage.run(ctx, unit))
-        return len(todo)
+        return run_units(stage, ctx, pending(ctx, units), self.options.cpu_threads, progress=progress)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 
-from synthvlm_data.backends import BackendOptions, pending
+from synthvlm_data.backends.base import BackendOptions, pending
 from synthvlm_data.errors import ShardError, SynthVLMError
 from synthvlm_data.stages.base import RunContext, Stage
 from synthvlm_data.workunits import WorkUnit

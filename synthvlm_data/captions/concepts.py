@@ -21,7 +21,7 @@ _IRREGULAR = {
 
 
 def load_concepts(path: str) -> list[str]:
-    from synthvlm_data.captions.sources import resolve_path
+    from synthvlm_data.data import resolve_path
 
     p = resolve_path(path)
     if not p.is_file():
@@ -92,3 +92,36 @@ class ConceptMatcher:
         n = len(ws)
         forms = {tuple(ws[:-1] + [last]) for last in plural_forms(ws[-1])}
         return any(tuple(cap[i : i + n]) in forms for i in range(len(cap) - n + 1))
+
+
+def balance(captions: list[str], concepts: list[str], assigned: list[str | None] | None = None) -> dict:
+    """Per-concept counts. `assigned` gives one concept per caption (synthetic); otherwise each
+    caption counts for every concept it mentions."""
+    from synthvlm_data.clustering import normalised_entropy
+
+    counts = dict.fromkeys(concepts, 0)
+    unmatched = 0
+    if assigned is not None:
+        for c in assigned:
+            if c in counts:
+                counts[c] += 1
+            else:
+                unmatched += 1
+    else:
+        m = ConceptMatcher(concepts)
+        for cap in captions:
+            hits = m.find(cap)
+            unmatched += not hits
+            for h in hits:
+                counts[h] += 1
+    covered = [v for v in counts.values() if v > 0]
+    return {
+        "n_captions": len(captions),
+        "n_concepts": len(concepts),
+        "covered_concepts": len(covered),
+        "coverage": round(len(covered) / len(concepts), 6) if concepts else 0.0,
+        "unmatched_captions": unmatched,
+        "normalised_entropy": round(normalised_entropy(list(counts.values())), 6),
+        "max_min_ratio": round(max(covered) / min(covered), 6) if covered else None,
+        "per_concept": {c: v for c, v in counts.items() if v > 0},
+    }

@@ -175,11 +175,9 @@ class EndpointJudge:
         self.mode: str | None = None  # logprobs / answer_tokens / greedy_token, set by the first answer
         self.bias: dict[str, float] = {}
         if endpoint.cfg.tokenizer is not None:
-            from transformers import AutoTokenizer
+            from synthvlm_data.models.text import load_tokenizer
 
-            from synthvlm_data.models.text import pretrained_dir
-
-            tok = AutoTokenizer.from_pretrained(pretrained_dir(endpoint.cfg.tokenizer, "judge endpoint tokenizer"))
+            tok = load_tokenizer(endpoint.cfg.tokenizer, "judge endpoint tokenizer")
             yes_ids, no_ids = _answer_ids(tok, cfg.yes), _answer_ids(tok, cfg.no)
             if set(yes_ids) & set(no_ids):
                 raise ValueError(f"judge: answers {cfg.yes!r} and {cfg.no!r} share a first token")

@@ -78,7 +78,7 @@ def perplexities(lm: LM, texts: list[str], batch_size: int = 32, max_tokens: int
 
 
 def _read_captions(path: str) -> list[str]:
-    from synthvlm_data.captions.sources import resolve_path
+    from synthvlm_data.data import resolve_path
 
     out = []
     with resolve_path(path).open(encoding="utf-8") as f:

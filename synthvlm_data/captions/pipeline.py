@@ -32,8 +32,9 @@ from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.errors import InputDataError
 from synthvlm_data.captions.dedup import ExactDedup, NearDedup
 from synthvlm_data.captions.filters import BuildContext
+from synthvlm_data.captions.judge_cache import CachedJudge
 from synthvlm_data.captions.report import StepReport
-from synthvlm_data.captions.sources import iter_source, resolve_path  # noqa: F401  (re-export)
+from synthvlm_data.captions.sources import iter_source
 from synthvlm_data.models.devices import resolve_device, torch_threads
 from synthvlm_data.models.text import ModelCache
 
@@ -385,7 +386,11 @@ class Reducer:
             self.done = True
         return self.done
 
-    def finish(self, report_dir: Path | None, timings: dict | None = None, t_all: float | None = None) -> CaptionsResult:
+    def finish(self, report_dir: Path | None, timings: dict | None = None, t_all: float | None = None,
+               write_report: bool = True) -> CaptionsResult:
+        """The global steps over every unit added; writes the cluster plot and the timings into
+        `report_dir`, and the report too unless the caller writes its own (`write_report=False`: the
+        build's caption stage completes it and writes one report into the work dir)."""
         cfg, seed, models, timed = self.cfg, self.seed, self.models, self.timed
         timings = timings if timings is not None else {}
         if report_dir is not None:
@@ -462,8 +467,9 @@ class Reducer:
             timings["total"] = time.perf_counter() - t_all
         timings = {k: round(v, 3) for k, v in timings.items()}
         if report_dir is not None:
-            (report_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                                                  encoding="utf-8")
+            if write_report:
+                (report_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                                                      encoding="utf-8")
             (report_dir / TIMINGS_FILE).write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
         return CaptionsResult(rows=rows, report=report, timings=timings)
 
@@ -479,65 +485,6 @@ def _merge(rep: StepReport, d: dict) -> None:
     for k, v in d.items():
         if k not in ("name", "seen", "kept", "dropped", "reasons", "examples", "params"):
             rep.extra[k] = rep.extra.get(k, 0) + v
-
-
-class CachedJudge:
-    """The judge with its answers kept on disk (one JSON line per caption), so a caption stage that
-    is killed while judging resumes without asking the judge again about any caption it answered."""
-
-    def __init__(self, judge, path: Path):
-        self.judge, self.path = judge, Path(path)
-        self.name, self.cfg = judge.name, judge.cfg
-        self.cache: dict[str, float] = {}
-        self.info: dict[str, dict] = {}  # an endpoint judge's per-answer facts (EndpointJudge.answer_info)
-        self.served: set[str] = set()  # the captions asked about in this stage, answered now or from the file
-        self._newline = False  # the last line was cut by a kill: start the next answer on a new line
-        if self.path.is_file():
-            text = self.path.read_text(encoding="utf-8")
-            self._newline = bool(text) and not text.endswith("\n")
-            for line in text.splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a kill
-                    continue
-                self.cache[rec["key"]] = rec["p_yes"]
-                if "info" in rec:
-                    self.info[rec["key"]] = rec["info"]
-
-    @staticmethod
-    def _key(caption: str) -> str:
-        import hashlib
-
-        return hashlib.sha256(caption.encode("utf-8")).hexdigest()
-
-    def p_yes(self, captions: list[str]) -> list[float]:
-        keys = [self._key(c) for c in captions]
-        todo = list(dict.fromkeys(c for c, k in zip(captions, keys) if k not in self.cache))
-        if todo:
-            answers = self.judge.p_yes(todo)
-            infos = getattr(self.judge, "answer_info", None) or [None] * len(todo)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                if self._newline:
-                    fh.write("\n")
-                    self._newline = False
-                for c, p, info in zip(todo, answers, infos):
-                    key = self._key(c)
-                    self.cache[key] = p
-                    rec = {"key": key, "p_yes": p}
-                    if info is not None:
-                        self.info[key] = rec["info"] = info
-                    fh.write(json.dumps(rec) + "\n")
-        self.served.update(keys)
-        return [self.cache[k] for k in keys]
-
-    def decide(self, caption: str, p: float) -> bool:
-        return self.judge.decide(caption, p)
-
-    def report_extra(self) -> dict:
-        infos = [self.info[k] for k in sorted(self.served) if k in self.info]
-        if infos:  # an endpoint judge: counted over every caption judged in the stage, whichever run asked
-            return self.judge.report_extra(infos)
-        return self.judge.report_extra()
 
 
 class _Gate:
@@ -649,9 +596,9 @@ class _Gate:
 
 
 def _diversity(cfg, curated, synthetic, embedder, reuse_emb: bool, seed: int, report_dir: Path | None) -> dict:
-    from synthvlm_data.captions.concepts import load_concepts
     from synthvlm_data.captions.synthesis import concepts_of
-    from synthvlm_data.clustering import balance, cluster_report
+    from synthvlm_data.captions.concepts import balance, load_concepts
+    from synthvlm_data.clustering import cluster_report
     from synthvlm_data.presentation.plots import plot_caption_clusters
 
     d = cfg.diversity
@@ -693,39 +640,3 @@ def _summary(report: dict) -> dict:
         out[f"{name}_cluster_entropy"] = c["normalised_entropy"]
         out[f"{name}_cluster_coverage"] = c["coverage"]
     return out
-
-
-def model_refs(cfg: CaptionsConfig) -> list[tuple[str, object]]:
-    """(role, ModelRef) of every model this config will load."""
-    refs = [ref for f in cfg.filters if f.enabled for ref in f.models(cfg)]
-    if cfg.judge is not None and cfg.sources and cfg.step_endpoint(cfg.judge) is None:
-        refs.append(("captions judge", cfg.judge.model or cfg.lm))
-    if cfg.synthesis is not None and cfg.step_endpoint(cfg.synthesis) is None:
-        refs.append(("captions synthesis", cfg.synthesis.model or cfg.lm))
-    near = cfg.dedup is not None and cfg.dedup.near
-    if near or (cfg.synthesis is not None and cfg.synthesis.near_dup_threshold):
-        refs.append(("captions embedder", (cfg.dedup.embedder if cfg.dedup and cfg.dedup.embedder else cfg.embedder)))
-    if cfg.diversity is not None:
-        refs.append(("captions diversity embedder", cfg.diversity.embedder or cfg.embedder))
-    return refs
-
-
-def check_models(cfg: CaptionsConfig) -> None:
-    """Preflight for the build: raise ModelUnavailableError (one line) before any stage runs if a
-    model of the caption stage cannot be loaded here, or an LLM server it names does not answer
-    (one GET /models each, no retries). Loads nothing."""
-    from synthvlm_data.models.endpoint import check_endpoint
-    from synthvlm_data.models.refs import check_available
-
-    for role, ref in model_refs(cfg):
-        check_available(ref, role)
-    for role, ep in endpoints(cfg):
-        if ep.tokenizer is not None:
-            check_available(ep.tokenizer, f"{role} endpoint.tokenizer")
-        check_endpoint(ep, role)
-
-
-def endpoints(cfg: CaptionsConfig) -> list[tuple[str, object]]:
-    """(role, EndpointConfig) of every LLM step this config runs on a server."""
-    steps = [("captions judge", cfg.judge if cfg.sources else None), ("captions synthesis", cfg.synthesis)]
-    return [(role, ep) for role, step in steps if step is not None and (ep := cfg.step_endpoint(step)) is not None]

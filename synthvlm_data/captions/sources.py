@@ -13,23 +13,16 @@ import csv
 import json
 import re
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 
 from synthvlm_data.captions.config import CaptionSource
+from synthvlm_data.data import resolve_path
 from synthvlm_data.errors import InputDataError, tiny_recipe_hint
 
 _WS = re.compile(r"[ \t\n\r]*")
 _CHUNK_CHARS = 1 << 20
 _MAX_ELEMENT_CHARS = 64 << 20
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
-
-
-def resolve_path(path: str) -> Path:
-    """`package://NAME` names a file shipped in synthvlm_data/data/; anything else is a path."""
-    if path.startswith("package://"):
-        return Path(str(resources.files("synthvlm_data.data") / path[len("package://") :]))
-    return Path(path).expanduser()
 
 
 def iter_json_array(path: Path) -> Iterator[tuple[int, int, object]]:

@@ -213,7 +213,7 @@ def publish_folder(
         raise HubError(problems[0])
 
     if repo_type == "model" and owner_kind(folder) == "model":
-        from synthvlm_data.training.card import finalize_for_hub
+        from synthvlm_data.presentation.model_card import finalize_for_hub
 
         # The card names its Hub repo, not the local folder. Only a card this package wrote is edited:
         # another model folder is uploaded exactly as it is.

@@ -60,6 +60,15 @@ def cpu_threads_from_env() -> int:
 
 
 @contextlib.contextmanager
+def pinned_threads(device: str, cpu_threads: int) -> Iterator[None]:
+    """Run a block with `cpu_threads` intra-op threads if it computes on the CPU (`device`), restored
+    afterwards; other devices leave the count alone. Every backend runs a CPU stage this way, so a unit
+    gives the same bytes whichever process runs it."""
+    with torch_threads(cpu_threads if device == "cpu" else None):
+        yield
+
+
+@contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with `n` torch CPU threads, then restore the previous count (None: leave it).
 

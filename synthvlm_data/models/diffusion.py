@@ -14,20 +14,21 @@ import torch
 from synthvlm_data.errors import ModelUnavailableError
 from synthvlm_data.models.devices import compute_dtype
 from synthvlm_data.models.refs import ModelRef, from_pretrained, offline_hint
-from synthvlm_data.models.tiny import TINY_SD3, TINY_SDXL_BASE, TINY_SDXL_REFINER, build_tiny_sd3, build_tiny_sdxl
+from synthvlm_data.models.families import (AUTO, FAMILIES, TINY_SD3, TINY_SDXL_BASE, TINY_SDXL_REFINER, family,
+                                          family_of_class, family_of_tiny)
+from synthvlm_data.models.tiny import build_tiny_sd3, build_tiny_sdxl
 
 
 def _tiny_generator(gen_cfg):
     """(pipeline, refiner) for a `tiny:` generator, checked against the recipe's pipeline family."""
     model_id = gen_cfg.model.id
-    families = {TINY_SDXL_BASE: "sdxl", TINY_SD3: "sd3"}
-    if model_id not in families:
+    row = family_of_tiny(model_id)
+    if row is None:
+        known = ", ".join(r.tiny for r in FAMILIES.values() if r.tiny)
+        raise ModelUnavailableError(f"generate.model: '{model_id}' is not a tiny generator (known: {known})")
+    if gen_cfg.pipeline not in (row.name, AUTO.name):
         raise ModelUnavailableError(
-            f"generate.model: '{model_id}' is not a tiny generator (known: {TINY_SDXL_BASE}, {TINY_SD3})"
-        )
-    if gen_cfg.pipeline not in (families[model_id], "auto"):
-        raise ModelUnavailableError(
-            f"generate.model: '{model_id}' is a tiny {families[model_id]} model but generate.pipeline is '{gen_cfg.pipeline}'"
+            f"generate.model: '{model_id}' is a tiny {row.name} model but generate.pipeline is '{gen_cfg.pipeline}'"
         )
     if model_id == TINY_SD3:
         return build_tiny_sd3(seed=0), None
@@ -37,6 +38,7 @@ def _tiny_generator(gen_cfg):
     if gen_cfg.refiner.id != TINY_SDXL_REFINER:
         raise ModelUnavailableError(f"generate.refiner: tiny base needs '{TINY_SDXL_REFINER}', got '{gen_cfg.refiner.id}'")
     return base, refiner
+
 
 def _load(cls, ref: ModelRef, role: str, **kwargs):
     """Load a pipeline (or one of its parts) with its class's from_pretrained, safetensors only."""
@@ -71,15 +73,13 @@ def load_generator(gen_cfg, device: str):
     from synthvlm_data.output import silence_imported
 
     dtype = compute_dtype(gen_cfg.dtype, device)
-    import diffusers  # noqa: F401  (imported here so that its bars follow the command's verbosity)
+    import diffusers  # imported here so that its bars follow the command's verbosity
 
     silence_imported()
     if gen_cfg.model.is_tiny:
         base, refiner = _tiny_generator(gen_cfg)
     else:
-        from diffusers import AutoPipelineForText2Image, StableDiffusion3Pipeline, StableDiffusionXLPipeline
-
-        cls = {"sdxl": StableDiffusionXLPipeline, "sd3": StableDiffusion3Pipeline, "auto": AutoPipelineForText2Image}[gen_cfg.pipeline]
+        cls = getattr(diffusers, family(gen_cfg.pipeline).pipeline_class)
         vae = _replacement_vae(gen_cfg, dtype)
         base = _load(cls, gen_cfg.model, "generate.model", dtype=dtype, **_variant(gen_cfg),
                      **({"vae": vae} if vae is not None else {}))
@@ -128,17 +128,31 @@ def load_vae(gen_cfg, device: str):
     return _configure_vae(vae, gen_cfg).to(device).eval()
 
 
+def load_model_vae(ref: ModelRef, role: str = "model.latents.vae"):
+    """The generator's AutoencoderKL alone (float32, eval): `tiny:sdxl-base` is rebuilt, anything
+    else loads the `vae/` subfolder of the pipeline folder (world:sdxl) or Hub id."""
+    if ref.is_tiny:
+        if ref.id != TINY_SDXL_BASE:
+            raise ModelUnavailableError(f"{role}: '{ref.id}' is not a tiny generator with a VAE (known: {TINY_SDXL_BASE})")
+        vae = build_tiny_sdxl(seed=0)[0].vae.to(torch.float32)
+    else:
+        from diffusers import AutoModel
+
+        vae = _load(AutoModel, ref, role, subfolder="vae", dtype=torch.float32)
+    return vae.eval()
+
+
 def generator_family(gen_cfg) -> str:
-    """`sdxl`, `sd3` or `auto` (anything else): what decides how a pipeline decodes its latents.
+    """The family (`models.families`) whose decode policy a decode of stored latents repeats.
 
     `pipeline: auto` names no family, so the model's `model_index.json` says which pipeline class
     it is (SDXL decodes fp16 VAEs upcast to fp32 and watermarks: a decode of stored latents must
     do the same to reproduce pixel mode).
     """
-    if gen_cfg.pipeline != "auto":
+    if gen_cfg.pipeline != AUTO.name:
         return gen_cfg.pipeline
     if gen_cfg.model.is_tiny:
-        return "sd3" if gen_cfg.model.id == TINY_SD3 else "sdxl"
+        return (family_of_tiny(gen_cfg.model.id) or FAMILIES["sdxl"]).name
     from diffusers import DiffusionPipeline
 
     try:
@@ -148,5 +162,4 @@ def generator_family(gen_cfg) -> str:
         raise ModelUnavailableError(
             f"cannot read generate.model '{gen_cfg.model.id}' (model_index.json): {type(err).__name__}; {offline_hint('generate.model')}"
         ) from None
-    name = str(index.get("_class_name", ""))
-    return "sdxl" if "StableDiffusionXL" in name else "sd3" if "StableDiffusion3" in name else "auto"
+    return family_of_class(str(index.get("_class_name", ""))).name

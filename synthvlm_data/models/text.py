@@ -110,6 +110,15 @@ def pretrained_dir(ref: ModelRef, role: str, hint: str | None = None) -> Path:
     return dequantized(folder / gguf_file, role) if gguf_file else folder
 
 
+def load_tokenizer(ref: ModelRef, role: str, hint: str | None = None):
+    """The tokenizer of a model (`pkg:`, local folder or GGUF file, Hub id), with one-line errors."""
+    from transformers import AutoTokenizer
+
+    hint = hint or offline_hint(role)
+    folder = pretrained_dir(ref, role, hint)
+    return from_pretrained(AutoTokenizer.from_pretrained, ref, role, source=folder, noun="tokenizer", hint=hint)
+
+
 # --------------------------------------------------------------------------- causal LM
 
 

@@ -21,10 +21,8 @@ from importlib import resources
 from pathlib import Path
 
 from synthvlm_data.models.devices import seeded
+from synthvlm_data.models.families import TINY_SD3, TINY_SDXL_BASE, TINY_SDXL_REFINER
 
-TINY_SDXL_BASE = "tiny:sdxl-base"
-TINY_SDXL_REFINER = "tiny:sdxl-refiner"
-TINY_SD3 = "tiny:sd3"
 TINY_CLIP = "tiny:clip"
 TINY_VISION_TOWER = "tiny:clip-vit"
 TINY_LATENT_TOWER = "tiny:latent-vit"  # the same ViT over VAE latents (Synth^2), see latent_vision_config

@@ -11,7 +11,6 @@ plots found in the folder. Nothing secret is ever part of the context.
 
 from __future__ import annotations
 
-import json
 import re
 from importlib import metadata
 from pathlib import Path
@@ -22,10 +21,10 @@ from datasets.splits import SplitDict, SplitInfo
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from synthvlm_data.dataset_dir import QUALITY_MD, DatasetDir
 from synthvlm_data.presentation import describe
 from synthvlm_data.presentation.templates import DATASET_CARD, render
 
-STATS_FILE = "synthvlm_stats.json"
 
 # Library versions recorded in the card (distribution names; missing ones are skipped).
 VERSIONED_LIBRARIES = (
@@ -60,6 +59,22 @@ def size_category(n: int) -> str:
         if n < bound:
             return label
     return "10M<n<100M"
+
+
+def set_row_count(card_path: Path, rows: int, num_bytes: int) -> None:
+    """Record a new train-split size in a card's YAML (rows removed from the data files); a folder
+    without a card is left without one."""
+    if not Path(card_path).is_file():
+        return
+    card = DatasetCard.load(card_path)
+    info = card.data.dataset_info
+    if isinstance(info, dict):
+        for split in info.get("splits", []):
+            if split.get("name") == "train":
+                split["num_examples"], split["num_bytes"] = rows, num_bytes
+        info["dataset_size"] = num_bytes
+        card.data.size_categories = [size_category(rows)]
+    card.save(card_path)
 
 
 def dataset_card_data(
@@ -228,9 +243,9 @@ def score_rows(stats: dict) -> list[tuple[str, dict]]:
 
 def quality_section(report: dict, report_dir: Path, folder: Path) -> dict:
     """What the card shows of a quality report: its table rows, notes and a link to report.md."""
-    from synthvlm_data.presentation.report import REPORT_MD, table_rows
+    from synthvlm_data.presentation.report import table_rows
 
-    markdown = Path(report_dir) / REPORT_MD
+    markdown = Path(report_dir) / QUALITY_MD
     return {
         "rows": table_rows(report),
         "notes": [str(n) for n in report.get("notes") or []],
@@ -242,10 +257,7 @@ def quality_section(report: dict, report_dir: Path, folder: Path) -> dict:
 def contamination_section(folder: Path, stats: dict) -> dict | None:
     """The card's contamination report: `synthvlm decontaminate`'s file in the folder, and the
     caption stage's `decontaminate` filter steps (sets checked, captions removed)."""
-    from synthvlm_data.decontam import REPORT_FILE
-
-    path = Path(folder) / REPORT_FILE
-    check = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    check = DatasetDir(folder).contamination()
     filters = [
         {"name": str(step.get("name")), "checked": str((step.get("params") or {}).get("checked", "")),
          "seen": step.get("seen") or 0, "removed": step.get("dropped") or 0}
@@ -257,9 +269,17 @@ def contamination_section(folder: Path, stats: dict) -> dict | None:
     return {"check": check, "filters": filters}
 
 
+def quality_of(folder: Path, report_dir: Path | None = None) -> dict | None:
+    """The card's quality section from the report in `report_dir` (default `<folder>/plots`), if any."""
+    folder = Path(folder)
+    report_dir = Path(report_dir) if report_dir is not None else DatasetDir(folder).quality_dir
+    report = DatasetDir(folder).quality(report_dir)
+    return quality_section(report, report_dir, folder) if report is not None else None
+
+
 def body_context(folder: Path, *, recipe, stats: dict, quality: dict | None = None, **context) -> dict:
     """Everything the template needs; explicit `context` entries win over the derived ones.
-    `quality`: `quality_section` of the dataset's quality report, when it has one."""
+    `quality`: `quality_section` of a quality report; by default the one in the folder's plots/."""
     derived = {
         "recipe": recipe,
         "stats": stats,
@@ -271,7 +291,7 @@ def body_context(folder: Path, *, recipe, stats: dict, quality: dict | None = No
         "models": describe.models(recipe),
         "ssim": describe.ssim(recipe.score.ssim),
         "plots": find_plots(folder),
-        "quality": quality,
+        "quality": quality if quality is not None else quality_of(folder),
         "diversity": diversity_figures(stats),
         "contamination": contamination_section(folder, stats),
         "train_configs": describe.train_configs(recipe),
@@ -299,35 +319,49 @@ def write_dataset_card(out_dir: Path, card_data: DatasetCardData, **context) -> 
     Required context: `recipe`, `stats`, `num_rows`, `num_shards`, `columns`.
     """
     card = DatasetCard(render_dataset_card(out_dir, card_data, **context))
-    path = Path(out_dir) / "README.md"
+    path = DatasetDir(out_dir).card
     card.save(path)
     return path
 
 
-def refresh_dataset_card(folder: Path, recipe, quality: dict | None = None) -> Path:
-    """Re-render an exported folder's card in place (e.g. after the quality report added plots;
-    `quality`: its `quality_section`).
+def refresh_dataset_card(folder: Path, recipe=None, quality_dir: Path | None = None) -> Path:
+    """Re-render an exported folder's card in place from every part the folder holds (the build
+    statistics, the quality report in `quality_dir` (default plots/) and its plots, the contamination
+    check), e.g. after `synthvlm report` or `synthvlm decontaminate` added theirs. `recipe`: default the
+    one recorded in the folder.
 
-    Keeps the YAML header as it is (it describes the data files, which did not change) and
-    re-reads the build statistics the export wrote into the folder (`synthvlm_stats.json`).
+    Keeps the YAML header as it is (it describes the data files, which did not change).
     """
     folder = Path(folder)
-    card = DatasetCard.load(folder / "README.md")
-    stats = json.loads((folder / STATS_FILE).read_text()) if (folder / STATS_FILE).is_file() else {}
+    d = DatasetDir(folder)
+    card = DatasetCard.load(d.card)
     info = card.data.dataset_info or {}
     features = [f["name"] for f in info.get("features", [])] if isinstance(info, dict) else []
     splits = info.get("splits", []) if isinstance(info, dict) else []
     num_rows = sum(s.get("num_examples", 0) for s in splits)
-    num_shards = len(list((folder / "data").glob("*.parquet")))
-    return write_dataset_card(folder, card.data, recipe=recipe, stats=stats, quality=quality, num_rows=num_rows,
-                              num_shards=num_shards, columns=features)
+    return write_dataset_card(folder, card.data, recipe=recipe if recipe is not None else d.recipe(), stats=d.stats(),
+                              quality=quality_of(folder, quality_dir), num_rows=num_rows, num_shards=len(d.shards()),
+                              columns=features)
+
+
+def refresh_if_dataset(folder: Path, recipe=None, quality_dir: Path | None = None) -> Path | None:
+    """`refresh_dataset_card` when the folder is a dataset this package wrote and has its card;
+    another folder's card is not this package's to re-render (None)."""
+    from synthvlm_data.outdir import owner_kind
+
+    if owner_kind(Path(folder)) != "dataset" or not DatasetDir(folder).card.is_file():
+        return None
+    return refresh_dataset_card(folder, recipe, quality_dir)
 
 
 __all__ = [
     "CITATION",
     "dataset_card_data",
     "quality_section",
+    "quality_of",
     "refresh_dataset_card",
+    "refresh_if_dataset",
+    "set_row_count",
     "render_dataset_card",
     "size_category",
     "write_dataset_card",

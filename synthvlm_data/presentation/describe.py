@@ -32,7 +32,7 @@ def revision(ref: ModelRef) -> str:
 def models(recipe) -> list[dict]:
     """Every model that shaped the data: role(s), id and revision (generation, scoring, captions,
     selection). A caption model used for several steps is one row naming them all."""
-    from synthvlm_data.captions.pipeline import endpoints, model_refs
+    from synthvlm_data.captions.preflight import endpoints, model_refs
 
     rows = [("generator", recipe.generate.model)]
     if recipe.generate.refiner is not None:

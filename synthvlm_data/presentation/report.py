@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,17 +31,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 from PIL import Image
 
 from synthvlm_data.columns import decode_image
-from synthvlm_data.config import Recipe, recipe_from_dict
-from synthvlm_data.errors import InputDataError, RecipeError, one_line
+from synthvlm_data.config import Recipe
+from synthvlm_data.dataset_dir import QUALITY_DIR, QUALITY_JSON, QUALITY_MD, DatasetDir, find_recipe
+from synthvlm_data.errors import InputDataError, one_line
 from synthvlm_data.presentation import describe, plots
 from synthvlm_data.presentation.templates import QUALITY_REPORT, fmt4, render
 from synthvlm_data.shards import take_rows
 from synthvlm_data.stages.select import combined_score, summarize
-from synthvlm_data.workdir import RECIPE_FILE, SCORE, WorkDir, image_stage
+from synthvlm_data.workdir import SCORE, WorkDir, image_stage
 
 REFERENCE_CAPTIONS = "reference_captions.jsonl"
 BUILTIN = "builtin"
@@ -53,8 +52,8 @@ PAPER_ROWS = (
     ("BLIP-LCS", 0.32, 0.75),
     ("ShareGPT4V", 0.32, 0.79),
 )
-REPORT_MD = "report.md"
-FILES = ("report.json", REPORT_MD, "score_hist.png", "top_bottom_grid.png")
+REPORT_MD = QUALITY_MD
+FILES = (QUALITY_JSON, REPORT_MD, "score_hist.png", "top_bottom_grid.png")
 
 
 @dataclass
@@ -178,7 +177,7 @@ def score_reference(entries: list[dict], recipe: Recipe, scorer=None, device: st
 
 
 def make_scorer(recipe: Recipe, device: str | None = None):
-    from synthvlm_data.models.refs import check_available
+    from synthvlm_data.models.preflight import check_available
     from synthvlm_data.scoring.clipscore import ClipScorer
 
     check_available(recipe.score.clip.model, "score.clip.model")  # one clear line if not
@@ -186,35 +185,6 @@ def make_scorer(recipe: Recipe, device: str | None = None):
 
 
 # --------------------------------------------------------------------------- finding the run
-
-
-def find_recipe(dataset_dir: Path, work_dir: Path | None = None) -> Recipe:
-    """The recipe that built `dataset_dir`: `<dataset>/recipe.yaml`, the YAML block of the
-    dataset card (README.md), or the work dir's `recipe.yaml`, in that order. The work dir comes
-    last because several selection rules can share one work dir (it is keyed by what the
-    expensive stages depend on), so its recipe.yaml may carry another selection rule."""
-    candidates: list[tuple[str, str]] = []
-    if (dataset_dir / "recipe.yaml").is_file():
-        candidates.append(((dataset_dir / "recipe.yaml").read_text(encoding="utf-8"), str(dataset_dir / "recipe.yaml")))
-    card = dataset_dir / "README.md"
-    if card.is_file():
-        for block in re.findall(r"```ya?ml\n(.*?)\n```", card.read_text(encoding="utf-8"), flags=re.S):
-            candidates.append((block, f"{card} (recipe block)"))
-    if work_dir is not None and WorkDir(work_dir).has_recipe():
-        work = WorkDir(work_dir)
-        candidates.append((work.recipe_text(), str(work.root / RECIPE_FILE)))
-    for text, where in candidates:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError:
-            continue
-        if isinstance(data, dict) and "generate" in data and "name" in data:
-            return recipe_from_dict(data, where)
-    raise RecipeError(
-        f"cannot find the recipe of {dataset_dir}: no recipe.yaml there, no recipe block in its README.md"
-        + (f", and none in {work_dir}" if work_dir else "")
-        + "; pass --work-dir with the build's work directory"
-    )
 
 
 def find_work_dir(dataset_dir: Path, recipe: Recipe, work_dir: Path | None = None) -> Path | None:
@@ -257,10 +227,7 @@ def check_pool(pool: pa.Table, selected: pa.Table) -> str | None:
 
 
 def dataset_files(dataset_dir: Path) -> list[Path]:
-    files = sorted((dataset_dir / "data").glob("*.parquet"))
-    if not files:
-        raise InputDataError(f"{dataset_dir} has no data/*.parquet: pass a dataset folder written by `synthvlm build`")
-    return files
+    return DatasetDir(dataset_dir).require_shards()
 
 
 def load_selected(dataset_dir: Path) -> pa.Table:
@@ -346,7 +313,7 @@ def write_quality_report(
     if not dataset_dir.is_dir():
         raise InputDataError(f"{dataset_dir} is not a folder: pass a dataset folder written by `synthvlm build`")
     dataset_files(dataset_dir)  # fail early, before loading any model
-    out = Path(out_dir) if out_dir is not None else dataset_dir / "plots"
+    out = Path(out_dir) if out_dir is not None else dataset_dir / QUALITY_DIR
     check_report_destination(dataset_dir, out)
     recipe = recipe or find_recipe(dataset_dir, Path(work_dir) if work_dir else None)
     notes = []
@@ -403,10 +370,7 @@ def write_quality_report(
             world = world_measurements(recipe, WorkDir(wd), pool)
             files["selection_rules.png"] = plots.plot_selection_rules(world["selection"], out / "selection_rules.png", title)
 
-    stats_path = dataset_dir / "synthvlm_stats.json"
-    diversity = None
-    if stats_path.is_file():
-        diversity = json.loads(stats_path.read_text()).get("diversity")
+    diversity = DatasetDir(dataset_dir).stats().get("diversity")
     if diversity:
         files["cluster_hist.png"] = plots.plot_selection_clusters(diversity, out / "cluster_hist.png")
 
@@ -424,10 +388,10 @@ def write_quality_report(
         "diversity": diversity,
         "world": world,
         "notes": notes,
-        "files": sorted([*files, "report.json", REPORT_MD]),
+        "files": sorted([*files, QUALITY_JSON, REPORT_MD]),
     }
     (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    (out / QUALITY_JSON).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     _record_report_files(dataset_dir, out, report["files"])
     return report
 
@@ -474,7 +438,7 @@ def world_measurements(recipe: Recipe, work: WorkDir, pool: pa.Table) -> dict:
 def keep_richer_report(out: Path) -> None:
     """A report made without the work dir lacks the rejected pool (and the world measurements):
     it never replaces one that has them. Raises before anything is written."""
-    old = out / "report.json"
+    old = out / QUALITY_JSON
     if not old.is_file():
         return
     try:
@@ -491,19 +455,13 @@ def keep_richer_report(out: Path) -> None:
 
 
 def report_into_dataset(dataset_dir: str | Path, work_dir: str | Path | None = None, out_dir: str | Path | None = None,
-                        *, update_card: bool = True, **kwargs) -> tuple[dict, Path, Path | None]:
-    """`write_quality_report`, then re-render the dataset card so it shows the report and plots
-    (only when the report lands inside the dataset folder). Returns (report, report dir, card path)."""
+                        **kwargs) -> tuple[dict, Path]:
+    """`write_quality_report` into `out_dir` (default `<dataset>/plots`). Returns (report, report dir).
+    The dataset card shows it once re-rendered (`presentation.cards.refresh_dataset_card`, which the
+    `report` command runs): this module writes only the report."""
     dataset_dir = Path(dataset_dir)
     report = write_quality_report(dataset_dir, work_dir, out_dir, **kwargs)
-    out = Path(out_dir) if out_dir is not None else dataset_dir / "plots"
-    card = None
-    if update_card and out.resolve().is_relative_to(dataset_dir.resolve()) and (dataset_dir / "README.md").is_file():
-        from synthvlm_data.presentation.cards import quality_section, refresh_dataset_card
-
-        recipe = kwargs.get("recipe") or find_recipe(dataset_dir, Path(work_dir) if work_dir else None)
-        card = refresh_dataset_card(dataset_dir, recipe, quality=quality_section(report, out, dataset_dir))
-    return report, out, card
+    return report, Path(out_dir) if out_dir is not None else dataset_dir / QUALITY_DIR
 
 
 def _grid_items(

@@ -72,7 +72,8 @@ def rehearse_llava(model_cfg, vision: Component, llm: Component, *, seed: int = 
 
     `stage_templates` names the chat template each stage trains with (LLaVA-1.5: `plain` for
     pretrain, `vicuna_v1` for finetune); a stage not named uses `model_cfg.chat_template`."""
-    from synthvlm_data.training.assembly import assemble_llava, num_image_tokens
+    from synthvlm_data.models.llava import num_image_tokens
+    from synthvlm_data.training.assembly import assemble_llava
 
     report = report or LlavaReport()
     dtype = getattr(torch, model_cfg.dtype)

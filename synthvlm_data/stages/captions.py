@@ -27,17 +27,15 @@ import pyarrow as pa
 from synthvlm_data.columns import CAPTION_SCHEMA
 from synthvlm_data.errors import ShardError
 from synthvlm_data.shards import atomic_write_bytes
-from synthvlm_data.models.devices import resolve_device, torch_threads
+from synthvlm_data.models.devices import pinned_threads, resolve_device, torch_threads
 from synthvlm_data.stages.base import RunContext, Stage
 from synthvlm_data.workdir import CAPTIONS, CURATE
 from synthvlm_data.workunits import WorkUnit, choose_prompt, chunk, plan_units, sample_id
 
-PLAN_FILE = "plan.json"  # in curate/: how many units the sources hold and how many to map now
-JUDGE_CACHE = "judge.jsonl"  # in captions/
 
 
 def _plan(ctx: RunContext) -> dict:
-    return json.loads((ctx.work.stage_dir(CURATE) / PLAN_FILE).read_text())
+    return json.loads((ctx.work.curate_plan_file()).read_text())
 
 
 def curate_units(ctx: RunContext) -> list[WorkUnit]:
@@ -60,7 +58,7 @@ class CurateStage(Stage):
 
     def prepare(self, ctx: RunContext) -> None:
         """Count the units (reads the sources once) and decide how many to map on the ranks."""
-        path = ctx.work.stage_dir(CURATE) / PLAN_FILE
+        path = ctx.work.curate_plan_file()
         if path.is_file() or ctx.work.is_complete(CAPTIONS):
             return
         from synthvlm_data.captions.pipeline import count_units, unit_size
@@ -73,7 +71,7 @@ class CurateStage(Stage):
         atomic_write_bytes(path, (json.dumps({"units": n, "mapped": first, "unit_rows": size}) + "\n").encode())
 
     def plan(self, ctx: RunContext) -> list[WorkUnit]:
-        if not (ctx.work.stage_dir(CURATE) / PLAN_FILE).is_file():  # captions complete before the stage existed
+        if not (ctx.work.curate_plan_file()).is_file():  # captions complete before the stage existed
             return []
         return curate_units(ctx)[: _plan(ctx)["mapped"]]
 
@@ -94,7 +92,7 @@ class CurateStage(Stage):
             return self._curator.curate(self._reader.unit(unit.index))
 
     def manifest_extra(self, ctx: RunContext) -> dict:
-        return _plan(ctx) if (ctx.work.stage_dir(CURATE) / PLAN_FILE).is_file() else {}
+        return _plan(ctx) if (ctx.work.curate_plan_file()).is_file() else {}
 
 
 class CaptionsStage(Stage):
@@ -150,7 +148,6 @@ class CaptionsStage(Stage):
 
     @staticmethod
     def _reduce_with(ctx: RunContext, models):
-        from synthvlm_data.backends import pinned_threads
         from synthvlm_data.captions.pipeline import Reducer, UnitResult
 
         recipe, cfg = ctx.recipe, ctx.recipe.captions
@@ -163,9 +160,9 @@ class CaptionsStage(Stage):
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
         # the thread setting the backends give the map (pinned_threads), so a unit mapped here gives the same bytes
-        with pinned_threads(curate, ctx, ctx.cpu_threads), torch_threads(cfg.num_threads):
+        with pinned_threads(curate.device(ctx), ctx.cpu_threads), torch_threads(cfg.num_threads):
             reducer = Reducer(cfg, seed=recipe.seed, profile=recipe.profile, models=models, timed=timed,
-                              judge_cache=report_dir / JUDGE_CACHE, report_dir=report_dir)
+                              judge_cache=ctx.work.judge_cache_file(), report_dir=report_dir)
             used = []
             for unit in curate_units(ctx):
                 if ctx.store.is_complete(unit):
@@ -180,9 +177,10 @@ class CaptionsStage(Stage):
             plan = _plan(ctx)
             if len(used) > plan["mapped"]:  # the units mapped here belong to the curate stage from now on
                 plan["mapped"] = len(used)
-                atomic_write_bytes(ctx.work.stage_dir(CURATE) / PLAN_FILE, (json.dumps(plan) + "\n").encode())
+                atomic_write_bytes(ctx.work.curate_plan_file(), (json.dumps(plan) + "\n").encode())
                 ctx.work.write_manifest(CURATE, curate_units(ctx)[: len(used)], plan)
-            return reducer.finish(report_dir, timings, t_all)  # timings: the reduce's
+            # one report: the stage completes the reducer's and writes it (WorkDir.write_caption_report)
+            return reducer.finish(report_dir, timings, t_all, write_report=False)  # timings: the reduce's
 
     @classmethod
     def _compute(cls, ctx: RunContext) -> list[pa.Table]:

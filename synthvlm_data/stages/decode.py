@@ -6,14 +6,11 @@ decode the pipeline would have done (un-scaling, VAE, post-processing): on a GPU
 latents are exactly what the VAE would have decoded; on CPU (fp32) the fp16 rounding moves pixels by
 at most one uint8 level (tested).
 
-`synthvlm decode --work-dir W [--images DIR]` runs this stage over a work dir later, on any backend
-(resumable like every stage), and can write the images as files too.
+`synthvlm decode --work-dir W [--images DIR]` (`build.decode_run`) runs this stage over a work dir
+later, on any backend (resumable like every stage), and can write the images as files too.
 """
 
 from __future__ import annotations
-
-import contextlib
-from pathlib import Path
 
 import pyarrow as pa
 import torch
@@ -21,11 +18,12 @@ from PIL import Image
 
 from synthvlm_data.columns import GENERATE_SCHEMA, encode_image, latent_from_bytes
 from synthvlm_data.config import GenerateConfig
-from synthvlm_data.errors import ShardError, SynthVLMError
+from synthvlm_data.errors import ShardError
+from synthvlm_data.models import families
 from synthvlm_data.models.devices import resolve_device
 from synthvlm_data.models.diffusion import generator_family, load_vae
 from synthvlm_data.stages.base import RunContext, ShardwiseStage
-from synthvlm_data.workdir import DECODE, GENERATE, WorkDir
+from synthvlm_data.workdir import DECODE, GENERATE
 from synthvlm_data.workunits import WorkUnit, chunk
 
 
@@ -44,9 +42,8 @@ class LatentDecoder:
         self.cfg = cfg
         self.device = resolve_device(device or cfg.device)
         self.vae = vae if vae is not None else load_vae(cfg, self.device)
-        if family is None:
-            family = generator_family(cfg)
-        if family == "sdxl" and self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
+        row = families.family(family if family is not None else generator_family(cfg))
+        if row.upcast_fp16_vae and self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
             # What the SDXL pipelines do before decoding (a copy: the generator's VAE stays fp16).
             import copy
 
@@ -54,7 +51,7 @@ class LatentDecoder:
         scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.processor = VaeImageProcessor(vae_scale_factor=scale)
         self.watermark = None
-        if family == "sdxl":
+        if row.watermark:
             from diffusers.utils.import_utils import is_invisible_watermark_available
 
             if is_invisible_watermark_available():  # the SDXL pipelines' default (add_watermarker=None)
@@ -65,8 +62,8 @@ class LatentDecoder:
     @classmethod
     def from_generator(cls, gen) -> LatentDecoder:
         """Reuse a loaded generator's VAE (no second load)."""
-        family = "sdxl" if "StableDiffusionXL" in type(gen.final_pipe).__name__ else gen.cfg.pipeline
-        return cls(gen.cfg, gen.device, vae=gen.final_pipe.vae, family=family)
+        row = families.family_of_class(type(gen.final_pipe).__name__, default=gen.cfg.pipeline)
+        return cls(gen.cfg, gen.device, vae=gen.final_pipe.vae, family=row.name)
 
     @torch.inference_mode()
     def __call__(self, latents: torch.Tensor) -> list[Image.Image]:
@@ -121,34 +118,3 @@ class DecodeStage(ShardwiseStage):
                     "image": encode_image(img, cfg.image_format, cfg.image_quality), "generator": r["generator"],
                 })
         return pa.Table.from_pylist(rows, schema=GENERATE_SCHEMA)
-
-
-def decode_run(work_dir: Path, *, backend: str = "local", options=None, images_dir: Path | None = None,
-               progress: bool = True) -> int:
-    """Decode every generate shard of a latent run into `decode/` shards; returns the image count."""
-    from synthvlm_data.backends import BackendOptions, get_backend
-    from synthvlm_data.build import execute
-
-    work = WorkDir(work_dir)
-    recipe = work.recipe()
-    ctx = RunContext(recipe=recipe, work=work)
-    stage = DecodeStage()
-    units = stage.plan(ctx)  # raises for pixel-mode runs
-    missing = [u.index for u in units if not ctx.store.is_complete(WorkUnit(GENERATE, u.index, u.num_units))]
-    if missing:
-        raise SynthVLMError(f"{len(missing)} generate shard(s) of {work.root} are not complete; finish the build first (re-run it)")
-    runner = get_backend(backend, options if options is not None else BackendOptions.from_env())
-    main = runner.is_main_process()
-    with work.lock() if main else contextlib.nullcontext():
-        execute(stage, ctx, runner, progress=progress)
-    n = 0
-    for u in units:
-        table = ctx.store.read(u, ["id", "repeat", "image"] if images_dir and main else ["id"])
-        n += table.num_rows
-        if images_dir and main:
-            out = Path(images_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            ext = {"png": "png", "jpeg": "jpg", "webp": "webp"}[recipe.generate.image_format]
-            for sid, rep, data in zip(table["id"].to_pylist(), table["repeat"].to_pylist(), table["image"].to_pylist(), strict=True):
-                (out / f"{sid}-{rep}.{ext}").write_bytes(data)
-    return n

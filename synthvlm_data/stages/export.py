@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from synthvlm_data.columns import dataset_features, latent_from_bytes
+from synthvlm_data.dataset_dir import LATER_FILES, QUALITY_DIR, STATS_FILE, DatasetDir
 from synthvlm_data.outdir import remove_owned, replace_dir, restore_interrupted, stale_siblings, staging_dir
 from synthvlm_data.shards import ShardStore, sha256_file
 from synthvlm_data.stages.base import RunContext
@@ -200,7 +201,7 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
                 shard = ShardWriter(staging / "data" / shard_name(written, n_shards), features)
         if len(shard) or written == 0:
             num_bytes += shard.close()
-        _copy_caption_plot(ctx.work.caption_plot(), staging / "plots")
+        _copy_caption_plot(ctx.work.caption_plot(), staging / QUALITY_DIR)
         card_data = dataset_card_data(
             recipe=recipe, features=features, num_rows=n_rows, num_bytes=num_bytes, num_shards=n_shards
         )
@@ -215,7 +216,7 @@ def export_dataset(ctx: RunContext, out_dir: Path, stats: dict) -> Path:
             stats=stats,
             score_rows=[("selected", stats["selected_scores"]), ("rejected pool", stats["rejected_scores"])],
         )
-        (staging / "synthvlm_stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True, default=str))
+        (staging / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True, default=str))
         keep_later_files(out_dir, staging, recipe)
         replace_dir(staging, out_dir, "dataset")
     except BaseException:
@@ -245,12 +246,11 @@ def _no_datasets_progress():
             datasets.enable_progress_bars()
 
 
-LATER_FILES = ("decontamination.json",)  # written into a dataset folder by later commands (besides plots/)
 
 
 def _same_data(a: Path, b: Path) -> bool:
     """Whether two dataset folders hold the same parquet files, byte for byte (sizes compared first)."""
-    files_a, files_b = sorted((a / "data").glob("*.parquet")), sorted((b / "data").glob("*.parquet"))
+    files_a, files_b = DatasetDir(a).shards(), DatasetDir(b).shards()
     if [p.name for p in files_a] != [p.name for p in files_b]:
         return False
     if any(p.stat().st_size != q.stat().st_size for p, q in zip(files_a, files_b, strict=True)):
@@ -265,27 +265,23 @@ def keep_later_files(old: Path, staging: Path, recipe) -> bool:
     could not be kept (other rows: `build` regenerates it after the swap)."""
     from synthvlm_data.outdir import owner_kind
 
-    old_report = old / "plots" / "report.json"
+    old_report = DatasetDir(old).quality_file
     later = [name for name in LATER_FILES if (old / name).is_file()]
     if not (old_report.is_file() or later) or owner_kind(old) != "dataset":
         return False
     if not _same_data(old, staging):
         return old_report.is_file()
-    from synthvlm_data.presentation.cards import quality_section, refresh_dataset_card
+    from synthvlm_data.presentation.cards import refresh_dataset_card
 
     if old_report.is_file():
-        for src in sorted((old / "plots").iterdir()):
-            dst = staging / "plots" / src.name
+        for src in sorted(old_report.parent.iterdir()):
+            dst = staging / QUALITY_DIR / src.name
             if src.is_file() and not dst.exists():
                 dst.parent.mkdir(exist_ok=True)
                 shutil.copy2(src, dst)
     for name in later:
         shutil.copy2(old / name, staging / name)
-    quality = None
-    if old_report.is_file():
-        report = json.loads((staging / "plots" / "report.json").read_text(encoding="utf-8"))
-        quality = quality_section(report, staging / "plots", staging)
-    refresh_dataset_card(staging, recipe, quality=quality)
+    refresh_dataset_card(staging, recipe)
     return False
 
 

@@ -44,12 +44,9 @@ def default_out(dataset_dir: Path, fmt: str) -> Path:
 
 
 def dataset_shards(dataset_dir: Path) -> list[Path]:
-    dataset_dir = Path(dataset_dir)
-    shards = sorted(dataset_dir.glob("data/*.parquet"))
-    if not shards:
-        raise InputDataError(f"{dataset_dir} has no data/*.parquet shards; pass a dataset folder written by "
-                             "`synthvlm build`")
-    return shards
+    from synthvlm_data.dataset_dir import DatasetDir
+
+    return DatasetDir(dataset_dir).require_shards()
 
 
 def iter_rows(dataset_dir: Path, batch_size: int = 64) -> Iterator[dict]:

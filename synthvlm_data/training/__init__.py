@@ -7,7 +7,7 @@ The entry points are `train/pretrain.py` and `train/finetune.py`; this package i
 - `data`        dataset rows -> TRL prompt-completion (stage 1) / messages (stage 2), mixing
 - `freezing`    which parameters each stage trains
 - `run`         one stage end to end with TRL's SFTTrainer under accelerate
-- `card`, `trackers`, `publish`   model card + loss curve, accelerate trackers, `--push-to-hub`
+- `trackers`, `publish`   accelerate trackers, `--push-to-hub` (the model card: `presentation.model_card`)
 """
 
 from synthvlm_data.training.config import TrainConfig, load_config

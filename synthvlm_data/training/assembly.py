@@ -16,6 +16,7 @@ import copy
 import torch
 
 from synthvlm_data.models import llava
+from synthvlm_data.models.llava import has_cls_token, num_image_tokens
 from synthvlm_data.models.devices import seeded
 from synthvlm_data.training.chat_templates import chat_template
 from synthvlm_data.training.config import ModelSection
@@ -53,16 +54,6 @@ def resize_embeddings(llm, vocab_size: int) -> None:
         head = llm.get_output_embeddings()
         if head is not None and head.weight is not emb:
             head.weight[old:] = head.weight[:old].mean(dim=0, keepdim=True)
-
-
-def has_cls_token(vision_config) -> bool:
-    """CLIP ViTs prepend a CLS token; SigLIP does not (so it must use select strategy 'full')."""
-    return "siglip" not in vision_config.model_type
-
-
-def num_image_tokens(vision_config, select_strategy: str) -> int:
-    tokens = (vision_config.image_size // vision_config.patch_size) ** 2 + int(has_cls_token(vision_config))
-    return tokens - 1 if select_strategy == "default" else tokens
 
 
 def build_processor(tokenizer, vision_config, model_cfg: ModelSection, image_mean, image_std):

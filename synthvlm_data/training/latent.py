@@ -23,34 +23,14 @@ from typing import Any
 import torch
 
 from synthvlm_data.errors import InputDataError
+from synthvlm_data.models.diffusion import load_model_vae as load_vae
+from synthvlm_data.models.llava import num_image_tokens
 from synthvlm_data.models.refs import ModelRef
 
 LATENT_INFO = "latent_input.json"  # written next to a latent-mode checkpoint: which VAE, which size
 
 
 # --------------------------------------------------------------------------- the VAE
-
-
-def load_vae(ref: ModelRef, role: str = "model.latents.vae"):
-    """The generator's AutoencoderKL alone (float32, eval): `tiny:sdxl-base` is rebuilt, anything
-    else loads the `vae/` subfolder of the pipeline folder (world:sdxl) or Hub id."""
-    from synthvlm_data.models.tiny import TINY_SDXL_BASE
-
-    if ref.is_tiny:
-        if ref.id != TINY_SDXL_BASE:
-            from synthvlm_data.errors import ModelUnavailableError
-
-            raise ModelUnavailableError(f"{role}: '{ref.id}' is not a tiny generator with a VAE (known: {TINY_SDXL_BASE})")
-        from synthvlm_data.models.tiny import build_tiny_sdxl
-
-        vae = build_tiny_sdxl(seed=0)[0].vae.to(torch.float32)
-    else:
-        from diffusers import AutoModel
-
-        from synthvlm_data.models.diffusion import _load
-
-        vae = _load(AutoModel, ref, role, subfolder="vae", dtype=torch.float32)
-    return vae.eval()
 
 
 def vae_scale(vae) -> int:
@@ -124,8 +104,6 @@ class LatentProcessor:
 
 
 def image_token_count(model_or_config) -> int:
-    from synthvlm_data.training.assembly import num_image_tokens
-
     config = getattr(model_or_config, "config", model_or_config)
     return num_image_tokens(config.vision_config, config.vision_feature_select_strategy)
 

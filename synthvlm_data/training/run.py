@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from synthvlm_data.training import card as card_lib
+from synthvlm_data.presentation import model_card as card_lib
 from synthvlm_data.training import data as data_lib
 from synthvlm_data.training.config import Stage, TrainConfig
 from synthvlm_data.training.errors import CheckpointError, InputDataError, TrainConfigError

@@ -28,7 +28,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+from synthvlm_data.models.refs import WORLD_WEIGHTS_DIR
+
+WEIGHTS_DIR = WORLD_WEIGHTS_DIR  # the package's own models (`world:<name>` reads them)
 CHECKSUMS = "CHECKSUMS.sha256"
 MODELS = ("clip", "sdxl")
 MAX_FILE_BYTES = 5_000_000

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthvlm_data.evaluation.world_suite import CAPTION_PROMPT, VQA_SUFFIX, scene_questions
+from synthvlm_data.world.questions import CAPTION_PROMPT, VQA_SUFFIX, scene_questions
 from synthvlm_data.world import tokenizer as world_tok
 from synthvlm_data.world.data import SPLIT_OFFSET, WORLD_SEED
 from synthvlm_data.world.scene import sample_scenes

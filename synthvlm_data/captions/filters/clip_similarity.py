@@ -42,7 +42,7 @@ class ClipSimilarityStep(ImageStep):
     def __init__(self, cfg: ClipSimilarityFilter, models, device: str = "cpu"):
         super().__init__(cfg)
         from synthvlm_data.config import ClipScoreConfig
-        from synthvlm_data.models.refs import check_available
+        from synthvlm_data.models.preflight import check_available
         from synthvlm_data.scoring.clipscore import ClipScorer
 
         scorer_cfg = ClipScoreConfig(model=cfg.model, text_prefix="", batch_size=cfg.batch_size)

@@ -19,7 +19,7 @@ def flagged_word_ratio(text: str, flagged: frozenset[str]) -> float:
 
 @lru_cache(maxsize=8)
 def load_word_list(path: str) -> frozenset[str]:
-    from synthvlm_data.captions.sources import resolve_path
+    from synthvlm_data.data import resolve_path
 
     p = resolve_path(path)
     if not p.is_file():

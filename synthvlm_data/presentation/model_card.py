@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from synthvlm_data.training.errors import SynthVLMError
+from synthvlm_data.errors import SynthVLMError
 
 LOSS_CURVE_PNG = "loss_curve.png"
 TRAINING_LOG_JSON = "training_log.json"
