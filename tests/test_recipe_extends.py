@@ -182,7 +182,8 @@ def test_recipes_show_prints_the_merged_recipe():
 SD3_GENERATE = {
     "pipeline": "sd3", "model": {"id": "stabilityai/stable-diffusion-3-medium-diffusers"}, "steps": 60,
     "guidance_scale": 10.0, "max_sequence_length": 512, "negative_prompt": "", "height": 1024, "width": 1024,
-    "images_per_caption": 1, "batch_size": 8, "dtype": "float16", "image_format": "png",
+    "images_per_caption": 1, "batch_size": 8, "dtype": "float16",
+    "image_format": "jpeg",  # the base's since the storage-format measurement (was png)
     "vae_slicing": True,  # added with the base's (a lower decode peak at 8 x 1024 px); no fp16 variant files
 }
 SD3_DESCRIPTION = (
