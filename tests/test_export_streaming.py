@@ -85,16 +85,21 @@ def test_image_columns_are_paged_for_streaming(tmp_path):
     assert pa.concat_tables(got)["x"].to_pylist() == list(range(30))
 
 
-def test_score_streams_the_generate_shard_and_scores_as_before(tmp_path, record_batches):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_score_streams_the_generate_shard_and_scores_as_before(tmp_path, record_batches, threads):
+    """Read a batch at a time, prepared on `threads` worker threads (decode, CLIP preprocessing,
+    SSIM; 4 rows over 3 threads: two slices of 2), and the same scores as one thread, whole."""
+    import dataclasses
+
     from synthvlm_data.scoring.ssim import ssim_roundtrip
     from synthvlm_data.stages.score import ScoreStage
 
     recipe = small_tiny_recipe(score={"batch_size": 4, "clip": {"batch_size": 4}})
-    ctx = _work_dir(tmp_path, recipe)
+    ctx = dataclasses.replace(_work_dir(tmp_path, recipe), cpu_threads=threads)
     stage = ScoreStage()
     stage.setup(ctx)
     got = stage.run(ctx, WorkUnit(SCORE, 0, 1))
-    assert record_batches[GENERATE] == [4] * 6 + [2]  # never more than one score batch of images
+    assert record_batches[GENERATE] == [4] * 6 + [2]  # read one score batch at a time
 
     # the whole-shard implementation this replaced, as the reference
     gen = pq.read_table(ctx.store.path(WorkUnit(GENERATE, 0, 1)))

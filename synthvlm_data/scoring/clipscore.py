@@ -44,16 +44,26 @@ class ClipScorer:
         """Token ids of prefix + caption, truncated to the model's context (77 for CLIP)."""
         return self.tokenizer([self.cfg.text_prefix + c for c in captions])
 
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """open_clip's eval preprocessing of each image, stacked (N, 3, H, W). Per image, so any
+        split of the images over threads gives the same tensor."""
+        if not images:
+            return torch.zeros(0)
+        return torch.stack([self.preprocess(im.convert("RGB")) for im in images])
+
     @torch.inference_mode()
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """L2-normalised image embeddings, float32 (N, D)."""
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """L2-normalised image embeddings of preprocessed pixels, float32 (N, D), in `batch_size` chunks."""
         out = []
         bs = self.cfg.batch_size
-        for start in range(0, len(images), bs):
-            pixels = torch.stack([self.preprocess(im.convert("RGB")) for im in images[start : start + bs]])
-            emb = self.model.encode_image(pixels.to(self.device), normalize=True)
+        for start in range(0, len(pixels), bs):
+            emb = self.model.encode_image(pixels[start : start + bs].to(self.device), normalize=True)
             out.append(emb.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self._dim()), np.float32)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """L2-normalised image embeddings, float32 (N, D)."""
+        return self.encode_pixels(self.pixels(images))
 
     @torch.inference_mode()
     def encode_texts(self, captions: Sequence[str]) -> np.ndarray:
@@ -72,11 +82,17 @@ class ClipScorer:
         """Raw cosine similarity of each (image, caption) pair, float64 of shape (N,)."""
         if len(images) != len(captions):
             raise ValueError(f"{len(images)} images but {len(captions)} captions")
-        if not images:
+        return self.score_pixels(self.pixels(images), captions)
+
+    def score_pixels(self, pixels: torch.Tensor, captions: Sequence[str]) -> np.ndarray:
+        """`__call__` on images already preprocessed (`pixels`), e.g. by worker threads."""
+        if len(pixels) != len(captions):
+            raise ValueError(f"{len(pixels)} images but {len(captions)} captions")
+        if not len(captions):
             return np.zeros(0, dtype=np.float64)
         unique = list(dict.fromkeys(captions))
         index = {c: i for i, c in enumerate(unique)}
         txt = self.encode_texts(unique)[[index[c] for c in captions]]
-        img = self.encode_images(images)
+        img = self.encode_pixels(pixels)
         # Cosine in float64 of the float32 unit vectors (same as the official numpy code).
         return (img.astype(np.float64) * txt.astype(np.float64)).sum(-1)

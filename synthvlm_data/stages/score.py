@@ -3,8 +3,11 @@ trip (`scoring.ssim`) for every generated image."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
+import torch
 
 from synthvlm_data.columns import decode_image, score_schema
 from synthvlm_data.stages.base import RunContext, ShardwiseStage
@@ -32,12 +35,12 @@ class ScoreStage(ShardwiseStage):
 
         The generate shard is streamed max(score.batch_size, score.clip.batch_size) rows at a time
         (`ShardStore.iter_batches`): a shard of 1000 captions x 5 images at 1024 px is never in
-        memory whole, encoded or decoded. SSIM stays on the CPU even on GPU workers: it is a small
-        share of the stage (PIL resizes dominate), and CPU integer window sums give the same bytes
-        on every machine.
+        memory whole, encoded or decoded. The CPU work of a batch (PNG/JPEG decode, CLIP
+        preprocessing, SSIM) is split over `--cpu-threads` worker threads and runs for the next
+        batch while CLIP encodes this one (on a GPU, off its critical path); each image is
+        processed alone, so the scores are the same bytes whatever the thread count. SSIM stays on
+        the CPU even on GPU workers: CPU integer window sums give the same bytes on every machine.
         """
-        from synthvlm_data.scoring.ssim import ssim_roundtrip
-
         caps = ctx.store.read(WorkUnit(CAPTIONS, unit.index, unit.num_units), ["id", "caption"])
         caption_of = dict(zip(caps["id"].to_pylist(), caps["caption"].to_pylist(), strict=True))
         step = max(ctx.recipe.score.batch_size, ctx.recipe.score.clip.batch_size)
@@ -47,17 +50,23 @@ class ScoreStage(ShardwiseStage):
         clip: list[np.ndarray] = []
         ssim: list[np.ndarray] = []
         nsfw: list[np.ndarray] = []
-        for batch in ctx.store.iter_batches(gen, ["id", "repeat", "image"], step):
-            part = batch["id"].to_pylist()
-            blobs = batch["image"].to_pylist()
-            images = [decode_image(b, f"{i} in {unit.name}") for i, b in zip(part, blobs, strict=True)]
-            clip.append(np.asarray(self.clip(images, [caption_of[i] for i in part]), dtype=np.float64))
-            ssim.append(np.asarray(ssim_roundtrip(images, ctx.recipe.score.ssim), dtype=np.float64))
-            if self.safety is not None:  # on the stored bytes, one image at a time (the detector decodes them)
-                nsfw.append(np.asarray(self.safety(blobs), dtype=np.float64))
-            ids += part
-            repeats += batch["repeat"].chunks
-            del batch, blobs, images  # before the next batch is read: one batch of images alive, not two
+        workers = max(1, int(ctx.cpu_threads))
+        with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as ahead:
+            batches = ctx.store.iter_batches(gen, ["id", "repeat", "image"], step)
+            pending = ahead.submit(self._prepare, ctx, unit, next(batches, None), pool, workers)
+            while True:
+                prepared = pending.result()
+                if prepared is None:
+                    break
+                part, repeat, blobs, pixels, ssim_part = prepared
+                pending = ahead.submit(self._prepare, ctx, unit, next(batches, None), pool, workers)
+                clip.append(np.asarray(self.clip.score_pixels(pixels, [caption_of[i] for i in part]), dtype=np.float64))
+                ssim.append(ssim_part)
+                if self.safety is not None:  # on the stored bytes, one image at a time (the detector decodes them)
+                    nsfw.append(np.asarray(self.safety(blobs), dtype=np.float64))
+                ids += part
+                repeats += repeat
+                del prepared, blobs, pixels  # the next batch is being prepared: at most two batches alive
         cols = {
             "id": pa.array(ids, pa.string()),
             "repeat": pa.chunked_array(repeats, pa.int32()),
@@ -68,3 +77,24 @@ class ScoreStage(ShardwiseStage):
             scores = np.concatenate(nsfw) if nsfw else np.zeros(0)
             cols.update(nsfw_score=scores, safe=scores < ctx.recipe.score.safety.threshold)
         return pa.table(cols, schema=score_schema(self.safety is not None))
+
+    def _prepare(self, ctx: RunContext, unit: WorkUnit, batch, pool, workers: int):
+        """(ids, repeat chunks, image bytes, CLIP pixels, SSIM) of one batch; its images decoded,
+        preprocessed and SSIM-scored in `workers` contiguous slices on `pool` (None at the end)."""
+        from synthvlm_data.scoring.ssim import ssim_roundtrip
+
+        if batch is None:
+            return None
+        part = batch["id"].to_pylist()
+        blobs = batch["image"].to_pylist()
+        size = -(-len(part) // workers)
+        slices = [range(i, min(i + size, len(part))) for i in range(0, len(part), size)]
+
+        def work(rows: range):
+            images = [decode_image(blobs[r], f"{part[r]} in {unit.name}") for r in rows]
+            return self.clip.pixels(images), np.asarray(ssim_roundtrip(images, ctx.recipe.score.ssim), dtype=np.float64)
+
+        done = list(pool.map(work, slices)) if len(slices) > 1 else [work(s) for s in slices]
+        pixels = torch.cat([d[0] for d in done]) if done else torch.zeros(0)
+        ssim = np.concatenate([d[1] for d in done]) if done else np.zeros(0)
+        return part, batch["repeat"].chunks, blobs, pixels, ssim
