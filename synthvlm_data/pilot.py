@@ -5,6 +5,7 @@ GPUs for ~1M images it pays to measure s/image on the target hardware with the r
 settings (model, steps, size, batch size, refiner) and multiply:
 
     device-hours = s/image x (captions x images_per_caption) / 3600
+    disk         = stored bytes/image (the recipe's image format, measured) x images
 
 Model loading and one warm-up batch are timed separately and excluded from s/image. The pilot
 runs in a throwaway work dir and never touches the recipe's runs.
@@ -33,6 +34,8 @@ class PilotResult:
     total_captions: int | None
     images_per_caption: int
     count_from: str = "given"  # where total_captions came from: given, work dir, curated now, limit
+    bytes_per_image: float = 0.0  # mean stored size of a generated image (or latent) in the recipe's format
+    stored_as: str = "png"  # the recipe's image format, or "latents"
 
     @property
     def s_per_image(self) -> float:
@@ -45,6 +48,11 @@ class PilotResult:
     def device_hours(self, images: int | None = None) -> float | None:
         images = self.total_images if images is None else images
         return None if images is None else self.s_per_image * images / 3600.0
+
+    def disk_gb(self, images: int | None = None) -> float | None:
+        """What the work dir's generate shards hold for `images` (default: the full recipe's)."""
+        images = self.total_images if images is None else images
+        return None if images is None else self.bytes_per_image * images / 1e9
 
 
 def _with_limit(recipe: Recipe, n: int) -> Recipe:
@@ -107,13 +115,18 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
             stage.generator([j[1] for j in first], [j[3] for j in first])  # warm-up (allocator, kernels)
             warmup_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            images = sum(stage.run(ctx, u).num_rows for u in units)
+            tables = [stage.run(ctx, u) for u in units]
             seconds = time.perf_counter() - t0
+    images = sum(t.num_rows for t in tables)
+    column = "latent" if "latent" in tables[0].column_names else "image"
+    stored = sum(len(b) for t in tables for b in t[column].to_pylist() if b is not None)
     return PilotResult(
         recipe=recipe.name, device=resolve_device(recipe.generate.device),
         captions=images // recipe.generate.images_per_caption,
         images=images, batch_size=recipe.generate.batch_size, load_s=load_s, warmup_s=warmup_s, seconds=seconds,
         total_captions=total_captions, images_per_caption=recipe.generate.images_per_caption, count_from=count_from,
+        bytes_per_image=stored / max(images, 1),
+        stored_as="latents" if column == "latent" else recipe.generate.image_format,
     )
 
 
@@ -139,6 +152,7 @@ def format_pilot(res: PilotResult, devices: int | None = None) -> list[tuple[str
         ("warm-up batch (s, excluded)", f"{res.warmup_s:.2f}"),
         ("s/image", f"{res.s_per_image:.3f}"),
         ("images/s", f"{1.0 / res.s_per_image:.2f}"),
+        (f"stored per image ({res.stored_as})", f"{res.bytes_per_image / 1e6:,.3f} MB"),
     ]
     if res.total_images is None:
         per = res.device_hours(1_000_000)
@@ -146,6 +160,7 @@ def format_pilot(res: PilotResult, devices: int | None = None) -> list[tuple[str
             ("full recipe", "caption count unknown: pass --captions N (SynthVLM curates ~1M)"),
             (f"{kind}-hours per 1M images", f"{per:,.1f}"),
             (f"wall-clock on {on} per 1M images (h)", f"{per / devices:,.2f}"),
+            ("disk per 1M images (GB)", f"{res.disk_gb(1_000_000):,.1f}"),
         ]
     else:
         hours = res.device_hours()
@@ -154,5 +169,6 @@ def format_pilot(res: PilotResult, devices: int | None = None) -> list[tuple[str
              + ("" if res.count_from == "given" else f" (count: {res.count_from})")),
             (f"{kind}-hours (1 device)", f"{hours:,.2f}"),
             (f"wall-clock on {on} (h)", f"{hours / devices:,.2f}"),
+            ("disk for the generated images (GB)", f"{res.disk_gb():,.1f}"),
         ]
     return rows

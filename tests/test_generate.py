@@ -246,6 +246,12 @@ def test_pilot_forecasts_hours_from_measured_seconds_per_image():
     rows = dict(format_pilot(res, devices=4))
     assert rows["full recipe"] == "1,000 captions x 2 = 2,000 images"
     assert float(rows["CPU-hours (1 device)"]) == pytest.approx(res.device_hours(), abs=0.006)
+    # the disk forecast: the stored bytes of the images the pilot made, in the recipe's format
+    assert res.stored_as == "png" and res.bytes_per_image > 100
+    assert res.disk_gb() == pytest.approx(res.bytes_per_image * 2000 / 1e9)
+    assert rows["stored per image (png)"] == f"{res.bytes_per_image / 1e6:,.3f} MB"
+    jpeg = run_pilot(tiniest_recipe(generate={"image_format": "jpeg"}), n=2, total_captions=1000)
+    assert jpeg.stored_as == "jpeg" and 0 < jpeg.bytes_per_image != res.bytes_per_image
 
 
 def test_pilot_caps_synthesised_captions_and_forecasts_this_machine_on_a_cpu():
