@@ -36,6 +36,19 @@ class PilotResult:
     count_from: str = "given"  # where total_captions came from: given, work dir, curated now, limit
     bytes_per_image: float = 0.0  # mean stored size of a generated image (or latent) in the recipe's format
     stored_as: str = "png"  # the recipe's image format, or "latents"
+    flops_per_image: float | None = None  # denoiser steps + VAE decode (models.flops); None: not countable
+    device_name: str = ""  # the GPU's name (its peak for the FLOP-limit line)
+
+    def flop_limit_s(self) -> tuple[str, float, float] | None:
+        """(GPU, its dense 16-bit peak TFLOP/s, the fastest possible s/image on it): this pilot's GPU
+        when its peak is known, else the reference H100."""
+        from synthvlm_data.models.flops import REFERENCE_GPU, peak_tflops
+
+        if not self.flops_per_image:
+            return None
+        peak = peak_tflops(self.device_name) if self.device.startswith("cuda") else None
+        name, peak = (self.device_name, peak) if peak else REFERENCE_GPU
+        return name, peak, self.flops_per_image / (peak * 1e12)
 
     @property
     def s_per_image(self) -> float:
@@ -117,6 +130,7 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
             t0 = time.perf_counter()
             tables = [stage.run(ctx, u) for u in units]
             seconds = time.perf_counter() - t0
+        flops = _image_flops(stage.generator, recipe)
     images = sum(t.num_rows for t in tables)
     column = "latent" if "latent" in tables[0].column_names else "image"
     stored = sum(len(b) for t in tables for b in t[column].to_pylist() if b is not None)
@@ -127,7 +141,27 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
         total_captions=total_captions, images_per_caption=recipe.generate.images_per_caption, count_from=count_from,
         bytes_per_image=stored / max(images, 1),
         stored_as="latents" if column == "latent" else recipe.generate.image_format,
+        flops_per_image=flops, device_name=_device_name(resolve_device(recipe.generate.device)),
     )
+
+
+def _image_flops(generator, recipe: Recipe) -> float | None:
+    """FLOPs of one of the recipe's images with the loaded generator; None (the row is left out)
+    when its denoiser is not one the counter knows (`models.flops`)."""
+    from synthvlm_data.models.flops import image_flops
+
+    try:
+        return image_flops(generator.pipe, generator.refiner, recipe.generate).total
+    except Exception:  # a pipeline family the counter cannot drive: the pilot's timing still stands
+        return None
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    return device
 
 
 def visible_devices(device: str) -> int:
@@ -154,6 +188,13 @@ def format_pilot(res: PilotResult, devices: int | None = None) -> list[tuple[str
         ("images/s", f"{1.0 / res.s_per_image:.2f}"),
         (f"stored per image ({res.stored_as})", f"{res.bytes_per_image / 1e6:,.3f} MB"),
     ]
+    limit = res.flop_limit_s()
+    if limit is not None:
+        gpu, peak, secs = limit
+        rows.append(("FLOPs per image (denoiser + VAE decode)", f"{res.flops_per_image / 1e12:,.3f} TFLOP"))
+        rows.append((f"FLOP-limit s/image on {gpu} ({peak:,.0f} TFLOP/s dense 16-bit)", f"{secs:.4f}"))
+        if res.device.startswith("cuda") and gpu == res.device_name:
+            rows.append(("measured / FLOP-limit", f"{res.s_per_image / secs:,.1f}x"))
     if res.total_images is None:
         per = res.device_hours(1_000_000)
         rows += [

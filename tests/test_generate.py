@@ -381,7 +381,6 @@ def test_every_generator_family_row_matches_the_library_and_its_tiny_builder():
 
     import diffusers
 
-    from synthvlm_data.config import GenerateConfig
     from synthvlm_data.models import families
     from synthvlm_data.models.tiny import build_tiny_sd3, build_tiny_sdxl
 
@@ -401,3 +400,43 @@ def test_every_generator_family_row_matches_the_library_and_its_tiny_builder():
         GenerateConfig.model_validate({"pipeline": "sd3", "model": {"id": "tiny:sd3"}, "refiner": {"id": "tiny:sdxl-refiner"}})
     with pytest.raises(ValueError, match="max_sequence_length is the T5 prompt length"):
         GenerateConfig.model_validate({"pipeline": "sdxl", "model": {"id": "tiny:sdxl-base"}, "max_sequence_length": 77})
+
+
+def test_image_flops_follow_the_recipe_steps_refiner_split_and_guidance():
+    """FLOPs of one image, counted by torch's FlopCounterMode on meta copies of the loaded modules:
+    the base runs high_noise_frac of the steps and the refiner the rest, guidance doubles the
+    denoiser batch, the VAE decodes once; the SD3 transformer is counted with its T5 length."""
+    from synthvlm_data.models.diffusion import load_generator
+    from synthvlm_data.models.flops import image_flops
+
+    cfg = load_recipe("tiny").generate
+    pipe, refiner = load_generator(cfg, "cpu")
+    f = image_flops(pipe, refiner, cfg)
+    assert (f.base_steps, f.refiner_steps) == (round(cfg.steps * cfg.high_noise_frac), cfg.steps - round(cfg.steps * cfg.high_noise_frac))
+    assert min(f.base_per_step, f.refiner_per_step, f.decode) > 0
+    assert f.total == f.base_steps * f.base_per_step + f.refiner_steps * f.refiner_per_step + f.decode
+    no_cfg = image_flops(pipe, refiner, cfg.model_copy(update={"guidance_scale": 1.0}))
+    assert no_cfg.base_per_step * 2 == f.base_per_step and no_cfg.decode == f.decode
+    alone = image_flops(pipe, None, cfg.model_copy(update={"steps": 12}))
+    assert (alone.base_steps, alone.refiner_steps, alone.base_per_step) == (12, 0, f.base_per_step)
+    bigger = image_flops(pipe, None, cfg.model_copy(update={"height": 2 * cfg.height, "width": 2 * cfg.width}))
+    assert bigger.base_per_step > 4 * f.base_per_step * 0.9 and bigger.decode > 3.9 * f.decode
+    sd3 = sd3_cfg()
+    pipe3, _ = load_generator(sd3, "cpu")
+    short, long = (image_flops(pipe3, None, sd3.model_copy(update={"max_sequence_length": n})) for n in (16, 64))
+    assert 0 < short.base_per_step < long.base_per_step  # the joint attention sees 77 + T5 tokens
+
+
+def test_pilot_prints_the_flop_limit_beside_the_measured_time():
+    from synthvlm_data.models.flops import REFERENCE_GPU, peak_tflops
+    from synthvlm_data.pilot import format_pilot, run_pilot
+
+    res = run_pilot(tiniest_recipe(), n=2, total_captions=10)
+    assert res.flops_per_image > 0
+    rows = dict(format_pilot(res))
+    gpu, peak = REFERENCE_GPU  # a CPU pilot: the reference GPU's limit
+    assert float(rows[f"FLOP-limit s/image on {gpu} ({peak:,.0f} TFLOP/s dense 16-bit)"]) == pytest.approx(
+        res.flops_per_image / (peak * 1e12), abs=1e-4)
+    assert "measured / FLOP-limit" not in rows
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.4 and peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and peak_tflops("cpu") is None
