@@ -38,20 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Dense bf16/fp16 tensor-core peak (no sparsity), TFLOP/s, from the vendors' data sheets; the first
-# name contained in torch.cuda.get_device_name() wins (so "H100 PCIe" before "H100").
-PEAK_TFLOPS = {
-    "H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "H200": 989.4, "H800": 989.4, "GH200": 989.4,
-    "B200": 2250.0, "A100": 312.0, "A800": 312.0, "L40S": 362.1, "L40": 181.0, "L4": 121.0, "A10G": 70.0,
-    "A10": 125.0, "RTX 4090": 165.2, "RTX 6000 Ada": 364.2, "V100": 125.0, "T4": 65.0,
-}
-
-
-def peak_tflops(device_name: str) -> float | None:
-    for name, tflops in PEAK_TFLOPS.items():
-        if name in device_name:
-            return tflops
-    return None
+from synthvlm_data.models.flops import peak_tflops  # noqa: E402  (one table of GPU peaks, the pilot's too)
 
 
 class Clock:

@@ -18,17 +18,18 @@ from dataclasses import dataclass
 
 import torch
 
-# Dense (no sparsity) fp16/bf16 tensor-core peaks in TFLOP/s, from the vendors' datasheets, by a
-# substring of `torch.cuda.get_device_name()`. Checked in order: the first match wins.
-PEAK_TFLOPS = (
-    ("H200", 989.4), ("H100 PCIe", 756.0), ("H100", 989.4), ("A100", 312.0), ("L40S", 362.05), ("L4", 121.0),
-    ("A10G", 70.0), ("A10", 125.0), ("RTX 4090", 165.2), ("RTX 3090", 71.0),
-)
+# Dense bf16/fp16 tensor-core peak (no sparsity), TFLOP/s, from the vendors' data sheets; the first
+# name contained in torch.cuda.get_device_name() wins (so "H100 PCIe" before "H100").
+PEAK_TFLOPS = {
+    "H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "H200": 989.4, "H800": 989.4, "GH200": 989.4,
+    "B200": 2250.0, "A100": 312.0, "A800": 312.0, "L40S": 362.1, "L40": 181.0, "L4": 121.0, "A10G": 70.0,
+    "A10": 125.0, "RTX 4090": 165.2, "RTX 6000 Ada": 364.2, "V100": 125.0, "T4": 65.0,
+}
 REFERENCE_GPU = ("H100 SXM", 989.4)  # what a CPU pilot compares against
 
 
 def peak_tflops(device_name: str) -> float | None:
-    return next((peak for key, peak in PEAK_TFLOPS if key in device_name), None)
+    return next((peak for key, peak in PEAK_TFLOPS.items() if key in device_name), None)
 
 
 @dataclass

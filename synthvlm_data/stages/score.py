@@ -87,7 +87,7 @@ class ScoreStage(ShardwiseStage):
             return None
         part = batch["id"].to_pylist()
         blobs = batch["image"].to_pylist()
-        size = -(-len(part) // workers)
+        size = max(1, -(-len(part) // workers))
         slices = [range(i, min(i + size, len(part))) for i in range(0, len(part), size)]
 
         def work(rows: range):
