@@ -248,7 +248,7 @@ def decode_run(work_dir: Path, *, backend: str = "local", options=None, images_d
     `images_dir` also receives the images as files `<id>-<repeat>.<ext>`: a new or empty folder,
     or one an earlier decode wrote (checked before anything runs; no file of anyone else's is touched).
     """
-    from synthvlm_data.outdir import check_destination, write_marker
+    from synthvlm_data.outdir import check_destination, ensure_marker
     from synthvlm_data.stages.decode import DecodeStage
 
     if images_dir is not None:
@@ -268,13 +268,12 @@ def decode_run(work_dir: Path, *, backend: str = "local", options=None, images_d
     n = 0
     out = Path(images_dir) if images_dir and main else None
     ext = {"png": "png", "jpeg": "jpg", "webp": "webp"}[recipe.generate.image_format]
+    if out:
+        ensure_marker(out, "images")  # before the first file: a killed decode resumes in its own folder
     for u in units:
         table = ctx.store.read(u, ["id", "repeat", "image"] if out else ["id"])
         n += table.num_rows
         if out:
-            out.mkdir(parents=True, exist_ok=True)
             for sid, rep, data in zip(table["id"].to_pylist(), table["repeat"].to_pylist(), table["image"].to_pylist(), strict=True):
                 (out / f"{sid}-{rep}.{ext}").write_bytes(data)
-    if out:
-        write_marker(out, "images")
     return n

@@ -35,8 +35,9 @@ from synthvlm_data.errors import SynthVLMError
 MARKER = ".synthvlm-output.json"
 KINDS = ("dataset", "llava-json", "webdataset", "report", "experiment", "world-models", "model", "served-model",
          "images")
-# Incremental writers (a training run, the experiment): their marker lists no files, the folder's files are theirs.
-UNLISTED_KINDS = ("experiment", "model")
+# Incremental writers (a training run, the experiment, `decode --images`): their marker, written before
+# their first file, lists no files: the folder's files are theirs (a killed run resumes in it).
+UNLISTED_KINDS = ("experiment", "model", "images")
 
 # Folders written before the marker: (files all of which must exist, patterns every file must match;
 # a `*` stays within one path component, `**` matches any number of them). A training run has no

@@ -146,14 +146,16 @@ def run_pilot(recipe: Recipe, n: int = 8, total_captions: int | None = None, wor
 
 
 def _image_flops(generator, recipe: Recipe) -> float | None:
-    """FLOPs of one of the recipe's images with the loaded generator; None (the row is left out)
-    when its denoiser is not one the counter knows (`models.flops`)."""
+    """FLOPs of what the timed stage does for one image with the loaded generator; None (the row is
+    left out) when its denoiser is not one the counter knows (`models.flops`)."""
     from synthvlm_data.models.flops import image_flops
 
     try:
-        return image_flops(generator.pipe, generator.refiner, recipe.generate).total
+        flops = image_flops(generator.pipe, generator.refiner, recipe.generate)
     except Exception:  # a pipeline family the counter cannot drive: the pilot's timing still stands
         return None
+    # latent mode: the timed generate stage stops before the VAE (the decode stage decodes later)
+    return flops.total - (flops.decode if recipe.generate.output == "latents" else 0.0)
 
 
 def _device_name(device: str) -> str:
@@ -171,6 +173,12 @@ def visible_devices(device: str) -> int:
 
         return max(1, torch.cuda.device_count())
     return 1
+
+
+def _stored_noun(res: PilotResult) -> str:
+    """What the generate stage stores: images, or latents (whose decoded images, made for scoring by
+    the decode stage, take disk on top)."""
+    return "latents (decoded images for scoring on top)" if res.stored_as == "latents" else "images"
 
 
 def format_pilot(res: PilotResult, devices: int | None = None) -> list[tuple[str, str]]:
@@ -191,7 +199,8 @@ def format_pilot(res: PilotResult, devices: int | None = None) -> list[tuple[str
     limit = res.flop_limit_s()
     if limit is not None:
         gpu, peak, secs = limit
-        rows.append(("FLOPs per image (denoiser + VAE decode)", f"{res.flops_per_image / 1e12:,.3f} TFLOP"))
+        what = "denoiser" if res.stored_as == "latents" else "denoiser + VAE decode"
+        rows.append((f"FLOPs per image ({what})", f"{res.flops_per_image / 1e12:,.3f} TFLOP"))
         rows.append((f"FLOP-limit s/image on {gpu} ({peak:,.0f} TFLOP/s dense 16-bit)", f"{secs:.4f}"))
         if res.device.startswith("cuda") and gpu == res.device_name:
             rows.append(("measured / FLOP-limit", f"{res.s_per_image / secs:,.1f}x"))
@@ -201,7 +210,7 @@ def format_pilot(res: PilotResult, devices: int | None = None) -> list[tuple[str
             ("full recipe", "caption count unknown: pass --captions N (SynthVLM curates ~1M)"),
             (f"{kind}-hours per 1M images", f"{per:,.1f}"),
             (f"wall-clock on {on} per 1M images (h)", f"{per / devices:,.2f}"),
-            ("disk per 1M images (GB)", f"{res.disk_gb(1_000_000):,.1f}"),
+            (f"disk per 1M {_stored_noun(res)} (GB)", f"{res.disk_gb(1_000_000):,.1f}"),
         ]
     else:
         hours = res.device_hours()
@@ -210,6 +219,6 @@ def format_pilot(res: PilotResult, devices: int | None = None) -> list[tuple[str
              + ("" if res.count_from == "given" else f" (count: {res.count_from})")),
             (f"{kind}-hours (1 device)", f"{hours:,.2f}"),
             (f"wall-clock on {on} (h)", f"{hours / devices:,.2f}"),
-            ("disk for the generated images (GB)", f"{res.disk_gb():,.1f}"),
+            (f"disk for the generated {_stored_noun(res)} (GB)", f"{res.disk_gb():,.1f}"),
         ]
     return rows

@@ -381,6 +381,7 @@ def test_every_generator_family_row_matches_the_library_and_its_tiny_builder():
 
     import diffusers
 
+    from synthvlm_data.config import GenerateConfig
     from synthvlm_data.models import families
     from synthvlm_data.models.tiny import build_tiny_sd3, build_tiny_sdxl
 
@@ -410,9 +411,16 @@ def test_image_flops_follow_the_recipe_steps_refiner_split_and_guidance():
     from synthvlm_data.models.flops import image_flops
 
     cfg = load_recipe("tiny").generate
-    pipe, refiner = load_generator(cfg, "cpu")
+    gen = ImageGenerator(cfg)
+    pipe, refiner = gen.pipe, gen.refiner
+    calls = {"base": 0, "refiner": 0}
+    hooks = [pipe.unet.register_forward_hook(lambda *a: calls.__setitem__("base", calls["base"] + 1)),
+             refiner.unet.register_forward_hook(lambda *a: calls.__setitem__("refiner", calls["refiner"] + 1))]
+    gen(["a small red circle"], [0])  # what diffusers really runs: one guided call per step
+    for h in hooks:
+        h.remove()
     f = image_flops(pipe, refiner, cfg)
-    assert (f.base_steps, f.refiner_steps) == (round(cfg.steps * cfg.high_noise_frac), cfg.steps - round(cfg.steps * cfg.high_noise_frac))
+    assert (f.base_steps, f.refiner_steps) == (calls["base"], calls["refiner"]) and calls["refiner"] > 0
     assert min(f.base_per_step, f.refiner_per_step, f.decode) > 0
     assert f.total == f.base_steps * f.base_per_step + f.refiner_steps * f.refiner_per_step + f.decode
     no_cfg = image_flops(pipe, refiner, cfg.model_copy(update={"guidance_scale": 1.0}))

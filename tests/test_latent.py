@@ -112,7 +112,9 @@ def test_decode_command_redoes_a_lost_shard_identically(latent_run, store, tmp_p
     files = sorted((tmp_path / "img").glob("*.png"))
     assert len(files) == 16
     assert Image.open(files[0]).size == (64, 64)
-    # a second decode into its own image folder is allowed and writes the same files
+    # a second decode into its own image folder is allowed and writes the same files, also after a
+    # kill left it part-written (the marker is written before the first image)
+    files[0].unlink()
     assert main(["decode", "--work-dir", str(latent_run.work_dir), "--images", str(tmp_path / "img"), "--quiet"]) == 0
     assert sorted((tmp_path / "img").glob("*.png")) == files
 

@@ -6,8 +6,8 @@ with the recipe's latent size, text length and classifier-free guidance batch. T
 the matrix products and convolutions (attention included), 2 FLOPs per multiply-add; elementwise
 work is left out, so the FLOP-limit time it gives is a lower bound.
 
-Per image: denoiser steps x FLOPs per step (the base to `high_noise_frac` of the steps and the
-refiner the rest, as diffusers splits them) + one VAE decode. Divided by a GPU's dense 16-bit peak,
+Per image: denoiser calls x FLOPs per call (the base's and the refiner's, split at `high_noise_frac`
+by the schedulers' own timesteps, as diffusers splits them) + one VAE decode. Divided by a GPU's dense 16-bit peak,
 that is the fastest any implementation could make an image on it: the pilot prints it next to the
 measured s/image, so a user sees how far from the hardware a run is.
 """
@@ -95,16 +95,36 @@ def decode_flops(vae, height: int, width: int, scale: int = 8) -> float:
     return _counted(model, lambda m: m.decode(z))
 
 
+def denoiser_calls(pipe, refiner, cfg) -> tuple[int, int]:
+    """(base, refiner) denoiser calls of one image, as diffusers' SDXL pipelines split the steps: the
+    base runs the scheduler's timesteps at or above the `high_noise_frac` cutoff, the refiner those
+    below it (its own schedule of `steps`; +1 for a second-order scheduler on an even count)."""
+    import copy
+
+    if refiner is None:
+        return cfg.steps, 0
+    n_train = pipe.scheduler.config.num_train_timesteps
+    cutoff = int(round(n_train - cfg.high_noise_frac * n_train))
+    base = copy.deepcopy(pipe.scheduler)
+    base.set_timesteps(cfg.steps)
+    ref = copy.deepcopy(refiner.scheduler)
+    ref.set_timesteps(cfg.steps)
+    ref_n = int((ref.timesteps < cutoff).sum())
+    if getattr(ref, "order", 1) == 2 and ref_n % 2 == 0:
+        ref_n += 1
+    return int((base.timesteps >= cutoff).sum()), ref_n
+
+
 def image_flops(pipe, refiner, cfg) -> ImageFlops:
     """FLOPs of one image with a loaded generator (`pipe`, `refiner` or None) and the recipe's
     `generate` section: steps, refiner split, guidance, size, T5 length."""
     batch = 2 if cfg.guidance_scale > 1 else 1
     text_len = None if cfg.max_sequence_length is None or getattr(pipe, "unet", None) is not None \
         else 77 + cfg.max_sequence_length
-    base_steps = round(cfg.steps * cfg.high_noise_frac) if refiner is not None else cfg.steps
+    base_steps, refiner_steps = denoiser_calls(pipe, refiner, cfg)
     per_step = denoiser_step_flops(pipe, cfg.height, cfg.width, batch, text_len)
     ref_per_step = denoiser_step_flops(refiner, cfg.height, cfg.width, batch) if refiner is not None else 0.0
     vae = pipe.vae
-    return ImageFlops(base_steps=base_steps, base_per_step=per_step, refiner_steps=cfg.steps - base_steps,
+    return ImageFlops(base_steps=base_steps, base_per_step=per_step, refiner_steps=refiner_steps,
                       refiner_per_step=ref_per_step,
                       decode=decode_flops(vae, cfg.height, cfg.width, getattr(pipe, "vae_scale_factor", 8)))

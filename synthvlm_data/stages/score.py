@@ -81,6 +81,7 @@ class ScoreStage(ShardwiseStage):
     def _prepare(self, ctx: RunContext, unit: WorkUnit, batch, pool, workers: int):
         """(ids, repeat chunks, image bytes, CLIP pixels, SSIM) of one batch; its images decoded,
         preprocessed and SSIM-scored in `workers` contiguous slices on `pool` (None at the end)."""
+        from synthvlm_data.models.devices import torch_threads
         from synthvlm_data.scoring.ssim import ssim_roundtrip
 
         if batch is None:
@@ -91,8 +92,10 @@ class ScoreStage(ShardwiseStage):
         slices = [range(i, min(i + size, len(part))) for i in range(0, len(part), size)]
 
         def work(rows: range):
-            images = [decode_image(blobs[r], f"{part[r]} in {unit.name}") for r in rows]
-            return self.clip.pixels(images), np.asarray(ssim_roundtrip(images, ctx.recipe.score.ssim), dtype=np.float64)
+            with torch_threads(1):  # one torch thread per worker: `workers` threads in all, not workers x cores
+                images = [decode_image(blobs[r], f"{part[r]} in {unit.name}") for r in rows]
+                return self.clip.pixels(images), np.asarray(ssim_roundtrip(images, ctx.recipe.score.ssim),
+                                                            dtype=np.float64)
 
         done = list(pool.map(work, slices)) if len(slices) > 1 else [work(s) for s in slices]
         pixels = torch.cat([d[0] for d in done]) if done else torch.zeros(0)
