@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from synthvlm_data.models import text, tiny
 
 
@@ -36,5 +38,29 @@ def test_clip_tokenizer_folder_is_written_once_and_leaves_no_temporary_folder(tm
         sentence = "a small red triangle left of a large blue circle"
         ids = tiny.clip_tokenizer()(sentence)["input_ids"]
         assert ids == [i for i in open_clip.get_tokenizer("ViT-B-32")([sentence])[0].tolist() if i != 0]
+    finally:
+        tiny.clip_tokenizer_dir.cache_clear()
+
+
+def test_clip_tokenizer_never_replaces_a_folder_it_did_not_complete(tmp_path, monkeypatch):
+    """Something else at the cache path (not the package's complete copy) is left as it is, and the
+    error names it."""
+    from synthvlm_data.errors import ModelUnavailableError
+
+    monkeypatch.setenv("SYNTHVLM_CACHE", str(tmp_path))
+    tiny.clip_tokenizer_dir.cache_clear()
+    try:
+        first = tiny.clip_tokenizer_dir()
+        shutil.rmtree(first)
+        import pathlib
+
+        keep = pathlib.Path(first) / "notes.txt"
+        keep.parent.mkdir()
+        keep.write_text("mine")
+        tiny.clip_tokenizer_dir.cache_clear()
+        with pytest.raises(ModelUnavailableError, match="holds no merges.txt"):
+            tiny.clip_tokenizer_dir()
+        assert keep.read_text() == "mine" and [p.name for p in keep.parent.iterdir()] == ["notes.txt"]
+        assert [p.name for p in (tmp_path / "clip-tokenizer").iterdir()] == [keep.parent.name]  # no temp left
     finally:
         tiny.clip_tokenizer_dir.cache_clear()

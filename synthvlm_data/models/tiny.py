@@ -68,9 +68,14 @@ def clip_tokenizer_dir() -> str:
         (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
                                         encoding="utf-8")
         with contextlib.suppress(OSError):  # another process won the race: its copy is the same bytes
-            os.replace(tmp, out)
+            os.replace(tmp, out)  # onto a missing or empty folder only: a non-empty one is never replaced
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if not (out / "merges.txt").is_file():
+        from synthvlm_data.errors import ModelUnavailableError
+
+        raise ModelUnavailableError(f"the CLIP tokenizer cache {out} exists but holds no merges.txt: move it away "
+                                    "(it is rebuilt on the next run)")
     return str(out)
 
 
