@@ -2,8 +2,8 @@
 
 - SDXL base + refiner as `synthvlm-100k` runs them (`stages.generate.ImageGenerator`: 60 steps, the
   base to `high_noise_frac`, the refiner after it, CFG, 1024 px, fp16), batch 1/4/8: s/image and
-  peak memory, eager and with `torch.compile` + channels_last UNets; the UNets' FLOPs per image
-  (counted by `torch.utils.flop_counter` on one step) against the card's peak.
+  peak memory, eager and with `torch.compile` + channels_last UNets; the FLOPs per image (the UNet
+  calls + the VAE decode, `synthvlm_data.models.flops`, as the pilot counts them) against the card's peak.
 - CLIPScore's CLIP ViT-B/32 (open_clip; transformers' CLIP of the same shape if open_clip is not
   installed) in fp16: images/s.
 - One LLaVA-1.5-7B training step per stage (`training.assembly` on Vicuna-7B + CLIP ViT-L/14-336
@@ -60,14 +60,6 @@ class Clock:
 
     def peak_gib(self) -> float | None:
         return torch.cuda.max_memory_allocated() / 1024**3 if self.device == "cuda" else None
-
-
-def count_flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 # --------------------------------------------------------------------------- SDXL
@@ -175,22 +167,10 @@ def bench_sdxl(args, device: str, clock: Clock) -> list[dict[str, Any]]:
         caller = "stages.generate.ImageGenerator"
     except ImportError as err:  # the stage imports the shard store (pyarrow), not carried to a bare GPU box
         gen, caller = _StageCall(cfg, base, refiner), f"copy of the stage's call ({err.name} missing)"
-    latent = cfg.height // 8
+    from synthvlm_data.models.flops import image_flops  # the pilot's count: steps split as diffusers splits them
 
-    def unet_step_flops(unet, cross_dim: int, time_ids: int, pooled: int) -> int:
-        sample = torch.randn(2, 4, latent, latent, device=device, dtype=dtype)  # CFG doubles the batch
-        cond = {"text_embeds": torch.randn(2, pooled, device=device, dtype=dtype),
-                "time_ids": torch.zeros(2, time_ids, device=device, dtype=dtype)}
-        text = torch.randn(2, 77, cross_dim, device=device, dtype=dtype)
-        with torch.inference_mode():
-            return count_flops(lambda: unet(sample, 10, encoder_hidden_states=text, added_cond_kwargs=cond))
-
-    pooled = base.text_encoder_2.config.projection_dim
-    base_steps = round(cfg.steps * (cfg.high_noise_frac if refiner is not None else 1.0))
-    flops_image = base_steps * unet_step_flops(base.unet, base.unet.config.cross_attention_dim, 6, pooled)
-    if refiner is not None:
-        flops_image += (cfg.steps - base_steps) * unet_step_flops(
-            refiner.unet, refiner.unet.config.cross_attention_dim, 5, pooled)
+    counted = image_flops(base, refiner, cfg)
+    base_steps, flops_image = counted.base_steps, counted.total
     rows = []
     variants = [("eager", False)] + ([("compile + channels_last", True)] if args.compile_batches else [])
     for variant, compiled in variants:

@@ -448,3 +448,18 @@ def test_pilot_prints_the_flop_limit_beside_the_measured_time():
     assert "measured / FLOP-limit" not in rows
     assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.4 and peak_tflops("NVIDIA H100 PCIe") == 756.0
     assert peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and peak_tflops("cpu") is None
+
+
+def test_pilot_command_as_typed_prints_time_disk_and_flop_limit(tmp_path, capsys):
+    """`synthvlm pilot --recipe FILE --n 2 --captions 10`, the README's command on a small recipe file."""
+    import yaml
+
+    from synthvlm_data.cli import main
+
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(yaml.safe_dump(tiniest_recipe().model_dump(mode="json"), sort_keys=False))
+    assert main(["pilot", "--recipe", str(recipe), "--n", "2", "--captions", "10"]) == 0
+    out = capsys.readouterr().out
+    for row in ("s/image", "stored per image (png)", "disk for the generated images (GB)",
+                "FLOP-limit s/image on H100 SXM", "10 captions x 2 = 20 images"):
+        assert row in out, row

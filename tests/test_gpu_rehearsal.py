@@ -31,17 +31,15 @@ def test_gpu_rehearsal_real_size_models_build_on_meta():
     and one UNet step's FLOPs count at 1024 px: what the GPU run does before its first timing."""
     import torch
 
-    from bench.gpu_rehearsal import count_flops, llava_model, sdxl_pipelines
+    from bench.gpu_rehearsal import llava_model, sdxl_pipelines
+    from synthvlm_data.config import load_recipe
+    from synthvlm_data.models.flops import image_flops
 
     base, refiner = sdxl_pipelines(False, "meta", torch.float16)
     assert base.unet.config.cross_attention_dim == 2048 and refiner.unet.config.cross_attention_dim == 1280
-    sample = torch.empty(2, 4, 128, 128, device="meta", dtype=torch.float16)
-    cond = {"text_embeds": torch.empty(2, 1280, device="meta", dtype=torch.float16),
-            "time_ids": torch.empty(2, 6, device="meta", dtype=torch.float16)}
-    text = torch.empty(2, 77, 2048, device="meta", dtype=torch.float16)
-    with torch.inference_mode():
-        flops = count_flops(lambda: base.unet(sample, 10, encoder_hidden_states=text, added_cond_kwargs=cond))
-    assert 10e12 < flops < 20e12  # 13.5 TFLOP per CFG step at 1024 px
+    counted = image_flops(base, refiner, load_recipe("synthvlm-100k").generate)  # what the GPU run counts
+    assert (counted.base_steps, counted.refiner_steps) == (47, 13)
+    assert 10e12 < counted.base_per_step < 20e12  # 13.5 TFLOP per CFG step at 1024 px
     _, model, _ = llava_model(False, "meta", torch.bfloat16)
     assert model.config.image_seq_length == 576 and model.config.text_config.hidden_size == 4096
 
