@@ -9,7 +9,9 @@ Two parts, every measurement in a fresh process (peak RSS = that process's ru_ma
    few letters) go through the real caption stage (`CurateStage` units then `CaptionsStage`'s reduce: source reading,
    validation, the Table-1 rule filters + regex, exact dedup, ids, seeded prompts, caption
    shards of 1000 = the work-unit plan), then selection (`SelectStage`, top 10%, as the paper's
-   100K of 1M) and export (`export_dataset`) of the selected rows. Generate and score shards for
+   100K of 1M) and export (`export_dataset`) of the selected rows. Peak RSS is read once the
+   package is imported and after the caption stage (its state lives in scratch files, whose
+   largest total size is shown); above `--select-max` captions only the caption stage runs. Generate and score shards for
    the N captions are written by the bench (one 12x12 PNG per caption, scores from a hash): no
    generator runs here.
 2. images: one generate shard of M images of 1024x1024 (PNG, noise-textured so they compress
@@ -180,7 +182,7 @@ def rule_filters_cpu(rc, path: Path) -> float:
             cpu += time.process_time() - c
 
 
-def measure_captions(work: Path, n: int) -> dict:
+def measure_captions(work: Path, n: int, with_select: bool = True) -> dict:
     import hashlib
 
     import numpy as np
@@ -202,16 +204,36 @@ def measure_captions(work: Path, n: int) -> dict:
     wd = WorkDir(work / "run")
     wd.init(rc)
     ctx = RunContext(rc, wd)
+    out["rss_start_mb"] = peak_mb()  # the package and its libraries imported, nothing read yet
     out["rules_cpu_s"] = rule_filters_cpu(rc, work / "captions.jsonl")
     t, c = time.perf_counter(), time.process_time()
+    spill_mb = [0.0]
+
+    def watch_spill() -> None:  # the largest the reduce's scratch folder got (its files on disk)
+        while not done.is_set():
+            size = sum(p.stat().st_size for p in wd.root.glob("*/.tmp-*/**/*") if p.is_file())
+            spill_mb[0] = max(spill_mb[0], size / 1e6)
+            done.wait(1.0)
+
+    import threading
+
+    done = threading.Event()
+    watcher = threading.Thread(target=watch_spill, daemon=True)
+    watcher.start()
     for stage in (CurateStage(), CaptionsStage()):  # the map (curate units) and the reduce, one process
         execute(stage, ctx, get_backend("local"), progress=False)
+    done.set()
+    watcher.join()
+    spill_mb = round(spill_mb[0], 1)
     units = ctx.caption_units()
     out["caption_stage_s"], out["caption_stage_cpu_s"] = time.perf_counter() - t, time.process_time() - c
     out["kept"] = wd.caption_report()["captions_out"]
     out["units"] = len(units)
     out["rss_captions_mb"] = peak_mb()
+    out["spill_mb"] = spill_mb
     del stage  # what a resumed build holds: nothing
+    if not with_select:
+        return out
 
     # the generate and score shards of k=1 image per caption (bench-made, not timed)
     for u in units:
@@ -291,13 +313,16 @@ def main() -> None:
     ap.add_argument("--captions", default="100000,1000000", help="caption counts (comma-separated; '' to skip)")
     ap.add_argument("--images", default="64,640", help="images per generate shard (comma-separated; '' to skip)")
     ap.add_argument("--dir", default="/tmp/bench-scale", help="scratch directory (deleted per run)")
+    ap.add_argument("--select-max", type=int, default=1_000_000,
+                    help="above this caption count only the caption stage is measured (no select/export)")
     ap.add_argument("--code", default=None, help="import synthvlm_data from this directory instead")
     ap.add_argument("--child", nargs=3, metavar=("ROLE", "DIR", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         role, work, n = args.child[0], Path(args.child[1]), int(args.child[2])
         fn = {"setup-captions": lambda: setup("captions", work, n), "setup-images": lambda: setup("images", work, n),
-              "captions": lambda: measure_captions(work, n), "images": lambda: measure_images(work, n)}[role]
+              "captions": lambda: measure_captions(work, n), "images": lambda: measure_images(work, n),
+              "captions-only": lambda: measure_captions(work, n, with_select=False)}[role]
         print(json.dumps(fn()))
         return
 
@@ -309,17 +334,21 @@ def main() -> None:
     caps = [int(x) for x in args.captions.split(",") if x]
     if caps:
         print("\n| captions | rule filters: captions per CPU-s | caption stage: wall s (CPU s) | captions per CPU-s "
-              "| kept | units | select s | export s (rows) | peak RSS MB |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+              "| kept | units | peak RSS MB: imported / after the caption stage | scratch files MB | select s "
+              "| export s (rows) | peak RSS MB after export |\n|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
               flush=True)
     for n in caps:
         work = base / f"captions-{n}"
         shutil.rmtree(work, ignore_errors=True)
         child(["setup-captions", str(work), str(n)])
-        r = child(["captions", str(work), str(n)], args.code)
+        full = n <= args.select_max
+        r = child(["captions" if full else "captions-only", str(work), str(n)], args.code)
+        tail = (f"{r['select_s']:.1f} | {r['export_s']:.1f} ({r['selected']:,}) | {r['rss_mb']:,.0f}" if full
+                else "- | - | -")
         print(f"| {n:,} | {n / r['rules_cpu_s']:,.0f} | {r['caption_stage_s']:.1f} ({r['caption_stage_cpu_s']:.1f}) "
-              f"| {n / r['caption_stage_cpu_s']:,.0f} "
-              f"| {r['kept']:,} | {r['units']} | {r['select_s']:.1f} | {r['export_s']:.1f} ({r['selected']:,}) "
-              f"| {r['rss_mb']:,.0f} |", flush=True)
+              f"| {n / r['caption_stage_cpu_s']:,.0f} | {r['kept']:,} | {r['units']} "
+              f"| {r.get('rss_start_mb', 0):,.0f} / {r['rss_captions_mb']:,.0f} | {r.get('spill_mb', 0):,.0f} "
+              f"| {tail} |", flush=True)
         shutil.rmtree(work, ignore_errors=True)
     imgs = [int(x) for x in args.images.split(",") if x]
     if imgs:

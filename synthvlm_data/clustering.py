@@ -160,7 +160,8 @@ def occupancy_metrics(counts: Sequence[int]) -> dict:
 # --------------------------------------------------------------------------- the caption report
 
 
-def _subsample(n: int, max_points: int | None) -> np.ndarray:
+def subsample(n: int, max_points: int | None) -> np.ndarray:
+    """Ascending row positions: all `n`, or `max_points` evenly spaced."""
     if max_points is None or n <= max_points:
         return np.arange(n)
     return np.linspace(0, n - 1, max_points).round().astype(np.int64)
@@ -168,7 +169,7 @@ def _subsample(n: int, max_points: int | None) -> np.ndarray:
 
 def cluster_report(sets: dict[str, np.ndarray], k: int, seed: int, max_points: int | None) -> dict:
     """k-means on the union of the (subsampled) sets; per-set occupancy of the shared clusters."""
-    parts = {name: emb[_subsample(len(emb), max_points)] for name, emb in sets.items() if len(emb)}
+    parts = {name: emb[subsample(len(emb), max_points)] for name, emb in sets.items() if len(emb)}
     if not parts:
         return {"k": 0}
     labels, k_eff = kmeans_labels(np.concatenate(list(parts.values())), k, seed)

@@ -40,6 +40,7 @@ RUNS = Path("runs")
 RUN_FILE = "run.json"
 RECIPE_FILE = "recipe.yaml"
 LOCK_FILE = ".lock"
+SCRATCH_MARKER = ".synthvlm-scratch"  # in each scratch folder a stage makes (`WorkDir.scratch_dir`)
 TIMINGS_FILE = "timings.json"
 CAPTION_REPORT = "report.json"  # in captions/
 CURATE_PLAN = "plan.json"  # in curate/
@@ -145,13 +146,41 @@ class WorkDir:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def sweep_temporaries(self) -> list[Path]:
-        """Delete temporary shard files of killed writers (never read as data; this frees the disk).
-        Call it under the lock, so no writer of this work dir is alive."""
-        removed = [p for p in self.root.rglob(".tmp-*") if p.is_file()]
+        """Delete temporary shard files and scratch folders of killed writers (never read as data;
+        this frees the disk). A folder goes only if it is a stage's scratch folder carrying the
+        `SCRATCH_MARKER` that `scratch_dir` writes: a `.tmp-*` folder of anyone else stays. Call it
+        under the lock, so no writer of this work dir is alive."""
+        import shutil
+
+        removed = [p for p in self.root.rglob(".tmp-*") if p.is_file() and not p.is_symlink()]
         for path in removed:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        for path in self.root.glob("*/.tmp-*"):
+            if path.is_dir() and not path.is_symlink() and (path / SCRATCH_MARKER).is_file():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
         return removed
+
+    def scratch_dir(self, stage: str, name: str, *, unique: bool = False) -> Path:
+        """An empty folder for a stage's temporary files (`<stage>/.tmp-<name>`, or with `unique` a new
+        `<stage>/.tmp-<name>-<random>` per call, one per process), carrying `SCRATCH_MARKER`: the
+        caption reduce keeps its dedup indices and kept rows there. The stage removes it when done;
+        `sweep_temporaries` removes what a killed run left."""
+        import shutil
+        import tempfile
+
+        parent = self.stage_dir(stage)
+        parent.mkdir(parents=True, exist_ok=True)
+        if unique:
+            path = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent))
+        else:
+            path = parent / f".tmp-{name}"
+            if path.is_dir() and not path.is_symlink() and (path / SCRATCH_MARKER).is_file():
+                shutil.rmtree(path)  # this stage's scratch folder, left by a killed run
+            path.mkdir()  # anything else of that name is refused here (FileExistsError), never removed
+        (path / SCRATCH_MARKER).write_text("scratch folder of a synthvlm build: removed when its stage ends\n")
+        return path
 
     # ----------------------------------------------------------------------- stages
 

@@ -77,6 +77,9 @@ def test_whole_tiny_caption_stage_end_to_end(tmp_path):
     # The curated-vs-synthetic caption-cluster histogram travels into the dataset and its card.
     assert (res.out_dir / "plots" / "caption_clusters.png").is_file()
     assert "](plots/caption_clusters.png)" in (res.out_dir / "README.md").read_text()
+    # the caption reduce kept its state in scratch folders of the work dir (judge answers, dedup
+    # indices, kept rows, the ids read) and removed them once the shards were written
+    assert not list((tmp_path / "work").rglob(".tmp-*"))
 
 
 def test_two_runs_are_byte_identical(tiny_build, tmp_path):

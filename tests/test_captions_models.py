@@ -409,10 +409,20 @@ def test_tiny_recipe_stage_report_and_determinism(models, tmp_path):
     assert res.timings["total"] > 0 and "timings" not in res.report
 
 
-def test_judge_answers_are_kept_on_disk_so_a_resumed_stage_does_not_ask_again(lm, tmp_path):
+@pytest.mark.parametrize("indexed_on_disk", [False, True])
+def test_judge_answers_are_kept_on_disk_so_a_resumed_stage_does_not_ask_again(lm, tmp_path, indexed_on_disk):
     """The caption stage's judge (in the reduce) writes each answer as it comes: after a kill, the
-    answered captions are read back (the same floats) and only the others go to the model."""
-    from synthvlm_data.captions.judge_cache import CachedJudge
+    answered captions are read back (the same floats) and only the others go to the model. The
+    answers are looked up in memory, or in SQLite files (the build's reduce: a fresh folder per run)."""
+    from synthvlm_data.captions.judge_cache import CachedJudge as _Cached
+
+    runs = iter(range(10))
+
+    def CachedJudge(j, path):
+        index = tmp_path / f"index-{next(runs)}" if indexed_on_disk else None
+        if index is not None:
+            index.mkdir()
+        return _Cached(j, path, index)
 
     judge = Judge(JudgeConfig(**_tiny_judge()), lm, seed=0)
     human = shipped_human_captions()[:4]

@@ -8,6 +8,7 @@ is a dictionary lookup over the caption's 1-3 word n-grams, so 300 concepts x 10
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from synthvlm_data.errors import InputDataError
 
@@ -94,9 +95,9 @@ class ConceptMatcher:
         return any(tuple(cap[i : i + n]) in forms for i in range(len(cap) - n + 1))
 
 
-def balance(captions: list[str], concepts: list[str], assigned: list[str | None] | None = None) -> dict:
+def balance(captions: Iterable[str], concepts: list[str], assigned: list[str | None] | None = None) -> dict:
     """Per-concept counts. `assigned` gives one concept per caption (synthetic); otherwise each
-    caption counts for every concept it mentions."""
+    caption counts for every concept it mentions. `captions` is read once (an iterator will do)."""
     from synthvlm_data.clustering import normalised_entropy
 
     counts = dict.fromkeys(concepts, 0)
@@ -107,16 +108,19 @@ def balance(captions: list[str], concepts: list[str], assigned: list[str | None]
                 counts[c] += 1
             else:
                 unmatched += 1
+        n = len(assigned)
     else:
         m = ConceptMatcher(concepts)
+        n = 0
         for cap in captions:
+            n += 1
             hits = m.find(cap)
             unmatched += not hits
             for h in hits:
                 counts[h] += 1
     covered = [v for v in counts.values() if v > 0]
     return {
-        "n_captions": len(captions),
+        "n_captions": n,
         "n_concepts": len(concepts),
         "covered_concepts": len(covered),
         "coverage": round(len(covered) / len(concepts), 6) if concepts else 0.0,

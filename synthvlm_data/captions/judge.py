@@ -237,9 +237,10 @@ class EndpointJudge:
     def decide(self, caption: str, p: float) -> bool:
         return decide(self.cfg, self.seed, caption, p)
 
-    def report_extra(self, answers: list[dict] | None = None) -> dict:
-        """The judge step's report; `answers` (`answer_info` of every caption judged, kept by
-        CachedJudge) makes it count over the whole stage rather than over this run's requests."""
+    def report_extra(self, answers: dict | None = None) -> dict:
+        """The judge step's report; `answers` ({"from": the ways p_yes was read, "not_yes_no": count},
+        summed by CachedJudge over every caption judged in the stage) makes it count over the whole
+        stage rather than over this run's requests."""
         # how many answers came from llm_responses.jsonl depends on where the last run stopped: the log says
         # it, the report (which the published folder carries) does not
         if self.endpoint.reused:
@@ -247,7 +248,7 @@ class EndpointJudge:
                   file=sys.stderr, flush=True)
         mode, odd = self.mode, self.not_yes_no
         if answers:
-            mode, odd = "/".join(sorted({a["from"] for a in answers})), sum(bool(a["not_yes_no"]) for a in answers)
+            mode, odd = "/".join(sorted(answers["from"])), answers["not_yes_no"]
         extra = {"endpoint": self.endpoint.cfg.url, "p_yes_from": mode, "not_yes_no": odd}
         if mode in ("answer_tokens", "greedy_token"):
             extra["note"] = ("the server returned no logprobs: p_yes is 1 or 0 from its greedy answer"

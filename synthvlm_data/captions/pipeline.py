@@ -6,8 +6,10 @@ and the dedup embeddings; a unit's result depends on no other unit, so the build
 every rank and resumes unit by unit (`stages/captions.py`). The reduce (`Reducer`) takes the units
 in order through exact and near dedup, the judge and the limit (`_Gate`: caption by caption, a
 caption enters the dedup indices only once it is kept), then synthesis and the balance/diversity
-report. Memory stays bounded by a unit plus the kept captions, and batch composition is fixed by
-the config. `run_captions(cfg, seed=..., profile=...)` runs both in one process (reading stops
+report. With a `spill_dir` (the build's caption stage) the ids read, the dedup indices and the kept
+rows live in files there (`spill.py`), so memory stays bounded by a unit and a few fixed caches
+however many captions pass; without one (a run in this process) they live in memory, with the
+same results. Batch composition is fixed by the config. `run_captions(cfg, seed=..., profile=...)` runs both in one process (reading stops
 once `limit` captions passed every step) and returns rows `{"source", "source_id", "caption",
 "concept"}` in a deterministic order (curated captions in source order, then synthetic captions by
 concept-list order), plus a JSON-serialisable report: per step `seen`, `kept`, `dropped` and a few
@@ -30,11 +32,12 @@ import numpy as np
 from synthvlm_data.captions import config as C
 from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.errors import InputDataError
-from synthvlm_data.captions.dedup import ExactDedup, NearDedup
+from synthvlm_data.captions.dedup import ExactDedup, NearDedup, digest
 from synthvlm_data.captions.filters import BuildContext
 from synthvlm_data.captions.judge_cache import CachedJudge
 from synthvlm_data.captions.report import StepReport
 from synthvlm_data.captions.sources import iter_source
+from synthvlm_data.captions.spill import ChainRows, DigestIndex, KeptRows
 from synthvlm_data.models.devices import resolve_device, torch_threads
 from synthvlm_data.models.text import ModelCache
 
@@ -45,7 +48,7 @@ CLUSTERS_PNG = "caption_clusters.png"
 
 @dataclass
 class CaptionsResult:
-    rows: list[dict]
+    rows: list[dict] | ChainRows  # a list in memory; rows read back from the spill files with a spill_dir
     report: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
 
@@ -143,20 +146,22 @@ def _apply_step(step, rows: list[dict], rep: StepReport) -> list[dict]:
 
 
 def run_captions(cfg: CaptionsConfig, *, seed: int, profile: str = "full", report_dir: Path | None = None,
-                 models: ModelCache | None = None) -> CaptionsResult:
+                 models: ModelCache | None = None, spill_dir: Path | None = None) -> CaptionsResult:
     """The whole caption stage in this process: every unit mapped in order, reduced as it comes
-    (with a `limit`, reading stops once enough captions passed every step)."""
+    (with a `limit`, reading stops once enough captions passed every step). With `spill_dir` (an
+    empty folder the caller owns, to be kept until `rows` is read) the growing state lives in files
+    there; the rows and report are the same."""
     own = models is None
     models = models if models is not None else ModelCache()
     try:
-        return _run_captions(cfg, seed, profile, report_dir, models)
+        return _run_captions(cfg, seed, profile, report_dir, models, spill_dir)
     finally:
         if own:
             models.close()
 
 
 def _run_captions(cfg: CaptionsConfig, seed: int, profile: str, report_dir: Path | None,
-                  models: ModelCache) -> CaptionsResult:
+                  models: ModelCache, spill_dir: Path | None) -> CaptionsResult:
     with torch_threads(cfg.num_threads):
         timings: dict[str, float] = {}
         t_all = time.perf_counter()
@@ -166,12 +171,16 @@ def _run_captions(cfg: CaptionsConfig, seed: int, profile: str, report_dir: Path
 
         t0 = time.perf_counter()
         curator = Curator(cfg, models)
-        reducer = Reducer(cfg, seed=seed, profile=profile, models=models, timed=timed, report_dir=report_dir)
+        reducer = Reducer(cfg, seed=seed, profile=profile, models=models, timed=timed, report_dir=report_dir,
+                          spill_dir=spill_dir)
         timed("load_models", t0)
-        reader = UnitReader(cfg)
-        while (unit := reader.next_unit()) is not None:
-            if reducer.add(curator.curate(unit, timed)):
-                break
+        reader = UnitReader(cfg, spill_dir)
+        try:
+            while (unit := reader.next_unit()) is not None:
+                if reducer.add(curator.curate(unit, timed)):
+                    break
+        finally:
+            reader.close()
         return reducer.finish(report_dir, timings, t_all)
 
 
@@ -189,14 +198,26 @@ class UnitReader:
     Validation sees every row up to the unit (a repeated (source, id) is dropped wherever it is), so
     a reader jumps forward by reading, and restarts if asked for an earlier unit."""
 
-    def __init__(self, cfg: CaptionsConfig):
+    def __init__(self, cfg: CaptionsConfig, spill_dir: Path | None = None):
         self.cfg, self.size = cfg, unit_size(cfg)
+        self.spill_dir = spill_dir  # where the ids read are indexed (in memory without one)
+        self._seen_ids: DigestIndex | None = None
         self._restart()
 
     def _restart(self) -> None:
         self._stream = _all_sources(self.cfg)
         self._next = 0
-        self._seen_ids: set[str] = set()
+        if self._seen_ids is not None:
+            self._seen_ids.close()
+        path = None
+        if self.spill_dir is not None:
+            path = Path(self.spill_dir) / "ids-read.sqlite"
+            path.unlink(missing_ok=True)
+        self._seen_ids = DigestIndex(path)
+
+    def close(self) -> None:
+        if self._seen_ids is not None:
+            self._seen_ids.close()
 
     def next_unit(self) -> dict | None:
         """The next unit (None once the sources are exhausted)."""
@@ -215,9 +236,10 @@ class UnitReader:
             if not chunk:
                 break
             self._next += 1
-            for row in chunk:
-                if _validate(row, self.cfg) is None:
-                    self._seen_ids.add(f"{row['source']}\x1f{row['source_id']}")
+            keys = [_id_key(row) for row in chunk if _validate(row, self.cfg) is None]
+            self._seen_ids.prefetch(keys)
+            for key in keys:
+                self._seen_ids.put(key, "")
         unit = self.next_unit() if self._next == index else None
         if unit is None:
             raise InputDataError(f"the caption sources hold fewer than {index + 1} units of {self.size} "
@@ -228,19 +250,27 @@ class UnitReader:
         cfg = self.cfg
         rep = StepReport("validate", {"min_chars": cfg.min_chars, "max_chars": cfg.max_chars}, cfg.report_examples)
         rows, counts = [], {}
-        for row in chunk:
+        whys = [_validate(row, cfg) for row in chunk]
+        keys = [_id_key(row) for row in chunk]
+        self._seen_ids.prefetch(k for k, why in zip(keys, whys) if why is None)
+        for row, why, key in zip(chunk, whys, keys):
             counts[row["source"]] = counts.get(row["source"], 0) + 1
-            why = _validate(row, cfg)
-            ident = f"{row['source']}\x1f{row['source_id']}"
-            if why is None and ident in self._seen_ids:
+            if why is None and self._seen_ids.get(key) is not None:
                 why = "duplicate_id"
             if why:
                 rep.drop(row, reason=why)
             else:
-                self._seen_ids.add(ident)
+                self._seen_ids.put(key, "")
                 rep.keep()
                 rows.append(row)
         return {"rows": rows, "validate": rep, "sources": counts}
+
+
+def _id_key(row: dict) -> bytes:
+    """A row's (source, id) as the 16-byte key the reader indexes."""
+    import hashlib
+
+    return hashlib.blake2b(f"{row['source']}\x1f{row['source_id']}".encode(), digest_size=16).digest()
 
 
 def count_units(cfg: CaptionsConfig) -> int:
@@ -328,8 +358,14 @@ class Reducer:
     (`_Gate`), then synthesis, the balance and diversity report. Runs on one process."""
 
     def __init__(self, cfg: CaptionsConfig, *, seed: int, profile: str, models: ModelCache, timed=None,
-                 judge_cache: Path | None = None, report_dir: Path | None = None):
+                 judge_cache: Path | None = None, report_dir: Path | None = None, spill_dir: Path | None = None):
         self.cfg, self.seed, self.profile, self.models = cfg, seed, profile, models
+        spill = Path(spill_dir) if spill_dir is not None else None  # an empty folder of this reduce's own
+        if spill is not None:
+            spill.mkdir(parents=True, exist_ok=True)
+            if any(not p.name.startswith(".") for p in spill.iterdir()):  # a marker file may be there
+                raise ValueError(f"the caption reduce needs an empty spill folder, and {spill} holds files "
+                                 "(a reduce's indices are never reused)")
         self.report_dir = report_dir  # where LLM steps on a server record their answers
         self.timed = timed or (lambda name, t0: None)
         near_threshold = cfg.dedup.threshold if (cfg.dedup and cfg.dedup.near) else None
@@ -344,14 +380,14 @@ class Reducer:
                 judge = Judge(cfg.judge, models.lm(cfg.judge.model or cfg.lm, "captions judge", cfg.device,
                                                    cfg.dtype), seed)
             if judge_cache is not None:
-                judge = CachedJudge(judge, judge_cache)
+                judge = CachedJudge(judge, judge_cache, spill)
         self.judge = judge
         ex = cfg.report_examples
         self.validate_rep: StepReport | None = None
         self.filter_reps: list[StepReport] | None = None
-        self.exact = ExactDedup()
+        self.exact = ExactDedup(spill / "exact.sqlite" if spill else None)
         self.exact_rep = StepReport("exact_dedup", {"normalise": "lower-case, collapse whitespace/punctuation"}, ex)
-        self.near = NearDedup(near_threshold) if near_threshold is not None else None
+        self.near = NearDedup(near_threshold, spill / "near" if spill else None) if near_threshold is not None else None
         name = None
         if near_threshold is not None:
             name = getattr(models.embedder(_dedup_embedder(cfg), "captions embedder", cfg.device), "name", None)
@@ -367,7 +403,7 @@ class Reducer:
         self.limit_rep = StepReport("limit", {"limit": cfg.limit}, ex)
         self.gate = _Gate(cfg, self.exact if cfg.dedup is not None and cfg.dedup.exact else None, self.near, judge,
                           self.exact_rep, self.near_rep, self.judge_rep, self.limit_rep)
-        self.curated: list[dict] = []
+        self.curated = KeptRows(spill / "kept.arrows" if spill else None)
         self.source_counts: dict[str, int] = {}
         self.done = False
 
@@ -408,10 +444,13 @@ class Reducer:
         if self.judge_rep is not None:
             self.judge_rep.extra.update(self.judge.report_extra())
             step_dicts.append(self.judge_rep.as_dict())
+            if isinstance(self.judge, CachedJudge):
+                self.judge.close()
         if cfg.limit is not None:
             step_dicts.append(self.limit_rep.as_dict())
 
         curated = self.curated
+        curated.close()
         report: dict = {"profile": self.profile, "seed": seed, "sources": self.source_counts}
         synthetic: list[dict] = []
         near_threshold = self.near_threshold
@@ -461,8 +500,14 @@ class Reducer:
             timed("diversity", t0)
         report["summary"] = _summary(report)
 
-        rows = [{"source": r["source"], "source_id": r["source_id"], "caption": r["caption"],
-                 "concept": r.get("concept")} for r in curated + synthetic]
+        self.exact.close()
+        out = [{"source": r["source"], "source_id": r["source_id"], "caption": r["caption"], "concept": r.get("concept")}
+               for r in synthetic]
+        if curated.path is None:
+            rows = [{"source": r["source"], "source_id": r["source_id"], "caption": r["caption"], "concept": None}
+                    for r in curated] + out
+        else:
+            rows = ChainRows(_WithConcept(curated), out)
         if t_all is not None:
             timings["total"] = time.perf_counter() - t_all
         timings = {k: round(v, 3) for k, v in timings.items()}
@@ -502,16 +547,21 @@ class _Gate:
     def run(self, rows: list[dict], curated: list[dict], timed) -> bool:
         """Append the kept rows to `curated`; True once the limit is reached."""
         t0 = time.perf_counter()
+        digests = [digest(r["caption"]) for r in rows]  # once per row: prefetch, find, add and the judge's batch
+        if self.exact is not None:
+            self.exact.prefetch(digests)
+        timed("exact_dedup", t0)
+        t0 = time.perf_counter()
         emb = np.stack([r["_emb"] for r in rows]) if self.near else None  # computed per unit (Curator)
         batch = self.near.batch(emb) if self.near else None
         timed("near_dedup", t0)
         t0 = time.perf_counter()
-        probs = self._prejudge(rows, batch)
+        probs = self._prejudge(rows, batch, digests)
         timed("judge", t0)
         t0 = time.perf_counter()
         limit = self.cfg.limit
         for i, row in enumerate(rows):
-            if not self._unique(row, i, batch) or not self._judged_yes(row, probs.get(i)):
+            if not self._unique(row, i, batch, digests[i]) or not self._judged_yes(row, probs.get(i)):
                 continue
             if limit is not None and len(curated) >= limit:
                 self.limit_rep.drop(row, reason="over_limit")
@@ -519,16 +569,16 @@ class _Gate:
             self.limit_rep.keep()
             ident = f"{row['source']}:{row['source_id']}"
             if self.exact is not None:
-                self.exact.add(row["caption"], ident)
+                self.exact.add(row["caption"], ident, digests[i])
             if batch is not None:
                 batch.add(i, ident)
             curated.append(row)
         timed("dedup_judge_limit", t0)  # the per-row decisions (and any p_yes scored on its own)
         return limit is not None and len(curated) >= limit
 
-    def _unique(self, row: dict, i: int, batch) -> bool:
+    def _unique(self, row: dict, i: int, batch, d: bytes) -> bool:
         if self.exact is not None:
-            dup = self.exact.find(row["caption"])
+            dup = self.exact.find(row["caption"], d)
             if dup is not None:
                 self.exact_rep.drop(row, note=f"same as {dup}")
                 return False
@@ -541,26 +591,24 @@ class _Gate:
             self.near_rep.keep()
         return True
 
-    def _prejudge(self, rows: list[dict], batch) -> dict[int, float]:
+    def _prejudge(self, rows: list[dict], batch, digests: list[bytes]) -> dict[int, float]:
         """p_yes, in one batched call, of the rows likely to reach the judge: not duplicates of a
         caption kept before this chunk nor exact copies of an earlier row of the chunk, within the
         max_captions budget. Any other row that does reach the judge is scored on its own."""
         if self.judge is None:
             return {}
-        from synthvlm_data.captions.dedup import digest
-
         j = self.cfg.judge
         room = len(rows) if j.max_captions is None else max(0, j.max_captions - self.judge_rep.extra["judged"])
-        todo, digests = [], set()
+        todo, seen = [], set()
         for i, row in enumerate(rows):
             if len(todo) >= room:
                 break
-            d = digest(row["caption"])
-            if d in digests or (self.exact is not None and self.exact.find(row["caption"]) is not None):
+            d = digests[i]
+            if d in seen or (self.exact is not None and self.exact.find(row["caption"], d) is not None):
                 continue
             if batch is not None and batch.check(i) is not None:
                 continue
-            digests.add(d)
+            seen.add(d)
             todo.append(i)
         probs = self.judge.p_yes([rows[i]["caption"] for i in todo]) if todo else []
         return dict(zip(todo, probs))
@@ -598,7 +646,7 @@ class _Gate:
 def _diversity(cfg, curated, synthetic, embedder, reuse_emb: bool, seed: int, report_dir: Path | None) -> dict:
     from synthvlm_data.captions.synthesis import concepts_of
     from synthvlm_data.captions.concepts import balance, load_concepts
-    from synthvlm_data.clustering import cluster_report
+    from synthvlm_data.clustering import cluster_report, subsample
     from synthvlm_data.presentation.plots import plot_caption_clusters
 
     d = cfg.diversity
@@ -607,24 +655,49 @@ def _diversity(cfg, curated, synthetic, embedder, reuse_emb: bool, seed: int, re
     else:
         concepts = load_concepts(C.SynthesisConfig.model_fields["concepts_file"].default)
     bal = {}
-    if curated:
-        bal["curated"] = balance([r["caption"] for r in curated], concepts)
+    if len(curated):
+        bal["curated"] = balance(curated.captions(), concepts)
     if synthetic:
         bal["synthetic"] = balance([r["caption"] for r in synthetic], concepts, [r["concept"] for r in synthetic])
-    sets = {}
-    for name, rows in (("curated", curated), ("synthetic", synthetic)):
-        if not rows:
-            continue
-        have = [r.get("_emb") for r in rows] if reuse_emb else [None]
-        if all(e is not None for e in have):
-            sets[name] = np.stack(have)
+    sets = {}  # each set's embeddings at the subsample's rows (the whole set is never held)
+    if len(curated):
+        index = subsample(len(curated), d.max_points)
+        if reuse_emb and curated.has_emb:
+            sets["curated"] = curated.embeddings_at(index)
         else:
-            sets[name] = embedder.encode([r["caption"] for r in rows], d.batch_size)
-    clusters = cluster_report(sets, d.k, seed if d.seed is None else d.seed, d.max_points)
+            sets["curated"] = _embed_at(curated.captions(), index, embedder, d.batch_size)
+    if synthetic:
+        index = subsample(len(synthetic), d.max_points)
+        have = [r.get("_emb") for r in synthetic] if reuse_emb else [None]
+        if all(e is not None for e in have):
+            sets["synthetic"] = np.stack(have)[index]
+        else:
+            sets["synthetic"] = _embed_at((r["caption"] for r in synthetic), index, embedder, d.batch_size)
+    clusters = cluster_report(sets, d.k, seed if d.seed is None else d.seed, None)
     clusters["embedder"] = embedder.name
     if report_dir is not None and plot_caption_clusters(clusters, Path(report_dir) / CLUSTERS_PNG):
         clusters["png"] = CLUSTERS_PNG
     return {"balance": bal, "diversity": clusters}
+
+
+def _embed_at(captions: Iterator[str], index: np.ndarray, embedder, batch_size: int) -> np.ndarray:
+    """The embeddings of the captions at the ascending positions `index` (only those are encoded)."""
+    wanted = set(index.tolist())
+    return embedder.encode([c for i, c in enumerate(captions) if i in wanted], batch_size)
+
+
+class _WithConcept:
+    """Kept curated rows as the stage's output rows (`concept` None), iterable more than once."""
+
+    def __init__(self, kept: KeptRows):
+        self.kept = kept
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    def __iter__(self):
+        for r in self.kept:
+            yield {"source": r["source"], "source_id": r["source_id"], "caption": r["caption"], "concept": None}
 
 
 def _summary(report: dict) -> dict:

@@ -7,6 +7,10 @@ sources on every rank; `captions` reduces them on the main process into the capt
     captions (main process, units in order): exact + near dedup -> judge -> limit, then synthesis and
              the balance/diversity report -> fixed shards of (id, caption, prompt, source, source_id, concept)
 
+The reduce keeps its dedup indices and the kept rows in files (`captions/spill.py`, in a scratch
+folder of the work dir removed when the shards are written), and writes the caption shards as it
+reads the kept rows back: its memory does not grow with the caption count.
+
 Both are deterministic and their units are fixed before anything runs, so the caption shards have
 the same bytes whatever the number of ranks, and a killed build resumes without redoing a finished
 unit. The judge decides in the reduce (it sees only captions that survived dedup, and `max_captions`
@@ -20,7 +24,10 @@ reduce needs more, the main process maps the following units itself (written as 
 from __future__ import annotations
 
 import json
+import shutil
 import time
+import weakref
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -52,6 +59,7 @@ class CurateStage(Stage):
         self._curator = None
         self._reader = None
         self._models = models  # a ModelCache to share (the reduce's, when it maps units itself)
+        self._scratch = None
 
     def device(self, ctx: RunContext) -> str:
         return resolve_device(ctx.recipe.captions.device)
@@ -77,6 +85,7 @@ class CurateStage(Stage):
 
     def setup(self, ctx: RunContext) -> None:
         self._curator = self._reader = None  # loaded with the first unit (in the stage's thread setting)
+        self._scratch = None
 
     def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
         return self.curate(ctx, unit).to_table()
@@ -88,8 +97,21 @@ class CurateStage(Stage):
         cfg = ctx.recipe.captions
         with torch_threads(cfg.num_threads):
             if self._curator is None:
-                self._curator, self._reader = Curator(cfg, self._models or ModelCache()), UnitReader(cfg)
+                # the ids read so far are indexed on disk, in a folder of this process's own
+                # (removed with the reader; a killed run's is swept by the next build)
+                self._scratch = ctx.work.scratch_dir(CURATE, "reader", unique=True)
+                self._cleanup = weakref.finalize(self, shutil.rmtree, self._scratch, True)  # at exit, too
+                self._curator = Curator(cfg, self._models or ModelCache())
+                self._reader = UnitReader(cfg, self._scratch)
             return self._curator.curate(self._reader.unit(unit.index))
+
+    def close(self) -> None:
+        """Remove the reader's index (the reduce calls it; a rank's goes when its process ends)."""
+        if self._reader is not None:
+            self._reader.close()
+        if self._scratch is not None:
+            self._cleanup()
+        self._curator = self._reader = self._scratch = None
 
     def manifest_extra(self, ctx: RunContext) -> dict:
         return _plan(ctx) if (ctx.work.curate_plan_file()).is_file() else {}
@@ -100,9 +122,6 @@ class CaptionsStage(Stage):
 
     name = CAPTIONS
 
-    def __init__(self):
-        self._tables: list[pa.Table] | None = None
-
     def device(self, ctx: RunContext) -> str:
         return resolve_device(ctx.recipe.captions.device)
 
@@ -110,16 +129,19 @@ class CaptionsStage(Stage):
         """Reduce the curated units and write every shard and the caption report (unless complete)."""
         if ctx.work.is_complete(CAPTIONS):
             return
-        for unit, table in zip(self._units(len(self.tables(ctx))), self.tables(ctx), strict=True):
-            if not ctx.store.is_complete(unit):
-                ctx.store.write(unit, table)
+        scratch = ctx.work.scratch_dir(CAPTIONS, "reduce")
+        try:
+            self._write(ctx, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def plan(self, ctx: RunContext) -> list[WorkUnit]:
         return self._units(len(chunk(ctx.work.caption_report()["captions_out"], ctx.recipe.rows_per_shard)))
 
     def run(self, ctx: RunContext, unit: WorkUnit) -> pa.Table:
-        """One caption shard (shards are normally all written by `prepare`)."""
-        return self.tables(ctx)[unit.index]
+        """One caption shard: `prepare` writes them all, so a shard missing now was lost since."""
+        raise ShardError(f"caption shard {ctx.store.path(unit)} is missing or corrupt: run the build again "
+                         "(the caption stage writes every shard at once)")
 
     def manifest_extra(self, ctx: RunContext) -> dict:
         return {"rows": ctx.work.caption_report()["captions_out"]}
@@ -128,31 +150,26 @@ class CaptionsStage(Stage):
     def _units(n: int) -> list[WorkUnit]:
         return plan_units(CAPTIONS, n)
 
-    def tables(self, ctx: RunContext) -> list[pa.Table]:
-        """The caption shards' tables, computed once per process (the caption report is written then)."""
-        if self._tables is None:
-            self._tables = self._compute(ctx)
-        return self._tables
-
     @classmethod
-    def _reduce(cls, ctx: RunContext):
+    def _reduce(cls, ctx: RunContext, scratch: Path):
         """The curated units, in order, through the global steps (mapping any unit still missing here)."""
         from synthvlm_data.models.text import ModelCache
 
         ctx.work.caption_report_dir().mkdir(parents=True, exist_ok=True)
         models = ModelCache()  # one load of each model for the units mapped here and the global steps
         try:
-            return cls._reduce_with(ctx, models)
+            return cls._reduce_with(ctx, models, scratch)
         finally:
             models.close()  # an endpoint's thread pool lives as long as the stage
 
     @staticmethod
-    def _reduce_with(ctx: RunContext, models):
+    def _reduce_with(ctx: RunContext, models, scratch: Path):
         from synthvlm_data.captions.pipeline import Reducer, UnitResult
 
         recipe, cfg = ctx.recipe, ctx.recipe.captions
         report_dir = ctx.work.caption_report_dir()
         curate = CurateStage(models)
+        curate.setup(ctx)
         timings: dict[str, float] = {}
         t_all = time.perf_counter()
 
@@ -162,18 +179,21 @@ class CaptionsStage(Stage):
         # the thread setting the backends give the map (pinned_threads), so a unit mapped here gives the same bytes
         with pinned_threads(curate.device(ctx), ctx.cpu_threads), torch_threads(cfg.num_threads):
             reducer = Reducer(cfg, seed=recipe.seed, profile=recipe.profile, models=models, timed=timed,
-                              judge_cache=ctx.work.judge_cache_file(), report_dir=report_dir)
+                              judge_cache=ctx.work.judge_cache_file(), report_dir=report_dir, spill_dir=scratch)
             used = []
-            for unit in curate_units(ctx):
-                if ctx.store.is_complete(unit):
-                    result = UnitResult.from_table(ctx.store.read(unit))
-                else:  # past the units mapped on the ranks (a limit not reached yet): map it here
-                    table = curate.curate(ctx, unit).to_table()
-                    ctx.store.write(unit, table)
-                    result = UnitResult.from_table(table)  # as if read back: the same report either way
-                used.append(unit)
-                if reducer.add(result):
-                    break
+            try:
+                for unit in curate_units(ctx):
+                    if ctx.store.is_complete(unit):
+                        result = UnitResult.from_table(ctx.store.read(unit))
+                    else:  # past the units mapped on the ranks (a limit not reached yet): map it here
+                        table = curate.curate(ctx, unit).to_table()
+                        ctx.store.write(unit, table)
+                        result = UnitResult.from_table(table)  # as if read back: the same report either way
+                    used.append(unit)
+                    if reducer.add(result):
+                        break
+            finally:
+                curate.close()
             plan = _plan(ctx)
             if len(used) > plan["mapped"]:  # the units mapped here belong to the curate stage from now on
                 plan["mapped"] = len(used)
@@ -183,27 +203,26 @@ class CaptionsStage(Stage):
             return reducer.finish(report_dir, timings, t_all, write_report=False)  # timings: the reduce's
 
     @classmethod
-    def _compute(cls, ctx: RunContext) -> list[pa.Table]:
+    def _write(cls, ctx: RunContext, scratch: Path) -> None:
+        """Reduce, then write the caption shards from the kept rows as they are read back (two reads:
+        the first finds the repeated (source, id, caption) rows, so the shard count is known before
+        the first shard is named), then the caption report."""
+        from synthvlm_data.captions.spill import DigestIndex
+
         recipe = ctx.recipe
-        result = cls._reduce(ctx)
-        rows, seen, duplicates = [], set(), 0
-        for r in result.rows:
-            sid = sample_id(r["source"], str(r["source_id"]), r["caption"])
-            if sid in seen:  # identical (source, id, caption): keep the first, count the rest
-                duplicates += 1
-                continue
-            seen.add(sid)
-            rows.append(
-                {
-                    "id": sid,
-                    "caption": r["caption"],
-                    "prompt": choose_prompt(recipe.seed, sid),
-                    "source": r["source"],
-                    "source_id": str(r["source_id"]),
-                    "concept": r.get("concept"),
-                }
-            )
-        if not rows:
+        result = cls._reduce(ctx, scratch)
+        seen = DigestIndex(scratch / "sample-ids.sqlite")
+        repeated: set[int] = set()  # positions of rows whose sample id an earlier row has
+        batch: list[bytes] = []
+        for pos, r in enumerate(result.rows):
+            batch.append(bytes.fromhex(sample_id(r["source"], str(r["source_id"]), r["caption"])))
+            if len(batch) == 4096:
+                _mark_repeats(seen, batch, pos + 1 - len(batch), repeated)
+                batch = []
+        _mark_repeats(seen, batch, len(result.rows) - len(batch), repeated)
+        seen.close()
+        n_out = len(result.rows) - len(repeated)
+        if not n_out:
             srcs = ", ".join(f"{s.name} ({s.path or s.dataset}): {result.report.get('sources', {}).get(s.name, 0)} rows"
                              for s in recipe.captions.sources)
             drops = "; ".join(f"{st['name']}: " + (", ".join(f"{k} {v}" for k, v in st["reasons"].items())
@@ -211,9 +230,35 @@ class CaptionsStage(Stage):
                               for st in result.report.get("steps", []) if st.get("dropped"))
             raise ShardError(f"the caption stage kept no captions (read {srcs}; {drops or 'nothing dropped'}): "
                              "check the caption files and the filters in the recipe")
+        units = iter(cls._units(len(chunk(n_out, recipe.rows_per_shard))))
+        rows: list[dict] = []
+        for pos, r in enumerate(result.rows):
+            if pos in repeated:
+                continue
+            sid = sample_id(r["source"], str(r["source_id"]), r["caption"])
+            rows.append({"id": sid, "caption": r["caption"], "prompt": choose_prompt(recipe.seed, sid),
+                         "source": r["source"], "source_id": str(r["source_id"]), "concept": r.get("concept")})
+            if len(rows) == recipe.rows_per_shard:
+                _write_shard(ctx, next(units), rows)
+                rows = []
+        if rows:
+            _write_shard(ctx, next(units), rows)
         report = dict(result.report)
-        report["duplicate_ids_dropped"] = duplicates
-        report["captions_out"] = len(rows)
+        report["duplicate_ids_dropped"] = len(repeated)
+        report["captions_out"] = n_out
         ctx.work.write_caption_report(report)
-        return [pa.Table.from_pylist(rows[c.start : c.stop], schema=CAPTION_SCHEMA)
-                for c in chunk(len(rows), recipe.rows_per_shard)]
+
+
+def _mark_repeats(seen, keys: list[bytes], start: int, repeated: set[int]) -> None:
+    """Add to `repeated` the positions (from `start`) of keys seen before (earlier in `keys` too)."""
+    seen.prefetch(keys)
+    for k, key in enumerate(keys):
+        if seen.get(key) is not None:
+            repeated.add(start + k)
+        else:
+            seen.put(key, "")
+
+
+def _write_shard(ctx: RunContext, unit: WorkUnit, rows: list[dict]) -> None:
+    if not ctx.store.is_complete(unit):
+        ctx.store.write(unit, pa.Table.from_pylist(rows, schema=CAPTION_SCHEMA))
