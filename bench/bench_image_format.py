@@ -10,6 +10,9 @@ Two measurements, printed as tables (and written as JSON with --json):
    score. Reported: bytes per image, mean and largest |change| of CLIPScore and SSIM against PNG,
    how many captions pick the same image as with PNG, and how many of the top-scored quarter of all
    images stay in it (the selection of a one-image-per-caption recipe such as synthvlm-100k).
+   Two more rows score the PNGs with CLIP in fp16 and in bf16 (`score.clip.precision`: open_clip's
+   mixed precision, which `auto` uses on CUDA; run here on the CPU, so it measures the rounding of
+   the weights and activations, not a GPU's kernels) against the fp32 scores.
 2. Real photographs: the colour photographs that ship with scikit-image, resized to
    `--photos-size` (SDXL's 1024 px by default): bytes per image and the SSIM shift of the
    synthvlm-100k recipe's SSIM. CLIPScore is not measured on them: OpenAI CLIP's weights do not
@@ -27,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 FORMATS = (("png", 0), ("jpeg", 95), ("jpeg", 90), ("webp", 95), ("webp", 90))
+PRECISIONS = ("fp16", "bf16")  # CLIP's weights, scored on the PNGs
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "cat")
 
 
@@ -59,12 +63,15 @@ def world(work_dir: Path) -> dict:
         ids += gen["id"].to_pylist()
         images += [decode_image(b) for b in gen["image"].to_pylist()]
     texts = [captions[i] for i in ids]
-    scorer = ClipScorer(recipe.score.clip, "cpu")
+    fp32 = recipe.score.clip.model_copy(update={"precision": "fp32"})
+    scorers = {"fp32": ClipScorer(fp32, "cpu")}
+    scorers.update({p: ClipScorer(fp32.model_copy(update={"precision": p}), "cpu") for p in PRECISIONS})
+    variants = [(fmt, q, "fp32") for fmt, q in FORMATS] + [("png", 0, p) for p in PRECISIONS]
     rows, base = [], None
     with torch_threads(1):
-        for fmt, quality in FORMATS:
+        for fmt, quality, precision in variants:
             decoded, sizes = _roundtrip(images, fmt, quality)
-            clip = np.asarray(scorer(decoded, texts), dtype=np.float64)
+            clip = np.asarray(scorers[precision](decoded, texts), dtype=np.float64)
             ssim = np.asarray(ssim_roundtrip(decoded, recipe.score.ssim), dtype=np.float64)
             score = combined_score(clip, ssim, recipe.select)
             picks = {}
@@ -77,7 +84,8 @@ def world(work_dir: Path) -> dict:
                 base = {"clip": clip, "ssim": ssim, "picks": picks, "top": top}
             same = sum(picks[s] == base["picks"][s] for s in picks)
             rows.append({
-                "format": _label(fmt, quality), "images": len(images), "bytes_mean": float(np.mean(sizes)),
+                "format": _label(fmt, quality) + ("" if precision == "fp32" else f", CLIP {precision}"),
+                "images": len(images), "bytes_mean": float(np.mean(sizes)),
                 "clip_abs_mean": float(np.abs(clip - base["clip"]).mean()),
                 "clip_abs_max": float(np.abs(clip - base["clip"]).max()),
                 "ssim_abs_mean": float(np.abs(ssim - base["ssim"]).mean()),

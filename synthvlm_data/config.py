@@ -107,6 +107,11 @@ class ClipScoreConfig(StrictModel):
     model: ModelRef = ModelRef(id="ViT-B-32", revision="openai")
     text_prefix: str = "A photo depicts "
     batch_size: int = Field(default=64, ge=1)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        default="auto",
+        description="CLIP's weights: `auto` is fp16 on CUDA, as the official CLIPScore code runs it (OpenAI's "
+                    "clip.load keeps fp16 weights on a GPU; LayerNorm in fp32: open_clip's precision='fp16'), "
+                    "and fp32 elsewhere (scores then the same bytes on every CPU).")
 
 
 class SSIMConfig(StrictModel):

@@ -76,6 +76,40 @@ def test_matches_independent_open_clip_on_real_images(scorer, images):
     assert np.ptp(got) > 1e-3  # the pairs really differ: the comparison is not vacuous
 
 
+def test_precision_auto_is_fp16_on_cuda_and_exact_fp32_elsewhere(scorer, images):
+    """`score.clip.precision: auto` runs CLIP as the official CLIPScore code does: fp16 weights on a
+    GPU (OpenAI's clip.load), fp32 on a CPU, where the scores keep their bytes (open_clip's own
+    normalised embeddings, bit for bit)."""
+    from synthvlm_data.models.clip import clip_precision
+
+    assert clip_precision("auto", "cuda:3") == "fp16" and clip_precision("auto", "cpu") == "fp32"
+    assert clip_precision("auto", "mps") == "fp32" and clip_precision("bf16", "cpu") == "bf16"
+    assert scorer.precision == "fp32"
+    model = tiny_models.build_tiny_open_clip(seed=0).eval()
+    pixels = scorer.pixels(images)
+    with torch.no_grad():  # in the scorer's batches of 2
+        want_img = np.concatenate([model.encode_image(pixels[i : i + 2], normalize=True).numpy() for i in range(0, 5, 2)])
+        tokens = scorer.tokenize(CAPTIONS)
+        want_txt = np.concatenate([model.encode_text(tokens[i : i + 2], normalize=True).numpy() for i in range(0, 5, 2)])
+    np.testing.assert_array_equal(scorer.encode_pixels(pixels), want_img)
+    np.testing.assert_array_equal(scorer.encode_texts(CAPTIONS), want_txt)
+
+
+@pytest.mark.parametrize("precision, dtype, tol", [("fp16", torch.float16, 2e-3), ("bf16", torch.bfloat16, 2e-2)])
+def test_low_precision_clip_is_open_clips_mixed_precision(scorer, images, precision, dtype, tol):
+    """fp16/bf16 as open_clip's factory sets them (and OpenAI's convert_weights): linear and conv
+    weights in the low dtype, LayerNorm in fp32; images enter in that dtype, scores stay close."""
+    low = ClipScorer(ClipScoreConfig(model=ModelRef(id=tiny_models.TINY_CLIP), batch_size=2, precision=precision),
+                     device="cpu")
+    v = low.model.visual
+    assert v.conv1.weight.dtype == dtype and v.transformer.resblocks[0].mlp.c_fc.weight.dtype == dtype
+    assert v.ln_pre.weight.dtype == torch.float32 and type(v.ln_pre).__name__ == "LayerNormFp32"
+    got, want = low(images, CAPTIONS), scorer(images, CAPTIONS)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, atol=tol)
+    assert np.abs(got - want).max() > 0  # really computed in the low precision
+
+
 def test_preprocessing_is_the_official_clip_transform(scorer, images):
     """open_clip's eval transform equals the hand-written official one, pixel for pixel."""
     size = tiny_models.build_tiny_open_clip(seed=0).visual.image_size[0]  # (64, 64): resize the short side
@@ -193,10 +227,13 @@ def test_full_scale_uses_create_model_and_transforms_with_official_preprocessing
     monkeypatch.setattr(open_clip, "create_model_and_transforms", fake_create)
     monkeypatch.setattr(open_clip, "get_tokenizer", fake_tokenizer)
     s = ClipScorer(ClipScoreConfig(), device="cpu")  # default: ViT-B-32 / openai
-    assert calls["create"] == ("ViT-B-32", "openai", {"force_quick_gelu": True, "weights_only": True})
+    assert calls["create"] == ("ViT-B-32", "openai", {"force_quick_gelu": True, "weights_only": True,
+                                                       "precision": "fp32"})  # auto on a CPU
     assert calls["tokenizer"] == "ViT-B-32"
     assert s.preprocess is eval_tf
     np.testing.assert_allclose(s(images[:2], CAPTIONS[:2]), reference_cosines(images[:2], [PREFIX + c for c in CAPTIONS[:2]]), atol=1e-6)
+    ClipScorer(ClipScoreConfig(precision="bf16"), device="cpu")
+    assert calls["create"][2]["precision"] == "bf16"  # open_clip sets the weights' dtypes itself
 
 
 def test_open_clip_names_for_hub_and_local_models(tmp_path):

@@ -99,12 +99,20 @@ def open_clip_name(ref: ModelRef, role: str = "score.clip.model") -> tuple[str, 
     return (ref.id if ref.id.startswith("hf-hub:") else "hf-hub:" + ref.id), None
 
 
-def load_clip_scorer(ref: ModelRef, device: str, role: str = "score.clip.model"):
-    """Return (model, preprocess, tokenizer) with open_clip's official eval preprocessing."""
+def clip_precision(precision: str, device: str) -> str:
+    """open_clip's precision for a `score.clip.precision` on `device` (`auto`: fp16 on CUDA, else fp32)."""
+    if precision == "auto":
+        return "fp16" if str(device).startswith("cuda") else "fp32"
+    return precision
+
+
+def load_clip_scorer(ref: ModelRef, device: str, role: str = "score.clip.model", precision: str = "fp32"):
+    """Return (model, preprocess, tokenizer) with open_clip's official eval preprocessing, the
+    weights in open_clip's `precision` (fp16/bf16: its mixed precision, LayerNorm kept in fp32)."""
     import open_clip
 
     if ref.id == TINY_CLIP:
-        model = build_tiny_open_clip(seed=0)
+        model = build_tiny_open_clip(seed=0, precision=precision)
         preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
         tokenizer = open_clip.get_tokenizer("ViT-B-32")  # the real CLIP BPE, 77 tokens
     elif ref.is_tiny:
@@ -117,7 +125,8 @@ def load_clip_scorer(ref: ModelRef, device: str, role: str = "score.clip.model")
             # the checkpoint's mean/std and interpolation): the official CLIPScore preprocessing.
             # open_clip takes a checkpoint's .safetensors when the repo has one, and its torch.load
             # fallback is pinned to weights_only=True: tensors only, never arbitrary pickled objects.
-            model, _, preprocess = open_clip.create_model_and_transforms(name, **spec, weights_only=True)
+            model, _, preprocess = open_clip.create_model_and_transforms(name, **spec, weights_only=True,
+                                                                         precision=precision)
             tokenizer = open_clip.get_tokenizer(name)
         except Exception as err:
             what = f"'{ref.id}'" + (f" (pretrained '{ref.revision}')" if ref.revision else "")

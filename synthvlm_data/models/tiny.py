@@ -253,16 +253,20 @@ def build_tiny_sd3(seed: int = 0):
 # --------------------------------------------------------------------------- open_clip
 
 
-def build_tiny_open_clip(seed: int = 0):
-    """A real open_clip `CLIP` (ViT image tower + text transformer) from a tiny config."""
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+def build_tiny_open_clip(seed: int = 0, precision: str = "fp32"):
+    """A real open_clip `CLIP` (ViT image tower + text transformer) from a tiny config, its weights
+    in `precision` as open_clip's factory sets them (fp16/bf16: LayerNorm in fp32)."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, convert_weights_to_lp, get_cast_dtype
 
     with seeded(seed):
         model = CLIP(
             embed_dim=32,
             vision_cfg=CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=16, image_size=64),
             text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
+            cast_dtype=get_cast_dtype(precision),
         )
+    if precision in ("fp16", "bf16"):
+        convert_weights_to_lp(model, dtype=get_cast_dtype(precision))
     return model
 
 

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from synthvlm_data.config import ClipScoreConfig
-from synthvlm_data.models.clip import load_clip_scorer
+from synthvlm_data.models.clip import clip_precision, load_clip_scorer
 from synthvlm_data.models.devices import resolve_device
 
 # CLIPScore paper (Hessel et al. 2021, Eq. 1): CLIP-S(c, v) = w * max(cos(c, v), 0) with w = 2.5.
@@ -38,7 +38,15 @@ class ClipScorer:
     def __init__(self, cfg: ClipScoreConfig, device: str | None = None, role: str = "score.clip.model"):
         self.cfg = cfg
         self.device = resolve_device(device)
-        self.model, self.preprocess, self.tokenizer = load_clip_scorer(cfg.model, self.device, role)
+        self.precision = clip_precision(cfg.precision, self.device)
+        self.model, self.preprocess, self.tokenizer = load_clip_scorer(cfg.model, self.device, role, self.precision)
+        # images enter in the weights' dtype (as OpenAI's CLIP casts them); embeddings leave as float32
+        self.input_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
+
+    def _unit(self, emb: torch.Tensor) -> np.ndarray:
+        """float32 L2-normalised rows (normalised after the cast: in fp32 this is open_clip's own
+        `normalize=True`, the same bytes; in fp16 it avoids a half-precision norm)."""
+        return torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
 
     def tokenize(self, captions: Sequence[str]) -> torch.Tensor:
         """Token ids of prefix + caption, truncated to the model's context (77 for CLIP)."""
@@ -57,8 +65,8 @@ class ClipScorer:
         out = []
         bs = self.cfg.batch_size
         for start in range(0, len(pixels), bs):
-            emb = self.model.encode_image(pixels[start : start + bs].to(self.device), normalize=True)
-            out.append(emb.float().cpu().numpy())
+            x = pixels[start : start + bs].to(self.device, dtype=self.input_dtype)
+            out.append(self._unit(self.model.encode_image(x)))
         return np.concatenate(out) if out else np.zeros((0, self._dim()), np.float32)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -72,7 +80,7 @@ class ClipScorer:
         bs = self.cfg.batch_size
         for start in range(0, len(captions), bs):
             tokens = self.tokenize(captions[start : start + bs]).to(self.device)
-            out.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
+            out.append(self._unit(self.model.encode_text(tokens)))
         return np.concatenate(out) if out else np.zeros((0, self._dim()), np.float32)
 
     def _dim(self) -> int:

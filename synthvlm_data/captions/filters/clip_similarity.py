@@ -45,7 +45,8 @@ class ClipSimilarityStep(ImageStep):
         from synthvlm_data.models.preflight import check_available
         from synthvlm_data.scoring.clipscore import ClipScorer
 
-        scorer_cfg = ClipScoreConfig(model=cfg.model, text_prefix="", batch_size=cfg.batch_size)
+        # fp32 on every device: a threshold on the cosine keeps the same captions wherever it runs
+        scorer_cfg = ClipScoreConfig(model=cfg.model, text_prefix="", batch_size=cfg.batch_size, precision="fp32")
 
         def build() -> ClipScorer:
             check_available(cfg.model, cfg.role)
