@@ -229,42 +229,109 @@ def run_arm(s: Settings, arm: str, seed: int, shared: dict, run_dir: Path, log) 
 
 
 TABLE_CAPTION = ("exact", "colour", "shape", "size", "count", "relation", "background")
+CAPTION_ENDPOINT = ("colour", "shape", "size", "count", "relation", "background")  # per scene: the mean of these
+# The contrasts the experiment tests, fixed before any result is seen: (a, b, what a - b answers).
+CONTRASTS = (
+    ("selected", "random", "does SynthVLM's selection help (best of k vs a random pick)"),
+    ("real", "selected", "how far synthetic selected data is from real renders"),
+    ("selected", "selected_fifth", "what four fifths of the selected data add"),
+    ("real", "latents", "how far Synth^2's latents are from real renders"),
+)
+ENDPOINTS = ("vqa", "caption")  # per scene: VQA accuracy over its questions; the caption's attribute mean
+EQUIVALENCE_MARGIN = 0.02  # "equal" only if the 90% interval of the difference lies within +-0.02
+TARGET_DELTA = 0.03  # the difference the design should detect (80% power, two-sided 5%)
+
+
+def scene_matrix(runs: list[dict], endpoint: str, scene_of_question: list[int]) -> np.ndarray:
+    """(seeds x scenes) scores of one arm: per scene, VQA accuracy over its questions, or the mean
+    of the caption's attribute scores (scenes without a question are left out of VQA)."""
+    rows = []
+    for r in runs:
+        if endpoint == "vqa":
+            per: dict[int, list[float]] = {}
+            for q, ok in zip(scene_of_question, r["per_item"]["vqa"], strict=True):
+                per.setdefault(q, []).append(ok)
+            rows.append([float(np.mean(per[k])) for k in sorted(per)])
+        else:
+            rows.append([float(np.mean([it[a] for a in CAPTION_ENDPOINT if a in it])) for it in r["per_item"]["captioning"]])
+    return np.asarray(rows, dtype=float)
+
+
+def contrasts(s: Settings, by_arm: dict[str, list[dict]], scene_of_question: list[int]) -> list[dict]:
+    """Every fixed contrast whose arms ran, on every endpoint: the difference with its two-level
+    (seed x scene) intervals, Holm-adjusted p over the whole family, TOST at EQUIVALENCE_MARGIN, and
+    the power the design reached for TARGET_DELTA with the seeds needed for 80%."""
+    from synthvlm_data.experiment import stats
+
+    out = []
+    for a, b, question in CONTRASTS:
+        if a not in by_arm or b not in by_arm:
+            continue
+        for endpoint in ENDPOINTS:
+            ma, mb = (scene_matrix(by_arm[x], endpoint, scene_of_question) for x in (a, b))
+            c = stats.contrast(ma, mb, seed=s.eval_seed, margin=EQUIVALENCE_MARGIN)
+            row = {"a": a, "b": b, "question": question, "endpoint": endpoint,
+                   **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items() if k not in ("ci95", "ci90")},
+                   "ci95": [round(x, 4) for x in c["ci95"]], "ci90": [round(x, 4) for x in c["ci90"]]}
+            if ma.shape[0] >= 2:
+                comp = stats.components(ma - mb)
+                row["power_at_target"] = round(stats.power(comp, ma.shape[0], ma.shape[1], TARGET_DELTA), 3)
+                row["seeds_for_80pct_power"] = stats.seeds_for_power(comp, ma.shape[1], TARGET_DELTA)
+            else:
+                row["power_at_target"] = row["seeds_for_80pct_power"] = None  # one seed: no seed variance to see
+            out.append(row)
+    for row, adj in zip(out, stats.holm([r["p"] for r in out])):
+        row["p_holm"] = round(adj, 4)
+        row["verdict"] = ("differ" if adj < 0.05 else "equivalent" if row["equivalent"] else
+                          "inconclusive")
+    return out
 
 
 def aggregate(s: Settings, results: list[dict]) -> dict:
-    """Per arm: the mean over seeds of each score, a bootstrap 95% CI over eval items of the
-    per-item mean across seeds, and the per-seed scores (their spread)."""
-    from synthvlm_data.evaluation.world_suite import BOOTSTRAP, bootstrap_ci
+    """Per arm: the mean over seeds of each score, a two-level (seed x scene) bootstrap 95% CI,
+    and the per-seed scores (their spread); then the fixed contrasts between arms (`contrasts`)."""
+    from synthvlm_data.evaluation.world_suite import build_items
+    from synthvlm_data.experiment.stats import BOOT
 
+    scene_of_question = [q.scene_index for q in build_items(s.n_eval, s.eval_seed).questions]
+    by_arm = {}
     arms = {}
     for arm in s.arms:
         runs = sorted((r for r in results if r["arm"] == arm), key=lambda r: r["seed"])
         if not runs:
             continue
+        by_arm[arm] = runs
         row = {"title": ARM_TITLES[arm], "n_train": runs[0]["n_train"], "seeds": [r["seed"] for r in runs],
                "captioning": {}, "vqa": {}, "training": {str(r["seed"]): r["training"] for r in runs},
                "examples": runs[0]["examples"]}
         for attr in TABLE_CAPTION:
             per_seed = [[it[attr] for it in r["per_item"]["captioning"] if attr in it] for r in runs]
-            row["captioning"][attr] = _cell(per_seed, s.eval_seed, bootstrap_ci)
+            row["captioning"][attr] = _cell(per_seed, s.eval_seed)
         vqa_types = list(runs[0]["vqa"])
         for qt in vqa_types:
             row["vqa"][qt] = {"score": float(np.mean([r["vqa"][qt]["score"] for r in runs])),
                               "per_seed": [r["vqa"][qt]["score"] for r in runs]}
-        row["vqa"]["all"] = _cell([r["per_item"]["vqa"] for r in runs], s.eval_seed, bootstrap_ci)
+        row["vqa"]["all"] = _cell(scene_matrix(runs, "vqa", scene_of_question), s.eval_seed)
+        row["caption_endpoint"] = _cell(scene_matrix(runs, "caption", scene_of_question), s.eval_seed)
         arms[arm] = row
     first = results[0]
     return {"experiment": "real vs synthetic vs selected vs latent training data, miniature world",
-            "settings": s.fingerprint(), "bootstrap": BOOTSTRAP, "eval_items": first["items"],
-            "arms": arms, "baselines": {"majority": {
+            "settings": s.fingerprint(), "bootstrap": BOOT, "eval_items": first["items"],
+            "arms": arms, "contrasts": contrasts(s, by_arm, scene_of_question),
+            "statistics": {"interval": "two-level percentile bootstrap: seeds and scenes resampled (VQA averaged per "
+                                       "scene first)", "contrasts": "paired on seeds and scenes; Holm over the family",
+                           "equivalence_margin": EQUIVALENCE_MARGIN, "target_delta": TARGET_DELTA},
+            "baselines": {"majority": {
                 "captioning": {a: first["baselines"]["majority"]["captioning"][a]["score"] for a in TABLE_CAPTION},
                 "vqa": first["baselines"]["majority"]["vqa"]["all"]["score"]},
                 "chance": {"vqa": first["baselines"]["chance"]["vqa"]["all"]["score"]}}}
 
 
-def _cell(per_seed: list[list[float]], seed: int, ci) -> dict:
-    mat = np.asarray(per_seed, dtype=float)  # seeds x items
-    lo, hi = ci(mat.mean(axis=0), seed)
+def _cell(per_seed, seed: int) -> dict:
+    from synthvlm_data.experiment.stats import bootstrap_mean
+
+    mat = np.asarray(per_seed, dtype=float)  # seeds x scenes
+    lo, hi = bootstrap_mean(mat, seed)["ci"]
     scores = mat.mean(axis=1)
     return {"score": round(float(scores.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)],
             "per_seed": [round(float(x), 4) for x in scores], "n_items": int(mat.shape[1])}
@@ -290,15 +357,40 @@ def markdown(agg: dict, timings: dict) -> str:
                  + f" | {b['majority']['vqa']:.3f} | - |")
     lines.append("| chance | - | " + " | ".join("-" for _ in TABLE_CAPTION) + f" | {b['chance']['vqa']:.3f} | - |")
     seeds = agg["settings"]["seeds"]
-    note = (f"\nScores: mean over seeds {seeds}; [95% bootstrap CI over the {agg['arms'][next(iter(agg['arms']))]['captioning']['exact']['n_items']} "
-            f"eval scenes ({agg['bootstrap']} resamples) of the per-item mean across seeds]"
+    note = (f"\nScores: mean over seeds {seeds}; [95% two-level bootstrap CI: seeds and the "
+            f"{agg['arms'][next(iter(agg['arms']))]['captioning']['exact']['n_items']} eval scenes resampled "
+            f"({agg['bootstrap']} resamples; VQA averaged per scene first)]"
             + ("; ± = std across seeds" if len(seeds) > 1 else "") + ". Captioning: stage-1 model; VQA: after the "
             "shared stage 2. train s = stage 1 + stage 2 training seconds per seed (mean).\n")
     vqa_types = [t for t in next(iter(agg["arms"].values()))["vqa"] if t != "all"]
     per_type = ["", "| arm | " + " | ".join(f"VQA {t}" for t in vqa_types) + " |", "|---|" + "---|" * len(vqa_types)]
     for arm, row in agg["arms"].items():
         per_type.append(f"| {row['title']} | " + " | ".join(f"{row['vqa'][t]['score']:.3f}" for t in vqa_types) + " |")
-    return "\n".join(lines) + "\n" + note + "\n".join(per_type) + "\n"
+    return "\n".join(lines) + "\n" + note + "\n".join(per_type) + "\n" + contrast_table(agg)
+
+
+def contrast_table(agg: dict) -> str:
+    """The fixed contrasts: difference, intervals, Holm p, verdict, power reached for the target."""
+    rows = agg.get("contrasts") or []
+    if not rows:
+        return ""
+    st = agg["statistics"]
+    lines = ["", "| contrast | endpoint | a - b [95% CI] | 90% CI | p (Holm) | verdict | power for "
+             f"{st['target_delta']} | seeds for 80% |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["power_at_target"] is None:  # one seed
+            power = need = "-"
+        else:
+            power = f"{r['power_at_target']:.2f}"
+            need = "> 1000" if r["seeds_for_80pct_power"] is None else str(r["seeds_for_80pct_power"])
+        lines.append(f"| {r['a']} - {r['b']} | {r['endpoint']} | {r['diff']:+.3f} [{r['ci95'][0]:+.3f}, "
+                     f"{r['ci95'][1]:+.3f}] | [{r['ci90'][0]:+.3f}, {r['ci90'][1]:+.3f}] | {r['p']:.3f} "
+                     f"({r['p_holm']:.3f}) | {r['verdict']} | {power} | {need} |")
+    lines.append(f"\nContrasts fixed in the code before the run, paired on seeds and scenes; Holm over the "
+                 f"{len(rows)} tests; \"equivalent\" only if the 90% interval lies within +-{st['equivalence_margin']} "
+                 "(TOST at 5%); \"inconclusive\" otherwise. Power: normal approximation from the difference's "
+                 "seed, scene and residual variance, at this design's seeds and scenes.")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- entry point
