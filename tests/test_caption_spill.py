@@ -182,3 +182,22 @@ def test_scratch_folders_are_fresh_and_swept(tmp_path):
     with pytest.raises(FileExistsError):  # never removed to make a scratch folder of its name
         wd.scratch_dir("captions", "mine")
     assert (users / "notes.txt").is_file()
+
+
+def test_repeated_rows_are_the_later_copies_of_a_source_id_and_caption():
+    """A synthetic row equal to a curated one (same source, id and caption) or to an earlier
+    synthetic one is dropped from the caption shards; curated rows are read only if needed."""
+    from synthvlm_data.stages.captions import repeated_rows
+
+    curated = [{"source": "t", "source_id": str(i), "caption": f"caption {i}"} for i in range(5)]
+    synthetic = [{"source": "t", "source_id": "3", "caption": "caption 3"},  # = curated row 3
+                 {"source": "t", "source_id": "x", "caption": "new"},
+                 {"source": "t", "source_id": "x", "caption": "new"},  # = the synthetic row before
+                 {"source": "t", "source_id": "4", "caption": "other text"}]  # same id, other caption: kept
+    assert repeated_rows(curated + synthetic, synthetic) == {5, 7}
+
+    class Unread(list):
+        def __iter__(self):
+            raise AssertionError("the curated rows were read although no synthetic row could repeat them")
+
+    assert repeated_rows(Unread(curated), []) == set()

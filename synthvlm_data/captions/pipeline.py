@@ -51,6 +51,7 @@ class CaptionsResult:
     rows: list[dict] | ChainRows  # a list in memory; rows read back from the spill files with a spill_dir
     report: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    synthetic: list[dict] = field(default_factory=list)  # the synthetic rows, the end of `rows`
 
 
 def not_sampling_hint(synthesis, endpoint) -> str:
@@ -516,7 +517,7 @@ class Reducer:
                 (report_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
                                                       encoding="utf-8")
             (report_dir / TIMINGS_FILE).write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
-        return CaptionsResult(rows=rows, report=report, timings=timings)
+        return CaptionsResult(rows=rows, report=report, timings=timings, synthetic=out)
 
 
 def _merge(rep: StepReport, d: dict) -> None:

@@ -204,23 +204,12 @@ class CaptionsStage(Stage):
 
     @classmethod
     def _write(cls, ctx: RunContext, scratch: Path) -> None:
-        """Reduce, then write the caption shards from the kept rows as they are read back (two reads:
-        the first finds the repeated (source, id, caption) rows, so the shard count is known before
-        the first shard is named), then the caption report."""
-        from synthvlm_data.captions.spill import DigestIndex
-
+        """Reduce, then write the caption shards from the kept rows as they are read back, then the
+        caption report. A row repeating an earlier row's (source, id, caption) is dropped
+        (`repeated_rows`, known before the first shard is named)."""
         recipe = ctx.recipe
         result = cls._reduce(ctx, scratch)
-        seen = DigestIndex(scratch / "sample-ids.sqlite")
-        repeated: set[int] = set()  # positions of rows whose sample id an earlier row has
-        batch: list[bytes] = []
-        for pos, r in enumerate(result.rows):
-            batch.append(bytes.fromhex(sample_id(r["source"], str(r["source_id"]), r["caption"])))
-            if len(batch) == 4096:
-                _mark_repeats(seen, batch, pos + 1 - len(batch), repeated)
-                batch = []
-        _mark_repeats(seen, batch, len(result.rows) - len(batch), repeated)
-        seen.close()
+        repeated = repeated_rows(result.rows, result.synthetic)
         n_out = len(result.rows) - len(repeated)
         if not n_out:
             srcs = ", ".join(f"{s.name} ({s.path or s.dataset}): {result.report.get('sources', {}).get(s.name, 0)} rows"
@@ -249,14 +238,28 @@ class CaptionsStage(Stage):
         ctx.work.write_caption_report(report)
 
 
-def _mark_repeats(seen, keys: list[bytes], start: int, repeated: set[int]) -> None:
-    """Add to `repeated` the positions (from `start`) of keys seen before (earlier in `keys` too)."""
-    seen.prefetch(keys)
-    for k, key in enumerate(keys):
-        if seen.get(key) is not None:
-            repeated.add(start + k)
+def repeated_rows(rows, synthetic: list[dict]) -> set[int]:
+    """Positions in `rows` (curated rows, then the `synthetic` ones) of the rows whose (source, id,
+    caption) an earlier row has. Curated rows never repeat each other (validation keeps one row per
+    (source, id)), so only synthetic rows are candidates, and the curated rows are read only when
+    there are synthetic ones."""
+    n_cur = len(rows) - len(synthetic)
+    repeated: set[int] = set()
+    first: dict[str, int] = {}  # synthetic sample id -> the position of its first row
+    for k, r in enumerate(synthetic):
+        sid = sample_id(r["source"], str(r["source_id"]), r["caption"])
+        if sid in first:
+            repeated.add(n_cur + k)
         else:
-            seen.put(key, "")
+            first[sid] = n_cur + k
+    if first:
+        for pos, r in enumerate(rows):
+            if pos >= n_cur:
+                break
+            sid = sample_id(r["source"], str(r["source_id"]), r["caption"])
+            if sid in first:
+                repeated.add(first.pop(sid))  # the curated row came first
+    return repeated
 
 
 def _write_shard(ctx: RunContext, unit: WorkUnit, rows: list[dict]) -> None:
