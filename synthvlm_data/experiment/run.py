@@ -369,6 +369,10 @@ def markdown(agg: dict, timings: dict) -> str:
     return "\n".join(lines) + "\n" + note + "\n".join(per_type) + "\n" + contrast_table(agg)
 
 
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def contrast_table(agg: dict) -> str:
     """The fixed contrasts: difference, intervals, Holm p, verdict, power reached for the target."""
     rows = agg.get("contrasts") or []
@@ -382,14 +386,16 @@ def contrast_table(agg: dict) -> str:
             power = need = "-"
         else:
             power = f"{r['power_at_target']:.2f}"
-            need = "> 1000" if r["seeds_for_80pct_power"] is None else str(r["seeds_for_80pct_power"])
+            # None: the scene term alone keeps the power under 80%: more scenes, not seeds
+            need = "none (more scenes)" if r["seeds_for_80pct_power"] is None else str(r["seeds_for_80pct_power"])
         lines.append(f"| {r['a']} - {r['b']} | {r['endpoint']} | {r['diff']:+.3f} [{r['ci95'][0]:+.3f}, "
-                     f"{r['ci95'][1]:+.3f}] | [{r['ci90'][0]:+.3f}, {r['ci90'][1]:+.3f}] | {r['p']:.3f} "
-                     f"({r['p_holm']:.3f}) | {r['verdict']} | {power} | {need} |")
+                     f"{r['ci95'][1]:+.3f}] | [{r['ci90'][0]:+.3f}, {r['ci90'][1]:+.3f}] | {_p(r['p'])} "
+                     f"({_p(r['p_holm'])}) | {r['verdict']} | {power} | {need} |")
     lines.append(f"\nContrasts fixed in the code before the run, paired on seeds and scenes; Holm over the "
                  f"{len(rows)} tests; \"equivalent\" only if the 90% interval lies within +-{st['equivalence_margin']} "
                  "(TOST at 5%); \"inconclusive\" otherwise. Power: normal approximation from the difference's "
-                 "seed, scene and residual variance, at this design's seeds and scenes.")
+                 "seed, scene and residual variance, at this design's seeds and scenes (with few seeds the seed "
+                 "variance is itself uncertain); seeds for 80%: at this many scenes.")
     return "\n".join(lines) + "\n"
 
 
