@@ -43,7 +43,9 @@ def test_contrasts_are_fixed_paired_holm_adjusted_and_sized():
     assert all(r["p_holm"] >= r["p"] for r in agg["contrasts"])
     assert 0 < same["power_at_target"] < 1 and same["seeds_for_80pct_power"] >= 2
     # VQA is scored per scene (its questions averaged), the unit the bootstrap resamples
-    assert agg["arms"]["real"]["vqa"]["all"]["n_items"] <= 120  # per scene, not per question
+    scenes_with_questions = len({q.scene_index for q in build_items(s.n_eval, s.eval_seed).questions})
+    assert agg["arms"]["real"]["vqa"]["all"]["n_items"] == scenes_with_questions  # per scene, not per question
+    assert all(r["df"] >= 1 for r in agg["contrasts"])
     table = markdown(agg, {})
     assert "| real - selected | vqa |" in table and "Holm over the 4 tests" in table
 

@@ -259,17 +259,19 @@ def scene_matrix(runs: list[dict], endpoint: str, scene_of_question: list[int]) 
 
 def contrasts(s: Settings, by_arm: dict[str, list[dict]], scene_of_question: list[int]) -> list[dict]:
     """Every fixed contrast whose arms ran, on every endpoint: the difference with its two-level
-    (seed x scene) intervals, Holm-adjusted p over the whole family, TOST at EQUIVALENCE_MARGIN, and
-    the power the design reached for TARGET_DELTA with the seeds needed for 80%."""
+    intervals (seeds and scenes both random, `experiment/stats.py`), Holm-adjusted p over the whole
+    family, TOST at EQUIVALENCE_MARGIN, and the power the design reached for TARGET_DELTA with the
+    seeds needed for 80%."""
     from synthvlm_data.experiment import stats
 
-    out = []
+    out, raw_p = [], []
     for a, b, question in CONTRASTS:
         if a not in by_arm or b not in by_arm:
             continue
         for endpoint in ENDPOINTS:
             ma, mb = (scene_matrix(by_arm[x], endpoint, scene_of_question) for x in (a, b))
-            c = stats.contrast(ma, mb, seed=s.eval_seed, margin=EQUIVALENCE_MARGIN)
+            c = stats.contrast(ma, mb, margin=EQUIVALENCE_MARGIN)
+            raw_p.append(c["p"])  # Holm on the unrounded p
             row = {"a": a, "b": b, "question": question, "endpoint": endpoint,
                    **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items() if k not in ("ci95", "ci90")},
                    "ci95": [round(x, 4) for x in c["ci95"]], "ci90": [round(x, 4) for x in c["ci90"]]}
@@ -280,7 +282,7 @@ def contrasts(s: Settings, by_arm: dict[str, list[dict]], scene_of_question: lis
             else:
                 row["power_at_target"] = row["seeds_for_80pct_power"] = None  # one seed: no seed variance to see
             out.append(row)
-    for row, adj in zip(out, stats.holm([r["p"] for r in out])):
+    for row, adj in zip(out, stats.holm(raw_p)):
         row["p_holm"] = round(adj, 4)
         row["verdict"] = ("differ" if adj < 0.05 else "equivalent" if row["equivalent"] else
                           "inconclusive")
@@ -288,10 +290,9 @@ def contrasts(s: Settings, by_arm: dict[str, list[dict]], scene_of_question: lis
 
 
 def aggregate(s: Settings, results: list[dict]) -> dict:
-    """Per arm: the mean over seeds of each score, a two-level (seed x scene) bootstrap 95% CI,
+    """Per arm: the mean over seeds of each score, a 95% CI with seeds and scenes both random,
     and the per-seed scores (their spread); then the fixed contrasts between arms (`contrasts`)."""
     from synthvlm_data.evaluation.world_suite import build_items
-    from synthvlm_data.experiment.stats import BOOT
 
     scene_of_question = [q.scene_index for q in build_items(s.n_eval, s.eval_seed).questions]
     by_arm = {}
@@ -316,10 +317,11 @@ def aggregate(s: Settings, results: list[dict]) -> dict:
         arms[arm] = row
     first = results[0]
     return {"experiment": "real vs synthetic vs selected vs latent training data, miniature world",
-            "settings": s.fingerprint(), "bootstrap": BOOT, "eval_items": first["items"],
+            "settings": s.fingerprint(), "eval_items": first["items"],
             "arms": arms, "contrasts": contrasts(s, by_arm, scene_of_question),
-            "statistics": {"interval": "two-level percentile bootstrap: seeds and scenes resampled (VQA averaged per "
-                                       "scene first)", "contrasts": "paired on seeds and scenes; Holm over the family",
+            "statistics": {"interval": "t interval of a two-way random-effects model (seeds, scenes) with Satterthwaite "
+                                       "degrees of freedom; VQA averaged per scene first",
+                           "contrasts": "paired on seeds and scenes; Holm over the family",
                            "equivalence_margin": EQUIVALENCE_MARGIN, "target_delta": TARGET_DELTA},
             "baselines": {"majority": {
                 "captioning": {a: first["baselines"]["majority"]["captioning"][a]["score"] for a in TABLE_CAPTION},
@@ -328,10 +330,10 @@ def aggregate(s: Settings, results: list[dict]) -> dict:
 
 
 def _cell(per_seed, seed: int) -> dict:
-    from synthvlm_data.experiment.stats import bootstrap_mean
+    from synthvlm_data.experiment.stats import mean_interval
 
     mat = np.asarray(per_seed, dtype=float)  # seeds x scenes
-    lo, hi = bootstrap_mean(mat, seed)["ci"]
+    lo, hi = mean_interval(mat)["ci"]
     scores = mat.mean(axis=1)
     return {"score": round(float(scores.mean()), 4), "ci95": [round(lo, 4), round(hi, 4)],
             "per_seed": [round(float(x), 4) for x in scores], "n_items": int(mat.shape[1])}
@@ -340,7 +342,7 @@ def _cell(per_seed, seed: int) -> dict:
 def _fmt(cell: dict) -> str:
     text = f"{cell['score']:.3f} [{cell['ci95'][0]:.2f}, {cell['ci95'][1]:.2f}]"
     if len(cell["per_seed"]) > 1:
-        text += f" ±{np.std(cell['per_seed']):.3f}"
+        text += f" ±{np.std(cell['per_seed'], ddof=1):.3f}"
     return text
 
 
@@ -357,10 +359,10 @@ def markdown(agg: dict, timings: dict) -> str:
                  + f" | {b['majority']['vqa']:.3f} | - |")
     lines.append("| chance | - | " + " | ".join("-" for _ in TABLE_CAPTION) + f" | {b['chance']['vqa']:.3f} | - |")
     seeds = agg["settings"]["seeds"]
-    note = (f"\nScores: mean over seeds {seeds}; [95% two-level bootstrap CI: seeds and the "
-            f"{agg['arms'][next(iter(agg['arms']))]['captioning']['exact']['n_items']} eval scenes resampled "
-            f"({agg['bootstrap']} resamples; VQA averaged per scene first)]"
-            + ("; ± = std across seeds" if len(seeds) > 1 else "") + ". Captioning: stage-1 model; VQA: after the "
+    note = (f"\nScores: mean over seeds {seeds}; [95% CI, seeds and the "
+            f"{agg['arms'][next(iter(agg['arms']))]['captioning']['exact']['n_items']} eval scenes both random: "
+            "t with Satterthwaite's degrees of freedom; VQA averaged per scene first]"
+            + ("; ± = std across seeds (n - 1)" if len(seeds) > 1 else "") + ". Captioning: stage-1 model; VQA: after the "
             "shared stage 2. train s = stage 1 + stage 2 training seconds per seed (mean).\n")
     vqa_types = [t for t in next(iter(agg["arms"].values()))["vqa"] if t != "all"]
     per_type = ["", "| arm | " + " | ".join(f"VQA {t}" for t in vqa_types) + " |", "|---|" + "---|" * len(vqa_types)]
@@ -393,9 +395,11 @@ def contrast_table(agg: dict) -> str:
                      f"({_p(r['p_holm'])}) | {r['verdict']} | {power} | {need} |")
     lines.append(f"\nContrasts fixed in the code before the run, paired on seeds and scenes; Holm over the "
                  f"{len(rows)} tests; \"equivalent\" only if the 90% interval lies within +-{st['equivalence_margin']} "
-                 "(TOST at 5%); \"inconclusive\" otherwise. Power: normal approximation from the difference's "
-                 "seed, scene and residual variance, at this design's seeds and scenes (with few seeds the seed "
-                 "variance is itself uncertain); seeds for 80%: at this many scenes.")
+                 "(TOST at 5%); \"inconclusive\" otherwise. Intervals and p: t with Satterthwaite's degrees of "
+                 "freedom (seeds and scenes both random; df in results.json). Power: of that t-test for a "
+                 f"{st['target_delta']} difference, from the difference's seed, scene and residual variance at this "
+                 "design's seeds and scenes (with few seeds the seed variance is itself uncertain); seeds for 80%: "
+                 "at this many scenes.")
     return "\n".join(lines) + "\n"
 
 

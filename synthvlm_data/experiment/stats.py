@@ -2,20 +2,26 @@
 
 An arm's score is a (seeds x scenes) matrix: each seed is a whole training run, each scene an
 evaluation item (a scene's VQA questions are averaged first: questions about one image are not
-independent). Two sources of noise matter and both are resampled:
+independent). Both are random draws, so the mean's error has a seed, a scene and a residual part:
+a two-way random-effects model without replication. Its mean squares give the variance of the
+grand mean,
 
-- `bootstrap_mean` / `contrast`: a two-level bootstrap. Each replicate draws seeds with replacement
-  and, independently, scenes with replacement; a contrast between two arms draws the same seeds
-  (seed s of every arm shares its random draws: the pairing) and the same scenes for both arms.
-  Resampling only items of the mean over seeds (what a one-level bootstrap does) leaves the
-  seed-to-seed variance out, and its intervals are too narrow when that variance dominates
-  (tests/test_experiment_stats.py measures both coverages).
+    se^2 = (MS_seed + MS_scene - MS_res) / (n m)  =  s2_seed / n + s2_scene / m + s2_res / (n m),
+
+with Satterthwaite's degrees of freedom, and intervals and p-values from Student's t. With few
+seeds the seed term has few degrees of freedom and the interval widens accordingly: with 2 seeds a
+bootstrap that resamples seeds can pick only 3 seed sets and its intervals are far too narrow
+(tests/test_experiment_stats.py measures the coverage of both, at 2 and 8 seeds).
+
+- `mean_interval`: one arm's mean with its interval.
+- `contrast`: mean(a) - mean(b) for arms scored on the same seeds (seed s of every arm shares its
+  random draws: the pairing) and the same scenes, from the difference matrix a - b.
 - `holm`: Holm's step-down adjustment over a family of contrasts fixed in advance.
-- `equivalent`: equivalence only through TOST, by the interval-inclusion rule: the 90% interval of the
-  difference lies inside (-margin, +margin) (two one-sided tests at 5%).
-- `components` and `power`: variance components of a difference matrix (two-way ANOVA without
-  replication, method of moments) and the normal-approximation power of a design of n seeds x m
-  scenes to detect a difference `delta` (two-sided, level alpha); `seeds_for_power` sizes a design.
+- `equivalent`: equivalence only through TOST, by the interval-inclusion rule: the 90% interval of
+  the difference lies inside (-margin, +margin) (two one-sided tests at 5%).
+- `components`, `power`, `seeds_for_power`: the variance components (method of moments) and the
+  power of the same t-test for a design of n seeds x m scenes, so the power reported is that of
+  the test that decides.
 """
 
 from __future__ import annotations
@@ -25,8 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BOOT = 4000
-
 
 def _matrix(x) -> np.ndarray:
     m = np.asarray(x, dtype=float)
@@ -35,43 +39,61 @@ def _matrix(x) -> np.ndarray:
     return m
 
 
-def _replicates(mats: list[np.ndarray], seed: int, n_boot: int) -> list[np.ndarray]:
-    """For each matrix, the mean under the same n_boot two-level resamples (seeds and scenes)."""
-    n, m = mats[0].shape
-    rng = np.random.default_rng(seed)
-    w_seed = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n  # (B, n) weights
-    w_scene = rng.multinomial(m, np.full(m, 1.0 / m), size=n_boot) / m  # (B, m)
-    return [np.einsum("bi,ij,bj->b", w_seed, a, w_scene) for a in mats]
+def _mean_squares(x: np.ndarray) -> tuple[float, float, float]:
+    n, m = x.shape
+    grand = x.mean()
+    rows, cols = x.mean(axis=1), x.mean(axis=0)
+    ms_seed = m * ((rows - grand) ** 2).sum() / (n - 1)
+    ms_scene = n * ((cols - grand) ** 2).sum() / (m - 1)
+    resid = x - rows[:, None] - cols[None, :] + grand
+    ms_res = (resid ** 2).sum() / ((n - 1) * (m - 1))
+    return float(ms_seed), float(ms_scene), float(ms_res)
 
 
-def bootstrap_mean(mat, seed: int = 0, n_boot: int = BOOT, level: float = 0.95) -> dict:
-    """The mean of a (seeds x scenes) matrix with its two-level percentile interval."""
-    a = _matrix(mat)
-    (reps,) = _replicates([a], seed, n_boot)
-    lo, hi = np.percentile(reps, [50 * (1 - level), 50 * (1 + level)])
-    return {"mean": float(a.mean()), "ci": [float(lo), float(hi)], "level": level,
-            "seeds": a.shape[0], "scenes": a.shape[1]}
+def _se_df(ms_seed: float, ms_scene: float, ms_res: float, n: int, m: int) -> tuple[float, float]:
+    """The grand mean's standard error and Satterthwaite's degrees of freedom."""
+    combo = max(ms_seed + ms_scene - ms_res, ms_res, 1e-30)  # never below the residual-only variance
+    denom = ms_seed ** 2 / (n - 1) + ms_scene ** 2 / (m - 1) + ms_res ** 2 / ((n - 1) * (m - 1))
+    df = combo ** 2 / denom if denom > 0 else float(n * m - 1)
+    return math.sqrt(combo / (n * m)), max(1.0, df)
 
 
-def contrast(a, b, seed: int = 0, n_boot: int = BOOT, margin: float | None = None) -> dict:
-    """mean(a) - mean(b) for two arms scored on the same seeds (rows) and scenes (columns): the
-    difference, its 95% and 90% two-level intervals, a two-sided bootstrap p-value and, with
-    `margin`, the TOST verdict."""
+def mean_interval(mat, level: float = 0.95) -> dict:
+    """The mean of a (seeds x scenes) matrix, its standard error, degrees of freedom and t interval.
+    One seed: the seed variance cannot be seen; the interval is over scenes only (`seeds` says 1)."""
+    from scipy.stats import t
+
+    x = _matrix(mat)
+    n, m = x.shape
+    if m < 2:
+        raise ValueError(f"need at least 2 scenes, got {m}")
+    if n == 1:
+        se, df = float(x[0].std(ddof=1) / math.sqrt(m)), float(m - 1)
+    else:
+        se, df = _se_df(*_mean_squares(x), n, m)
+    half = float(t.ppf(0.5 + level / 2, df)) * se
+    mean = float(x.mean())
+    return {"mean": mean, "se": se, "df": df, "ci": [mean - half, mean + half], "level": level,
+            "seeds": n, "scenes": m}
+
+
+def contrast(a, b, margin: float | None = None) -> dict:
+    """mean(a) - mean(b) for two arms on the same seeds (rows) and scenes (columns): the difference,
+    its 95% and 90% t intervals, the two-sided p and, with `margin`, the TOST verdict."""
+    from scipy.stats import t
+
     a, b = _matrix(a), _matrix(b)
     if a.shape != b.shape:
         raise ValueError(f"the arms must share seeds and scenes: shapes {a.shape} and {b.shape}")
-    ra, rb = _replicates([a, b], seed, n_boot)
-    d = ra - rb
-    diff = float(a.mean() - b.mean())
-    ci95 = [float(x) for x in np.percentile(d, [2.5, 97.5])]
-    ci90 = [float(x) for x in np.percentile(d, [5, 95])]
-    # two-sided: twice the smaller tail of the bootstrap distribution beyond 0 (never below 1/(B+1))
-    tail = min(np.mean(d <= 0), np.mean(d >= 0))
-    p = float(min(1.0, max(2 * tail, 1.0 / (n_boot + 1))))
-    out = {"diff": diff, "ci95": ci95, "ci90": ci90, "p": p, "seeds": a.shape[0], "scenes": a.shape[1]}
+    d = a - b
+    c95 = mean_interval(d, 0.95)
+    c90 = mean_interval(d, 0.90)
+    stat = abs(c95["mean"]) / c95["se"] if c95["se"] > 0 else math.inf
+    out = {"diff": c95["mean"], "se": c95["se"], "df": c95["df"], "ci95": c95["ci"], "ci90": c90["ci"],
+           "p": float(2 * t.sf(stat, c95["df"])), "seeds": c95["seeds"], "scenes": c95["scenes"]}
     if margin is not None:
         out["margin"] = margin
-        out["equivalent"] = equivalent(ci90, margin)
+        out["equivalent"] = equivalent(c90["ci"], margin)
     return out
 
 
@@ -101,45 +123,54 @@ class Components:
     scene: float
     residual: float
 
-    def se(self, n_seeds: int, n_scenes: int) -> float:
-        """Standard error of the grand mean of an n_seeds x n_scenes design."""
-        return math.sqrt(self.seed / n_seeds + self.scene / n_scenes + self.residual / (n_seeds * n_scenes))
+    def se_df(self, n_seeds: int, n_scenes: int) -> tuple[float, float]:
+        """Standard error of the grand mean of an n_seeds x n_scenes design and the degrees of
+        freedom its estimate would have (the expected mean squares in Satterthwaite's formula)."""
+        n, m = n_seeds, n_scenes
+        return _se_df(self.residual + m * self.seed, self.residual + n * self.scene, self.residual, n, m)
 
 
 def components(mat) -> Components:
-    """Method-of-moments components of a two-way layout without replication (negative estimates
-    clipped to 0). For a contrast, pass the difference matrix a - b (paired seeds and scenes)."""
+    """Method-of-moments components (negative estimates clipped to 0). For a contrast, pass the
+    difference matrix a - b (paired seeds and scenes)."""
     x = _matrix(mat)
     n, m = x.shape
     if n < 2 or m < 2:
         raise ValueError(f"need at least 2 seeds and 2 scenes to separate the components, got {x.shape}")
-    grand = x.mean()
-    rows, cols = x.mean(axis=1), x.mean(axis=0)
-    ms_seed = m * ((rows - grand) ** 2).sum() / (n - 1)
-    ms_scene = n * ((cols - grand) ** 2).sum() / (m - 1)
-    resid = x - rows[:, None] - cols[None, :] + grand
-    ms_res = (resid ** 2).sum() / ((n - 1) * (m - 1))
+    ms_seed, ms_scene, ms_res = _mean_squares(x)
     return Components(seed=max(0.0, (ms_seed - ms_res) / m), scene=max(0.0, (ms_scene - ms_res) / n),
-                      residual=float(ms_res))
+                      residual=ms_res)
 
 
 def power(comp: Components, n_seeds: int, n_scenes: int, delta: float, alpha: float = 0.05) -> float:
-    """Probability that a two-sided level-alpha test of a difference rejects when the true
-    difference is `delta` (normal approximation, the components of the difference matrix)."""
+    """Probability that the two-sided level-alpha t-test of `contrast` rejects when the true
+    difference is `delta` (noncentral t with the design's Satterthwaite degrees of freedom)."""
+    from scipy.stats import nct, t
+
+    se, df = comp.se_df(n_seeds, n_scenes)
+    crit = float(t.ppf(1 - alpha / 2, df))
+    ncp = abs(delta) / se
+    return float(nct.sf(crit, df, ncp) + nct.cdf(-crit, df, ncp))
+
+
+def seeds_for_power(comp: Components, n_scenes: int, delta: float, target: float = 0.8,
+                    alpha: float = 0.05) -> int | None:
+    """The fewest seeds reaching `target` power with n_scenes scenes, or None when no number of
+    seeds can (the scene and residual terms alone keep the power below the target: more scenes)."""
     from scipy.stats import norm
 
-    se = comp.se(n_seeds, n_scenes)
-    if se == 0:
-        return 1.0 if delta != 0 else alpha
-    z = norm.ppf(1 - alpha / 2)
-    return float(norm.cdf(abs(delta) / se - z) + norm.cdf(-abs(delta) / se - z))
-
-
-def seeds_for_power(comp: Components, n_scenes: int, delta: float, target: float = 0.8, alpha: float = 0.05,
-                    max_seeds: int = 1000) -> int | None:
-    """The fewest seeds reaching `target` power with n_scenes scenes (None if even max_seeds fall short:
-    the scene term alone is too large)."""
-    for n in range(2, max_seeds + 1):
-        if power(comp, n, n_scenes, delta, alpha) >= target:
-            return n
-    return None
+    limit_se = math.sqrt(comp.scene / n_scenes)  # infinitely many seeds
+    if limit_se > 0 and norm.cdf(abs(delta) / limit_se - norm.ppf(1 - alpha / 2)) < target:
+        return None
+    lo, hi = 2, 2
+    while power(comp, hi, n_scenes, delta, alpha) < target:
+        lo, hi = hi, hi * 2
+        if hi > 10 ** 7:
+            return None
+    while lo < hi:  # the smallest n in (lo, hi] with enough power
+        mid = (lo + hi) // 2
+        if power(comp, mid, n_scenes, delta, alpha) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
