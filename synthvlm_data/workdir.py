@@ -178,7 +178,10 @@ class WorkDir:
             path = parent / f".tmp-{name}"
             if path.is_dir() and not path.is_symlink() and (path / SCRATCH_MARKER).is_file():
                 shutil.rmtree(path)  # this stage's scratch folder, left by a killed run
-            path.mkdir()  # anything else of that name is refused here (FileExistsError), never removed
+            if path.exists() or path.is_symlink():  # not a scratch folder of ours: never removed
+                raise ShardError(f"{path} is in the way of the {stage} stage's scratch folder and was not made by "
+                                 "a build: move it out of the work dir and run again")
+            path.mkdir()
         (path / SCRATCH_MARKER).write_text("scratch folder of a synthvlm build: removed when its stage ends\n")
         return path
 

@@ -17,6 +17,7 @@ from synthvlm_data.captions.config import CaptionsConfig
 from synthvlm_data.captions.dedup import ExactDedup, NearDedup
 from synthvlm_data.captions.pipeline import run_captions
 from synthvlm_data.captions.spill import DigestIndex, KeptRows
+from synthvlm_data.errors import ShardError
 
 
 def test_digest_index_on_disk_answers_as_the_dict(tmp_path):
@@ -179,7 +180,7 @@ def test_scratch_folders_are_fresh_and_swept(tmp_path):
     removed = wd.sweep_temporaries()
     assert reader in removed and not reader.exists() and not first.exists()
     assert (tmp_path / "work" / "captions" / "keep.txt").is_file() and (users / "notes.txt").is_file()
-    with pytest.raises(FileExistsError):  # never removed to make a scratch folder of its name
+    with pytest.raises(ShardError, match="was not made by a build"):  # never removed to make a scratch folder
         wd.scratch_dir("captions", "mine")
     assert (users / "notes.txt").is_file()
 
