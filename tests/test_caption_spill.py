@@ -202,3 +202,20 @@ def test_repeated_rows_are_the_later_copies_of_a_source_id_and_caption():
             raise AssertionError("the curated rows were read although no synthetic row could repeat them")
 
     assert repeated_rows(Unread(curated), []) == set()
+
+
+def test_reader_never_removes_an_index_file_it_did_not_write(tmp_path):
+    from synthvlm_data.captions.pipeline import UnitReader
+
+    cfg = CaptionsConfig.model_validate({"sources": [{"name": "tiny", "path": "package://tiny_captions.jsonl"}],
+                                         "chunk_size": 50})
+    (tmp_path / "ids-read.sqlite").write_bytes(b"someone else's file")
+    with pytest.raises(ValueError, match="exists already"):
+        UnitReader(cfg, tmp_path)
+    assert (tmp_path / "ids-read.sqlite").read_bytes() == b"someone else's file"
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    reader = UnitReader(cfg, fresh)
+    first = reader.unit(1)["rows"]
+    assert reader.unit(0) and reader.unit(1)["rows"] == first  # a restart replaces its own index
+    reader.close()

@@ -208,12 +208,16 @@ class UnitReader:
     def _restart(self) -> None:
         self._stream = _all_sources(self.cfg)
         self._next = 0
-        if self._seen_ids is not None:
+        ours = self._seen_ids is not None  # an index this reader made (restarting): replaced
+        if ours:
             self._seen_ids.close()
         path = None
         if self.spill_dir is not None:
             path = Path(self.spill_dir) / "ids-read.sqlite"
-            path.unlink(missing_ok=True)
+            if ours:
+                path.unlink(missing_ok=True)
+            elif path.exists():  # never a file this reader did not write
+                raise ValueError(f"{path} exists already: the caption reader needs a spill folder without it")
         self._seen_ids = DigestIndex(path)
 
     def close(self) -> None:
