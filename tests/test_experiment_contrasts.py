@@ -55,3 +55,28 @@ def test_one_seed_reports_no_power():
     agg = aggregate(s, _results(s, {"random": 0.0, "selected": 0.0}))
     assert all(r["power_at_target"] is None for r in agg["contrasts"])
     assert "| selected - random | vqa |" in markdown(agg, {})
+
+
+def test_a_run_made_with_other_world_models_is_refused_on_resume(tmp_path):
+    """The world models are a factor of every arm: results.json names them (world_models), and an
+    experiment folder started with other models is not resumed with these, in one line, before any work."""
+    import json
+    from dataclasses import asdict
+
+    import pytest
+
+    from synthvlm_data.experiment.run import run, world_models_id
+    from synthvlm_data.outdir import ensure_marker
+
+    s = Settings(seeds=[0], arms=["real"])
+    assert s.fingerprint()["world_models"] == world_models_id() and len(world_models_id()) == 16
+    out = tmp_path / "exp"
+    out.mkdir()
+    ensure_marker(out, "experiment")
+    (out / "settings.json").write_text(json.dumps({**asdict(s), "world_models": "0" * 16}))
+    with pytest.raises(SystemExit, match=f"other world models .*0{{16}} there, {world_models_id()} here"):
+        run(s, out)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["settings.json"]
+    (out / "settings.json").write_text(json.dumps({**asdict(s), "n": 1, "world_models": world_models_id()}))
+    with pytest.raises(SystemExit, match="other settings"):
+        run(s, out)

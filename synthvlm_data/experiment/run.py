@@ -55,7 +55,18 @@ class Settings:
     eval_seed: int = 0
 
     def fingerprint(self) -> dict:
-        return asdict(self)
+        """The settings and the world models they run on (a factor of every arm: a resumed run with
+        other models is refused, and results.json names the models its numbers come from)."""
+        return {**asdict(self), "world_models": world_models_id()}
+
+
+def world_models_id() -> str:
+    """The packaged world models' identity: the SHA-256 (16 hex digits) of their CHECKSUMS.sha256."""
+    import hashlib
+
+    from synthvlm_data.world.build_models import CHECKSUMS, WEIGHTS_DIR
+
+    return hashlib.sha256((WEIGHTS_DIR / CHECKSUMS).read_bytes()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- shared parts
@@ -464,8 +475,11 @@ def run(s: Settings, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ensure_marker(out, "experiment")
     settings_file = out / "settings.json"
-    if settings_file.is_file() and json.loads(settings_file.read_text()) != s.fingerprint():
-        raise SystemExit(f"{out} holds a run with other settings ({settings_file}); pass another --out or delete it")
+    if settings_file.is_file() and (earlier := json.loads(settings_file.read_text())) != s.fingerprint():
+        what = ("other world models (retrained since: world_models "
+                f"{earlier.get('world_models', 'not recorded')} there, {world_models_id()} here)"
+                if {k: v for k, v in earlier.items() if k != "world_models"} == asdict(s) else "other settings")
+        raise SystemExit(f"{out} holds a run with {what} ({settings_file}); pass another --out or delete it")
     settings_file.write_text(json.dumps(s.fingerprint(), indent=2, sort_keys=True) + "\n")
     started = time.perf_counter()
 
