@@ -115,7 +115,7 @@ def test_oracle_scores_one_constant_scores_its_rate_majority_baseline(items):
 
 def test_caption_scorer_against_ground_truth(items):
     perfect = ws.score_captions(items, ws.oracle_captions(items))  # the world's own paraphrases, parsed back
-    assert all(s["score"] == 1.0 for s in perfect.values())
+    assert all(s["score"] == (0.0 if a == "hallucination" else 1.0) for a, s in perfect.items())
     assert perfect["relation"]["n"] == sum(len(s.objects) > 1 for s in items.scenes)
     nothing = ws.score_captions(items, [""] * len(items.scenes))
     assert all(s["score"] == 0.0 for s in nothing.values())
@@ -125,13 +125,30 @@ def test_caption_scorer_against_ground_truth(items):
                  and c != a.colour)
     half = ws.caption_scores(scene, f"A {a.size} {other} {a.shape} on a {scene.background.tone} "
                                     f"{scene.background.pattern} background.")
-    assert half == {"colour": 0.0, "shape": 0.5, "size": 0.5, "count": 0.0, "relation": 0.0, "background": 1.0,
-                    "exact": 0.0}
+    assert half == pytest.approx({"colour": 0.0, "shape": 0.5, "size": 0.5, "count": 0.0, "relation": 0.0,
+                                  "background": 1.0, "exact": 0.0, "colour_precision": 0.0, "shape_precision": 1.0,
+                                  "size_precision": 1.0, "colour_f1": 0.0, "shape_f1": 2 / 3, "size_f1": 2 / 3,
+                                  "hallucination": 1.0})
     rel = scene.relation(0, 1)
     flipped = ws.caption_scores(scene, f"A {a.size} {a.colour} {a.shape} {INVERSE[rel]} a {b.size} {b.colour} {b.shape}.")
     assert flipped["relation"] == 0.0 and flipped["colour"] == 1.0 and flipped["count"] == 1.0
     right = ws.caption_scores(scene, f"A {a.size} {a.colour} {a.shape} {rel} a {b.size} {b.colour} {b.shape}.")
     assert right["relation"] == 1.0 and right["background"] == 0.0
+
+
+def test_a_caption_naming_everything_no_longer_scores_high(items):
+    """Recall alone gives a caption listing all 24 colour-shape pairs colour and shape 1.0: its
+    precision, F1 and hallucination rate expose it, against the true caption of the same scene."""
+    from synthvlm_data.world.scene import COLOURS, SHAPES
+
+    everything = "Shapes: " + ", ".join(f"a {c} {s}" for c in COLOURS for s in SHAPES) + "."
+    for scene, true in zip(items.scenes[:20], ws.oracle_captions(items)[:20], strict=True):
+        spam, good = ws.caption_scores(scene, everything), ws.caption_scores(scene, true)
+        k = len(scene.objects)
+        assert spam["colour"] == spam["shape"] == 1.0  # what recall alone would report
+        assert spam["shape_precision"] == pytest.approx(k / 24) and spam["hallucination"] == pytest.approx(1 - k / 24)
+        assert spam["shape_f1"] < 0.25 and spam["colour_f1"] < 0.25 and spam["exact"] == 0.0
+        assert good["shape_f1"] == good["colour_f1"] == 1.0 and good["hallucination"] == 0.0
 
 
 def test_bootstrap_ci():

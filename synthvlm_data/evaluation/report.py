@@ -26,6 +26,13 @@ def _ci(s: dict) -> str:
     return "-" if not ci or any(math.isnan(v) for v in ci) else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def _caption_metric(metric: str) -> str:
+    if metric == "hallucination":
+        return "hallucinated objects (lower is better)"
+    attr, _, kind = metric.partition("_")
+    return {"": f"{attr} accuracy", "precision": f"{attr} precision", "f1": f"{attr} F1"}[kind]
+
+
 def world_rows(result: dict) -> list[dict]:
     base = result["baselines"]
     rows = []
@@ -33,7 +40,7 @@ def world_rows(result: dict) -> list[dict]:
         for metric, s in metrics.items():
             maj = base["majority"].get(task, {}).get(metric)
             chance = base["chance"].get(task, {}).get(metric)
-            metric_name = f"{metric} accuracy" if task == "captioning" else (
+            metric_name = _caption_metric(metric) if task == "captioning" else (
                 "exact match (all)" if metric == "all" else f"exact match ({metric})")
             rows.append({"task": task, "metric": metric_name, "n": s["n"], "model": _f(s["score"]), "ci": _ci(s),
                          "majority": _f(maj["score"]) if maj else "-", "chance": _f(chance["score"]) if chance else "-"})

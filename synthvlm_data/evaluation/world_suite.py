@@ -17,6 +17,13 @@ not say is wrong):
 * background: the caption names the true tone and the true pattern;
 * exact: every attribute above is fully right.
 
+Recall alone rewards a caption that names everything (one listing all 24 colour-shape pairs would
+score colour and shape 1.0), so each object attribute also has a precision (the share of the
+caption's objects whose matched true object has the value it claims; an object with no true
+counterpart is wrong) and their F1, and `hallucination` is the share of the caption's objects whose
+colour-shape pair is in no object of the scene (CHAIR_i of Rohrbach et al. 2018, per scene; a caption
+that names no object has none).
+
 (b) VQA: short questions generated from the ground truth (colour, shape, size, relation yes/no,
 count, background tone), scored by exact match after VQAv2's answer normalisation (lmms-eval's
 `EvalAIAnswerProcessor`: lower case, punctuation, articles, number words -> digits).
@@ -46,7 +53,9 @@ from synthvlm_data.world.scene import Scene
 from synthvlm_data.world.text import Claims, canonical, caption, parse, truth_claims
 
 SPLIT = "test"
-CAPTION_ATTRIBUTES = ("colour", "shape", "size", "count", "relation", "background", "exact")
+CAPTION_ATTRIBUTES = ("colour", "shape", "size", "count", "relation", "background", "exact",
+                      "colour_precision", "shape_precision", "size_precision", "colour_f1", "shape_f1", "size_f1",
+                      "hallucination")
 BOOTSTRAP = 1000
 
 
@@ -131,6 +140,14 @@ def caption_scores(scene: Scene, text: str) -> dict[str, float]:
         s["relation"] = sum(ok) / len(ok) if ok else 0.0
     s["background"] = float(claims.tone == truth.tone and claims.pattern == truth.pattern)
     s["exact"] = float(all(v == 1.0 for v in s.values()))
+    m = len(claims.objects)
+    for a in ("colour", "shape", "size"):
+        right = sum(claims.objects[c][a] == truth.objects[t][a] for t, c in match.items())
+        s[f"{a}_precision"] = right / m if m else 0.0
+        p, r = s[f"{a}_precision"], s[a]
+        s[f"{a}_f1"] = 2 * p * r / (p + r) if p + r else 0.0
+    present = {(o["colour"], o["shape"]) for o in truth.objects}
+    s["hallucination"] = sum((c["colour"], c["shape"]) not in present for c in claims.objects) / m if m else 0.0
     return s
 
 
