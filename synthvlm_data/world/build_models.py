@@ -21,11 +21,12 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import queue as queue_module
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from synthvlm_data.models.refs import WORLD_WEIGHTS_DIR
@@ -36,7 +37,7 @@ MODELS = ("clip", "sdxl")
 MAX_FILE_BYTES = 5_000_000
 
 
-def _train(name: str, out: str, quick: bool, stop_after: int | None, queue) -> None:
+def _train(name: str, out: str, quick: bool, stop_after: int | None, queue, preset: str = "v1") -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -46,17 +47,18 @@ def _train(name: str, out: str, quick: bool, stop_after: int | None, queue) -> N
         print(f"[{name}] {msg}", flush=True)
 
     if name == "clip":
-        from synthvlm_data.world.train_clip import ClipTrainConfig, train_clip
+        from synthvlm_data.world.train_clip import V2, ClipTrainConfig, train_clip
 
-        cfg = (ClipTrainConfig(n_train=400, steps=4, batch_size=16, warmup=1, stop_after=stop_after) if quick
-               else ClipTrainConfig(stop_after=stop_after))
+        base = V2 if preset == "v2" else ClipTrainConfig()
+        cfg = replace(base, stop_after=stop_after, **(dict(n_train=400, steps=4, batch_size=16, warmup=1) if quick else {}))
         result = train_clip(Path(out), cfg, log)
     else:
-        from synthvlm_data.world.train_diffusion import DiffusionTrainConfig, train_diffusion
+        from synthvlm_data.world.train_diffusion import V2, DiffusionTrainConfig, train_diffusion
 
-        cfg = (DiffusionTrainConfig(n_train=200, vae_steps=3, unet_steps=3, warmup=1, vae_batch=4, unet_batch=4,
-                                    stop_after=stop_after)
-               if quick else DiffusionTrainConfig(stop_after=stop_after))
+        base = V2 if preset == "v2" else DiffusionTrainConfig()
+        quick_cfg = dict(n_train=200, vae_steps=3, unet_steps=3, warmup=1, vae_batch=4, unet_batch=4, vae_gate_n=16,
+                         vae_gate=None)
+        cfg = replace(base, stop_after=stop_after, **(quick_cfg if quick else {}))
         result = train_diffusion(Path(out), cfg, log)
     queue.put((name, {"config": asdict(cfg), **result}))
 
@@ -70,7 +72,8 @@ def checksums(root: Path) -> dict[str, str]:
     return out
 
 
-def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS, stop_after: int | None = None) -> dict:
+def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS, stop_after: int | None = None,
+          preset: str = "v1") -> dict:
     """Train the models named in `only` into out_dir/<model>/ (staged, renamed when complete);
     the others already in out_dir are kept and checksummed with them. `out_dir` must be new,
     empty or earlier world models (`synthvlm_data.outdir`), checked before any training."""
@@ -82,14 +85,23 @@ def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS, st
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     t0 = time.perf_counter()
-    procs = [ctx.Process(target=_train, args=(m, str(stage / m), quick, stop_after, queue)) for m in only]
+    procs = [ctx.Process(target=_train, args=(m, str(stage / m), quick, stop_after, queue, preset)) for m in only]
     for p in procs:
         p.start()
     results = {}
     try:
-        for _ in procs:
-            name, res = queue.get()
-            results[name] = res
+        while len(results) < len(procs):
+            try:
+                name, res = queue.get(timeout=2)
+                results[name] = res
+            except queue_module.Empty:
+                # a model that failed puts nothing: stop at once rather than wait for it (the other
+                # model's training is stopped too; nothing is replaced)
+                failed = [(m, p.exitcode) for m, p in zip(only, procs, strict=True)
+                          if p.exitcode not in (None, 0) and m not in results]
+                if failed:
+                    raise SystemExit(f"error: training {failed[0][0]} failed (exit {failed[0][1]}, its error above); "
+                                     "nothing was replaced") from None
         for p in procs:
             p.join()
             if p.exitcode != 0:
@@ -111,7 +123,7 @@ def build(out_dir: Path, quick: bool = False, only: tuple[str, ...] = MODELS, st
     (out_dir / CHECKSUMS).write_text("".join(f"{h}  {p}\n" for p, h in sums.items()))
     previous = json.loads((out_dir / "training.json").read_text()).get("models", {}) if (out_dir / "training.json").is_file() else {}
     meta = {"models": {**{m: previous[m] for m in MODELS if m in previous and m not in results}, **results}, "wall_seconds": round(time.perf_counter() - t0, 1),
-            "environment": world_environment()}
+            "environment": world_environment(), "preset": preset}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     if out_dir.resolve() != WEIGHTS_DIR.resolve():  # the package's own folder ships without a marker
         write_marker(out_dir, "world-models")
@@ -176,7 +188,32 @@ def main(argv: list[str] | None = None) -> int:
                    "phase (of the full schedule), a determinism measurement at a fraction of the cost")
     b.add_argument("--quick", action="store_true", help="a few steps only (tests the command, not the models)")
     b.add_argument("--only", choices=MODELS, action="append", help="rebuild only this model (repeatable); the others are kept")
+    b.add_argument("--preset", choices=("v1", "v2"), default="v1",
+                   help="v1: the settings that built the packaged models (default); v2: the fixes under development "
+                        "(train_diffusion.V2, train_clip.V2), never into the package's folder")
+    q = sub.add_parser("quality", help="measure world models with the verifier: generator, VAE round trip, CLIP zero-shot")
+    q.add_argument("--models", type=Path, default=WEIGHTS_DIR, help="a build-models folder (default: the package's own)")
+    q.add_argument("--split", choices=("validation", "test"), default="validation",
+                   help="validation for every design decision; test once, for the final table")
+    q.add_argument("--n", type=int, default=500, help="scenes (captions) measured")
+    q.add_argument("--k", type=int, default=4, help="images per caption (the oracle best of k)")
+    q.add_argument("--steps", type=int, default=None, help="denoising steps (default: the shapes recipe's)")
+    q.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the shapes recipe's)")
+    q.add_argument("--json", type=Path, help="also write the measurements here (a new file)")
+    w = sub.add_parser("sweep", help="alignment of the generator for each sampling setting, on validation scenes")
+    w.add_argument("--models", type=Path, default=WEIGHTS_DIR, help="a build-models folder (default: the package's own)")
+    w.add_argument("--n", type=int, default=200, help="validation captions per setting")
+    w.add_argument("--steps", default="10,15,25", help="comma-separated denoising steps")
+    w.add_argument("--guidance", default="1,2,3,4,6", help="comma-separated guidance scales")
+    w.add_argument("--rescale", default="0", help="comma-separated guidance_rescale values (Lin et al.: 0.7)")
+    w.add_argument("--json", type=Path, help="also write the table here (a new file)")
+    c = sub.add_parser("calibrate", help="the clip_similarity caption filter's threshold for a world CLIP (validation renders)")
+    c.add_argument("--models", type=Path, default=WEIGHTS_DIR, help="a build-models folder (default: the package's own)")
+    c.add_argument("--n", type=int, default=600, help="validation renders")
+    c.add_argument("--json", type=Path, help="also write the calibration here (a new file)")
     args = ap.parse_args(argv)
+    if args.cmd in ("quality", "sweep", "calibrate"):
+        return _measure(args)
     only = tuple(args.only) if args.only else MODELS
     if args.stop_after is not None and (not args.repeat or args.stop_after < 1):
         print("error: --stop-after N (N >= 1) goes with --repeat: truncated models are only compared, never kept",
@@ -192,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         for p in diff:
             print(f"  differs: {p}  first {first.get(p, '-')[:12]}  second {second.get(p, '-')[:12]}")
         return 1 if diff else 0
+    if args.preset != "v1" and (args.check or args.repeat or args.out is None or args.out.resolve() == WEIGHTS_DIR.resolve()):
+        print(f"error: --preset {args.preset} builds models under development into a new folder (--out DIR, not "
+              f"{WEIGHTS_DIR}); --check and --repeat compare the packaged v1 models", file=sys.stderr)
+        return 2
     problem = out_problem(args.out, args.quick, args.check)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -222,9 +263,54 @@ def main(argv: list[str] | None = None) -> int:
     from synthvlm_data.errors import SynthVLMError
 
     try:
-        meta = build(args.out, quick=args.quick, only=only)
+        meta = build(args.out, quick=args.quick, only=only, preset=args.preset)
     except SynthVLMError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     print(f"built {', '.join(only)} into {args.out} in {meta['wall_seconds']:.0f} s")
+    return 0
+
+
+def _measure(args) -> int:
+    import torch
+
+    from synthvlm_data.world import quality
+
+    if args.json is not None and args.json.exists():
+        print(f"error: {args.json} exists; name a new file (measurements never replace a file)", file=sys.stderr)
+        return 2
+    if not (args.models / "clip").is_dir() or (args.cmd == "sweep" and not (args.models / "sdxl").is_dir()):
+        print(f"error: {args.models} holds no world models (sdxl/ and clip/); build them with "
+              "`python -m synthvlm_data.world build-models --out DIR`", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.cmd == "calibrate":
+        from synthvlm_data.models.clip import load_clip_scorer
+        from synthvlm_data.models.refs import ModelRef
+        from synthvlm_data.world.calibrate import calibrate_clip_similarity
+
+        result = calibrate_clip_similarity(*load_clip_scorer(ModelRef(id=str(args.models / "clip")), "cpu"), n=args.n)
+        print("\n".join(f"{k}: {v}" for k, v in result.items()))
+    elif args.cmd == "sweep":
+        nums = lambda text, kind: [kind(v) for v in text.split(",") if v.strip()]  # noqa: E731
+        result = quality.sweep_generator(args.models, "validation", args.n, steps=nums(args.steps, int),
+                                         guidance=nums(args.guidance, float), guidance_rescale=nums(args.rescale, float),
+                                         log=log)
+        print(f"{'steps':>5} {'guid':>5} {'resc':>5} {'align':>6}  95% CI         " + " ".join(f"{a[:6]:>6}" for a in quality.ATTRIBUTES))
+        for r in result:
+            print(f"{r['steps']:>5} {r['guidance']:>5} {r['guidance_rescale']:>5} {r['alignment']['mean']:>6.3f}  "
+                  f"[{r['alignment']['ci'][0]:.3f}, {r['alignment']['ci'][1]:.3f}] "
+                  + " ".join(f"{r.get(a, float('nan')):>6.3f}" for a in quality.ATTRIBUTES))
+    else:
+        from synthvlm_data.config import load_recipe
+
+        gen = load_recipe("shapes").generate
+        steps = args.steps or gen.steps
+        guidance = gen.guidance_scale if args.guidance is None else args.guidance
+        result = quality.measure_models(args.models, args.split, args.n, steps=steps, guidance=guidance, k=args.k, log=log)
+        print(quality.format_table(result))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return 0

@@ -2,8 +2,9 @@
 
 SynthVLM filters captions by CLIP similarity to their original image; the threshold depends on
 the CLIP. As for the perplexity filter, the shipped value is the *largest* round threshold that
-still keeps >= 99% of true captions of held-out renders; the report states how many
-wrong-attribute captions (the corruption this filter exists for) it then removes.
+still keeps >= 99% of true captions of held-out renders (the validation split); the report states how
+many wrong-attribute captions (the corruption this filter exists for) it then removes. Run with
+`python -m synthvlm_data.world calibrate [--models DIR]`.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ def cosines(model, preprocess, tokenizer, images, texts, batch: int = 128) -> np
 
 
 def calibrate_clip_similarity(model, preprocess, tokenizer, n: int = 600, keep: float = 0.99, step: float = 0.01,
-                              seed: int = 0) -> dict:
-    """Threshold and its measured effect on held-out ("eval" split) true vs wrong-attribute captions."""
-    scenes = split_scenes("eval", n)
+                              seed: int = 0, split: str = "validation") -> dict:
+    """Threshold and its measured effect on held-out true vs wrong-attribute captions (the validation
+    split: a threshold is a design decision)."""
+    scenes = split_scenes(split, n)
     rng = np.random.default_rng(seed)
     images = [render(s) for s in scenes]
     good_t = [caption(s, rng) for s in scenes]
@@ -38,7 +40,7 @@ def calibrate_clip_similarity(model, preprocess, tokenizer, n: int = 600, keep: 
     good = cosines(model, preprocess, tokenizer, images, good_t)
     bad = cosines(model, preprocess, tokenizer, images, bad_t)
     threshold = float(np.floor(np.quantile(good, 1 - keep) / step) * step)
-    return {"min_similarity": round(threshold, 4), "n": n, "keep_target": keep,
+    return {"min_similarity": round(threshold, 4), "n": n, "split": split, "keep_target": keep,
             "kept_true": float(np.mean(good >= threshold)), "removed_wrong_attribute": float(np.mean(bad < threshold)),
             "true_median": float(np.median(good)), "wrong_median": float(np.median(bad)),
             "pairwise_true_higher": float(np.mean(good > bad))}

@@ -66,6 +66,13 @@ def render(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
     """The scene as an RGB image of `size` px (the world's native size is IMAGE_SIZE)."""
     if size != IMAGE_SIZE:
         return render(scene).resize((size, size), Image.BICUBIC)
+    return Image.fromarray(render_layers(scene)[0], "RGB")
+
+
+def render_layers(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB uint8 image, object coverage in [0, 1]) at IMAGE_SIZE: the coverage is the renderer's
+    own anti-aliased object mask (what a loss weights object pixels by)."""
+    size = IMAGE_SIZE
     big = IMAGE_SIZE * SUPERSAMPLE
     colour = Image.new("RGB", (big, big))
     alpha = Image.new("L", (big, big), 0)
@@ -79,4 +86,4 @@ def render(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
     c = np.where(a > 0, c_sum / np.maximum(a, 1e-6), 0.0)
     bg = background_array(scene.background, size, seed=scene.seed)
     out = bg * (1 - a) + np.clip(c, 0, 255) * a
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), a[..., 0]

@@ -8,11 +8,17 @@ conditioning. Saved with `save_pretrained` (safetensors, fp16) and loaded back b
 stage like `stabilityai/stable-diffusion-xl-base-1.0`: a local directory instead of a Hub id.
 
 Two phases, both deterministic for a fixed seed and thread count:
-1. the VAE (L1 + MSE reconstruction, a small KL term), then latents of the training renders are
-   encoded once (posterior means, scaled to unit variance: SD's `scaling_factor`);
-2. the UNet and both text encoders, epsilon prediction on SD's noise schedule with Min-SNR
-   weighting (gamma 5, Hang et al. 2023: ~3x faster convergence), 10% caption dropout for
-   classifier-free guidance, and an EMA of the weights (diffusers `EMAModel`) that is what is saved.
+1. the VAE on whole 64 px renders: L1 + MSE with object pixels weighted up by the renderer's own
+   coverage mask, a texture term that matches the background's local grain and pixel-to-pixel
+   correlation, a small KL term. Then the **gate**: validation renders go through the VAE and the
+   verifier reads them back (`quality.vae_round_trip`); below `quality.VAE_GATE` the build stops
+   before the UNet is trained. Latents of the training renders are encoded once (posterior means,
+   scaled to unit variance: SD's `scaling_factor`);
+2. the UNet and both text encoders: v-prediction on SD's scaled-linear schedule rescaled to zero
+   terminal SNR (Lin et al., WACV 2024), Min-SNR-style weighting in v space, 10% caption dropout
+   for classifier-free guidance, and an EMA of the weights (diffusers `EMAModel`) that is what is
+   saved. Sampling uses DPM-Solver++ with the same schedule and trailing timesteps, so its first step
+   is the pure-noise input training has seen.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthvlm_data.world.data import render_array, split_scenes
+from synthvlm_data.world.data import render_layers_array, split_scenes
 from synthvlm_data.world.scene import IMAGE_SIZE
 from synthvlm_data.world.text import caption
 from synthvlm_data.world.tokenizer import CONTEXT_LENGTH, EOS, PAD, BOS, build_tokenizer
@@ -36,17 +42,40 @@ LATENT = IMAGE_SIZE // 4  # 16
 
 @dataclass(frozen=True)
 class DiffusionTrainConfig:
+    """The defaults are the settings that built the packaged `world:sdxl` (bit for bit); `V2` below
+    holds the fixes under development (zero terminal SNR, v-prediction, an object-weighted VAE on
+    whole images behind a gate, cross-attention from the first block, wider text encoders)."""
+
     seed: int = 0
     n_train: int = 20000
     vae_steps: int = 2000
     vae_batch: int = 32
-    vae_crop: int = 32  # the VAE is fully convolutional: 32 px crops train it at a quarter of the cost
+    vae_crop: int = 32  # px; IMAGE_SIZE trains on whole images (needed by the object weighting)
     vae_lr: float = 1e-3
+    # the loss weight of an object pixel is 1 + this x its coverage (dilated by a pixel): objects cover
+    # ~5% of an image, and an unweighted loss spends the VAE on backgrounds and blurs shapes into blobs
+    vae_object_weight: float = 0.0
+    # match the local texture statistics of the render (grain, pixel-to-pixel correlation): an L1/MSE
+    # decoder otherwise paints a noisy background plain
+    vae_texture_weight: float = 0.0
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    vae_gate_n: int = 300  # validation renders the VAE's round trip is measured on
+    # refuse to train the UNet on a VAE below these round-trip shares (`quality.VAE_GATE`); None: measure only
+    vae_gate: tuple[tuple[str, float], ...] | None = None
+    text_width: int = 32
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_cross_attention_16: bool = False  # cross-attention in the first (16x16) down block too
+    attention_head_dim: int = 8
     unet_steps: int = 2400
     unet_batch: int = 64
     unet_lr: float = 5e-4
     warmup: int = 100
     caption_dropout: float = 0.1
+    # Lin et al. (WACV 2024): a schedule rescaled to zero terminal SNR and v-prediction, so that
+    # sampling from pure noise is a situation training has seen (SD's schedule keeps 6.8% of the image
+    # at t=999: the tone leaks into training inputs and is never learned from the text)
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
     snr_gamma: float = 5.0
     ema_decay: float = 0.999
     # stop each phase after this many steps of its schedule (the real run's first steps, bit for bit:
@@ -54,30 +83,43 @@ class DiffusionTrainConfig:
     stop_after: int | None = None
 
 
-def build_components(vocab_size: int, seed: int):
+def _v2() -> DiffusionTrainConfig:
+    from synthvlm_data.world.quality import VAE_GATE
+
+    return DiffusionTrainConfig(vae_steps=1500, vae_batch=16, vae_crop=IMAGE_SIZE, vae_object_weight=12.0,
+                                vae_gate=tuple(VAE_GATE.items()), text_width=64, unet_cross_attention_16=True,
+                                attention_head_dim=16, unet_steps=2600, unet_batch=32, prediction_type="v_prediction",
+                                zero_terminal_snr=True)
+
+
+def build_components(vocab_size: int, seed: int, cfg: DiffusionTrainConfig = DiffusionTrainConfig()):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     tok = build_tokenizer()
-    text_cfg = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                    num_attention_heads=4, max_position_embeddings=CONTEXT_LENGTH, projection_dim=32,
+    w = cfg.text_width
+    text_cfg = dict(vocab_size=vocab_size, hidden_size=w, intermediate_size=2 * w, num_hidden_layers=3,
+                    num_attention_heads=4, max_position_embeddings=CONTEXT_LENGTH, projection_dim=w,
                     pad_token_id=tok.convert_tokens_to_ids(PAD), bos_token_id=tok.convert_tokens_to_ids(BOS),
                     eos_token_id=tok.convert_tokens_to_ids(EOS), hidden_act="gelu")
     torch.manual_seed(seed)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(16, 32, 64), layers_per_block=1,
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=tuple(cfg.vae_channels), layers_per_block=1,
                         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
                         latent_channels=4, norm_num_groups=8, sample_size=IMAGE_SIZE, mid_block_add_attention=False)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_cfg))
     unet = UNet2DConditionModel(
         sample_size=LATENT, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        block_out_channels=tuple(cfg.unet_channels),
+        # cross-attention in the first block (v2): shapes and positions are decided at 16x16 (the up path's
+        # 16x16 block stays attention-free: it would triple a training step, measured)
+        down_block_types=("CrossAttnDownBlock2D" if cfg.unet_cross_attention_16 else "DownBlock2D",
+                          "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=8, norm_num_groups=16,
-        cross_attention_dim=64,  # 32 + 32: both encoders' hidden states, concatenated (SDXL)
+        attention_head_dim=cfg.attention_head_dim, norm_num_groups=16,
+        cross_attention_dim=2 * w,  # both encoders' hidden states, concatenated (SDXL)
         addition_embed_type="text_time", addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids x 8 + pooled projection
+        projection_class_embeddings_input_dim=6 * 8 + w,  # 6 time ids x 8 + pooled projection
     )
     return tok, vae, text_encoder, text_encoder_2, unet
 
@@ -87,13 +129,36 @@ def _to_pixels(batch: np.ndarray) -> torch.Tensor:
 
 
 def _crops(batch: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    if size >= batch.shape[1]:
-        return batch
     ys, xs = rng.integers(0, batch.shape[1] - size + 1, size=(2, len(batch)))
     return np.stack([im[y : y + size, x : x + size] for im, y, x in zip(batch, ys, xs)])
 
 
-def train_vae(vae, images: np.ndarray, cfg: DiffusionTrainConfig, log=print) -> float:
+def _texture(x: torch.Tensor) -> torch.Tensor:
+    """Local texture statistics on 8x8 cells: the RMS of what a 3x3 box blur removes, and of the
+    horizontal and vertical pixel differences. Together they fix a background's grain and how
+    correlated it is from pixel to pixel (i.i.d. noise has large differences, stripes and smooth
+    blotches small ones: what the verifier reads a pattern by)."""
+    hp = x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
+    dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    return torch.cat([(F.avg_pool2d(v.pow(2).mean(1, keepdim=True), 8) + 1e-6).sqrt() for v in (hp, dx, dy)], dim=1)
+
+
+def vae_loss(rec: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, cfg: DiffusionTrainConfig) -> torch.Tensor:
+    """Reconstruction loss with object pixels weighted up and the background's texture matched
+    (with neither: L1 + MSE, the first generator's loss, computed as it was)."""
+    if not cfg.vae_object_weight and not cfg.vae_texture_weight:
+        return F.l1_loss(rec, x) + F.mse_loss(rec, x)
+    cover = F.max_pool2d(mask[:, None], 3, stride=1, padding=1)  # coverage dilated by a pixel: edges both sides
+    w = 1.0 + cfg.vae_object_weight * cover
+    err = (rec - x).abs() + (rec - x).pow(2)
+    loss = (err * w).sum() / (w.sum() * x.shape[1])
+    if cfg.vae_texture_weight:
+        loss = loss + cfg.vae_texture_weight * F.l1_loss(_texture(rec), _texture(x))
+    return loss
+
+
+def train_vae(vae, images: np.ndarray, masks: np.ndarray, cfg: DiffusionTrainConfig, log=print) -> float:
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
     rng = np.random.default_rng(cfg.seed + 1)
@@ -103,11 +168,15 @@ def train_vae(vae, images: np.ndarray, cfg: DiffusionTrainConfig, log=print) -> 
     t0, losses = time.perf_counter(), []
     vae.train()
     for step in range(min(cfg.vae_steps, cfg.stop_after or cfg.vae_steps)):
-        x = _to_pixels(_crops(images[rng.choice(len(images), size=cfg.vae_batch, replace=False)], cfg.vae_crop, rng))
+        idx = rng.choice(len(images), size=cfg.vae_batch, replace=False)
+        if cfg.vae_crop < images.shape[1]:  # crops (v1): the masks are not used
+            x, mask = _to_pixels(_crops(images[idx], cfg.vae_crop, rng)), None
+        else:
+            x, mask = _to_pixels(images[idx]), torch.from_numpy(masks[idx])
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
         rec = vae.decode(z).sample
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
+        loss = vae_loss(rec, x, mask, cfg) + 1e-6 * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -132,12 +201,32 @@ def text_conditioning(text_encoder, text_encoder_2, ids: torch.Tensor) -> tuple[
     return torch.cat([h1, out2.hidden_states[-2]], dim=-1), out2.text_embeds
 
 
+def schedule_config(cfg: DiffusionTrainConfig) -> dict:
+    """The noise schedule training and sampling share (SD's scaled-linear betas, optionally
+    rescaled to zero terminal SNR), with its prediction type."""
+    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                rescale_betas_zero_snr=cfg.zero_terminal_snr, prediction_type=cfg.prediction_type)
+
+
+def loss_weight(noise_sched, t: torch.Tensor, cfg: DiffusionTrainConfig) -> torch.Tensor:
+    """Min-SNR weighting (Hang et al. 2023) in the space of the prediction. Epsilon: min(snr, g) / snr.
+    v: min(snr + 1, g) / (snr + 1), i.e. the v loss itself, with only the easy low-noise steps
+    weighted down: the diffusers form min(snr, g) / (snr + 1) gives the terminal step (snr = 0 under a
+    zero-terminal-SNR schedule, the step sampling starts from) a weight of zero."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(noise_sched, t)
+    if cfg.prediction_type == "v_prediction":
+        return torch.clamp(snr + 1, max=cfg.snr_gamma) / (snr + 1)
+    return torch.clamp(snr, max=cfg.snr_gamma) / snr
+
+
 def train_unet(unet, text_encoder, text_encoder_2, tok, latents: torch.Tensor, scenes, cfg: DiffusionTrainConfig, log=print) -> float:
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_cosine_schedule_with_warmup
-    from diffusers.training_utils import EMAModel, compute_snr
+    from diffusers.training_utils import EMAModel
 
-    noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    noise_sched = DDPMScheduler(**schedule_config(cfg))
     params = list(unet.parameters()) + list(text_encoder.parameters()) + list(text_encoder_2.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup, cfg.unet_steps)
@@ -158,9 +247,8 @@ def train_unet(unet, text_encoder, text_encoder_2, tok, latents: torch.Tensor, s
         xt = noise_sched.add_noise(x0, noise, t)
         hidden, pooled = text_conditioning(text_encoder, text_encoder_2, ids)
         pred = unet(xt, t, hidden, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids.expand(len(idx), -1)}).sample
-        snr = compute_snr(noise_sched, t)
-        weight = torch.clamp(snr, max=cfg.snr_gamma) / snr
-        loss = (F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
+        target = noise_sched.get_velocity(x0, noise, t) if cfg.prediction_type == "v_prediction" else noise
+        loss = (F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)) * loss_weight(noise_sched, t, cfg)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -175,32 +263,46 @@ def train_unet(unet, text_encoder, text_encoder_2, tok, latents: torch.Tensor, s
     return float(np.mean(losses[-100:]))
 
 
-def assemble_pipeline(tok, vae, text_encoder, text_encoder_2, unet):
+def assemble_pipeline(tok, vae, text_encoder, text_encoder_2, unet, cfg: DiffusionTrainConfig = DiffusionTrainConfig()):
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLPipeline
 
-    scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        timestep_spacing="trailing",
-    )
+    # trailing timesteps: the first sampling step is t=999, the one a zero-terminal-SNR schedule ends on
+    scheduler = DPMSolverMultistepScheduler(**schedule_config(cfg), timestep_spacing="trailing")
     return StableDiffusionXLPipeline(
         vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tok, tokenizer_2=copy.deepcopy(tok),
         unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=False, add_watermarker=False,
     )
 
 
+V2 = _v2()
+
+
+class VaeGateError(RuntimeError):
+    """The trained VAE loses too much of what the UNet must learn; the UNet is not trained on it."""
+
+
 def train_diffusion(out_dir: Path, cfg: DiffusionTrainConfig = DiffusionTrainConfig(), log=print) -> dict:
+    from synthvlm_data.world.quality import vae_gate_failures, vae_round_trip
+
     t0 = time.perf_counter()
     tok = build_tokenizer()
-    tok, vae, te1, te2, unet = build_components(len(tok), cfg.seed)
+    tok, vae, te1, te2, unet = build_components(len(tok), cfg.seed, cfg)
     scenes = split_scenes("train", cfg.n_train)
-    images = render_array(scenes)
-    vae_loss = train_vae(vae, images, cfg, log)
+    images, masks = render_layers_array(scenes)
+    vae_loss = train_vae(vae, images, masks, cfg, log)
+    round_trip = vae_round_trip(vae, split_scenes("validation", cfg.vae_gate_n))
+    log("vae round trip (validation): " + ", ".join(f"{a} {v['share']:.3f}" for a, v in round_trip.items() if "share" in v))
+    failures = vae_gate_failures(round_trip, dict(cfg.vae_gate)) if cfg.vae_gate else []
+    if failures and cfg.stop_after is None:
+        raise VaeGateError(f"the VAE's round trip of {cfg.vae_gate_n} validation renders is below the gate "
+                           f"({'; '.join(failures)}): the UNet is not trained on it")
     latents = encode_latents(vae, images)
     scale = float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scale)
     latents = latents * scale
     unet_loss = train_unet(unet, te1, te2, tok, latents, scenes, cfg, log)
-    pipe = assemble_pipeline(tok, vae, te1, te2, unet)
+    pipe = assemble_pipeline(tok, vae, te1, te2, unet, cfg)
     pipe.to(torch.float16)
     pipe.save_pretrained(out_dir, safe_serialization=True)
-    return {"vae_loss": vae_loss, "unet_loss": unet_loss, "scaling_factor": scale, "seconds": time.perf_counter() - t0}
+    return {"vae_loss": vae_loss, "vae_round_trip": round_trip, "unet_loss": unet_loss, "scaling_factor": scale,
+            "seconds": time.perf_counter() - t0}
