@@ -95,9 +95,13 @@ def test_v2_preset_builds_the_fixed_generator_into_a_new_folder_only(tmp_path):
 
     run = lambda *a: subprocess.run([sys.executable, "-m", "synthvlm_data.world", "build-models", *a],  # noqa: E731
                                     capture_output=True, text=True, timeout=600)
-    for bad in (["--out", str(WEIGHTS_DIR)], ["--check"]):
+    mine = tmp_path / "earlier"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for bad in (["--out", str(WEIGHTS_DIR)], ["--check"], ["--repeat"], ["--out", str(mine)]):
         res = run("--quick", "--preset", "v2", *bad)
-        assert res.returncode == 2 and res.stderr.count("\n") == 1 and "new folder" in res.stderr, res.stderr
+        assert res.returncode == 2 and res.stderr.count("\n") == 1 and "new or empty folder" in res.stderr, res.stderr
+    assert (mine / "notes.txt").read_text() == "mine" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     out = tmp_path / "v2"
     res = run("--quick", "--preset", "v2", "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
@@ -110,3 +114,26 @@ def test_v2_preset_builds_the_fixed_generator_into_a_new_folder_only(tmp_path):
     assert meta["preset"] == "v2" and set(meta["models"]["sdxl"]["vae_round_trip"]) >= {"shape", "colour", "pattern"}
     packaged = json.loads((WEIGHTS_DIR / "sdxl" / "scheduler" / "scheduler_config.json").read_text())
     assert packaged["prediction_type"] == "epsilon"  # the packaged v1 model is unchanged
+
+
+def test_loss_weights_and_the_schedule_guard():
+    """Epsilon: Min-SNR min(snr, 5) / snr. v: min(snr + 1, 5) / (snr + 1), weight 1 up to snr 4 and
+    at the terminal step of a zero-terminal-SNR schedule (snr 0), where Min-SNR's own v form is 0.
+    Zero terminal SNR with epsilon prediction is refused (nothing to predict at snr 0)."""
+    import torch
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    from synthvlm_data.world.train_diffusion import V2, DiffusionTrainConfig, loss_weight, schedule_config
+
+    t = torch.tensor([0, 100, 500, 900, 999])
+    v1, v2 = DiffusionTrainConfig(), V2
+    s1, s2 = DDPMScheduler(**schedule_config(v1)), DDPMScheduler(**schedule_config(v2))
+    snr1, snr2 = compute_snr(s1, t), compute_snr(s2, t)
+    assert float(snr2[-1]) == 0.0 and float(snr1[-1]) > 0  # zero terminal SNR only in v2
+    assert torch.allclose(loss_weight(s1, t, v1), torch.clamp(snr1, max=5.0) / snr1)
+    w2 = loss_weight(s2, t, v2)
+    assert torch.allclose(w2, torch.clamp(snr2 + 1, max=5.0) / (snr2 + 1)) and float(w2[-1]) == 1.0
+    assert float(w2[0]) < 0.01  # the near-clean step weighted down
+    with pytest.raises(ValueError, match="zero_terminal_snr needs prediction_type v_prediction"):
+        replace(v1, zero_terminal_snr=True)

@@ -21,8 +21,8 @@ Recall alone rewards a caption that names everything (one listing all 24 colour-
 score colour and shape 1.0), so each object attribute also has a precision (the share of the
 caption's objects whose matched true object has the value it claims; an object with no true
 counterpart is wrong) and their F1, and `hallucination` is the share of the caption's objects whose
-colour-shape pair is in no object of the scene (CHAIR_i of Rohrbach et al. 2018, per scene; a caption
-that names no object has none).
+colour-shape pair is in no object of the scene (CHAIR_i of Rohrbach et al. 2018, averaged over the
+captions that name an object; one that names none is left out, not scored 0, the best value).
 
 (b) VQA: short questions generated from the ground truth (colour, shape, size, relation yes/no,
 count, background tone), scored by exact match after VQAv2's answer normalisation (lmms-eval's
@@ -147,7 +147,8 @@ def caption_scores(scene: Scene, text: str) -> dict[str, float]:
         p, r = s[f"{a}_precision"], s[a]
         s[f"{a}_f1"] = 2 * p * r / (p + r) if p + r else 0.0
     present = {(o["colour"], o["shape"]) for o in truth.objects}
-    s["hallucination"] = sum((c["colour"], c["shape"]) not in present for c in claims.objects) / m if m else 0.0
+    if m:  # a caption that names no object has no hallucination rate (it is not scored as 0, the best)
+        s["hallucination"] = sum((c["colour"], c["shape"]) not in present for c in claims.objects) / m
     return s
 
 

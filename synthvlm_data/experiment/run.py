@@ -475,8 +475,13 @@ def run(s: Settings, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ensure_marker(out, "experiment")
     settings_file = out / "settings.json"
-    if settings_file.is_file() and (earlier := json.loads(settings_file.read_text())) != s.fingerprint():
-        what = ("other world models (retrained since: world_models "
+    earlier = json.loads(settings_file.read_text()) if settings_file.is_file() else None
+    if earlier is not None and "world_models" not in earlier and earlier == asdict(s):
+        # a run from before the models were recorded: resumed with the same settings, its models taken to be these
+        # (the packaged ones have not changed since the record began), and recorded from now on
+        earlier = s.fingerprint()
+    if earlier is not None and earlier != s.fingerprint():
+        what = ("other world models (world_models "
                 f"{earlier.get('world_models', 'not recorded')} there, {world_models_id()} here)"
                 if {k: v for k, v in earlier.items() if k != "world_models"} == asdict(s) else "other settings")
         raise SystemExit(f"{out} holds a run with {what} ({settings_file}); pass another --out or delete it")

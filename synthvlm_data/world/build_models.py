@@ -219,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --stop-after N (N >= 1) goes with --repeat: truncated models are only compared, never kept",
               file=sys.stderr)
         return 2
+    if args.preset != "v1" and (args.check or args.repeat or args.out is None
+                                or (args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())))):
+        print(f"error: --preset {args.preset} builds models under development into a new or empty folder (--out DIR; "
+              f"not {WEIGHTS_DIR} nor earlier models); --check and --repeat compare the packaged v1 models",
+              file=sys.stderr)
+        return 2
     if args.repeat:
         with tempfile.TemporaryDirectory() as tmp:
             runs = [build(Path(tmp) / f"run{i}", quick=args.quick, only=only, stop_after=args.stop_after) for i in (1, 2)]
@@ -229,10 +235,6 @@ def main(argv: list[str] | None = None) -> int:
         for p in diff:
             print(f"  differs: {p}  first {first.get(p, '-')[:12]}  second {second.get(p, '-')[:12]}")
         return 1 if diff else 0
-    if args.preset != "v1" and (args.check or args.repeat or args.out is None or args.out.resolve() == WEIGHTS_DIR.resolve()):
-        print(f"error: --preset {args.preset} builds models under development into a new folder (--out DIR, not "
-              f"{WEIGHTS_DIR}); --check and --repeat compare the packaged v1 models", file=sys.stderr)
-        return 2
     problem = out_problem(args.out, args.quick, args.check)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

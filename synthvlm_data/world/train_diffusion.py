@@ -7,18 +7,19 @@ projection pooled, as SDXL does) and a `UNet2DConditionModel` with SDXL's `text_
 conditioning. Saved with `save_pretrained` (safetensors, fp16) and loaded back by the generate
 stage like `stabilityai/stable-diffusion-xl-base-1.0`: a local directory instead of a Hub id.
 
-Two phases, both deterministic for a fixed seed and thread count:
-1. the VAE on whole 64 px renders: L1 + MSE with object pixels weighted up by the renderer's own
-   coverage mask, a texture term that matches the background's local grain and pixel-to-pixel
-   correlation, a small KL term. Then the **gate**: validation renders go through the VAE and the
-   verifier reads them back (`quality.vae_round_trip`); below `quality.VAE_GATE` the build stops
-   before the UNet is trained. Latents of the training renders are encoded once (posterior means,
-   scaled to unit variance: SD's `scaling_factor`);
-2. the UNet and both text encoders: v-prediction on SD's scaled-linear schedule rescaled to zero
-   terminal SNR (Lin et al., WACV 2024), Min-SNR-style weighting in v space, 10% caption dropout
-   for classifier-free guidance, and an EMA of the weights (diffusers `EMAModel`) that is what is
-   saved. Sampling uses DPM-Solver++ with the same schedule and trailing timesteps, so its first step
-   is the pure-noise input training has seen.
+Two phases, both deterministic for a fixed seed and thread count. The defaults (v1, the packaged
+`world:sdxl`):
+1. the VAE on 32 px crops (L1 + MSE, a small KL term); latents of the training renders are encoded
+   once (posterior means, scaled to unit variance: SD's `scaling_factor`); its round trip of
+   validation renders is measured and recorded (`quality.vae_round_trip`);
+2. the UNet and both text encoders: epsilon prediction on SD's scaled-linear schedule, Min-SNR
+   weighting (gamma 5, Hang et al. 2023), 10% caption dropout for classifier-free guidance, and an
+   EMA of the weights (diffusers `EMAModel`) that is what is saved; DPM-Solver++ samples it.
+`V2` (under development, `build-models --preset v2`): the VAE on whole 64 px renders with object
+pixels weighted up by the renderer's coverage mask, then a **gate** (below `quality.VAE_GATE` the
+build stops before the UNet trains); v-prediction on the schedule rescaled to zero terminal SNR
+(Lin et al., WACV 2024) with trailing timesteps at sampling; cross-attention in the 16x16 block;
+wider text encoders.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthvlm_data.world.data import render_layers_array, split_scenes
+from synthvlm_data.world.data import render_array, render_layers_array, split_scenes
 from synthvlm_data.world.scene import IMAGE_SIZE
 from synthvlm_data.world.text import caption
 from synthvlm_data.world.tokenizer import CONTEXT_LENGTH, EOS, PAD, BOS, build_tokenizer
@@ -81,6 +82,11 @@ class DiffusionTrainConfig:
     # stop each phase after this many steps of its schedule (the real run's first steps, bit for bit:
     # how `build-models --repeat --stop-after` measures determinism cheaply)
     stop_after: int | None = None
+
+    def __post_init__(self):
+        if self.zero_terminal_snr and self.prediction_type == "epsilon":
+            raise ValueError("zero_terminal_snr needs prediction_type v_prediction: at snr = 0 an epsilon "
+                             "prediction carries no information about the image (Lin et al. 2024)")
 
 
 def _v2() -> DiffusionTrainConfig:
@@ -209,10 +215,10 @@ def schedule_config(cfg: DiffusionTrainConfig) -> dict:
 
 
 def loss_weight(noise_sched, t: torch.Tensor, cfg: DiffusionTrainConfig) -> torch.Tensor:
-    """Min-SNR weighting (Hang et al. 2023) in the space of the prediction. Epsilon: min(snr, g) / snr.
-    v: min(snr + 1, g) / (snr + 1), i.e. the v loss itself, with only the easy low-noise steps
-    weighted down: the diffusers form min(snr, g) / (snr + 1) gives the terminal step (snr = 0 under a
-    zero-terminal-SNR schedule, the step sampling starts from) a weight of zero."""
+    """Per-sample loss weight. Epsilon: Min-SNR, min(snr, g) / snr (Hang et al. 2023). v: a variant,
+    min(snr + 1, g) / (snr + 1): the plain v loss (weight 1) wherever snr < g - 1, only the easy
+    low-noise steps weighted down. Min-SNR's own v form, min(snr, g) / (snr + 1), would give the
+    terminal step (snr = 0 under a zero-terminal-SNR schedule, the step sampling starts from) weight 0."""
     from diffusers.training_utils import compute_snr
 
     snr = compute_snr(noise_sched, t)
@@ -288,7 +294,8 @@ def train_diffusion(out_dir: Path, cfg: DiffusionTrainConfig = DiffusionTrainCon
     tok = build_tokenizer()
     tok, vae, te1, te2, unet = build_components(len(tok), cfg.seed, cfg)
     scenes = split_scenes("train", cfg.n_train)
-    images, masks = render_layers_array(scenes)
+    # the coverage masks only where the VAE loss uses them (whole images); the renders are the same bytes
+    images, masks = render_layers_array(scenes) if cfg.vae_crop >= IMAGE_SIZE else (render_array(scenes), None)
     vae_loss = train_vae(vae, images, masks, cfg, log)
     round_trip = vae_round_trip(vae, split_scenes("validation", cfg.vae_gate_n))
     log("vae round trip (validation): " + ", ".join(f"{a} {v['share']:.3f}" for a, v in round_trip.items() if "share" in v))
