@@ -137,3 +137,50 @@ def test_loss_weights_and_the_schedule_guard():
     assert float(w2[0]) < 0.01  # the near-clean step weighted down
     with pytest.raises(ValueError, match="zero_terminal_snr needs prediction_type v_prediction"):
         replace(v1, zero_terminal_snr=True)
+
+
+def test_quality_command_as_typed_measures_the_packaged_models_through_the_build_path(tmp_path):
+    """`python -m synthvlm_data.world quality ... --json F` on the packaged models (a few scenes, 2
+    denoising steps): every part is there with intervals, the oracle best of 2 is never below a random
+    image, and the images it scores are the ones the generate stage makes for the same seeds."""
+    import json
+
+    import torch
+
+    from synthvlm_data.config import GenerateConfig
+    from synthvlm_data.models.refs import ModelRef
+    from synthvlm_data.stages.generate import ImageGenerator
+    from synthvlm_data.world.build_models import WEIGHTS_DIR
+
+    out = tmp_path / "q.json"
+    res = subprocess.run([sys.executable, "-m", "synthvlm_data.world", "quality", "--n", "6", "--k", "2", "--steps", "2",
+                          "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(out.read_text())
+    assert got["split"] == "validation" and got["generator"]["settings"]["k"] == 2
+    assert got["generator"]["oracle_minus_random"]["mean"] >= 0
+    assert {"shape", "colour", "pattern"} <= set(got["vae_round_trip"]) and "relation" in got["clip_zero_shot"]
+    assert "generator: mean alignment of one image" in res.stdout
+    torch.set_num_threads(1)
+    pipe, _ = quality.load_world_models(WEIGHTS_DIR, clip=False)
+    prompts, seeds = ["A red circle on a dark plain background.", "A small blue star above a green square."], [3, 11]
+    ours = quality.generate(pipe, prompts, seeds, steps=2, guidance=3.0)
+    cfg = GenerateConfig(model=ModelRef(id=str(WEIGHTS_DIR / "sdxl")), steps=2, guidance_scale=3.0, height=64, width=64,
+                         dtype="float32", device="cpu")
+    stage = ImageGenerator(cfg)(prompts, seeds)
+    for a, b in zip(ours, stage, strict=True):
+        assert np.array_equal(a, np.asarray(b)), np.abs(a.astype(int) - np.asarray(b).astype(int)).max()
+
+
+def test_sweep_and_calibrate_as_typed():
+    """`sweep` prints one row per (steps, guidance) setting; `calibrate` a threshold on validation renders."""
+    run = lambda *a: subprocess.run([sys.executable, "-m", "synthvlm_data.world", *a], capture_output=True, text=True,  # noqa: E731
+                                    timeout=600)
+    res = run("sweep", "--n", "2", "--steps", "2", "--guidance", "1,3")
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [line.split() for line in res.stdout.splitlines()[1:]]
+    assert [(r[0], r[1]) for r in rows] == [("2", "1.0"), ("2", "3.0")] and all(0 <= float(r[3]) <= 1 for r in rows)
+    res = run("calibrate", "--n", "12")
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = dict(line.split(": ", 1) for line in res.stdout.splitlines())
+    assert got["split"] == "validation" and got["n"] == "12" and -1 <= float(got["min_similarity"]) <= 1

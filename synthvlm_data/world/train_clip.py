@@ -53,7 +53,8 @@ class ClipTrainConfig:
 # The defaults above built the packaged `world:clip`. V2: more shape negatives and 2,000 steps. Measured
 # on 500 validation scenes (zero-shot, `python -m synthvlm_data.world quality`): relation 0.183 -> 0.355
 # (95% CIs 0.130-0.248 and 0.284-0.426; chance 0.25), shape 0.668 -> 0.691 (0.620-0.718, 0.644-0.742:
-# no gain), colour / size / tone 1.000 both, pattern 0.988 -> 0.997; 3,493 s on one core.
+# no gain detected; one training run each, intervals over scenes), colour / size / tone 1.000 both,
+# pattern 0.988 -> 0.997; 3,493 s on one core.
 V2 = ClipTrainConfig(steps=2000, negative_mix=(("shape", 0.4), ("relation", 0.35), ("colour", 0.07), ("size", 0.08),
                                                ("tone", 0.05), ("pattern", 0.05)))
 
